@@ -1,0 +1,114 @@
+//! Finds an event's actor by its id, and creates events.
+
+use std::hash::{BuildHasher, RandomState};
+
+use actix::prelude::*;
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use futures::channel::oneshot;
+
+use super::event::EventActor;
+use super::order_store::{OrderStore, Persist};
+use crate::booking::EventState;
+use crate::ids::EventId;
+use crate::storage::Change;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitializeError {
+    AlreadyInitialized,
+    StorageUnavailable,
+}
+
+enum Slot {
+    /// Its creation is being committed: taken for a second initialize, not
+    /// yet there for bookings (it is not acknowledged).
+    Initializing,
+    Ready(Addr<EventActor>),
+}
+
+/// Every event's actor, by id. A sharded map: looking up one event never
+/// waits for another, and actors are only added, never removed.
+pub struct EventRegistry {
+    events: DashMap<EventId, Slot>,
+    /// The threads that run event actors; an event's thread is chosen by a hash of its id.
+    arbiters: Vec<ArbiterHandle>,
+    placement: RandomState,
+    store: Addr<OrderStore>,
+}
+
+impl EventRegistry {
+    /// Starts an actor for each recovered event.
+    pub fn new(
+        store: Addr<OrderStore>,
+        arbiters: Vec<ArbiterHandle>,
+        recovered: Vec<(EventId, EventState)>,
+    ) -> Self {
+        assert!(
+            !arbiters.is_empty(),
+            "event actors need at least one thread"
+        );
+        let registry = EventRegistry {
+            events: DashMap::new(),
+            arbiters,
+            placement: RandomState::new(),
+            store,
+        };
+        for (id, state) in recovered {
+            let actor = registry.start_actor(id.clone(), state);
+            registry.events.insert(id, Slot::Ready(actor));
+        }
+        registry
+    }
+
+    /// The actor of an initialized event.
+    pub fn get(&self, id: &EventId) -> Option<Addr<EventActor>> {
+        match self.events.get(id)?.value() {
+            Slot::Ready(actor) => Some(actor.clone()),
+            Slot::Initializing => None,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Creates the event, answering once it is committed. Run it as a task of
+    /// its own: a client hanging up must not leave the slot `Initializing`.
+    pub async fn initialize(&self, id: EventId, total_tickets: u32) -> Result<(), InitializeError> {
+        match self.events.entry(id.clone()) {
+            Entry::Occupied(_) => return Err(InitializeError::AlreadyInitialized),
+            Entry::Vacant(slot) => slot.insert(Slot::Initializing),
+        };
+        let (done, committed) = oneshot::channel();
+        let change = Change::CreateEvent {
+            event: id.clone(),
+            total_tickets,
+        };
+        self.store.do_send(Persist {
+            change,
+            origin: None,
+            done,
+        });
+        match committed.await {
+            Ok(Ok(())) => {
+                let actor = self.start_actor(id.clone(), EventState::new(total_tickets));
+                self.events.insert(id, Slot::Ready(actor));
+                Ok(())
+            }
+            _ => {
+                self.events.remove(&id);
+                Err(InitializeError::StorageUnavailable)
+            }
+        }
+    }
+
+    fn start_actor(&self, id: EventId, state: EventState) -> Addr<EventActor> {
+        let arbiter = &self.arbiters[self.placement.hash_one(&id) as usize % self.arbiters.len()];
+        let store = self.store.clone();
+        EventActor::start_in_arbiter(arbiter, move |_| EventActor::new(id, state, store))
+    }
+}

@@ -1,0 +1,338 @@
+//! The booking rules of one event, as plain data: no actors, no I/O.
+//!
+//! [`EventState`] decides every book and cancel synchronously and says what
+//! changed as an [`OrderUpdate`], which the event actor hands to storage. The
+//! same state is rebuilt from storage on start-up and after a failed commit.
+
+mod waiting_list;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub use waiting_list::WaitingList;
+
+/// What a successful booking gave the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BookOutcome {
+    Booked,
+    /// Sold out: the user joined the waiting list at this 1-based place.
+    Waiting {
+        position: u64,
+    },
+}
+
+/// What a successful cancellation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The user's ticket went back on sale, or the user left the waiting list.
+    Cancelled,
+    /// The user's ticket went to the head of the waiting list, this user.
+    Reassigned { to: Arc<str> },
+}
+
+/// Why a book or cancel was refused; nothing changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    AlreadyBooked,
+    AlreadyWaiting,
+    BookingNotFound,
+}
+
+/// One decided change to the stored orders, in the order it was decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderUpdate {
+    Booked(Arc<str>),
+    Waiting(Arc<str>),
+    Cancelled(Arc<str>),
+    /// One step, two rows: `cancelled` gave up the ticket that `promoted` now holds.
+    Reassigned {
+        cancelled: Arc<str>,
+        promoted: Arc<str>,
+    },
+}
+
+/// A user's standing at an event, as the status endpoint reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserStatus {
+    Booked,
+    Waiting { position: u64 },
+    Cancelled,
+}
+
+/// The counts the event status endpoint reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub total_tickets: u32,
+    pub booked_tickets: u32,
+    pub waiting: usize,
+}
+
+/// Where one user stands; one map probe answers duplicates and lookups.
+#[derive(Debug, Clone, Copy)]
+enum Seat {
+    Booked,
+    /// Waiting with this sequence number in the [`WaitingList`].
+    Waiting(u64),
+    Cancelled,
+}
+
+/// Tickets, holders and the waiting list of one event.
+#[derive(Debug)]
+pub struct EventState {
+    total_tickets: u32,
+    /// Users holding a ticket; never more than `total_tickets`.
+    booked: u32,
+    /// Every user ever seen at this event, so a cancelled user still has a status.
+    users: HashMap<Arc<str>, Seat>,
+    waiting: WaitingList,
+}
+
+impl EventState {
+    pub fn new(total_tickets: u32) -> Self {
+        EventState {
+            total_tickets,
+            booked: 0,
+            users: HashMap::new(),
+            waiting: WaitingList::default(),
+        }
+    }
+
+    /// Rebuilds the state that storage holds. `waiting` must be in queue order.
+    pub fn restore(
+        total_tickets: u32,
+        booked: impl IntoIterator<Item = Arc<str>>,
+        waiting: impl IntoIterator<Item = Arc<str>>,
+        cancelled: impl IntoIterator<Item = Arc<str>>,
+    ) -> Self {
+        let mut state = EventState::new(total_tickets);
+        for user in cancelled {
+            state.users.insert(user, Seat::Cancelled);
+        }
+        for user in booked {
+            state.users.insert(user, Seat::Booked);
+            state.booked += 1;
+        }
+        for user in waiting {
+            let seq = state.waiting.push(user.clone());
+            state.users.insert(user, Seat::Waiting(seq));
+        }
+        state
+    }
+
+    /// Gives `user` a ticket, or a place at the back of the waiting list when sold out.
+    pub fn book(&mut self, user: &Arc<str>) -> Result<(BookOutcome, OrderUpdate), Refusal> {
+        match self.users.get(user) {
+            Some(Seat::Booked) => return Err(Refusal::AlreadyBooked),
+            Some(Seat::Waiting(_)) => return Err(Refusal::AlreadyWaiting),
+            Some(Seat::Cancelled) | None => {}
+        }
+        // The queue only ever holds users while every ticket is taken.
+        if self.booked < self.total_tickets {
+            self.booked += 1;
+            self.users.insert(user.clone(), Seat::Booked);
+            Ok((BookOutcome::Booked, OrderUpdate::Booked(user.clone())))
+        } else {
+            let seq = self.waiting.push(user.clone());
+            self.users.insert(user.clone(), Seat::Waiting(seq));
+            let position = self.waiting.len() as u64;
+            Ok((
+                BookOutcome::Waiting { position },
+                OrderUpdate::Waiting(user.clone()),
+            ))
+        }
+    }
+
+    /// Gives up `user`'s ticket (to the head of the queue, if anyone waits) or waiting place.
+    pub fn cancel(&mut self, user: &str) -> Result<(CancelOutcome, OrderUpdate), Refusal> {
+        let (key, seat) = self
+            .users
+            .get_key_value(user)
+            .ok_or(Refusal::BookingNotFound)?;
+        let (key, seat) = (key.clone(), *seat);
+        match seat {
+            Seat::Cancelled => return Err(Refusal::BookingNotFound),
+            Seat::Waiting(seq) => self.waiting.remove(seq),
+            Seat::Booked => {}
+        }
+        self.users.insert(key.clone(), Seat::Cancelled);
+        if let Seat::Booked = seat {
+            if let Some(promoted) = self.waiting.pop_front() {
+                self.users.insert(promoted.clone(), Seat::Booked);
+                let update = OrderUpdate::Reassigned {
+                    cancelled: key,
+                    promoted: promoted.clone(),
+                };
+                return Ok((CancelOutcome::Reassigned { to: promoted }, update));
+            }
+            self.booked -= 1;
+        }
+        Ok((CancelOutcome::Cancelled, OrderUpdate::Cancelled(key)))
+    }
+
+    /// `None` for a user never seen at this event.
+    pub fn user_status(&self, user: &str) -> Option<UserStatus> {
+        Some(match self.users.get(user)? {
+            Seat::Booked => UserStatus::Booked,
+            Seat::Waiting(seq) => UserStatus::Waiting {
+                position: self.waiting.position(*seq),
+            },
+            Seat::Cancelled => UserStatus::Cancelled,
+        })
+    }
+
+    pub fn summary(&self) -> Summary {
+        Summary {
+            total_tickets: self.total_tickets,
+            booked_tickets: self.booked,
+            waiting: self.waiting.len(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str) -> Arc<str> {
+        Arc::from(name)
+    }
+
+    fn book(state: &mut EventState, name: &str) -> Result<BookOutcome, Refusal> {
+        state.book(&user(name)).map(|(outcome, _)| outcome)
+    }
+
+    #[test]
+    fn sells_every_ticket_then_queues_in_order() {
+        let mut state = EventState::new(2);
+        assert_eq!(book(&mut state, "a"), Ok(BookOutcome::Booked));
+        assert_eq!(book(&mut state, "b"), Ok(BookOutcome::Booked));
+        assert_eq!(
+            book(&mut state, "c"),
+            Ok(BookOutcome::Waiting { position: 1 })
+        );
+        assert_eq!(
+            book(&mut state, "d"),
+            Ok(BookOutcome::Waiting { position: 2 })
+        );
+        assert_eq!(
+            state.summary(),
+            Summary {
+                total_tickets: 2,
+                booked_tickets: 2,
+                waiting: 2
+            }
+        );
+    }
+
+    #[test]
+    fn refuses_a_second_booking_or_place() {
+        let mut state = EventState::new(1);
+        book(&mut state, "a").unwrap();
+        book(&mut state, "b").unwrap();
+        assert_eq!(book(&mut state, "a"), Err(Refusal::AlreadyBooked));
+        assert_eq!(book(&mut state, "b"), Err(Refusal::AlreadyWaiting));
+    }
+
+    #[test]
+    fn cancelling_a_ticket_promotes_the_head_of_the_queue() {
+        let mut state = EventState::new(1);
+        book(&mut state, "a").unwrap();
+        book(&mut state, "b").unwrap();
+        book(&mut state, "c").unwrap();
+        let (outcome, update) = state.cancel("a").unwrap();
+        assert_eq!(outcome, CancelOutcome::Reassigned { to: user("b") });
+        assert_eq!(
+            update,
+            OrderUpdate::Reassigned {
+                cancelled: user("a"),
+                promoted: user("b")
+            }
+        );
+        assert_eq!(state.user_status("b"), Some(UserStatus::Booked));
+        assert_eq!(
+            state.user_status("c"),
+            Some(UserStatus::Waiting { position: 1 })
+        );
+        assert_eq!(state.user_status("a"), Some(UserStatus::Cancelled));
+        assert_eq!(
+            state.summary(),
+            Summary {
+                total_tickets: 1,
+                booked_tickets: 1,
+                waiting: 1
+            }
+        );
+    }
+
+    #[test]
+    fn cancelling_with_nobody_waiting_puts_the_ticket_back_on_sale() {
+        let mut state = EventState::new(1);
+        book(&mut state, "a").unwrap();
+        assert_eq!(state.cancel("a").unwrap().0, CancelOutcome::Cancelled);
+        assert_eq!(state.summary().booked_tickets, 0);
+        assert_eq!(book(&mut state, "b"), Ok(BookOutcome::Booked));
+    }
+
+    #[test]
+    fn leaving_the_queue_moves_the_rest_up() {
+        let mut state = EventState::new(1);
+        for name in ["a", "b", "c", "d"] {
+            book(&mut state, name).unwrap();
+        }
+        let (outcome, update) = state.cancel("c").unwrap();
+        assert_eq!(
+            (outcome, update),
+            (CancelOutcome::Cancelled, OrderUpdate::Cancelled(user("c")))
+        );
+        assert_eq!(
+            state.user_status("d"),
+            Some(UserStatus::Waiting { position: 2 })
+        );
+        assert_eq!(state.summary().waiting, 2);
+    }
+
+    #[test]
+    fn unknown_or_cancelled_users_have_no_booking_to_cancel() {
+        let mut state = EventState::new(1);
+        assert_eq!(state.cancel("nobody"), Err(Refusal::BookingNotFound));
+        book(&mut state, "a").unwrap();
+        state.cancel("a").unwrap();
+        assert_eq!(state.cancel("a"), Err(Refusal::BookingNotFound));
+        assert_eq!(state.user_status("nobody"), None);
+    }
+
+    #[test]
+    fn a_cancelled_user_may_book_again_at_the_back() {
+        let mut state = EventState::new(1);
+        book(&mut state, "a").unwrap();
+        book(&mut state, "b").unwrap();
+        book(&mut state, "c").unwrap();
+        state.cancel("b").unwrap();
+        assert_eq!(
+            book(&mut state, "b"),
+            Ok(BookOutcome::Waiting { position: 2 })
+        );
+    }
+
+    #[test]
+    fn restore_rebuilds_the_same_queue() {
+        let state = EventState::restore(1, [user("a")], [user("c"), user("b")], [user("z")]);
+        assert_eq!(
+            state.summary(),
+            Summary {
+                total_tickets: 1,
+                booked_tickets: 1,
+                waiting: 2
+            }
+        );
+        assert_eq!(
+            state.user_status("c"),
+            Some(UserStatus::Waiting { position: 1 })
+        );
+        assert_eq!(
+            state.user_status("b"),
+            Some(UserStatus::Waiting { position: 2 })
+        );
+        assert_eq!(state.user_status("z"), Some(UserStatus::Cancelled));
+    }
+}

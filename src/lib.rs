@@ -1,0 +1,28 @@
+//! An HTTP server that sells event tickets.
+//!
+//! Each event is an actor that owns its ticket count and FIFO waiting list and
+//! decides book and cancel requests one at a time, in memory. Every decision is
+//! written to SQLite by a single persistence actor that groups all waiting
+//! changes into one transaction; a request is answered only after the commit
+//! that holds its change. On start, every event is rebuilt from the database.
+//!
+//! # Layout
+//!
+//! - [`startup`]: the [`Application`](startup::Application): recovery, actors,
+//!   HTTP server, graceful stop.
+//! - [`configuration`]: settings from `config/default.toml` and `BOOKING_*` variables.
+//! - [`routes`]: the HTTP API; validates requests and forwards them to actors.
+//! - [`actors`]: the event actors, their registry, and the persistence actor.
+//! - [`booking`]: the booking rules of one event as plain data, and the waiting list.
+//! - [`storage`]: the SQLite schema, batched commits and recovery.
+//! - [`ids`]: event and user ids, validated at the edge.
+//! - [`error`]: the one JSON error shape of the API.
+
+pub mod actors;
+pub mod booking;
+pub mod configuration;
+pub mod error;
+pub mod ids;
+pub mod routes;
+pub mod startup;
+pub mod storage;

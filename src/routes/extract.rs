@@ -1,0 +1,121 @@
+//! Request bodies: read within the size limit, parsed as a JSON object, and
+//! validated field by field, so each route receives only well-formed ids.
+
+use actix_web::dev::Payload;
+use actix_web::http::header::CONTENT_TYPE;
+use actix_web::http::StatusCode;
+use actix_web::{web, FromRequest, HttpRequest};
+use futures::future::LocalBoxFuture;
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+use crate::ids::{total_tickets_from_json, EventId, UserId};
+
+/// A request body type built from the fields of a JSON object.
+pub trait FromJsonObject: Sized {
+    fn from_object(object: &Map<String, Value>) -> Result<Self, ApiError>;
+}
+
+/// Extracts a `T` from a JSON body, answering 400 or 413 with the reason.
+pub struct Valid<T>(pub T);
+
+impl<T: FromJsonObject + 'static> FromRequest for Valid<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let content_type = check_content_type(req);
+        let limit = req.app_data::<BodyLimit>().map_or(0, |limit| limit.0);
+        let body = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            content_type?;
+            let bytes =
+                body.await
+                    .map_err(|error| match error.as_response_error().status_code() {
+                        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(format!(
+                            "the request body is larger than {limit} bytes"
+                        )),
+                        _ => ApiError::InvalidInput(format!(
+                            "the request body could not be read: {error}"
+                        )),
+                    })?;
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Err(ApiError::InvalidInput(
+                    "the request body is empty; send a JSON object".into(),
+                ));
+            }
+            let value: Value = serde_json::from_slice(&bytes).map_err(|error| {
+                ApiError::InvalidInput(format!("the request body is not valid JSON: {error}"))
+            })?;
+            match value {
+                Value::Object(object) => T::from_object(&object).map(Valid),
+                _ => Err(ApiError::InvalidInput(
+                    "the request body must be a JSON object".into(),
+                )),
+            }
+        })
+    }
+}
+
+/// The configured body limit: `web::PayloadConfig` enforces it, this names it in the 413 answer.
+#[derive(Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// JSON, or no content type at all (as from some load generators).
+fn check_content_type(req: &HttpRequest) -> Result<(), ApiError> {
+    let Some(header) = req.headers().get(CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let text = header.to_str().unwrap_or_default();
+    let mime = text
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")) {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidInput(format!(
+            "Content-Type must be application/json, not {text:?}"
+        )))
+    }
+}
+
+/// The value of a required field, or a 400 naming it.
+pub fn field<'a>(object: &'a Map<String, Value>, name: &str) -> Result<&'a Value, ApiError> {
+    object
+        .get(name)
+        .ok_or_else(|| ApiError::InvalidInput(format!("{name} is required")))
+}
+
+/// The body of `book` and `cancel`.
+pub struct OrderRequest {
+    pub event: EventId,
+    pub user: UserId,
+}
+
+impl FromJsonObject for OrderRequest {
+    fn from_object(object: &Map<String, Value>) -> Result<Self, ApiError> {
+        Ok(OrderRequest {
+            event: EventId::from_json(field(object, "eventId")?).map_err(ApiError::InvalidInput)?,
+            user: UserId::from_json(field(object, "userId")?).map_err(ApiError::InvalidInput)?,
+        })
+    }
+}
+
+/// The body of `initialize`.
+pub struct InitializeRequest {
+    pub event: EventId,
+    pub total_tickets: u32,
+}
+
+impl FromJsonObject for InitializeRequest {
+    fn from_object(object: &Map<String, Value>) -> Result<Self, ApiError> {
+        Ok(InitializeRequest {
+            event: EventId::from_json(field(object, "eventId")?).map_err(ApiError::InvalidInput)?,
+            total_tickets: total_tickets_from_json(field(object, "totalTickets")?)
+                .map_err(ApiError::InvalidInput)?,
+        })
+    }
+}

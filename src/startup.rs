@@ -1,0 +1,134 @@
+//! Builds the running server: recovery, actors, HTTP, and an orderly stop.
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::num::NonZeroUsize;
+use std::pin::pin;
+use std::time::Instant;
+
+use actix::prelude::*;
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpServer};
+use futures::future::{select, Either};
+
+use crate::actors::{EventRegistry, Flush, OrderStore};
+use crate::configuration::Settings;
+use crate::routes::{self, BodyLimit};
+use crate::storage::{Database, StorageError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot open the database {path}: {source}")]
+    Database { path: String, source: StorageError },
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
+}
+
+/// A server that has recovered its events and listens, but is not yet serving.
+pub struct Application {
+    address: SocketAddr,
+    server: Server,
+    /// Flushed last on shutdown, after the HTTP server stopped.
+    store: Addr<OrderStore>,
+    /// The threads of the event actors, stopped after the flush.
+    arbiters: Vec<Arbiter>,
+}
+
+impl Application {
+    /// Loads every event from the database, starts the actors, and binds the
+    /// configured address. Must run inside an actix `System`.
+    pub fn build(settings: Settings) -> Result<Self, StartupError> {
+        let started = Instant::now();
+        let database_error = |source| StartupError::Database {
+            path: settings.database.clone(),
+            source,
+        };
+        let database = Database::open(&settings).map_err(database_error)?;
+        let recovered = database.load_all().map_err(database_error)?;
+        let events = recovered.events.len();
+
+        let store = OrderStore::new(
+            database,
+            settings.commit_batch_limit,
+            recovered.next_queue_seq,
+        )
+        .start();
+        let arbiters: Vec<Arbiter> = (0..or_cores(settings.actor_threads))
+            .map(|_| Arbiter::new())
+            .collect();
+        let handles = arbiters.iter().map(Arbiter::handle).collect();
+        let registry = web::Data::new(EventRegistry::new(store.clone(), handles, recovered.events));
+        log::info!(
+            "recovered {events} events from {} in {:?}",
+            settings.database,
+            started.elapsed()
+        );
+
+        let address = format!("{}:{}", settings.host, settings.port);
+        let listener = TcpListener::bind(&address).map_err(|source| StartupError::Listen {
+            address: address.clone(),
+            source,
+        })?;
+        let address = listener
+            .local_addr()
+            .map_err(|source| StartupError::Listen { address, source })?;
+        let body_limit = settings.body_limit;
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(registry.clone())
+                .app_data(web::PayloadConfig::new(body_limit))
+                .app_data(BodyLimit(body_limit))
+                .configure(routes::configure)
+                .default_service(web::to(routes::route_not_found))
+        })
+        .workers(or_cores(settings.workers))
+        .shutdown_timeout(settings.shutdown_timeout_secs)
+        // Signals are ours: the store must flush before the System stops.
+        .disable_signals()
+        .listen(listener)
+        .map_err(|source| StartupError::Listen {
+            address: address.to_string(),
+            source,
+        })?
+        .run();
+        Ok(Application {
+            address,
+            server,
+            store,
+            arbiters,
+        })
+    }
+
+    /// The bound address (the real port when the configured one was 0).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets requests in
+    /// flight finish, and waits until every decided change is committed or refused.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let mut server = actix_web::rt::spawn(self.server);
+        if let Either::Left(_) = select(pin!(shutdown), &mut server).await {
+            log::info!("shutting down: finishing the requests in flight");
+            handle.stop(true).await;
+            server.await.map_err(std::io::Error::other)??;
+        }
+        let _ = self.store.send(Flush).await;
+        for arbiter in self.arbiters {
+            arbiter.stop();
+        }
+        log::info!("stopped; every acknowledged change is stored");
+        Ok(())
+    }
+}
+
+fn or_cores(configured: usize) -> usize {
+    match configured {
+        0 => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+        n => n,
+    }
+}
