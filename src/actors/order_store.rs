@@ -32,9 +32,12 @@ pub struct Persist {
     pub done: oneshot::Sender<Result<(), NotStored>>,
 }
 
+/// An event as stored; `None` if it was never committed.
+pub type Reloaded = Result<Option<EventState>, NotStored>;
+
 /// Read one event as stored, after every change queued before this message.
 #[derive(Message)]
-#[rtype(result = "Result<Option<EventState>, NotStored>")]
+#[rtype(result = "Reloaded")]
 pub struct Reload {
     pub event: EventId,
 }
@@ -46,19 +49,18 @@ pub struct Flush;
 
 enum Job {
     Write(Persist),
-    Reload {
-        event: EventId,
-        reply: oneshot::Sender<Result<Option<EventState>, NotStored>>,
-    },
+    Reload(ReloadJob),
+}
+
+struct ReloadJob {
+    event: EventId,
+    reply: oneshot::Sender<Reloaded>,
 }
 
 /// What a batch took to the blocking thread and brings back.
 struct Batch {
     writes: Vec<Persist>,
-    reloads: Vec<(
-        EventId,
-        oneshot::Sender<Result<Option<EventState>, NotStored>>,
-    )>,
+    reloads: Vec<ReloadJob>,
     committed: Result<(), StorageError>,
     reloaded: Vec<Result<Option<EventState>, StorageError>>,
     next_queue_seq: i64,
@@ -105,7 +107,7 @@ impl OrderStore {
         while writes.len() < self.batch_limit {
             match self.queue.pop_front() {
                 None => break,
-                Some(Job::Reload { event, reply }) => reloads.push((event, reply)),
+                Some(Job::Reload(reload)) => reloads.push(reload),
                 Some(Job::Write(persist)) if self.is_void(&persist) => {
                     let _ = persist.done.send(Err(NotStored));
                 }
@@ -135,7 +137,7 @@ impl OrderStore {
             batch.reloaded = batch
                 .reloads
                 .iter()
-                .map(|(event, _)| database.load_event(event))
+                .map(|reload| database.load_event(&reload.event))
                 .collect();
             batch
         });
@@ -188,7 +190,7 @@ impl OrderStore {
                 }
             }
         }
-        for ((event, reply), loaded) in batch.reloads.into_iter().zip(batch.reloaded) {
+        for (ReloadJob { event, reply }, loaded) in batch.reloads.into_iter().zip(batch.reloaded) {
             let _ = reply.send(loaded.map_err(|error| {
                 log::error!("reloading event {event} failed: {error}");
                 NotStored
@@ -219,11 +221,12 @@ impl Handler<Persist> for OrderStore {
 }
 
 impl Handler<Reload> for OrderStore {
-    type Result = ResponseFuture<Result<Option<EventState>, NotStored>>;
+    type Result = ResponseFuture<Reloaded>;
 
     fn handle(&mut self, Reload { event }: Reload, ctx: &mut Context<Self>) -> Self::Result {
         let (reply, loaded) = oneshot::channel();
-        self.queue.push_back(Job::Reload { event, reply });
+        self.queue
+            .push_back(Job::Reload(ReloadJob { event, reply }));
         self.commit_queued(ctx);
         Box::pin(async move { loaded.await.unwrap_or(Err(NotStored)) })
     }

@@ -1,0 +1,269 @@
+//! Starts the real server binary on a temporary database and talks HTTP to it.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use awc::http::StatusCode;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_event-booking");
+
+/// One server process and the folder of its database, which outlives restarts.
+pub struct TestApp {
+    pub dir: TempDir,
+    /// `BOOKING_*` settings of every start, besides the port and database.
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+    /// `http://127.0.0.1:<port>` of the running process (the port changes on restart).
+    pub address: String,
+    client: awc::Client,
+}
+
+/// A response: its status, its JSON body (`Null` if not JSON) and content type.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    pub content_type: String,
+}
+
+pub fn spawn_app() -> TestApp {
+    spawn_app_with(&[])
+}
+
+pub fn spawn_app_with(env: &[(&str, &str)]) -> TestApp {
+    let mut app = TestApp {
+        dir: tempfile::tempdir().expect("a temporary folder"),
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        child: None,
+        address: String::new(),
+        client: awc::Client::builder()
+            .connector(awc::Connector::new().limit(0))
+            .timeout(Duration::from_secs(60))
+            .finish(),
+    };
+    app.start();
+    app
+}
+
+impl TestApp {
+    pub fn database(&self) -> PathBuf {
+        self.dir.path().join("data").join("bookings.db")
+    }
+
+    /// Starts the server and returns once it printed the address it listens on.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "the server is already running");
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .unwrap();
+        let mut child = Command::new(BINARY)
+            .env("BOOKING_PORT", "0")
+            .env("BOOKING_DATABASE", self.database())
+            .env("BOOKING_WORKERS", "2")
+            .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("the server binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(address) = line.strip_prefix("event-booking listening on ") {
+                    let _ = tx.send(address.to_string());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(address) => self.address = address,
+            Err(_) => panic!("the server did not start; its log:\n{}", self.log()),
+        }
+        self.child = Some(child);
+    }
+
+    /// Sends `signal` ("KILL", "TERM", "INT") without waiting, so it can be
+    /// sent while requests to this server are still being awaited.
+    pub fn send_signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("a running server").id();
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} {pid}");
+    }
+
+    /// Waits for the process to exit, with a deadline so a hung stop fails the test.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("a running server");
+        for _ in 0..600 {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        panic!(
+            "the server did not exit within 30 s; its log:\n{}",
+            self.log()
+        );
+    }
+
+    /// Sends `signal` and waits for the process to exit.
+    pub fn stop_with(&mut self, signal: &str) -> ExitStatus {
+        self.send_signal(signal);
+        self.wait_exit()
+    }
+
+    /// Changes a `BOOKING_*` setting for the next start; `None` removes it.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(value) = value {
+            self.env.push((key.to_string(), value.to_string()));
+        }
+    }
+
+    pub fn restart(&mut self) {
+        let status = self.stop_with("TERM");
+        assert!(status.success(), "graceful stop exited with {status}");
+        self.start();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await;
+        answer(response).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Answer {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .send_json(body)
+            .await;
+        answer(response).await
+    }
+
+    /// A POST with exactly these bytes and content type (none if `None`).
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<Vec<u8>>,
+    ) -> Answer {
+        let mut request = self.client.post(format!("{}{path}", self.address));
+        if let Some(content_type) = content_type {
+            request = request.insert_header(("content-type", content_type));
+        }
+        answer(request.send_body(body.into()).await).await
+    }
+
+    pub async fn initialize(&self, event: Value, total_tickets: u64) -> Answer {
+        self.post(
+            "/api/initialize",
+            &json!({"eventId": event, "totalTickets": total_tickets}),
+        )
+        .await
+    }
+
+    pub async fn book(&self, event: Value, user: Value) -> Answer {
+        self.post("/api/book", &json!({"eventId": event, "userId": user}))
+            .await
+    }
+
+    pub async fn cancel(&self, event: Value, user: Value) -> Answer {
+        self.post("/api/cancel", &json!({"eventId": event, "userId": user}))
+            .await
+    }
+
+    pub async fn status(&self, event: &str) -> Answer {
+        self.get(&format!("/api/status/{event}")).await
+    }
+
+    /// `user` goes into the path as given: percent-encode it first where needed.
+    pub async fn user_status(&self, event: &str, user: &str) -> Answer {
+        self.get(&format!("/api/status/{event}/{user}")).await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn answer<S>(response: Result<awc::ClientResponse<S>, awc::error::SendRequestError>) -> Answer
+where
+    S: futures::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>> + Unpin,
+{
+    let mut response = response.expect("the server answers");
+    let status: StatusCode = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap_or_default().to_string())
+        .unwrap_or_default();
+    let bytes = response
+        .body()
+        .limit(16 << 20)
+        .await
+        .expect("a readable body");
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Answer {
+        status: status.as_u16(),
+        body,
+        content_type,
+    }
+}
+
+/// The same as `answer`, for requests that may fail because the server died.
+pub async fn try_answer<S>(
+    response: Result<awc::ClientResponse<S>, awc::error::SendRequestError>,
+) -> Option<Answer>
+where
+    S: futures::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>> + Unpin,
+{
+    let mut response = response.ok()?;
+    let status = response.status().as_u16();
+    let bytes = response.body().await.ok()?;
+    Some(Answer {
+        status,
+        body: serde_json::from_slice(&bytes).ok()?,
+        content_type: String::new(),
+    })
+}
+
+impl TestApp {
+    /// A booking that may get no answer (the server was killed meanwhile).
+    pub async fn try_book(&self, event: Value, user: Value) -> Option<Answer> {
+        let request = self.client.post(format!("{}/api/book", self.address));
+        try_answer(
+            request
+                .send_json(&json!({"eventId": event, "userId": user}))
+                .await,
+        )
+        .await
+    }
+}

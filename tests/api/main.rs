@@ -1,0 +1,12 @@
+//! Black-box tests: the real server binary, a temporary database, HTTP.
+
+mod bad_input;
+mod book;
+mod cancel;
+mod concurrency;
+mod configuration;
+mod durability;
+mod helpers;
+mod initialize;
+mod status;
+mod storage_failure;
