@@ -42,18 +42,19 @@ impl EventId {
 
     /// Parses the text form, as in a URL path segment.
     pub fn parse(text: &str) -> Result<Self, String> {
-        if text.is_empty() || text.len() > MAX_EVENT_ID_LEN {
-            return Err(format!(
-                "eventId must be 1-{MAX_EVENT_ID_LEN} characters long, not {}",
-                text.chars().count()
-            ));
-        }
         if let Some(bad) = text
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '~' | '-')))
         {
             return Err(format!(
                 "eventId may only hold A-Z a-z 0-9 . _ ~ -, not {bad:?}"
+            ));
+        }
+        // Only ASCII is left, so bytes are characters.
+        if text.is_empty() || text.len() > MAX_EVENT_ID_LEN {
+            return Err(format!(
+                "eventId must be 1-{MAX_EVENT_ID_LEN} characters long, not {}",
+                text.len()
             ));
         }
         Ok(EventId(text.into()))
@@ -234,6 +235,7 @@ mod tests {
         }
         assert!(EventId::from_json(&json!("A-z_0.9~")).is_ok());
         assert!(EventId::from_json(&json!("x".repeat(64))).is_ok());
+        assert!(EventId::parse(&"é".repeat(40)).unwrap_err().contains("'é'"));
     }
 
     #[test]
