@@ -107,13 +107,17 @@ impl FromJsonObject for OrderRequest {
 /// The body of `initialize`.
 pub struct InitializeRequest {
     pub event: EventId,
+    /// The id as the client wrote it (`"7"` or `7`), echoed back as the Node.js original did.
+    pub event_as_sent: Value,
     pub total_tickets: u32,
 }
 
 impl FromJsonObject for InitializeRequest {
     fn from_object(object: &Map<String, Value>) -> Result<Self, ApiError> {
+        let event_as_sent = field(object, "eventId")?;
         Ok(InitializeRequest {
-            event: EventId::from_json(field(object, "eventId")?).map_err(ApiError::InvalidInput)?,
+            event: EventId::from_json(event_as_sent).map_err(ApiError::InvalidInput)?,
+            event_as_sent: event_as_sent.clone(),
             total_tickets: total_tickets_from_json(field(object, "totalTickets")?)
                 .map_err(ApiError::InvalidInput)?,
         })

@@ -1,16 +1,16 @@
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
+use serde_json::Value;
 
 use super::extract::{InitializeRequest, Valid};
 use crate::actors::EventRegistry;
 use crate::error::ApiError;
-use crate::ids::EventId;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Initialized {
     message: &'static str,
-    event_id: EventId,
+    event_id: Value,
     total_tickets: u32,
 }
 
@@ -21,17 +21,18 @@ pub async fn initialize(
 ) -> Result<HttpResponse, ApiError> {
     let InitializeRequest {
         event,
+        event_as_sent,
         total_tickets,
     } = request;
     // A task of its own, so that a client hanging up cannot interrupt it half-way.
-    let id = event.clone();
-    let created = actix_web::rt::spawn(async move { registry.initialize(id, total_tickets).await })
-        .await
-        .map_err(|_| ApiError::ServiceUnavailable)?;
+    let created =
+        actix_web::rt::spawn(async move { registry.initialize(event, total_tickets).await })
+            .await
+            .map_err(|_| ApiError::ServiceUnavailable)?;
     created?;
     Ok(HttpResponse::Created().json(Initialized {
         message: "Event initialized",
-        event_id: event,
+        event_id: event_as_sent,
         total_tickets,
     }))
 }
