@@ -17,12 +17,15 @@
 //! - [`storage`]: the SQLite schema, batched commits and recovery.
 //! - [`ids`]: event and user ids, validated at the edge.
 //! - [`error`]: the one JSON error shape of the API.
+//! - [`loadtest`]: the load generator behind `src/bin/loadtest.rs`, which
+//!   verifies the booking invariants after the load.
 
 pub mod actors;
 pub mod booking;
 pub mod configuration;
 pub mod error;
 pub mod ids;
+pub mod loadtest;
 pub mod routes;
 pub mod startup;
 pub mod storage;

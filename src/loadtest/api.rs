@@ -1,0 +1,174 @@
+//! The booking API as the load generator sees it: one call per endpoint, each
+//! reduced to what a client was told.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// What one request told its client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Booked,
+    Waiting {
+        position: u64,
+    },
+    Cancelled,
+    /// The cancelled ticket went to this user (the load generator's user number).
+    Reassigned {
+        to: u64,
+    },
+    /// `GET /health` answered 200.
+    Healthy,
+    /// Anything else: an error status, an unexpected body, or no answer at all.
+    Error,
+}
+
+/// A user's standing as `GET /api/status/{event}/{user}` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Standing {
+    pub status: String,
+    pub position: Option<u64>,
+}
+
+/// The counts of `GET /api/status/{event}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventCounts {
+    pub total_tickets: u64,
+    pub booked_tickets: u64,
+    pub waiting_list_count: u64,
+}
+
+#[derive(Deserialize)]
+struct Reply {
+    status: Option<String>,
+    #[serde(rename = "userId")]
+    user_id: Option<Value>,
+    position: Option<u64>,
+}
+
+/// The load generator's users are named `u<number>`.
+fn user_number(name: &Value) -> Option<u64> {
+    name.as_str()?.strip_prefix('u')?.parse().ok()
+}
+
+/// An HTTP client of one server. Not `Send`: one per thread.
+pub struct Api {
+    client: awc::Client,
+    base: String,
+}
+
+impl Api {
+    pub fn new(base: &str, connections: usize) -> Self {
+        let connector = awc::Connector::new().limit(connections);
+        let client = awc::Client::builder()
+            .connector(connector)
+            .timeout(Duration::from_secs(30))
+            .finish();
+        Api {
+            client,
+            base: base.trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// Sends a request and returns its status (`None` without an answer) and body.
+    async fn call(&self, method: &str, path: &str, body: Option<String>) -> (Option<u16>, Vec<u8>) {
+        let url = format!("{}{path}", self.base);
+        let request = match method {
+            "GET" => self.client.get(url),
+            _ => self
+                .client
+                .post(url)
+                .insert_header(("content-type", "application/json")),
+        };
+        let sent = match body {
+            Some(body) => request.send_body(body).await,
+            None => request.send().await,
+        };
+        let Ok(mut response) = sent else {
+            return (None, Vec::new());
+        };
+        let status = response.status().as_u16();
+        match response.body().await {
+            Ok(bytes) => (Some(status), bytes.to_vec()),
+            Err(_) => (None, Vec::new()),
+        }
+    }
+
+    pub async fn initialize(&self, event: &str, total_tickets: u32) -> Result<(), String> {
+        let body = format!(r#"{{"eventId":"{event}","totalTickets":{total_tickets}}}"#);
+        match self.call("POST", "/api/initialize", Some(body)).await {
+            (Some(201), _) => Ok(()),
+            (status, body) => Err(format!(
+                "initializing event {event} answered {status:?}: {}",
+                String::from_utf8_lossy(&body)
+            )),
+        }
+    }
+
+    pub async fn book(&self, event: &str, user: u64) -> (Option<u16>, Outcome) {
+        self.order("/api/book", event, user).await
+    }
+
+    pub async fn cancel(&self, event: &str, user: u64) -> (Option<u16>, Outcome) {
+        self.order("/api/cancel", event, user).await
+    }
+
+    async fn order(&self, path: &str, event: &str, user: u64) -> (Option<u16>, Outcome) {
+        let body = format!(r#"{{"eventId":"{event}","userId":"u{user}"}}"#);
+        let (status, body) = self.call("POST", path, Some(body)).await;
+        let outcome = match (status, serde_json::from_slice::<Reply>(&body)) {
+            (Some(200), Ok(reply)) => match (reply.status.as_deref(), reply.position) {
+                (Some("booked"), _) => Outcome::Booked,
+                (Some("waiting"), Some(position)) => Outcome::Waiting { position },
+                (Some("cancelled"), _) => Outcome::Cancelled,
+                (Some("reassigned"), _) => match reply.user_id.as_ref().and_then(user_number) {
+                    Some(to) => Outcome::Reassigned { to },
+                    None => Outcome::Error,
+                },
+                _ => Outcome::Error,
+            },
+            _ => Outcome::Error,
+        };
+        (status, outcome)
+    }
+
+    pub async fn health(&self) -> (Option<u16>, Outcome) {
+        let (status, _) = self.call("GET", "/health", None).await;
+        (
+            status,
+            if status == Some(200) {
+                Outcome::Healthy
+            } else {
+                Outcome::Error
+            },
+        )
+    }
+
+    pub async fn event_counts(&self, event: &str) -> Result<EventCounts, String> {
+        match self
+            .call("GET", &format!("/api/status/{event}"), None)
+            .await
+        {
+            (Some(200), body) => {
+                serde_json::from_slice(&body).map_err(|e| format!("status of {event}: {e}"))
+            }
+            (status, _) => Err(format!("status of event {event} answered {status:?}")),
+        }
+    }
+
+    /// `None` when the server does not know the user at this event.
+    pub async fn standing(&self, event: &str, user: u64) -> Result<Option<Standing>, String> {
+        match self
+            .call("GET", &format!("/api/status/{event}/u{user}"), None)
+            .await
+        {
+            (Some(200), body) => serde_json::from_slice(&body)
+                .map(Some)
+                .map_err(|e| format!("u{user}: {e}")),
+            (Some(404), _) => Ok(None),
+            (status, _) => Err(format!("status of u{user} at {event} answered {status:?}")),
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! A load generator for the booking API that, after the storm, verifies that
+//! the booking invariants held: what the server stores is exactly what its
+//! clients were told, nothing is oversold, and the waiting list is a FIFO.
+//!
+//! Load runs on several threads, each with its own actix runtime and HTTP
+//! client, and `--concurrency` connections in all, each sending its next
+//! request as soon as the previous one is answered (a closed loop, like wrk).
+
+mod api;
+mod report;
+mod scenario;
+pub mod spawn;
+mod verify;
+
+use std::io::IsTerminal;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::future::join_all;
+use futures::stream::{self, StreamExt};
+
+use api::Api;
+pub use report::{Report, Verification};
+pub use scenario::Scenario;
+use scenario::{Op, Plan, Rng};
+use spawn::SpawnedServer;
+
+#[derive(clap::Parser, Debug, Clone)]
+#[command(
+    name = "loadtest",
+    about = "Load the booking server, then verify that what it stores is what clients were told"
+)]
+pub struct Options {
+    /// Base URL of a running server.
+    #[arg(long, default_value = "http://127.0.0.1:3000")]
+    pub url: String,
+    /// Start the release server beside this binary on a free port with a temporary database.
+    #[arg(long)]
+    pub spawn: bool,
+    #[arg(long, value_enum, default_value_t = Scenario::Drop)]
+    pub scenario: Scenario,
+    /// Tickets of each event.
+    #[arg(long, default_value_t = 1_000)]
+    pub tickets: u32,
+    /// Distinct users; each books once.
+    #[arg(long, default_value_t = 100_000)]
+    pub users: u64,
+    /// Events of the spread scenario.
+    #[arg(long, default_value_t = 1_000)]
+    pub events: usize,
+    /// Churn: share of requests that cancel a booked user's ticket.
+    #[arg(long, default_value_t = 0.3)]
+    pub cancel_ratio: f64,
+    /// Connections, each with one request in flight at a time.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Stop after this many seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Stop after this many requests.
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// Load threads; 0 means one per CPU core.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Skip the verification after the run.
+    #[arg(long)]
+    pub no_verify: bool,
+}
+
+/// Runs one scenario against the configured (or spawned) server.
+pub fn run(options: &Options) -> Result<Report, String> {
+    let server = options
+        .spawn
+        .then(|| SpawnedServer::start(&[]))
+        .transpose()?;
+    let url = server
+        .as_ref()
+        .map_or(options.url.as_str(), SpawnedServer::url)
+        .to_string();
+    run_against(&url, options)
+}
+
+/// Runs one scenario against the server at `url`.
+pub fn run_against(url: &str, options: &Options) -> Result<Report, String> {
+    if options.concurrency == 0
+        || !(0.0..=1.0).contains(&options.cancel_ratio)
+        || options.duration <= 0.0
+    {
+        return Err(
+            "--concurrency must be positive, --cancel-ratio within 0..1, --duration positive"
+                .into(),
+        );
+    }
+    let events = event_names(options);
+    let system = actix_web::rt::System::new();
+    system.block_on(initialize(url, &events, options))?;
+
+    let users = if options.scenario == Scenario::Ceiling {
+        u64::MAX
+    } else {
+        options.users
+    };
+    let plan = Arc::new(Plan::new(
+        options.scenario,
+        events.len(),
+        users,
+        options.requests.unwrap_or(u64::MAX),
+        Duration::from_secs_f64(options.duration),
+        options.cancel_ratio,
+    ));
+    let done = Arc::new(AtomicBool::new(false));
+    let progress = std::thread::spawn({
+        let (plan, done, quiet) = (plan.clone(), done.clone(), options.json);
+        move || show_progress(&plan, &done, quiet)
+    });
+    let threads = match options.threads {
+        0 => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+        n => n,
+    }
+    .min(options.concurrency);
+    let workers: Vec<_> = (0..threads)
+        .map(|thread| {
+            // Connections split as evenly as they go.
+            let connections =
+                options.concurrency / threads + usize::from(thread < options.concurrency % threads);
+            let (plan, url, events) = (plan.clone(), url.to_string(), events.clone());
+            std::thread::spawn(move || {
+                actix_web::rt::System::new().block_on(load(
+                    &url,
+                    &plan,
+                    &events,
+                    connections,
+                    thread as u64,
+                ))
+            })
+        })
+        .collect();
+    let mut stats = report::Stats::default();
+    for worker in workers {
+        stats.merge(worker.join().map_err(|_| "a load thread panicked")?);
+    }
+    let elapsed = plan.started.elapsed();
+    done.store(true, Ordering::Relaxed);
+    let _ = progress.join();
+
+    let mut report = Report::new(options.scenario, elapsed, stats);
+    if !options.no_verify && options.scenario != Scenario::Ceiling {
+        let api = Api::new(url, options.concurrency);
+        let violations = system.block_on(verify::verify(
+            &api,
+            &events,
+            options.tickets,
+            &report.stats.records,
+            options.concurrency,
+        ));
+        report.verification = Verification {
+            checked: true,
+            violations,
+        };
+    }
+    Ok(report)
+}
+
+/// Event ids unique to this run, so a run never meets an earlier one's events.
+fn event_names(options: &Options) -> Vec<String> {
+    let count = match options.scenario {
+        Scenario::Ceiling => 0,
+        Scenario::Drop | Scenario::Churn => 1,
+        Scenario::Spread => options.events.max(1),
+    };
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let run = format!("{:x}", nanos ^ u128::from(std::process::id()) << 64);
+    (0..count).map(|i| format!("lt-{run}-{i}")).collect()
+}
+
+async fn initialize(url: &str, events: &[String], options: &Options) -> Result<(), String> {
+    let api = Api::new(url, options.concurrency);
+    let results: Vec<Result<(), String>> = stream::iter(events)
+        .map(|event| api.initialize(event, options.tickets))
+        .buffer_unordered(options.concurrency)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// One load thread: `connections` loops, each sending the plan's next request
+/// when its previous one is answered.
+async fn load(
+    url: &str,
+    plan: &Plan,
+    events: &[String],
+    connections: usize,
+    thread: u64,
+) -> report::Stats {
+    let api = Api::new(url, connections);
+    let loops = (0..connections).map(|connection| {
+        let api = &api;
+        async move {
+            let mut stats = report::Stats::default();
+            let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15 ^ (thread << 32 | connection as u64));
+            while let Some(op) = plan.next(&mut rng) {
+                let sent = plan.started.elapsed().as_micros() as u64;
+                let (status, outcome) = match op {
+                    Op::Book { event, user } => api.book(&events[event], user).await,
+                    Op::Cancel { event, user } => api.cancel(&events[event], user).await,
+                    Op::Health => api.health().await,
+                };
+                let received = plan.started.elapsed().as_micros() as u64;
+                plan.learn(&outcome, op);
+                stats.record(op, status, outcome, sent, received);
+            }
+            stats
+        }
+    });
+    let mut stats = report::Stats::default();
+    for part in join_all(loops).await {
+        stats.merge(part);
+    }
+    stats
+}
+
+/// A progress bar on a terminal; a line a second otherwise (none with `--json`).
+fn show_progress(plan: &Plan, done: &AtomicBool, quiet: bool) {
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    });
+    let mut last_line = Instant::now();
+    while !done.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        let elapsed = plan.started.elapsed().as_secs_f64();
+        let sent = plan.sent();
+        let message = format!(
+            "{:?}: {sent} requests in {elapsed:.1} s ({:.0}/s)",
+            plan.scenario,
+            sent as f64 / elapsed
+        );
+        match &bar {
+            Some(bar) => bar.set_message(message),
+            None if !quiet && last_line.elapsed() >= Duration::from_secs(1) => {
+                eprintln!("{message}");
+                last_line = Instant::now();
+            }
+            None => {}
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+}

@@ -1,0 +1,225 @@
+//! The load generator: each scenario verifies against the real server, and
+//! verification catches a server that breaks the booking invariants.
+
+use std::net::TcpListener;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use serde_json::{json, Value};
+
+const LOADTEST: &str = env!("CARGO_BIN_EXE_loadtest");
+
+fn loadtest(args: &[&str]) -> Output {
+    Command::new(LOADTEST)
+        .args(args)
+        .output()
+        .expect("the loadtest binary runs")
+}
+
+fn json_report(output: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+#[test]
+fn every_scenario_verifies_against_the_real_server() {
+    for scenario in ["drop", "spread", "churn"] {
+        let output = loadtest(&[
+            "--spawn",
+            "--scenario",
+            scenario,
+            "--requests",
+            "400",
+            "--users",
+            "300",
+            "--tickets",
+            "50",
+            "--events",
+            "10",
+            "--concurrency",
+            "16",
+            "--json",
+        ]);
+        assert!(
+            output.status.success(),
+            "{scenario}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report = json_report(&output);
+        assert_eq!(
+            report["verification"],
+            json!({"checked": true, "violations": []}),
+            "{scenario}"
+        );
+        assert_eq!(report["outcomes"]["errors"], 0, "{scenario}");
+        assert_eq!(
+            report["statusCodes"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            ["200"],
+            "{scenario}"
+        );
+        let outcomes = &report["outcomes"];
+        let told =
+            ["booked", "waiting", "reassigned", "cancelled"].map(|k| outcomes[k].as_u64().unwrap());
+        assert_eq!(
+            told.iter().sum::<u64>(),
+            report["requests"].as_u64().unwrap(),
+            "{scenario}"
+        );
+        match scenario {
+            "drop" => assert_eq!((told[0], told[1]), (50, 250)),
+            "churn" => assert!(told[2] > 0, "churn promoted nobody: {outcomes}"),
+            _ => assert_eq!(told[0] + told[1], 300),
+        }
+    }
+}
+
+#[test]
+fn the_ceiling_scenario_reports_latency_and_skips_verification() {
+    let output = loadtest(&[
+        "--spawn",
+        "--scenario",
+        "ceiling",
+        "--requests",
+        "300",
+        "--json",
+    ]);
+    assert!(output.status.success());
+    let report = json_report(&output);
+    assert_eq!(report["requests"], 300);
+    assert_eq!(report["verification"]["checked"], false);
+    let latency = &report["latencyMs"];
+    assert!(latency["p50"].as_f64().unwrap() <= latency["p99"].as_f64().unwrap());
+    assert!(latency["p99"].as_f64().unwrap() <= latency["max"].as_f64().unwrap());
+}
+
+#[test]
+fn the_text_report_names_every_figure() {
+    let output = loadtest(&[
+        "--spawn",
+        "--requests",
+        "200",
+        "--users",
+        "200",
+        "--tickets",
+        "20",
+    ]);
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    for figure in [
+        "requests/s",
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "max",
+        "status codes: 200: 200",
+        "booked 20",
+        "waiting 180",
+        "verification: passed",
+    ] {
+        assert!(text.contains(figure), "{figure} missing from:\n{text}");
+    }
+}
+
+/// How a stub server breaks the rules.
+#[derive(Clone, Copy)]
+enum Flaw {
+    /// Books everyone, whatever the ticket count.
+    Oversells,
+    /// Answers "booked" but keeps nothing.
+    Forgets,
+}
+
+/// A tiny booking server with `flaw`, on a port of its own thread.
+fn stub_server(flaw: Flaw) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let booked = Arc::new(AtomicU64::new(0));
+        actix_web::rt::System::new().block_on(async move {
+            HttpServer::new(move || {
+                let booked = booked.clone();
+                App::new()
+                    .app_data(web::Data::new(booked))
+                    .route("/api/initialize", web::post().to(|| async { HttpResponse::Created().json(json!({})) }))
+                    .route(
+                        "/api/book",
+                        web::post().to(move |body: web::Json<Value>, booked: web::Data<Arc<AtomicU64>>| async move {
+                            if let Flaw::Oversells = flaw {
+                                booked.fetch_add(1, Ordering::Relaxed);
+                            }
+                            HttpResponse::Ok().json(json!({"status": "booked", "userId": body["userId"]}))
+                        }),
+                    )
+                    .route(
+                        "/api/status/{event}",
+                        web::get().to(|booked: web::Data<Arc<AtomicU64>>| async move {
+                            let booked = booked.load(Ordering::Relaxed);
+                            HttpResponse::Ok().json(json!({"totalTickets": 10, "bookedTickets": booked, "waitingListCount": 0}))
+                        }),
+                    )
+                    .route(
+                        "/api/status/{event}/{user}",
+                        web::get().to(move || async move {
+                            match flaw {
+                                Flaw::Oversells => HttpResponse::Ok().json(json!({"status": "booked"})),
+                                Flaw::Forgets => HttpResponse::NotFound().json(json!({"error": "Booking not found"})),
+                            }
+                        }),
+                    )
+            })
+            .workers(1)
+            .listen(listener)
+            .unwrap()
+            .run()
+            .await
+        })
+    });
+    url
+}
+
+fn verify_against(flaw: Flaw) -> (Output, String) {
+    let url = stub_server(flaw);
+    let output = loadtest(&[
+        "--url",
+        &url,
+        "--requests",
+        "50",
+        "--users",
+        "50",
+        "--tickets",
+        "10",
+        "--concurrency",
+        "4",
+    ]);
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    (output, text)
+}
+
+#[test]
+fn verification_catches_a_server_that_oversells() {
+    let (output, text) = verify_against(Flaw::Oversells);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("verification: FAILED"), "{text}");
+    assert!(text.contains("oversold, 50 booked of 10 tickets"), "{text}");
+}
+
+#[test]
+fn verification_catches_a_server_that_forgets_bookings() {
+    let (output, text) = verify_against(Flaw::Forgets);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("the server counts 0 booked, clients were told 50"),
+        "{text}"
+    );
+    assert!(
+        text.contains("was told booked, the server does not know it"),
+        "{text}"
+    );
+}
