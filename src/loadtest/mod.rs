@@ -7,6 +7,7 @@
 //! request as soon as the previous one is answered (a closed loop, like wrk).
 
 mod api;
+pub mod bench;
 mod report;
 mod scenario;
 pub mod spawn;
@@ -27,11 +28,7 @@ pub use scenario::Scenario;
 use scenario::{Op, Plan, Rng};
 use spawn::SpawnedServer;
 
-#[derive(clap::Parser, Debug, Clone)]
-#[command(
-    name = "loadtest",
-    about = "Load the booking server, then verify that what it stores is what clients were told"
-)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct Options {
     /// Base URL of a running server.
     #[arg(long, default_value = "http://127.0.0.1:3000")]
@@ -73,12 +70,21 @@ pub struct Options {
     pub no_verify: bool,
 }
 
+impl Options {
+    /// The documented defaults, as if no option were given.
+    pub fn defaults() -> Self {
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            options: Options,
+        }
+        <Defaults as clap::Parser>::parse_from(["loadtest"]).options
+    }
+}
+
 /// Runs one scenario against the configured (or spawned) server.
 pub fn run(options: &Options) -> Result<Report, String> {
-    let server = options
-        .spawn
-        .then(|| SpawnedServer::start(&[]))
-        .transpose()?;
+    let server = options.spawn.then(SpawnedServer::start).transpose()?;
     let url = server
         .as_ref()
         .map_or(options.url.as_str(), SpawnedServer::url)
@@ -99,7 +105,12 @@ pub fn run_against(url: &str, options: &Options) -> Result<Report, String> {
     }
     let events = event_names(options);
     let system = actix_web::rt::System::new();
-    system.block_on(initialize(url, &events, options))?;
+    system.block_on(initialize(
+        url,
+        &events,
+        options.tickets,
+        options.concurrency,
+    ))?;
 
     let users = if options.scenario == Scenario::Ceiling {
         u64::MAX
@@ -167,13 +178,18 @@ pub fn run_against(url: &str, options: &Options) -> Result<Report, String> {
     Ok(report)
 }
 
-/// Event ids unique to this run, so a run never meets an earlier one's events.
+/// The events a scenario books.
 fn event_names(options: &Options) -> Vec<String> {
     let count = match options.scenario {
         Scenario::Ceiling => 0,
         Scenario::Drop | Scenario::Churn => 1,
         Scenario::Spread => options.events.max(1),
     };
+    unique_event_names(count)
+}
+
+/// Event ids unique to this run, so a run never meets an earlier one's events.
+fn unique_event_names(count: usize) -> Vec<String> {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
@@ -181,11 +197,17 @@ fn event_names(options: &Options) -> Vec<String> {
     (0..count).map(|i| format!("lt-{run}-{i}")).collect()
 }
 
-async fn initialize(url: &str, events: &[String], options: &Options) -> Result<(), String> {
-    let api = Api::new(url, options.concurrency);
+/// Creates `events` with `tickets` each, `concurrency` at a time.
+async fn initialize(
+    url: &str,
+    events: &[String],
+    tickets: u32,
+    concurrency: usize,
+) -> Result<(), String> {
+    let api = Api::new(url, concurrency);
     let results: Vec<Result<(), String>> = stream::iter(events)
-        .map(|event| api.initialize(event, options.tickets))
-        .buffer_unordered(options.concurrency)
+        .map(|event| api.initialize(event, tickets))
+        .buffer_unordered(concurrency)
         .collect()
         .await;
     results.into_iter().collect()

@@ -3,6 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
@@ -10,61 +11,85 @@ use tempfile::TempDir;
 pub struct SpawnedServer {
     child: Child,
     url: String,
-    /// Holds the database until the server is gone.
-    _dir: TempDir,
+    /// Holds the database, across restarts, until the server is gone.
+    dir: TempDir,
 }
 
 impl SpawnedServer {
-    /// Starts the `event-booking` binary that sits beside this one, with
-    /// `env` on top of the inherited environment.
-    pub fn start(env: &[(&str, &str)]) -> Result<Self, String> {
-        let binary = server_binary()?;
+    /// Starts the `event-booking` binary that sits beside this one on a new
+    /// temporary database.
+    pub fn start() -> Result<Self, String> {
         let dir = tempfile::tempdir().map_err(|e| format!("no temporary folder: {e}"))?;
-        let mut child = Command::new(&binary)
-            .env("BOOKING_PORT", "0")
-            .env("BOOKING_HOST", "127.0.0.1")
-            .env("BOOKING_DATABASE", dir.path().join("bookings.db"))
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut lines = BufReader::new(stdout).lines();
-        let url = lines
-            .find_map(|line| {
-                line.ok()?
-                    .strip_prefix("event-booking listening on ")
-                    .map(str::to_string)
-            })
-            .ok_or_else(|| format!("{} exited before listening", binary.display()))?;
-        Ok(SpawnedServer {
-            child,
-            url,
-            _dir: dir,
-        })
+        let (child, url) = launch(&dir)?;
+        Ok(SpawnedServer { child, url, dir })
     }
 
     pub fn url(&self) -> &str {
         &self.url
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    /// Resident set size of the server process, in bytes.
+    pub fn rss_bytes(&self) -> Result<u64, String> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .map_err(|e| format!("cannot read the server's memory use: {e}"))?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .ok_or_else(|| "no VmRSS line in /proc/<pid>/status".into())
     }
-}
 
-impl Drop for SpawnedServer {
-    fn drop(&mut self) {
+    /// Stops the server gracefully and starts it again on the same database;
+    /// returns the time from process start to listening (recovery included).
+    pub fn restart(&mut self) -> Result<Duration, String> {
+        self.stop();
+        let started = Instant::now();
+        let (child, url) = launch(&self.dir)?;
+        let ready = started.elapsed();
+        (self.child, self.url) = (child, url);
+        Ok(ready)
+    }
+
+    fn stop(&mut self) {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
         let _ = self.child.wait();
     }
+}
+
+impl Drop for SpawnedServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Starts the server on `dir`'s database; returns once it listens.
+fn launch(dir: &TempDir) -> Result<(Child, String), String> {
+    let binary = server_binary()?;
+    let mut child = Command::new(&binary)
+        .env("BOOKING_PORT", "0")
+        .env("BOOKING_HOST", "127.0.0.1")
+        .env("BOOKING_DATABASE", dir.path().join("bookings.db"))
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let url = BufReader::new(stdout)
+        .lines()
+        .find_map(|line| {
+            line.ok()?
+                .strip_prefix("event-booking listening on ")
+                .map(str::to_string)
+        })
+        .ok_or_else(|| format!("{} exited before listening", binary.display()))?;
+    Ok((child, url))
 }
 
 fn server_binary() -> Result<PathBuf, String> {

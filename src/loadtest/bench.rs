@@ -1,0 +1,226 @@
+//! `loadtest bench`: each scenario for a fixed time on one server, then
+//! restart recovery and memory per user and per event; the table goes to
+//! stdout and to `BENCHMARKS.md`, with the machine and the commit.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use super::spawn::SpawnedServer;
+use super::{initialize, run_against, unique_event_names, Options, Report, Scenario};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchOptions {
+    /// Seconds each scenario runs.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Connections of every scenario.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Users booked for the memory figure, then recovered on restart.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub orders: u64,
+    /// Events initialized for the memory-per-event figure.
+    #[arg(long, default_value_t = 100_000)]
+    pub idle_events: usize,
+    /// Where to write the results.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    pub output: PathBuf,
+}
+
+/// Figures beyond the scenario table.
+struct Footprint {
+    recovery: Duration,
+    orders: u64,
+    bytes_per_user: f64,
+    bytes_per_user_recovered: f64,
+    idle_events: usize,
+    bytes_per_event: f64,
+}
+
+/// Runs the whole benchmark; returns the Markdown it wrote.
+pub fn run(options: &BenchOptions) -> Result<String, String> {
+    let reports = throughput(options)?;
+    let footprint = footprint(options)?;
+    let markdown = render(options, &reports, &footprint);
+    std::fs::write(&options.output, &markdown)
+        .map_err(|e| format!("cannot write {}: {e}", options.output.display()))?;
+    match reports.iter().find(|r| !r.verification.passed()) {
+        Some(failed) => Err(format!(
+            "{markdown}\nverification of {:?} FAILED",
+            failed.scenario
+        )),
+        None => Ok(markdown),
+    }
+}
+
+/// The scenarios, ceiling first, on one fresh server.
+fn throughput(options: &BenchOptions) -> Result<Vec<Report>, String> {
+    let server = SpawnedServer::start()?;
+    [
+        Scenario::Ceiling,
+        Scenario::Drop,
+        Scenario::Spread,
+        Scenario::Churn,
+    ]
+    .into_iter()
+    .map(|scenario| {
+        let mut run = Options::defaults();
+        run.scenario = scenario;
+        run.duration = options.seconds;
+        run.concurrency = options.concurrency;
+        // Enough users that none of the scenarios runs out before the time is up.
+        run.users = 100_000_000;
+        let report = run_against(server.url(), &run)?;
+        report.print_text();
+        Ok(report)
+    })
+    .collect()
+}
+
+/// Memory per user and recovery time with `orders` stored, memory per idle event.
+fn footprint(options: &BenchOptions) -> Result<Footprint, String> {
+    let mut server = SpawnedServer::start()?;
+    let empty = server.rss_bytes()?;
+    let mut fill = Options::defaults();
+    fill.users = options.orders;
+    fill.requests = Some(options.orders);
+    fill.duration = 3600.0;
+    fill.concurrency = options.concurrency;
+    fill.no_verify = true;
+    let filled = run_against(server.url(), &fill)?;
+    if filled.requests() != options.orders || filled.failures() > 0 {
+        return Err(format!(
+            "storing {} orders: {} sent, {} failed",
+            options.orders,
+            filled.requests(),
+            filled.failures()
+        ));
+    }
+    let full = server.rss_bytes()?;
+    let recovery = server.restart()?;
+    let recovered = server.rss_bytes()?;
+    drop(server);
+
+    let server = SpawnedServer::start()?;
+    let before = server.rss_bytes()?;
+    let events = unique_event_names(options.idle_events);
+    actix_web::rt::System::new().block_on(initialize(
+        server.url(),
+        &events,
+        100,
+        options.concurrency,
+    ))?;
+    let after = server.rss_bytes()?;
+    Ok(Footprint {
+        recovery,
+        orders: options.orders,
+        bytes_per_user: full.saturating_sub(empty) as f64 / options.orders as f64,
+        bytes_per_user_recovered: recovered.saturating_sub(empty) as f64 / options.orders as f64,
+        idle_events: options.idle_events,
+        bytes_per_event: after.saturating_sub(before) as f64 / options.idle_events as f64,
+    })
+}
+
+fn render(options: &BenchOptions, reports: &[Report], footprint: &Footprint) -> String {
+    let ceiling = reports.first().map_or(1.0, Report::requests_per_second);
+    let mut md = String::from("# Benchmarks\n\nProduced by `scripts/bench.sh` (`loadtest bench`); do not edit by hand.\n\n");
+    let _ = writeln!(md, "- Machine: {} cores, {}", cores(), cpu_model());
+    let _ = writeln!(md, "- Commit: {}", commit());
+    let _ = writeln!(
+        md,
+        "- Release build, `synchronous=full`, {} connections, {} s per scenario, load generator on the same machine\n",
+        options.concurrency, options.seconds
+    );
+    md.push_str("| scenario | requests/s | p50 ms | p99 ms | ratio to ceiling | target | non-2xx | verified |\n");
+    md.push_str("| --- | ---: | ---: | ---: | ---: | --- | ---: | --- |\n");
+    for report in reports {
+        let target = match report.scenario {
+            Scenario::Ceiling => "",
+            Scenario::Drop => "≥ 60%, p99 ≤ 10 ms",
+            Scenario::Spread => "≥ 60%",
+            Scenario::Churn => "≥ 50%",
+        };
+        let verified = match (&report.verification, report.verification.checked) {
+            (_, false) => "n/a".to_string(),
+            (v, true) if v.passed() => "passed".to_string(),
+            (v, true) => format!("FAILED ({})", v.violations.len()),
+        };
+        let _ = writeln!(
+            md,
+            "| {:?} | {:.0} | {:.2} | {:.2} | {:.0}% | {target} | {} | {verified} |",
+            report.scenario,
+            report.requests_per_second(),
+            report.latency_ms(0.5),
+            report.latency_ms(0.99),
+            100.0 * report.requests_per_second() / ceiling,
+            report.failures(),
+        );
+    }
+    md.push_str("\n| measurement | value | target |\n| --- | ---: | --- |\n");
+    let _ = writeln!(
+        md,
+        "| restart recovery, {} orders | {:.2} s to ready | ≤ 2 s |",
+        footprint.orders,
+        footprint.recovery.as_secs_f64()
+    );
+    let _ = writeln!(
+        md,
+        "| RSS per booked or waiting user, live ({} users) | {:.0} B | ≤ 200 B |",
+        footprint.orders, footprint.bytes_per_user
+    );
+    let _ = writeln!(
+        md,
+        "| RSS per user after recovery | {:.0} B | |",
+        footprint.bytes_per_user_recovered
+    );
+    let _ = writeln!(
+        md,
+        "| RSS per idle event ({} events) | {:.0} B | ≤ 2 KiB |",
+        footprint.idle_events, footprint.bytes_per_event
+    );
+    md
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines().find_map(|l| {
+                l.strip_prefix("model name")?
+                    .split(':')
+                    .nth(1)
+                    .map(str::trim)
+                    .map(String::from)
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn commit() -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(head) => {
+            let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|o| !o.stdout.is_empty());
+            if dirty {
+                format!("{head} with uncommitted changes")
+            } else {
+                head
+            }
+        }
+        None => "unknown (not a git checkout)".into(),
+    }
+}
