@@ -48,19 +48,14 @@ impl Application {
         };
         let database = Database::open(&settings).map_err(database_error)?;
         let recovered = database.load_all().map_err(database_error)?;
-        let events = recovered.events.len();
+        let events = recovered.len();
 
-        let store = OrderStore::new(
-            database,
-            settings.commit_batch_limit,
-            recovered.next_queue_seq,
-        )
-        .start();
+        let store = OrderStore::new(database, settings.commit_batch_limit).start();
         let arbiters: Vec<Arbiter> = (0..or_cores(settings.actor_threads))
             .map(|_| Arbiter::new())
             .collect();
         let handles = arbiters.iter().map(Arbiter::handle).collect();
-        let registry = web::Data::new(EventRegistry::new(store.clone(), handles, recovered.events));
+        let registry = web::Data::new(EventRegistry::new(store.clone(), handles, recovered));
         log::info!(
             "recovered {events} events from {} in {:?}",
             settings.database,

@@ -1,10 +1,12 @@
 //! SQLite: the schema, one transaction per batch of changes, and recovery.
 //!
-//! `orders` holds one row per (event, user) with the user's current status,
-//! updated in place, so the table grows with users, not with history. Waiting
-//! rows keep the sequence number they joined with; the queue is their order by
-//! it, so nothing is ever renumbered. These functions block: the persistence
-//! actor calls them on a blocking thread.
+//! `order_log` is append-only: every change adds rows (event, user, new
+//! status), and its rowid is the order of commits. A transaction therefore
+//! writes to the end of one B-tree (a few pages) however the changes are
+//! spread over events and users, which keeps group commits cheap. A user's
+//! status is the last row about it; the waiting list is the waiting users in
+//! the order of the rows that put them there, so nothing is ever renumbered.
+//! These functions block: the persistence actor calls them on a blocking thread.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,19 +20,20 @@ use crate::booking::{EventState, OrderUpdate};
 use crate::configuration::{Settings, Synchronous};
 use crate::ids::EventId;
 
+/// Stored in `PRAGMA user_version`; a file with another version is refused.
+const SCHEMA_VERSION: i64 = 1;
+
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS events (
+CREATE TABLE events (
     id            TEXT PRIMARY KEY,
     total_tickets INTEGER NOT NULL CHECK (total_tickets > 0)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS orders (
-    event_id  TEXT NOT NULL REFERENCES events (id),
-    user_id   TEXT NOT NULL,
-    status    TEXT NOT NULL CHECK (status IN ('booked', 'waiting', 'cancelled')),
-    -- Join order on the waiting list; kept after promotion or cancellation.
-    queue_seq INTEGER,
-    PRIMARY KEY (event_id, user_id)
-) WITHOUT ROWID;
+CREATE TABLE order_log (
+    seq      INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL REFERENCES events (id),
+    user_id  TEXT NOT NULL,
+    status   TEXT NOT NULL CHECK (status IN ('booked', 'waiting', 'cancelled'))
+);
 ";
 
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +49,9 @@ pub enum StorageError {
         path: String,
         source: std::io::Error,
     },
-    #[error("stored orders contradict the change: {0}")]
+    #[error("the database has schema version {0}; this server reads version {SCHEMA_VERSION}")]
+    SchemaVersion(i64),
+    #[error("stored orders contradict each other: {0}")]
     Inconsistent(String),
 }
 
@@ -55,12 +60,6 @@ pub enum StorageError {
 pub enum Change {
     CreateEvent { event: EventId, total_tickets: u32 },
     Order { event: EventId, update: OrderUpdate },
-}
-
-/// Everything needed to resume: every event and the next free queue sequence number.
-pub struct Recovered {
-    pub events: Vec<(EventId, EventState)>,
-    pub next_queue_seq: i64,
 }
 
 /// A pool of SQLite connections, each with the configured pragmas.
@@ -87,7 +86,7 @@ impl Database {
         // A plain first connection reports a bad path at once; the pool would retry for its timeout.
         let mut first = Connection::open(path)?;
         pragmas.apply(&mut first)?;
-        first.execute_batch(SCHEMA)?;
+        migrate(&mut first)?;
         drop(first);
 
         let manager =
@@ -100,33 +99,18 @@ impl Database {
     }
 
     /// Writes `changes` in one transaction: all of them are stored, or none.
-    /// Waiting users take their queue numbers from `next_queue_seq`.
     pub fn commit<'a>(
         &self,
         changes: impl IntoIterator<Item = &'a Change>,
-        next_queue_seq: &mut i64,
     ) -> Result<(), StorageError> {
         let mut conn = self.pool.get()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut create =
                 tx.prepare_cached("INSERT INTO events (id, total_tickets) VALUES (?1, ?2)")?;
-            let mut upsert = tx.prepare_cached(
-                "INSERT INTO orders (event_id, user_id, status, queue_seq) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (event_id, user_id) DO UPDATE SET status = excluded.status, queue_seq = excluded.queue_seq",
+            let mut append = tx.prepare_cached(
+                "INSERT INTO order_log (event_id, user_id, status) VALUES (?1, ?2, ?3)",
             )?;
-            let mut set_status = tx.prepare_cached(
-                "UPDATE orders SET status = ?3 WHERE event_id = ?1 AND user_id = ?2",
-            )?;
-            let mut update_status =
-                |event: &EventId, user: &str, status: &str| -> Result<(), StorageError> {
-                    match set_status.execute(params![event.as_str(), user, status])? {
-                        1 => Ok(()),
-                        _ => Err(StorageError::Inconsistent(format!(
-                            "no order of {user:?} at event {event}"
-                        ))),
-                    }
-                };
             for change in changes {
                 match change {
                     Change::CreateEvent {
@@ -135,33 +119,27 @@ impl Database {
                     } => {
                         create.execute(params![event.as_str(), total_tickets])?;
                     }
-                    Change::Order { event, update } => match update {
-                        OrderUpdate::Booked(user) => {
-                            upsert.execute(params![
-                                event.as_str(),
-                                user.as_ref(),
-                                "booked",
-                                None::<i64>
-                            ])?;
-                        }
-                        OrderUpdate::Waiting(user) => {
-                            upsert.execute(params![
-                                event.as_str(),
-                                user.as_ref(),
-                                "waiting",
-                                *next_queue_seq
-                            ])?;
-                            *next_queue_seq += 1;
-                        }
-                        OrderUpdate::Cancelled(user) => update_status(event, user, "cancelled")?,
-                        OrderUpdate::Reassigned {
-                            cancelled,
-                            promoted,
-                        } => {
-                            update_status(event, cancelled, "cancelled")?;
-                            update_status(event, promoted, "booked")?;
-                        }
-                    },
+                    Change::Order { event, update } => {
+                        let event = event.as_str();
+                        match update {
+                            OrderUpdate::Booked(user) => {
+                                append.execute(params![event, user.as_ref(), "booked"])?
+                            }
+                            OrderUpdate::Waiting(user) => {
+                                append.execute(params![event, user.as_ref(), "waiting"])?
+                            }
+                            OrderUpdate::Cancelled(user) => {
+                                append.execute(params![event, user.as_ref(), "cancelled"])?
+                            }
+                            OrderUpdate::Reassigned {
+                                cancelled,
+                                promoted,
+                            } => {
+                                append.execute(params![event, cancelled.as_ref(), "cancelled"])?;
+                                append.execute(params![event, promoted.as_ref(), "booked"])?
+                            }
+                        };
+                    }
                 }
             }
         }
@@ -169,8 +147,8 @@ impl Database {
         Ok(())
     }
 
-    /// Reads every event with its holders and its queue in order.
-    pub fn load_all(&self) -> Result<Recovered, StorageError> {
+    /// Reads every event with its holders and its queue in order: one pass over the log.
+    pub fn load_all(&self) -> Result<Vec<(EventId, EventState)>, StorageError> {
         let conn = self.pool.get()?;
         let mut loader = Loader::default();
         let mut events = conn.prepare("SELECT id, total_tickets FROM events")?;
@@ -178,21 +156,22 @@ impl Database {
         while let Some(row) = rows.next()? {
             loader.event(row.get_ref(0)?.as_str()?, row.get(1)?);
         }
-        let mut orders = conn
-            .prepare("SELECT event_id, user_id, status, queue_seq FROM orders ORDER BY event_id")?;
-        let mut rows = orders.query([])?;
+        let mut log =
+            conn.prepare("SELECT event_id, user_id, status FROM order_log ORDER BY seq")?;
+        let mut rows = log.query([])?;
         while let Some(row) = rows.next()? {
-            loader.order(
+            let (event, user, status) = (
                 row.get_ref(0)?.as_str()?,
                 row.get_ref(1)?.as_str()?,
-                row.get_ref(2)?.as_str()?,
-                row.get(3)?,
-            )?;
+                row.get_ref(2)?,
+            );
+            loader.order(event, user, status.as_str()?)?;
         }
-        Ok(loader.finish())
+        loader.finish()
     }
 
     /// Reads one event as it is stored; `None` if it was never committed.
+    /// Scans the log: it only runs after a failed commit.
     pub fn load_event(&self, event: &EventId) -> Result<Option<EventState>, StorageError> {
         let conn = self.pool.get()?;
         let total: Option<u32> = conn
@@ -205,93 +184,122 @@ impl Database {
         let Some(total) = total else { return Ok(None) };
         let mut loader = Loader::default();
         loader.event(event.as_str(), total);
-        let mut orders =
-            conn.prepare("SELECT user_id, status, queue_seq FROM orders WHERE event_id = ?1")?;
-        let mut rows = orders.query([event.as_str()])?;
+        let mut log =
+            conn.prepare("SELECT user_id, status FROM order_log WHERE event_id = ?1 ORDER BY seq")?;
+        let mut rows = log.query([event.as_str()])?;
         while let Some(row) = rows.next()? {
             loader.order(
                 event.as_str(),
                 row.get_ref(0)?.as_str()?,
                 row.get_ref(1)?.as_str()?,
-                row.get(2)?,
             )?;
         }
-        Ok(loader.finish().events.pop().map(|(_, state)| state))
+        Ok(loader.finish()?.pop().map(|(_, state)| state))
     }
 }
 
-/// Collects rows, one pass, then builds each event's state with its queue sorted.
+/// Creates the schema in a new file; refuses a file of another version.
+fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    match tx.pragma_query_value(None, "user_version", |row| row.get::<_, i64>(0))? {
+        0 => {
+            tx.execute_batch(SCHEMA)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        }
+        SCHEMA_VERSION => {}
+        other => return Err(StorageError::SchemaVersion(other)),
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Replays the log: a user's last row is its status, and the waiting list is
+/// the waiting users in the order of the rows that made them wait.
 #[derive(Default)]
 struct Loader {
     events: HashMap<EventId, StoredEvent>,
-    max_queue_seq: i64,
+    /// Rows read so far: the replay order.
+    rows: u64,
 }
 
 struct StoredEvent {
     total_tickets: u32,
-    booked: Vec<Arc<str>>,
-    waiting: Vec<(i64, Arc<str>)>,
-    cancelled: Vec<Arc<str>>,
+    /// Each user's last status, with the row number it was written at.
+    users: HashMap<Arc<str>, (Stored, u64)>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    Booked,
+    Waiting,
+    Cancelled,
 }
 
 impl Loader {
     fn event(&mut self, id: &str, total_tickets: u32) {
-        let stored = StoredEvent {
-            total_tickets,
-            booked: Vec::new(),
-            waiting: Vec::new(),
-            cancelled: Vec::new(),
-        };
-        self.events.insert(EventId::stored(id), stored);
+        self.events.insert(
+            EventId::stored(id),
+            StoredEvent {
+                total_tickets,
+                users: HashMap::new(),
+            },
+        );
     }
 
-    fn order(
-        &mut self,
-        event: &str,
-        user: &str,
-        status: &str,
-        queue_seq: Option<i64>,
-    ) -> Result<(), StorageError> {
+    fn order(&mut self, event: &str, user: &str, status: &str) -> Result<(), StorageError> {
         let stored = self.events.get_mut(event).ok_or_else(|| {
             StorageError::Inconsistent(format!("order of {user:?} at unknown event {event}"))
         })?;
-        let user = Arc::from(user);
-        self.max_queue_seq = self.max_queue_seq.max(queue_seq.unwrap_or(0));
-        match (status, queue_seq) {
-            ("booked", _) => stored.booked.push(user),
-            ("waiting", Some(seq)) => stored.waiting.push((seq, user)),
-            ("cancelled", _) => stored.cancelled.push(user),
-            _ => {
+        let status = match status {
+            "booked" => Stored::Booked,
+            "waiting" => Stored::Waiting,
+            "cancelled" => Stored::Cancelled,
+            other => {
                 return Err(StorageError::Inconsistent(format!(
-                    "order of {user:?} has status {status:?}"
+                    "order of {user:?} has status {other:?}"
                 )))
+            }
+        };
+        self.rows += 1;
+        match stored.users.get_mut(user) {
+            Some(last) => *last = (status, self.rows),
+            None => {
+                stored.users.insert(Arc::from(user), (status, self.rows));
             }
         }
         Ok(())
     }
 
-    fn finish(self) -> Recovered {
-        let events = self
-            .events
+    fn finish(self) -> Result<Vec<(EventId, EventState)>, StorageError> {
+        self.events
             .into_iter()
-            .map(|(id, mut stored)| {
-                stored.waiting.sort_unstable_by_key(|(seq, _)| *seq);
-                let waiting = stored.waiting.into_iter().map(|(_, user)| user);
-                (
+            .map(|(id, stored)| {
+                let mut booked = Vec::new();
+                let mut waiting = Vec::new();
+                let mut cancelled = Vec::new();
+                for (user, (status, row)) in stored.users {
+                    match status {
+                        Stored::Booked => booked.push(user),
+                        Stored::Waiting => waiting.push((row, user)),
+                        Stored::Cancelled => cancelled.push(user),
+                    }
+                }
+                if booked.len() > stored.total_tickets as usize {
+                    let message = format!(
+                        "event {id} has {} holders of {} tickets",
+                        booked.len(),
+                        stored.total_tickets
+                    );
+                    return Err(StorageError::Inconsistent(message));
+                }
+                waiting.sort_unstable_by_key(|(row, _)| *row);
+                let waiting = waiting.into_iter().map(|(_, user)| user);
+                Ok((
                     id,
-                    EventState::restore(
-                        stored.total_tickets,
-                        stored.booked,
-                        waiting,
-                        stored.cancelled,
-                    ),
-                )
+                    EventState::restore(stored.total_tickets, booked, waiting, cancelled),
+                ))
             })
-            .collect();
-        Recovered {
-            events,
-            next_queue_seq: self.max_queue_seq + 1,
-        }
+            .collect()
     }
 }
 
@@ -322,12 +330,11 @@ mod tests {
     use super::*;
     use crate::booking::UserStatus;
 
-    fn open(dir: &tempfile::TempDir) -> Database {
-        let settings = Settings {
+    fn settings(dir: &tempfile::TempDir) -> Settings {
+        Settings {
             database: dir.path().join("t.db").display().to_string(),
             ..Settings::default()
-        };
-        Database::open(&settings).unwrap()
+        }
     }
 
     fn order(event: &EventId, update: OrderUpdate) -> Change {
@@ -340,10 +347,9 @@ mod tests {
     #[test]
     fn committed_changes_come_back_with_the_queue_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let db = open(&dir);
+        let db = Database::open(&settings(&dir)).unwrap();
         let gig = EventId::parse("gig").unwrap();
         let user = |name: &str| Arc::<str>::from(name);
-        let mut seq = 1;
         let changes = [
             Change::CreateEvent {
                 event: gig.clone(),
@@ -362,17 +368,22 @@ mod tests {
             ),
             order(&gig, OrderUpdate::Cancelled(user("b"))),
         ];
-        db.commit(&changes, &mut seq).unwrap();
+        db.commit(&changes).unwrap();
+        // A cancelled user who books again goes to the back.
+        db.commit(&[order(&gig, OrderUpdate::Waiting(user("b")))])
+            .unwrap();
         let recovered = db.load_all().unwrap();
-        assert_eq!(recovered.next_queue_seq, 4);
-        let (id, state) = &recovered.events[0];
+        let (id, state) = &recovered[0];
         assert_eq!(id, &gig);
         assert_eq!(state.user_status("z"), Some(UserStatus::Booked));
         assert_eq!(state.user_status("a"), Some(UserStatus::Cancelled));
-        assert_eq!(state.user_status("b"), Some(UserStatus::Cancelled));
         assert_eq!(
             state.user_status("m"),
             Some(UserStatus::Waiting { position: 1 })
+        );
+        assert_eq!(
+            state.user_status("b"),
+            Some(UserStatus::Waiting { position: 2 })
         );
         assert_eq!(
             db.load_event(&gig).unwrap().unwrap().summary(),
@@ -383,19 +394,31 @@ mod tests {
     #[test]
     fn a_failing_change_rolls_back_the_whole_batch() {
         let dir = tempfile::tempdir().unwrap();
-        let db = open(&dir);
+        let db = Database::open(&settings(&dir)).unwrap();
         let gig = EventId::parse("gig").unwrap();
+        let unknown = EventId::parse("unknown").unwrap();
         let changes = [
             Change::CreateEvent {
                 event: gig.clone(),
                 total_tickets: 1,
             },
-            order(&gig, OrderUpdate::Cancelled(Arc::from("never-booked"))),
+            order(&unknown, OrderUpdate::Booked(Arc::from("a"))),
         ];
+        assert!(matches!(db.commit(&changes), Err(StorageError::Sqlite(_))));
+        assert!(db.load_all().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_database_of_another_schema_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = settings(&dir);
+        Connection::open(&settings.database)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
         assert!(matches!(
-            db.commit(&changes, &mut 1),
-            Err(StorageError::Inconsistent(_))
+            Database::open(&settings),
+            Err(StorageError::SchemaVersion(99))
         ));
-        assert!(db.load_all().unwrap().events.is_empty());
     }
 }

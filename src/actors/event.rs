@@ -2,13 +2,13 @@
 //! book and cancel in the order they arrive, one at a time.
 //!
 //! A decision is made at once, in memory; the change goes to the
-//! [`OrderStore`], and the answer waits for its commit *outside* the actor (a
-//! `ResponseFuture`), so the next message is decided while the disk works. The
+//! [`OrderStore`], and the actor answers with the decision and a receiver of
+//! its commit ([`Decided`]). The request, not the actor, waits for the commit,
+//! so the next message is decided while the disk works. The
 //! store keeps each actor's changes in order, so what is committed is always a
 //! prefix of what was decided. If a commit fails, the store voids every change
 //! decided since, and the actor reloads its state from the database.
 
-use std::future::{ready, Future};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -29,16 +29,33 @@ pub enum BookingError {
     StorageUnavailable,
 }
 
+/// A decision whose change is on its way to the database.
+pub struct Decided<T> {
+    pub outcome: T,
+    committed: oneshot::Receiver<Result<(), NotStored>>,
+}
+
+impl<T> Decided<T> {
+    /// The outcome, once its change is committed; awaited by the request,
+    /// not by the actor, which meanwhile decides the next message.
+    pub async fn confirmed(self) -> Result<T, BookingError> {
+        match self.committed.await {
+            Ok(Ok(())) => Ok(self.outcome),
+            Ok(Err(NotStored)) | Err(oneshot::Canceled) => Err(BookingError::StorageUnavailable),
+        }
+    }
+}
+
 /// Book a ticket for `user`, or a waiting place when sold out.
 #[derive(Message)]
-#[rtype(result = "Result<BookOutcome, BookingError>")]
+#[rtype(result = "Result<Decided<BookOutcome>, BookingError>")]
 pub struct Book {
     pub user: Arc<str>,
 }
 
 /// Cancel `user`'s ticket or waiting place.
 #[derive(Message)]
-#[rtype(result = "Result<CancelOutcome, BookingError>")]
+#[rtype(result = "Result<Decided<CancelOutcome>, BookingError>")]
 pub struct Cancel {
     pub user: Arc<str>,
 }
@@ -86,12 +103,8 @@ impl EventActor {
         }
     }
 
-    /// Sends `update` to the store; the future resolves when it is committed.
-    fn persist(
-        &self,
-        update: OrderUpdate,
-        ctx: &Context<Self>,
-    ) -> impl Future<Output = Result<(), BookingError>> {
+    /// Sends `update` to the store; `outcome` is confirmed once it is committed.
+    fn persist<T>(&self, update: OrderUpdate, outcome: T, ctx: &Context<Self>) -> Decided<T> {
         let (done, committed) = oneshot::channel();
         let change = Change::Order {
             event: self.id.clone(),
@@ -102,14 +115,7 @@ impl EventActor {
             origin: Some((ctx.address(), self.generation)),
             done,
         });
-        async move {
-            match committed.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(NotStored)) | Err(oneshot::Canceled) => {
-                    Err(BookingError::StorageUnavailable)
-                }
-            }
-        }
+        Decided { outcome, committed }
     }
 
     /// Replaces the state with what the database holds. The mailbox waits
@@ -153,36 +159,22 @@ impl Actor for EventActor {
 }
 
 impl Handler<Book> for EventActor {
-    type Result = ResponseFuture<Result<BookOutcome, BookingError>>;
+    type Result = Result<Decided<BookOutcome>, BookingError>;
 
     fn handle(&mut self, Book { user }: Book, ctx: &mut Context<Self>) -> Self::Result {
-        let decided = self
-            .check_fresh(ctx)
-            .and_then(|()| self.state.book(&user).map_err(BookingError::Refused));
-        match decided {
-            Ok((outcome, update)) => {
-                let committed = self.persist(update, ctx);
-                Box::pin(async move { committed.await.map(|()| outcome) })
-            }
-            Err(error) => Box::pin(ready(Err(error))),
-        }
+        self.check_fresh(ctx)?;
+        let (outcome, update) = self.state.book(&user).map_err(BookingError::Refused)?;
+        Ok(self.persist(update, outcome, ctx))
     }
 }
 
 impl Handler<Cancel> for EventActor {
-    type Result = ResponseFuture<Result<CancelOutcome, BookingError>>;
+    type Result = Result<Decided<CancelOutcome>, BookingError>;
 
     fn handle(&mut self, Cancel { user }: Cancel, ctx: &mut Context<Self>) -> Self::Result {
-        let decided = self
-            .check_fresh(ctx)
-            .and_then(|()| self.state.cancel(&user).map_err(BookingError::Refused));
-        match decided {
-            Ok((outcome, update)) => {
-                let committed = self.persist(update, ctx);
-                Box::pin(async move { committed.await.map(|()| outcome) })
-            }
-            Err(error) => Box::pin(ready(Err(error))),
-        }
+        self.check_fresh(ctx)?;
+        let (outcome, update) = self.state.cancel(&user).map_err(BookingError::Refused)?;
+        Ok(self.persist(update, outcome, ctx))
     }
 }
 

@@ -57,13 +57,10 @@ struct ReloadJob {
     reply: oneshot::Sender<Reloaded>,
 }
 
-/// What a batch took to the blocking thread and brings back.
-struct Batch {
-    writes: Vec<Persist>,
-    reloads: Vec<ReloadJob>,
-    committed: Result<(), StorageError>,
-    reloaded: Vec<Result<Option<EventState>, StorageError>>,
-    next_queue_seq: i64,
+/// What a transaction hands back to the actor: its failure, if any.
+struct Finished {
+    /// The changes of a failed transaction, with its cause; none was stored.
+    failed: Option<(StorageError, Vec<Persist>)>,
 }
 
 pub struct OrderStore {
@@ -74,8 +71,6 @@ pub struct OrderStore {
     committing: bool,
     /// Most changes in one transaction, so one batch cannot grow without bound.
     batch_limit: usize,
-    /// Next queue number for a user joining a waiting list (monotonic, never reused).
-    next_queue_seq: i64,
     /// Per event, the first generation whose changes may still be written.
     /// Changes decided before an event's failed commit build on state that was
     /// never stored, so they are refused without being written.
@@ -85,13 +80,12 @@ pub struct OrderStore {
 }
 
 impl OrderStore {
-    pub fn new(database: Database, batch_limit: usize, next_queue_seq: i64) -> Self {
+    pub fn new(database: Database, batch_limit: usize) -> Self {
         OrderStore {
             database,
             queue: VecDeque::new(),
             committing: false,
             batch_limit,
-            next_queue_seq,
             valid_from: HashMap::new(),
             flush_waiters: Vec::new(),
         }
@@ -116,35 +110,12 @@ impl OrderStore {
         }
         self.committing = true;
         let database = self.database.clone();
-        let next_queue_seq = self.next_queue_seq;
-        let run = actix_web::rt::task::spawn_blocking(move || {
-            let mut batch = Batch {
-                writes,
-                reloads,
-                committed: Ok(()),
-                reloaded: Vec::new(),
-                next_queue_seq,
-            };
-            if !batch.writes.is_empty() {
-                let changes = batch.writes.iter().map(|persist| &persist.change);
-                // A panic must not lose the answers: treat it as a failed (rolled back) commit.
-                batch.committed = catch_unwind(AssertUnwindSafe(|| {
-                    database.commit(changes, &mut batch.next_queue_seq)
-                }))
-                .unwrap_or_else(|_| Err(StorageError::Inconsistent("the commit panicked".into())));
-            }
-            // Reloads read after the writes queued before them.
-            batch.reloaded = batch
-                .reloads
-                .iter()
-                .map(|reload| database.load_event(&reload.event))
-                .collect();
-            batch
-        });
-        ctx.spawn(run.into_actor(self).map(|batch, store, ctx| {
+        let run =
+            actix_web::rt::task::spawn_blocking(move || write_batch(&database, writes, reloads));
+        ctx.spawn(run.into_actor(self).map(|finished, store, ctx| {
             store.committing = false;
-            match batch {
-                Ok(batch) => store.answer(batch),
+            match finished {
+                Ok(finished) => store.finish(finished),
                 Err(error) => log::error!("the commit thread was lost: {error}"),
             }
             store.commit_queued(ctx);
@@ -161,40 +132,29 @@ impl OrderStore {
         }
     }
 
-    fn answer(&mut self, batch: Batch) {
-        self.next_queue_seq = batch.next_queue_seq;
-        match batch.committed {
-            Ok(()) => {
-                for persist in batch.writes {
-                    let _ = persist.done.send(Ok(()));
+    /// After a failed transaction: voids what its events decided since, tells
+    /// them to reload, and answers its changes.
+    fn finish(&mut self, finished: Finished) {
+        let Some((error, writes)) = finished.failed else {
+            return;
+        };
+        log::error!(
+            "commit of {} changes failed, none stored: {error}",
+            writes.len()
+        );
+        for persist in writes {
+            if let (Some((actor, generation)), Change::Order { event, .. }) =
+                (&persist.origin, &persist.change)
+            {
+                let valid_from = self.valid_from.entry(event.clone()).or_default();
+                if *valid_from <= *generation {
+                    *valid_from = generation + 1;
+                    actor.do_send(StorageFailed {
+                        generation: *generation,
+                    });
                 }
             }
-            Err(error) => {
-                log::error!(
-                    "commit of {} changes failed, none stored: {error}",
-                    batch.writes.len()
-                );
-                for persist in batch.writes {
-                    if let (Some((actor, generation)), Change::Order { event, .. }) =
-                        (&persist.origin, &persist.change)
-                    {
-                        let valid_from = self.valid_from.entry(event.clone()).or_default();
-                        if *valid_from <= *generation {
-                            *valid_from = generation + 1;
-                            actor.do_send(StorageFailed {
-                                generation: *generation,
-                            });
-                        }
-                    }
-                    let _ = persist.done.send(Err(NotStored));
-                }
-            }
-        }
-        for (ReloadJob { event, reply }, loaded) in batch.reloads.into_iter().zip(batch.reloaded) {
-            let _ = reply.send(loaded.map_err(|error| {
-                log::error!("reloading event {event} failed: {error}");
-                NotStored
-            }));
+            let _ = persist.done.send(Err(NotStored));
         }
     }
 
@@ -205,6 +165,34 @@ impl OrderStore {
             }
         }
     }
+}
+
+/// One transaction, on a blocking thread. A commit is confirmed from here, so
+/// each confirmation goes straight to its waiting request.
+fn write_batch(database: &Database, writes: Vec<Persist>, reloads: Vec<ReloadJob>) -> Finished {
+    let mut failed = None;
+    if !writes.is_empty() {
+        let changes = writes.iter().map(|persist| &persist.change);
+        // A panic must not lose the answers: treat it as a failed (rolled back) commit.
+        let committed = catch_unwind(AssertUnwindSafe(|| database.commit(changes)))
+            .unwrap_or_else(|_| Err(StorageError::Inconsistent("the commit panicked".into())));
+        match committed {
+            Ok(()) => {
+                for persist in writes {
+                    let _ = persist.done.send(Ok(()));
+                }
+            }
+            Err(error) => failed = Some((error, writes)),
+        }
+    }
+    // Reloads read after the writes queued before them.
+    for ReloadJob { event, reply } in reloads {
+        let _ = reply.send(database.load_event(&event).map_err(|error| {
+            log::error!("reloading event {event} failed: {error}");
+            NotStored
+        }));
+    }
+    Finished { failed }
 }
 
 impl Actor for OrderStore {

@@ -29,11 +29,12 @@ pub async fn book(
     let actor = registry
         .get(&request.event)
         .ok_or(ApiError::EventNotFound)?;
-    let outcome = actor
+    let decided = actor
         .send(Book {
             user: request.user.key().clone(),
         })
         .await??;
+    let outcome = decided.confirmed().await?;
     let user_id = request.user;
     Ok(HttpResponse::Ok().json(match outcome {
         BookOutcome::Booked => Booked::Booked { user_id },

@@ -31,11 +31,12 @@ pub async fn cancel(
     let actor = registry
         .get(&request.event)
         .ok_or(ApiError::EventNotFound)?;
-    let outcome = actor
+    let decided = actor
         .send(Cancel {
             user: request.user.key().clone(),
         })
         .await??;
+    let outcome = decided.confirmed().await?;
     Ok(HttpResponse::Ok().json(match outcome {
         CancelOutcome::Cancelled => Cancelled::Cancelled {
             user_id: request.user,
