@@ -33,7 +33,7 @@ pub struct Application {
     server: Server,
     /// Flushed last on shutdown, after the HTTP server stopped.
     store: Addr<OrderStore>,
-    /// The threads of the event actors, stopped after the flush.
+    /// The threads of the event actors and of the store, stopped after the flush.
     arbiters: Vec<Arbiter>,
 }
 
@@ -50,11 +50,17 @@ impl Application {
         let recovered = database.load_all().map_err(database_error)?;
         let events = recovered.len();
 
-        let store = OrderStore::new(database, settings.commit_batch_limit).start();
-        let arbiters: Vec<Arbiter> = (0..or_cores(settings.actor_threads))
+        // SQLite calls block: the store gets a thread of its own.
+        let store_thread = Arbiter::new();
+        let batch_limit = settings.commit_batch_limit;
+        let store = OrderStore::start_in_arbiter(&store_thread.handle(), move |_| {
+            OrderStore::new(database, batch_limit)
+        });
+        let mut arbiters: Vec<Arbiter> = (0..or_cores(settings.actor_threads))
             .map(|_| Arbiter::new())
             .collect();
         let handles = arbiters.iter().map(Arbiter::handle).collect();
+        arbiters.push(store_thread);
         let registry = web::Data::new(EventRegistry::new(store.clone(), handles, recovered));
         log::info!(
             "recovered {events} events from {} in {:?}",

@@ -1,12 +1,15 @@
 //! The persistence actor: group commit of every decided change.
 //!
-//! Changes arrive in the order their event actors decided them. While one
-//! transaction runs on a blocking thread, new changes queue up; when it ends,
-//! every waiting change goes into the next transaction. One fsync thus carries
-//! as many bookings as arrived during the previous one, and each change's
-//! `done` channel hears the outcome only after `COMMIT` returned.
+//! It runs on an arbiter thread of its own and calls SQLite synchronously
+//! there, off the HTTP and event threads. A `Persist` message only queues its
+//! change and, if none is pending, schedules a [`CommitQueued`] notification.
+//! actix runs notifications only after the mailbox is drained, so each commit
+//! takes every change that arrived meanwhile, including all those that came
+//! in while the previous transaction was on the disk. One fsync thus carries
+//! as many bookings as arrived during the last one, and each change's `done`
+//! channel hears the outcome straight from this thread once `COMMIT` returned.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use actix::prelude::*;
@@ -32,94 +35,78 @@ pub struct Persist {
     pub done: oneshot::Sender<Result<(), NotStored>>,
 }
 
-/// An event as stored; `None` if it was never committed.
-pub type Reloaded = Result<Option<EventState>, NotStored>;
-
 /// Read one event as stored, after every change queued before this message.
 #[derive(Message)]
-#[rtype(result = "Reloaded")]
+#[rtype(result = "Result<Option<EventState>, NotStored>")]
 pub struct Reload {
     pub event: EventId,
 }
 
-/// Resolves once every change sent before it is committed or refused.
+/// Answers once every change sent before it is committed or refused.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Flush;
 
-enum Job {
-    Write(Persist),
-    Reload(ReloadJob),
-}
-
-struct ReloadJob {
-    event: EventId,
-    reply: oneshot::Sender<Reloaded>,
-}
-
-/// What a transaction hands back to the actor: its failure, if any.
-struct Finished {
-    /// The changes of a failed transaction, with its cause; none was stored.
-    failed: Option<(StorageError, Vec<Persist>)>,
-}
+/// Commits what is queued (sent to itself once the mailbox is drained).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct CommitQueued;
 
 pub struct OrderStore {
     database: Database,
-    /// Work that arrived while a transaction ran, in arrival order.
-    queue: VecDeque<Job>,
-    /// A transaction is running; the next one starts when it ends.
-    committing: bool,
+    /// Changes that arrived since the last commit, in arrival order.
+    queue: Vec<Persist>,
+    /// A `CommitQueued` is on its way: more changes just join the queue.
+    commit_scheduled: bool,
     /// Most changes in one transaction, so one batch cannot grow without bound.
     batch_limit: usize,
     /// Per event, the first generation whose changes may still be written.
     /// Changes decided before an event's failed commit build on state that was
     /// never stored, so they are refused without being written.
     valid_from: HashMap<EventId, u64>,
-    /// Shutdown waits here for the queue to drain.
-    flush_waiters: Vec<oneshot::Sender<()>>,
 }
 
 impl OrderStore {
     pub fn new(database: Database, batch_limit: usize) -> Self {
         OrderStore {
             database,
-            queue: VecDeque::new(),
-            committing: false,
+            queue: Vec::new(),
+            commit_scheduled: false,
             batch_limit,
             valid_from: HashMap::new(),
-            flush_waiters: Vec::new(),
         }
     }
 
-    /// Starts the next transaction with everything queued, unless one is running.
-    fn commit_queued(&mut self, ctx: &mut Context<Self>) {
-        if self.committing || self.queue.is_empty() {
-            return self.notify_if_flushed();
+    /// Commits everything queued, in transactions of at most `batch_limit`.
+    fn commit_all(&mut self) {
+        while !self.queue.is_empty() {
+            let rest = self.queue.split_off(self.queue.len().min(self.batch_limit));
+            let batch = std::mem::replace(&mut self.queue, rest);
+            self.commit(batch);
         }
-        let mut writes = Vec::new();
-        let mut reloads = Vec::new();
-        while writes.len() < self.batch_limit {
-            match self.queue.pop_front() {
-                None => break,
-                Some(Job::Reload(reload)) => reloads.push(reload),
-                Some(Job::Write(persist)) if self.is_void(&persist) => {
-                    let _ = persist.done.send(Err(NotStored));
+    }
+
+    fn commit(&mut self, batch: Vec<Persist>) {
+        let (void, writes): (Vec<Persist>, Vec<Persist>) =
+            batch.into_iter().partition(|p| self.is_void(p));
+        for persist in void {
+            let _ = persist.done.send(Err(NotStored));
+        }
+        if writes.is_empty() {
+            return;
+        }
+        let changes = writes.iter().map(|persist| &persist.change);
+        // A panic must not lose the answers: treat it as a failed (rolled back) commit.
+        let committed = catch_unwind(AssertUnwindSafe(|| self.database.commit(changes)))
+            .unwrap_or_else(|_| Err(StorageError::Inconsistent("the commit panicked".into())));
+        match committed {
+            Ok(()) => {
+                for persist in writes {
+                    let _ = persist.done.send(Ok(()));
                 }
-                Some(Job::Write(persist)) => writes.push(persist),
             }
+            Err(error) => self.fail(error, writes),
         }
-        self.committing = true;
-        let database = self.database.clone();
-        let run =
-            actix_web::rt::task::spawn_blocking(move || write_batch(&database, writes, reloads));
-        ctx.spawn(run.into_actor(self).map(|finished, store, ctx| {
-            store.committing = false;
-            match finished {
-                Ok(finished) => store.finish(finished),
-                Err(error) => log::error!("the commit thread was lost: {error}"),
-            }
-            store.commit_queued(ctx);
-        }));
     }
 
     fn is_void(&self, persist: &Persist) -> bool {
@@ -134,10 +121,7 @@ impl OrderStore {
 
     /// After a failed transaction: voids what its events decided since, tells
     /// them to reload, and answers its changes.
-    fn finish(&mut self, finished: Finished) {
-        let Some((error, writes)) = finished.failed else {
-            return;
-        };
+    fn fail(&mut self, error: StorageError, writes: Vec<Persist>) {
         log::error!(
             "commit of {} changes failed, none stored: {error}",
             writes.len()
@@ -157,42 +141,6 @@ impl OrderStore {
             let _ = persist.done.send(Err(NotStored));
         }
     }
-
-    fn notify_if_flushed(&mut self) {
-        if !self.committing && self.queue.is_empty() {
-            for waiter in self.flush_waiters.drain(..) {
-                let _ = waiter.send(());
-            }
-        }
-    }
-}
-
-/// One transaction, on a blocking thread. A commit is confirmed from here, so
-/// each confirmation goes straight to its waiting request.
-fn write_batch(database: &Database, writes: Vec<Persist>, reloads: Vec<ReloadJob>) -> Finished {
-    let mut failed = None;
-    if !writes.is_empty() {
-        let changes = writes.iter().map(|persist| &persist.change);
-        // A panic must not lose the answers: treat it as a failed (rolled back) commit.
-        let committed = catch_unwind(AssertUnwindSafe(|| database.commit(changes)))
-            .unwrap_or_else(|_| Err(StorageError::Inconsistent("the commit panicked".into())));
-        match committed {
-            Ok(()) => {
-                for persist in writes {
-                    let _ = persist.done.send(Ok(()));
-                }
-            }
-            Err(error) => failed = Some((error, writes)),
-        }
-    }
-    // Reloads read after the writes queued before them.
-    for ReloadJob { event, reply } in reloads {
-        let _ = reply.send(database.load_event(&event).map_err(|error| {
-            log::error!("reloading event {event} failed: {error}");
-            NotStored
-        }));
-    }
-    Finished { failed }
 }
 
 impl Actor for OrderStore {
@@ -203,32 +151,39 @@ impl Handler<Persist> for OrderStore {
     type Result = ();
 
     fn handle(&mut self, persist: Persist, ctx: &mut Context<Self>) {
-        self.queue.push_back(Job::Write(persist));
-        self.commit_queued(ctx);
+        self.queue.push(persist);
+        if !self.commit_scheduled {
+            self.commit_scheduled = true;
+            ctx.notify(CommitQueued);
+        }
+    }
+}
+
+impl Handler<CommitQueued> for OrderStore {
+    type Result = ();
+
+    fn handle(&mut self, _: CommitQueued, _: &mut Context<Self>) {
+        self.commit_scheduled = false;
+        self.commit_all();
     }
 }
 
 impl Handler<Reload> for OrderStore {
-    type Result = ResponseFuture<Reloaded>;
+    type Result = Result<Option<EventState>, NotStored>;
 
-    fn handle(&mut self, Reload { event }: Reload, ctx: &mut Context<Self>) -> Self::Result {
-        let (reply, loaded) = oneshot::channel();
-        self.queue
-            .push_back(Job::Reload(ReloadJob { event, reply }));
-        self.commit_queued(ctx);
-        Box::pin(async move { loaded.await.unwrap_or(Err(NotStored)) })
+    fn handle(&mut self, Reload { event }: Reload, _: &mut Context<Self>) -> Self::Result {
+        self.commit_all();
+        self.database.load_event(&event).map_err(|error| {
+            log::error!("reloading event {event} failed: {error}");
+            NotStored
+        })
     }
 }
 
 impl Handler<Flush> for OrderStore {
-    type Result = ResponseFuture<()>;
+    type Result = ();
 
-    fn handle(&mut self, _: Flush, _: &mut Context<Self>) -> Self::Result {
-        let (waiter, flushed) = oneshot::channel();
-        self.flush_waiters.push(waiter);
-        self.notify_if_flushed();
-        Box::pin(async move {
-            let _ = flushed.await;
-        })
+    fn handle(&mut self, _: Flush, _: &mut Context<Self>) {
+        self.commit_all();
     }
 }

@@ -113,7 +113,11 @@ async fn failures_amid_a_storm_acknowledge_exactly_what_is_stored() {
     // Near the cap, rows fit or not depending on their size, so commits fail
     // and succeed in turn while bookings are decided on top of the failed ones. None of those may be acknowledged, and nothing
     // acknowledged may be missing.
-    let mut app = spawn_app_with(&[("BOOKING_MAX_PAGE_COUNT", "12")]);
+    let mut app = spawn_app_with(&[
+        ("BOOKING_MAX_PAGE_COUNT", "12"),
+        // Many small transactions, so failed and successful ones alternate.
+        ("BOOKING_COMMIT_BATCH_LIMIT", "4"),
+    ]);
     app.initialize(json!(1), 60).await;
     // Ids of mixed lengths: after a long row fails, a shorter one may still fit.
     let users: Vec<String> = (0..400usize)
