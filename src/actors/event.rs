@@ -1,10 +1,10 @@
 //! One actor per event: it owns the event's [`EventState`] and decides each
 //! book and cancel in the order they arrive, one at a time.
 //!
-//! A decision is made at once, in memory; the change goes to the
-//! [`OrderStore`], and the actor answers with the decision and a receiver of
-//! its commit ([`Decided`]). The request, not the actor, waits for the commit,
-//! so the next message is decided while the disk works. The
+//! A decision is made at once, in memory, and the change goes to the
+//! [`OrderStore`] together with the request's [`Reply`] channel: the store
+//! answers the request once the change is committed. The actor never waits
+//! for the disk; it decides the next message while the disk works. The
 //! store keeps each actor's changes in order, so what is committed is always a
 //! prefix of what was decided. If a commit fails, the store voids every change
 //! decided since, and the actor reloads its state from the database.
@@ -29,35 +29,25 @@ pub enum BookingError {
     StorageUnavailable,
 }
 
-/// A decision whose change is on its way to the database.
-pub struct Decided<T> {
-    pub outcome: T,
-    committed: oneshot::Receiver<Result<(), NotStored>>,
-}
-
-impl<T> Decided<T> {
-    /// The outcome, once its change is committed; awaited by the request,
-    /// not by the actor, which meanwhile decides the next message.
-    pub async fn confirmed(self) -> Result<T, BookingError> {
-        match self.committed.await {
-            Ok(Ok(())) => Ok(self.outcome),
-            Ok(Err(NotStored)) | Err(oneshot::Canceled) => Err(BookingError::StorageUnavailable),
-        }
-    }
-}
+/// Where a book or cancel is answered: once its change is committed, or at
+/// once if it is refused. The request waits on it, not the actor, which
+/// meanwhile decides the next message.
+pub type Reply<T> = oneshot::Sender<Result<T, BookingError>>;
 
 /// Book a ticket for `user`, or a waiting place when sold out.
 #[derive(Message)]
-#[rtype(result = "Result<Decided<BookOutcome>, BookingError>")]
+#[rtype(result = "()")]
 pub struct Book {
     pub user: Arc<str>,
+    pub reply: Reply<BookOutcome>,
 }
 
 /// Cancel `user`'s ticket or waiting place.
 #[derive(Message)]
-#[rtype(result = "Result<Decided<CancelOutcome>, BookingError>")]
+#[rtype(result = "()")]
 pub struct Cancel {
     pub user: Arc<str>,
+    pub reply: Reply<CancelOutcome>,
 }
 
 /// The event's ticket and queue counts.
@@ -103,19 +93,31 @@ impl EventActor {
         }
     }
 
-    /// Sends `update` to the store; `outcome` is confirmed once it is committed.
-    fn persist<T>(&self, update: OrderUpdate, outcome: T, ctx: &Context<Self>) -> Decided<T> {
-        let (done, committed) = oneshot::channel();
+    /// Sends `update` to the store, which gives `reply` the `outcome` once it
+    /// is committed (or a failure if it is not).
+    fn persist<T: Send + 'static>(
+        &self,
+        update: OrderUpdate,
+        outcome: T,
+        reply: Reply<T>,
+        ctx: &Context<Self>,
+    ) {
         let change = Change::Order {
             event: self.id.clone(),
             update,
         };
+        let done = Box::new(move |stored: Result<(), NotStored>| {
+            let _ = reply.send(
+                stored
+                    .map(|()| outcome)
+                    .map_err(|NotStored| BookingError::StorageUnavailable),
+            );
+        });
         self.store.do_send(Persist {
             change,
             origin: Some((ctx.address(), self.generation)),
             done,
         });
-        Decided { outcome, committed }
     }
 
     /// Replaces the state with what the database holds. The mailbox waits
@@ -159,22 +161,34 @@ impl Actor for EventActor {
 }
 
 impl Handler<Book> for EventActor {
-    type Result = Result<Decided<BookOutcome>, BookingError>;
+    type Result = ();
 
-    fn handle(&mut self, Book { user }: Book, ctx: &mut Context<Self>) -> Self::Result {
-        self.check_fresh(ctx)?;
-        let (outcome, update) = self.state.book(&user).map_err(BookingError::Refused)?;
-        Ok(self.persist(update, outcome, ctx))
+    fn handle(&mut self, Book { user, reply }: Book, ctx: &mut Context<Self>) {
+        let decided = self
+            .check_fresh(ctx)
+            .and_then(|()| self.state.book(&user).map_err(BookingError::Refused));
+        match decided {
+            Ok((outcome, update)) => self.persist(update, outcome, reply, ctx),
+            Err(error) => {
+                let _ = reply.send(Err(error));
+            }
+        }
     }
 }
 
 impl Handler<Cancel> for EventActor {
-    type Result = Result<Decided<CancelOutcome>, BookingError>;
+    type Result = ();
 
-    fn handle(&mut self, Cancel { user }: Cancel, ctx: &mut Context<Self>) -> Self::Result {
-        self.check_fresh(ctx)?;
-        let (outcome, update) = self.state.cancel(&user).map_err(BookingError::Refused)?;
-        Ok(self.persist(update, outcome, ctx))
+    fn handle(&mut self, Cancel { user, reply }: Cancel, ctx: &mut Context<Self>) {
+        let decided = self
+            .check_fresh(ctx)
+            .and_then(|()| self.state.cancel(&user).map_err(BookingError::Refused));
+        match decided {
+            Ok((outcome, update)) => self.persist(update, outcome, reply, ctx),
+            Err(error) => {
+                let _ = reply.send(Err(error));
+            }
+        }
     }
 }
 

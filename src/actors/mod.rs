@@ -5,6 +5,6 @@ mod event;
 mod order_store;
 mod registry;
 
-pub use event::{Book, BookingError, Cancel, Decided, EventActor, GetSummary, GetUserStatus};
+pub use event::{Book, BookingError, Cancel, EventActor, GetSummary, GetUserStatus, Reply};
 pub use order_store::{Flush, OrderStore};
 pub use registry::{EventRegistry, InitializeError};

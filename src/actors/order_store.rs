@@ -7,13 +7,12 @@
 //! takes every change that arrived meanwhile, including all those that came
 //! in while the previous transaction was on the disk. One fsync thus carries
 //! as many bookings as arrived during the last one, and each change's `done`
-//! channel hears the outcome straight from this thread once `COMMIT` returned.
+//! callback answers its request straight from this thread once `COMMIT` returned.
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use actix::prelude::*;
-use futures::channel::oneshot;
 
 use super::event::{EventActor, StorageFailed};
 use crate::booking::EventState;
@@ -24,6 +23,10 @@ use crate::storage::{Change, Database, StorageError};
 #[derive(Debug, Clone, Copy)]
 pub struct NotStored;
 
+/// Called once, on the store's thread, with the outcome of a change's commit:
+/// it answers the waiting request directly.
+pub type OnCommit = Box<dyn FnOnce(Result<(), NotStored>) + Send>;
+
 /// Store one decided change; `done` hears whether it was committed.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -32,7 +35,7 @@ pub struct Persist {
     /// The event actor that decided the change, and its generation then; told
     /// when a commit fails. `None` for a new event, which has no actor yet.
     pub origin: Option<(Addr<EventActor>, u64)>,
-    pub done: oneshot::Sender<Result<(), NotStored>>,
+    pub done: OnCommit,
 }
 
 /// Read one event as stored, after every change queued before this message.
@@ -90,7 +93,7 @@ impl OrderStore {
         let (void, writes): (Vec<Persist>, Vec<Persist>) =
             batch.into_iter().partition(|p| self.is_void(p));
         for persist in void {
-            let _ = persist.done.send(Err(NotStored));
+            (persist.done)(Err(NotStored));
         }
         if writes.is_empty() {
             return;
@@ -102,7 +105,7 @@ impl OrderStore {
         match committed {
             Ok(()) => {
                 for persist in writes {
-                    let _ = persist.done.send(Ok(()));
+                    (persist.done)(Ok(()));
                 }
             }
             Err(error) => self.fail(error, writes),
@@ -138,7 +141,7 @@ impl OrderStore {
                     });
                 }
             }
-            let _ = persist.done.send(Err(NotStored));
+            (persist.done)(Err(NotStored));
         }
     }
 }

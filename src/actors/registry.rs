@@ -84,6 +84,9 @@ impl EventRegistry {
             Entry::Vacant(slot) => slot.insert(Slot::Initializing),
         };
         let (done, committed) = oneshot::channel();
+        let done = Box::new(move |stored| {
+            let _ = done.send(stored);
+        });
         let change = Change::CreateEvent {
             event: id.clone(),
             total_tickets,

@@ -2,6 +2,7 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
 use super::extract::{OrderRequest, Valid};
+use super::forward;
 use crate::actors::{Book, EventRegistry};
 use crate::booking::BookOutcome;
 use crate::error::ApiError;
@@ -29,12 +30,8 @@ pub async fn book(
     let actor = registry
         .get(&request.event)
         .ok_or(ApiError::EventNotFound)?;
-    let decided = actor
-        .send(Book {
-            user: request.user.key().clone(),
-        })
-        .await??;
-    let outcome = decided.confirmed().await?;
+    let user = request.user.key().clone();
+    let outcome = forward(&actor, |reply| Book { user, reply }).await?;
     let user_id = request.user;
     Ok(HttpResponse::Ok().json(match outcome {
         BookOutcome::Booked => Booked::Booked { user_id },

@@ -2,6 +2,7 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
 use super::extract::{OrderRequest, Valid};
+use super::forward;
 use crate::actors::{Cancel, EventRegistry};
 use crate::booking::CancelOutcome;
 use crate::error::ApiError;
@@ -31,12 +32,8 @@ pub async fn cancel(
     let actor = registry
         .get(&request.event)
         .ok_or(ApiError::EventNotFound)?;
-    let decided = actor
-        .send(Cancel {
-            user: request.user.key().clone(),
-        })
-        .await??;
-    let outcome = decided.confirmed().await?;
+    let user = request.user.key().clone();
+    let outcome = forward(&actor, |reply| Cancel { user, reply }).await?;
     Ok(HttpResponse::Ok().json(match outcome {
         CancelOutcome::Cancelled => Cancelled::Cancelled {
             user_id: request.user,

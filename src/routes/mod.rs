@@ -7,9 +7,12 @@ mod extract;
 mod initialize;
 mod status;
 
+use actix::{Addr, Handler, Message};
 use actix_web::{web, HttpResponse, ResponseError};
+use futures::channel::oneshot;
 use serde_json::json;
 
+use crate::actors::{EventActor, Reply};
 use crate::error::ApiError;
 pub use extract::BodyLimit;
 
@@ -40,4 +43,22 @@ pub async fn route_not_found() -> HttpResponse {
 /// Liveness: answers without touching any actor or the database.
 async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// Forwards a book or cancel to the event's actor and waits for its answer,
+/// which comes once the change is committed (or at once if it is refused).
+async fn forward<M, T>(
+    actor: &Addr<EventActor>,
+    message: impl FnOnce(Reply<T>) -> M,
+) -> Result<T, ApiError>
+where
+    M: Message<Result = ()> + Send + 'static,
+    EventActor: Handler<M>,
+{
+    let (reply, answer) = oneshot::channel();
+    actor.do_send(message(reply));
+    // No answer at all means the actor is gone: the server is stopping.
+    Ok(answer
+        .await
+        .map_err(|oneshot::Canceled| ApiError::ServiceUnavailable)??)
 }
