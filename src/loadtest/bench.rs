@@ -7,8 +7,15 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use std::time::Instant;
+
+use super::api::{Api, Outcome};
+use super::scenario::Op;
 use super::spawn::SpawnedServer;
 use super::{initialize, run_against, unique_event_names, Options, Report, Scenario};
+
+/// Holders who cancel, one after another, for the cancel-cost figure.
+const CANCELS: usize = 100;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchOptions {
@@ -31,6 +38,10 @@ pub struct BenchOptions {
 
 /// Figures beyond the scenario table.
 struct Footprint {
+    /// Median time of a cancel that promotes the head of a short queue, and of a huge one.
+    cancel_short_queue: Duration,
+    cancel_long_queue: Duration,
+    long_queue: u64,
     recovery: Duration,
     orders: u64,
     bytes_per_user: f64,
@@ -99,6 +110,7 @@ fn footprint(options: &BenchOptions) -> Result<Footprint, String> {
         ));
     }
     let full = server.rss_bytes()?;
+    let (cancel_short_queue, cancel_long_queue) = cancel_costs(server.url(), &filled)?;
     let recovery = server.restart()?;
     let recovered = server.rss_bytes()?;
     drop(server);
@@ -114,6 +126,9 @@ fn footprint(options: &BenchOptions) -> Result<Footprint, String> {
     ))?;
     let after = server.rss_bytes()?;
     Ok(Footprint {
+        cancel_short_queue,
+        cancel_long_queue,
+        long_queue: filled.outcomes.waiting,
         recovery,
         orders: options.orders,
         bytes_per_user: full.saturating_sub(empty) as f64 / options.orders as f64,
@@ -121,6 +136,59 @@ fn footprint(options: &BenchOptions) -> Result<Footprint, String> {
         idle_events: options.idle_events,
         bytes_per_event: after.saturating_sub(before) as f64 / options.idle_events as f64,
     })
+}
+
+/// Median latency of a cancel that hands the ticket to the head of the queue:
+/// on `filled`'s event, whose queue is huge, and on a new event whose queue
+/// holds about a hundred. Sequential requests on one connection.
+fn cancel_costs(url: &str, filled: &Report) -> Result<(Duration, Duration), String> {
+    let holders: Vec<u64> = filled
+        .stats
+        .records
+        .iter()
+        .filter_map(|record| match (record.op, &record.outcome) {
+            (Op::Book { user, .. }, Outcome::Booked) => Some(user),
+            _ => None,
+        })
+        .take(CANCELS)
+        .collect();
+    let big_event = filled
+        .events
+        .first()
+        .ok_or("the fill run booked no event")?;
+    actix_web::rt::System::new().block_on(async {
+        let api = Api::new(url, 1);
+        let long = median_cancel(&api, big_event, &holders).await?;
+        // A small event: CANCELS holders and CANCELS + 10 waiting.
+        let small_event = &unique_event_names(1)[0];
+        api.initialize(small_event, CANCELS as u32).await?;
+        for user in 0..(2 * CANCELS as u64 + 10) {
+            api.book(small_event, user).await;
+        }
+        let holders: Vec<u64> = (0..CANCELS as u64).collect();
+        let short = median_cancel(&api, small_event, &holders).await?;
+        Ok((short, long))
+    })
+}
+
+async fn median_cancel(api: &Api, event: &str, holders: &[u64]) -> Result<Duration, String> {
+    let mut times = Vec::with_capacity(holders.len());
+    for &user in holders {
+        let started = Instant::now();
+        match api.cancel(event, user).await {
+            (_, Outcome::Reassigned { .. }) => times.push(started.elapsed()),
+            other => {
+                return Err(format!(
+                    "cancel of u{user} at {event} did not promote: {other:?}"
+                ))
+            }
+        }
+    }
+    times.sort_unstable();
+    times
+        .get(times.len() / 2)
+        .copied()
+        .ok_or_else(|| "no cancel measured".into())
 }
 
 fn render(options: &BenchOptions, reports: &[Report], footprint: &Footprint) -> String {
@@ -159,6 +227,13 @@ fn render(options: &BenchOptions, reports: &[Report], footprint: &Footprint) -> 
         );
     }
     md.push_str("\n| measurement | value | target |\n| --- | ---: | --- |\n");
+    let _ = writeln!(
+        md,
+        "| cancel promoting the head, p50 of {CANCELS}: ~100 waiting / {} waiting | {:.2} ms / {:.2} ms | the same |",
+        footprint.long_queue,
+        footprint.cancel_short_queue.as_secs_f64() * 1000.0,
+        footprint.cancel_long_queue.as_secs_f64() * 1000.0
+    );
     let _ = writeln!(
         md,
         "| restart recovery, {} orders | {:.2} s to ready | ≤ 2 s |",

@@ -160,12 +160,12 @@ pub fn run_against(url: &str, options: &Options) -> Result<Report, String> {
     done.store(true, Ordering::Relaxed);
     let _ = progress.join();
 
-    let mut report = Report::new(options.scenario, elapsed, stats);
+    let mut report = Report::new(options.scenario, events, elapsed, stats);
     if !options.no_verify && options.scenario != Scenario::Ceiling {
         let api = Api::new(url, options.concurrency);
         let violations = system.block_on(verify::verify(
             &api,
-            &events,
+            &report.events,
             options.tickets,
             &report.stats.records,
             options.concurrency,

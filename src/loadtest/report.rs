@@ -95,6 +95,8 @@ impl Verification {
 
 pub struct Report {
     pub scenario: Scenario,
+    /// The ids of the events the run booked (`records` refer to them by index).
+    pub events: Vec<String>,
     pub elapsed: Duration,
     pub stats: Stats,
     pub outcomes: OutcomeCounts,
@@ -102,7 +104,7 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(scenario: Scenario, elapsed: Duration, stats: Stats) -> Self {
+    pub fn new(scenario: Scenario, events: Vec<String>, elapsed: Duration, stats: Stats) -> Self {
         let mut outcomes = OutcomeCounts::default();
         for record in &stats.records {
             match record.outcome {
@@ -116,6 +118,7 @@ impl Report {
         }
         Report {
             scenario,
+            events,
             elapsed,
             stats,
             outcomes,
