@@ -1,6 +1,11 @@
 //! Settings: `config/default.toml` (built in), an optional file named by
 //! `BOOKING_CONFIG`, then `BOOKING_*` environment variables, in that order.
+//! A top-level setting is `BOOKING_<NAME>` (`BOOKING_PORT`); one in a section
+//! is `BOOKING_<SECTION>__<NAME>` (`BOOKING_RATE_LIMIT__ENABLED`), except the
+//! API keys: `BOOKING_ADMIN_KEYS` and `BOOKING_CLIENT_KEYS`, comma separated.
 
+use std::collections::HashMap;
+use std::fmt;
 use std::net::IpAddr;
 
 use config::{Config, Environment, File, FileFormat};
@@ -23,6 +28,49 @@ pub struct Settings {
     pub body_limit: usize,
     pub shutdown_timeout_secs: u64,
     pub log_level: String,
+    pub auth: AuthSettings,
+    pub rate_limit: RateLimitSettings,
+    pub cors: CorsSettings,
+}
+
+/// Bearer keys; with both lists empty the API is open.
+#[derive(Clone, Default, Deserialize)]
+pub struct AuthSettings {
+    /// May initialize events, and everything a client key may.
+    pub admin_keys: Vec<String>,
+    /// May book, cancel and read.
+    pub client_keys: Vec<String>,
+}
+
+/// Keys are secrets: never printed, only counted.
+impl fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "AuthSettings {{ {} admin keys, {} client keys }}",
+            self.admin_keys.len(),
+            self.client_keys.len()
+        )
+    }
+}
+
+/// Requests per client, by the GCRA of the `governor` crate.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RateLimitSettings {
+    pub enabled: bool,
+    /// Sustained rate per client.
+    pub per_second: u32,
+    /// Requests a client may send at once above the sustained rate.
+    pub burst: u32,
+    /// Take the client's address from `X-Forwarded-For` (only behind a proxy that sets it).
+    pub trust_proxy: bool,
+}
+
+/// Origins whose pages may call the API from a browser.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CorsSettings {
+    /// `scheme://host[:port]` entries, or `*` for any; empty means same-origin only.
+    pub allowed_origins: Vec<String>,
 }
 
 /// SQLite's `synchronous` pragma, limited to the values that make sense here.
@@ -51,22 +99,47 @@ pub struct ConfigError(String);
 impl Settings {
     /// Reads the layers from the process environment.
     pub fn load() -> Result<Self, ConfigError> {
-        Self::from_layers(
-            std::env::var("BOOKING_CONFIG").ok().as_deref(),
-            Environment::with_prefix("BOOKING"),
-        )
+        let environment: HashMap<String, String> = std::env::vars()
+            .filter(|(name, _)| name.starts_with("BOOKING_"))
+            .collect();
+        Self::from_layers(std::env::var("BOOKING_CONFIG").ok().as_deref(), environment)
     }
 
-    fn from_layers(file: Option<&str>, environment: Environment) -> Result<Self, ConfigError> {
+    fn from_layers(
+        file: Option<&str>,
+        environment: HashMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let error = |error: config::ConfigError| ConfigError(error.to_string());
         let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
         if let Some(path) = file {
             builder = builder.add_source(File::with_name(path).format(FileFormat::Toml));
         }
+        for (variable, key) in [
+            ("BOOKING_ADMIN_KEYS", "auth.admin_keys"),
+            ("BOOKING_CLIENT_KEYS", "auth.client_keys"),
+        ] {
+            if let Some(list) = environment.get(variable) {
+                let keys: Vec<String> = list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(String::from)
+                    .collect();
+                builder = builder.set_override(key, keys).map_err(error)?;
+            }
+        }
+        let variables = Environment::with_prefix("BOOKING")
+            .prefix_separator("_")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("cors.allowed_origins")
+            .source(Some(environment.into_iter().collect()));
         let settings: Settings = builder
-            .add_source(environment.try_parsing(true))
+            .add_source(variables)
             .build()
             .and_then(Config::try_deserialize)
-            .map_err(|error| ConfigError(error.to_string()))?;
+            .map_err(error)?;
         settings.validate()?;
         Ok(settings)
     }
@@ -82,6 +155,27 @@ impl Settings {
         if self.body_limit < 256 {
             return fail("body_limit must be at least 256 bytes");
         }
+        let keys = self.auth.admin_keys.iter().chain(&self.auth.client_keys);
+        if keys
+            .clone()
+            .any(|key| key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return fail("auth keys must be printable ASCII without spaces");
+        }
+        if self.rate_limit.per_second == 0 || self.rate_limit.burst == 0 {
+            return fail("rate_limit.per_second and rate_limit.burst must be at least 1");
+        }
+        let origin_ok = |o: &String| {
+            o == "*"
+                || (o.parse::<actix_web::http::Uri>().is_ok_and(|uri| {
+                    matches!(uri.scheme_str(), Some("http" | "https")) && uri.path() == "/"
+                }) && !o.ends_with('/'))
+        };
+        if let Some(bad) = self.cors.allowed_origins.iter().find(|o| !origin_ok(o)) {
+            return Err(ConfigError(format!(
+                "cors.allowed_origins: {bad:?} is not * or scheme://host[:port]"
+            )));
+        }
         if self.log_level.parse::<log::LevelFilter>().is_err() {
             return fail("log_level must be one of off, error, warn, info, debug, trace");
         }
@@ -92,24 +186,20 @@ impl Settings {
 impl Default for Settings {
     /// The built-in defaults, with nothing from the environment.
     fn default() -> Self {
-        Self::from_layers(None, Environment::with_prefix("BOOKING_UNUSED_IN_DEFAULTS"))
-            .expect("config/default.toml holds valid settings")
+        Self::from_layers(None, HashMap::new()).expect("config/default.toml holds valid settings")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn with_env(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        let source: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
         Settings::from_layers(
             None,
-            Environment::with_prefix("BOOKING").source(Some(source)),
+            vars.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         )
     }
 
@@ -121,6 +211,37 @@ mod tests {
         assert_eq!(settings.database, "data/bookings.db");
         assert_eq!(settings.synchronous, Synchronous::Full);
         assert_eq!(settings.body_limit, 16384);
+        assert!(settings.auth.admin_keys.is_empty() && settings.auth.client_keys.is_empty());
+        assert!(!settings.rate_limit.enabled);
+        assert!(settings.cors.allowed_origins.is_empty());
+    }
+
+    #[test]
+    fn sections_are_set_by_their_own_variables() {
+        let settings = with_env(&[
+            ("BOOKING_ADMIN_KEYS", "adm1n-key, second-admin"),
+            ("BOOKING_CLIENT_KEYS", "client-key"),
+            ("BOOKING_RATE_LIMIT__ENABLED", "true"),
+            ("BOOKING_RATE_LIMIT__PER_SECOND", "5"),
+            (
+                "BOOKING_CORS__ALLOWED_ORIGINS",
+                "https://a.example,http://localhost:5173",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(settings.auth.admin_keys, ["adm1n-key", "second-admin"]);
+        assert_eq!(settings.auth.client_keys, ["client-key"]);
+        assert!(settings.rate_limit.enabled);
+        assert_eq!(settings.rate_limit.per_second, 5);
+        assert_eq!(
+            settings.cors.allowed_origins,
+            ["https://a.example", "http://localhost:5173"]
+        );
+        let printed = format!("{settings:?}");
+        assert!(
+            !printed.contains("adm1n-key") && printed.contains("2 admin keys"),
+            "{printed}"
+        );
     }
 
     #[test]
@@ -149,6 +270,16 @@ mod tests {
             let error = with_env(&[(var, "nonsense")]).unwrap_err().to_string();
             assert!(error.contains(key), "{error}");
         }
+        assert!(
+            with_env(&[("BOOKING_CORS__ALLOWED_ORIGINS", "example.com")])
+                .unwrap_err()
+                .to_string()
+                .contains("cors.allowed_origins")
+        );
+        assert!(with_env(&[("BOOKING_RATE_LIMIT__BURST", "0")])
+            .unwrap_err()
+            .to_string()
+            .contains("rate_limit"));
         assert!(with_env(&[("BOOKING_COMMIT_BATCH_LIMIT", "0")])
             .unwrap_err()
             .to_string()

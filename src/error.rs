@@ -1,6 +1,7 @@
 //! The one error shape on the wire: `{"error": "...", "details": "..."}`.
 
 use actix::MailboxError;
+use actix_web::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
@@ -32,17 +33,26 @@ pub enum ApiError {
     /// An event actor could not be reached (the server is stopping).
     #[error("Service unavailable")]
     ServiceUnavailable,
+    /// No API key, or an unknown one.
+    #[error("Unauthorized")]
+    Unauthorized,
+    /// A valid key without the rights for this route.
+    #[error("Forbidden")]
+    Forbidden,
+    #[error("Too many requests")]
+    TooManyRequests { retry_after_secs: u64 },
     #[error("Not found")]
     RouteNotFound,
     #[error("Method not allowed")]
     MethodNotAllowed,
 }
 
+/// The body of every error answer.
 #[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: String,
+pub struct ErrorBody<'a> {
+    pub error: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    details: Option<&'a str>,
+    pub details: Option<&'a str>,
 }
 
 impl ResponseError for ApiError {
@@ -60,6 +70,9 @@ impl ResponseError for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -70,7 +83,15 @@ impl ResponseError for ApiError {
             }
             _ => None,
         };
-        HttpResponse::build(self.status_code()).json(ErrorBody {
+        let mut response = HttpResponse::build(self.status_code());
+        match self {
+            ApiError::Unauthorized => response.insert_header((WWW_AUTHENTICATE, "Bearer")),
+            ApiError::TooManyRequests { retry_after_secs } => {
+                response.insert_header((RETRY_AFTER, *retry_after_secs))
+            }
+            _ => &mut response,
+        };
+        response.json(ErrorBody {
             error: self.to_string(),
             details,
         })

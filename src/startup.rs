@@ -4,16 +4,17 @@ use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::num::NonZeroUsize;
 use std::pin::pin;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_web::dev::Server;
+use actix_web::middleware::{from_fn, Condition};
 use actix_web::{web, App, HttpServer};
 use futures::future::{select, Either};
 
 use crate::actors::{EventRegistry, Flush, OrderStore};
 use crate::configuration::Settings;
-use crate::routes::{self, BodyLimit};
+use crate::routes::{self, Access, BodyLimit};
 use crate::storage::{Database, StorageError};
 
 #[derive(Debug, thiserror::Error)]
@@ -76,14 +77,43 @@ impl Application {
         let address = listener
             .local_addr()
             .map_err(|source| StartupError::Listen { address, source })?;
-        let body_limit = settings.body_limit;
+        let access = web::Data::new(Access::new(&settings.auth, &settings.rate_limit));
+        if access.is_open() {
+            log::warn!("no API keys configured: anyone who reaches this server may create events and cancel bookings");
+        }
+        if settings.rate_limit.enabled {
+            let access = access.clone();
+            actix_web::rt::spawn(async move {
+                let mut every_minute = actix_web::rt::time::interval(Duration::from_secs(60));
+                loop {
+                    every_minute.tick().await;
+                    access.forget_idle_clients();
+                }
+            });
+        }
+        if settings
+            .cors
+            .allowed_origins
+            .iter()
+            .any(|origin| origin == "*")
+        {
+            log::warn!("CORS allows any origin: pages on every site may call this API");
+        }
+        let (body_limit, cors) = (settings.body_limit, settings.cors.clone());
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(registry.clone())
+                .app_data(access.clone())
                 .app_data(web::PayloadConfig::new(body_limit))
                 .app_data(BodyLimit(body_limit))
                 .configure(routes::configure)
                 .default_service(web::to(routes::route_not_found))
+                // Without allowed origins the API is same-origin only: nothing for CORS to add.
+                .wrap(Condition::new(
+                    !cors.allowed_origins.is_empty(),
+                    routes::cors(&cors),
+                ))
+                .wrap(from_fn(routes::json_errors))
         })
         .workers(or_cores(settings.workers))
         .shutdown_timeout(settings.shutdown_timeout_secs)

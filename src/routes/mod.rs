@@ -1,31 +1,72 @@
 //! HTTP routes: each validates its request, finds the event's actor and
 //! forwards the request to it as a message.
 
+mod access;
 mod book;
 mod cancel;
 mod extract;
 mod initialize;
+mod json_errors;
 mod status;
 
 use actix::{Addr, Handler, Message};
+use actix_cors::Cors;
+use actix_web::http::header::{HeaderName, AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse, ResponseError};
 use futures::channel::oneshot;
 use serde_json::json;
 
 use crate::actors::{EventActor, Reply};
+use crate::configuration::CorsSettings;
 use crate::error::ApiError;
+pub use access::Access;
 pub use extract::BodyLimit;
+pub use json_errors::json_errors;
 
-/// Mounts every route of the API.
+/// Mounts every route: `/health` open to all, the API behind the access guard.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/health").route(web::get().to(health)))
-        .service(resource("/api/initialize").route(web::post().to(initialize::initialize)))
-        .service(resource("/api/book").route(web::post().to(book::book)))
-        .service(resource("/api/cancel").route(web::post().to(cancel::cancel)))
-        .service(resource("/api/status/{eventId}").route(web::get().to(status::event_status)))
         .service(
-            resource("/api/status/{eventId}/{userId}").route(web::get().to(status::user_status)),
+            web::scope("/api")
+                .wrap(from_fn(access::guard))
+                .service(resource("/initialize").route(web::post().to(initialize::initialize)))
+                .service(resource("/book").route(web::post().to(book::book)))
+                .service(resource("/cancel").route(web::post().to(cancel::cancel)))
+                .service(resource("/status/{eventId}").route(web::get().to(status::event_status)))
+                .service(
+                    resource("/status/{eventId}/{userId}")
+                        .route(web::get().to(status::user_status)),
+                ),
         );
+}
+
+/// Cross-origin access for browser pages, as configured. A request from an
+/// origin not allowed is served without CORS headers (the browser then
+/// withholds the answer), never refused with an error of ours.
+pub fn cors(settings: &CorsSettings) -> Cors {
+    let mut cors = Cors::default()
+        .allowed_methods(["GET", "POST"])
+        .allowed_headers([
+            AUTHORIZATION,
+            CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+        ])
+        .expose_headers([
+            RETRY_AFTER,
+            LOCATION,
+            HeaderName::from_static("idempotent-replayed"),
+        ])
+        .max_age(3600)
+        .block_on_origin_mismatch(false);
+    for origin in &settings.allowed_origins {
+        cors = if origin == "*" {
+            cors.allow_any_origin()
+        } else {
+            cors.allowed_origin(origin)
+        };
+    }
+    cors
 }
 
 /// A resource that answers a JSON 405 to the methods it has no route for.

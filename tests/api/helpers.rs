@@ -1,5 +1,6 @@
 //! Starts the real server binary on a temporary database and talks HTTP to it.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -24,12 +25,20 @@ pub struct TestApp {
     client: awc::Client,
 }
 
-/// A response: its status, its JSON body (`Null` if not JSON) and content type.
+/// A response: its status, its JSON body (`Null` if not JSON), content type and headers.
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub status: u16,
     pub body: Value,
     pub content_type: String,
+    /// Header names in lower case.
+    pub headers: HashMap<String, String>,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
 }
 
 pub fn spawn_app() -> TestApp {
@@ -163,6 +172,28 @@ impl TestApp {
         answer(response).await
     }
 
+    /// Any request, with these headers and (for a POST) this JSON body.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Answer {
+        let method = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address));
+        for header in headers {
+            request = request.insert_header(*header);
+        }
+        answer(match body {
+            Some(body) => request.send_json(body).await,
+            None => request.send().await,
+        })
+        .await
+    }
+
     /// A POST with exactly these bytes and content type (none if `None`).
     pub async fn post_raw(
         &self,
@@ -220,11 +251,17 @@ where
 {
     let mut response = response.expect("the server answers");
     let status: StatusCode = response.status();
-    let content_type = response
+    let headers: HashMap<String, String> = response
         .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap_or_default().to_string())
-        .unwrap_or_default();
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_string(),
+                value.to_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let content_type = headers.get("content-type").cloned().unwrap_or_default();
     let bytes = response
         .body()
         .limit(16 << 20)
@@ -235,6 +272,7 @@ where
         status: status.as_u16(),
         body,
         content_type,
+        headers,
     }
 }
 
@@ -248,10 +286,12 @@ where
     let mut response = response.ok()?;
     let status = response.status().as_u16();
     let bytes = response.body().await.ok()?;
+    let body = serde_json::from_slice(&bytes).ok()?;
     Some(Answer {
         status,
-        body: serde_json::from_slice(&bytes).ok()?,
+        body,
         content_type: String::new(),
+        headers: HashMap::new(),
     })
 }
 

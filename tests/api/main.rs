@@ -1,5 +1,6 @@
 //! Black-box tests: the real server binary, a temporary database, HTTP.
 
+mod access;
 mod bad_input;
 mod book;
 mod cancel;
