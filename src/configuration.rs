@@ -31,6 +31,14 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub rate_limit: RateLimitSettings,
     pub cors: CorsSettings,
+    pub idempotency: IdempotencySettings,
+}
+
+/// Answers of requests sent with an `Idempotency-Key`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IdempotencySettings {
+    /// How long a key's answer is kept (and replayed) after it was stored.
+    pub retention_secs: u64,
 }
 
 /// Bearer keys; with both lists empty the API is open.
@@ -161,6 +169,9 @@ impl Settings {
             .any(|key| key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()))
         {
             return fail("auth keys must be printable ASCII without spaces");
+        }
+        if self.idempotency.retention_secs == 0 {
+            return fail("idempotency.retention_secs must be at least 1");
         }
         if self.rate_limit.per_second == 0 || self.rate_limit.burst == 0 {
             return fail("rate_limit.per_second and rate_limit.burst must be at least 1");

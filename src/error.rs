@@ -1,7 +1,7 @@
 //! The one error shape on the wire: `{"error": "...", "details": "..."}`.
 
 use actix::MailboxError;
-use actix_web::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
+use actix_web::http::header::{ContentType, RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
@@ -41,6 +41,11 @@ pub enum ApiError {
     Forbidden,
     #[error("Too many requests")]
     TooManyRequests { retry_after_secs: u64 },
+    /// A retry arrived while the first request with its key is still running.
+    #[error("A request with this idempotency key is still in progress")]
+    IdempotencyInFlight,
+    #[error("Idempotency key reused with a different request")]
+    IdempotencyMismatch,
     #[error("Not found")]
     RouteNotFound,
     #[error("Method not allowed")]
@@ -73,28 +78,39 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::IdempotencyInFlight => StatusCode::CONFLICT,
+            ApiError::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        let details = match self {
-            ApiError::InvalidInput(details) | ApiError::PayloadTooLarge(details) => {
-                Some(details.as_str())
-            }
-            _ => None,
-        };
         let mut response = HttpResponse::build(self.status_code());
         match self {
             ApiError::Unauthorized => response.insert_header((WWW_AUTHENTICATE, "Bearer")),
             ApiError::TooManyRequests { retry_after_secs } => {
                 response.insert_header((RETRY_AFTER, *retry_after_secs))
             }
+            ApiError::IdempotencyInFlight => response.insert_header((RETRY_AFTER, 1)),
             _ => &mut response,
         };
-        response.json(ErrorBody {
+        response.content_type(ContentType::json()).body(self.body())
+    }
+}
+
+impl ApiError {
+    /// The JSON body of this error, as sent (and stored for idempotent retries).
+    pub fn body(&self) -> Vec<u8> {
+        let details = match self {
+            ApiError::InvalidInput(details) | ApiError::PayloadTooLarge(details) => {
+                Some(details.as_str())
+            }
+            _ => None,
+        };
+        serde_json::to_vec(&ErrorBody {
             error: self.to_string(),
             details,
         })
+        .expect("an error body serializes")
     }
 }
 

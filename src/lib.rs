@@ -16,6 +16,7 @@
 //! - [`booking`]: the booking rules of one event as plain data, and the waiting list.
 //! - [`storage`]: the SQLite schema, batched commits and recovery.
 //! - [`ids`]: event and user ids, validated at the edge.
+//! - [`idempotency`]: idempotent retries: keys in flight, answers to replay.
 //! - [`error`]: the one JSON error shape of the API.
 //! - [`loadtest`]: the load generator behind `src/bin/loadtest.rs`, which
 //!   verifies the booking invariants after the load.
@@ -24,6 +25,7 @@ pub mod actors;
 pub mod booking;
 pub mod configuration;
 pub mod error;
+pub mod idempotency;
 pub mod ids;
 pub mod loadtest;
 pub mod routes;

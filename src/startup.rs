@@ -4,6 +4,7 @@ use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::num::NonZeroUsize;
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -12,8 +13,9 @@ use actix_web::middleware::{from_fn, Condition};
 use actix_web::{web, App, HttpServer};
 use futures::future::{select, Either};
 
-use crate::actors::{EventRegistry, Flush, OrderStore};
+use crate::actors::{EventRegistry, Flush, ForgetAnswers, OrderStore};
 use crate::configuration::Settings;
+use crate::idempotency::Idempotency;
 use crate::routes::{self, Access, BodyLimit};
 use crate::storage::{Database, StorageError};
 
@@ -50,6 +52,11 @@ impl Application {
         let database = Database::open(&settings).map_err(database_error)?;
         let recovered = database.load_all().map_err(database_error)?;
         let events = recovered.len();
+        let retention = Duration::from_secs(settings.idempotency.retention_secs);
+        let answers = database
+            .load_answers(Idempotency::cutoff_for(retention))
+            .map_err(database_error)?;
+        let idempotency = web::Data::from(Arc::new(Idempotency::new(retention, answers)));
 
         // SQLite calls block: the store gets a thread of its own.
         let store_thread = Arbiter::new();
@@ -81,16 +88,21 @@ impl Application {
         if access.is_open() {
             log::warn!("no API keys configured: anyone who reaches this server may create events and cancel bookings");
         }
-        if settings.rate_limit.enabled {
-            let access = access.clone();
-            actix_web::rt::spawn(async move {
+        // Housekeeping: idle rate-limit clients and expired idempotency answers.
+        actix_web::rt::spawn({
+            let (access, idempotency, store) = (access.clone(), idempotency.clone(), store.clone());
+            async move {
                 let mut every_minute = actix_web::rt::time::interval(Duration::from_secs(60));
                 loop {
                     every_minute.tick().await;
                     access.forget_idle_clients();
+                    idempotency.forget_expired();
+                    store.do_send(ForgetAnswers {
+                        cutoff: idempotency.cutoff(),
+                    });
                 }
-            });
-        }
+            }
+        });
         if settings
             .cors
             .allowed_origins
@@ -104,6 +116,7 @@ impl Application {
             App::new()
                 .app_data(registry.clone())
                 .app_data(access.clone())
+                .app_data(idempotency.clone())
                 .app_data(web::PayloadConfig::new(body_limit))
                 .app_data(BodyLimit(body_limit))
                 .configure(routes::configure)

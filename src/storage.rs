@@ -18,10 +18,11 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::booking::{EventState, OrderUpdate};
 use crate::configuration::{Settings, Synchronous};
+use crate::idempotency::{Answer, KeyId, StoredAnswer};
 use crate::ids::EventId;
 
-/// Stored in `PRAGMA user_version`; a file with another version is refused.
-const SCHEMA_VERSION: i64 = 1;
+/// Stored in `PRAGMA user_version`; a file with a newer version is refused.
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE events (
@@ -35,6 +36,21 @@ CREATE TABLE order_log (
     -- Not `status IN (...)`: SQLite builds a temporary index for that on every insert.
     status   TEXT NOT NULL CHECK (status = 'booked' OR status = 'waiting' OR status = 'cancelled')
 );
+";
+
+/// Version 2: the answers of idempotent requests, appended in commit order
+/// (so `stored_at` grows with the rowid and its index is cheap to append to).
+const IDEMPOTENCY_SCHEMA: &str = "
+CREATE TABLE idempotency (
+    seq         INTEGER PRIMARY KEY,
+    scope       TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    fingerprint BLOB NOT NULL,
+    status      INTEGER NOT NULL,
+    body        BLOB NOT NULL,
+    stored_at   INTEGER NOT NULL
+);
+CREATE INDEX idempotency_age ON idempotency (stored_at);
 ";
 
 #[derive(Debug, thiserror::Error)]
@@ -99,10 +115,12 @@ impl Database {
         Ok(Database { pool })
     }
 
-    /// Writes `changes` in one transaction: all of them are stored, or none.
+    /// Writes `changes` and the `answers` of idempotent requests in one
+    /// transaction: all of them are stored, or none.
     pub fn commit<'a>(
         &self,
         changes: impl IntoIterator<Item = &'a Change>,
+        answers: impl IntoIterator<Item = &'a StoredAnswer>,
     ) -> Result<(), StorageError> {
         let mut conn = self.pool.get()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -144,8 +162,61 @@ impl Database {
                 }
             }
         }
+        {
+            let mut remember = tx.prepare_cached(
+                "INSERT INTO idempotency (scope, key, fingerprint, status, body, stored_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for stored in answers {
+                let StoredAnswer {
+                    id,
+                    fingerprint,
+                    answer,
+                    stored_at,
+                } = stored;
+                remember.execute(params![
+                    id.scope,
+                    id.key,
+                    fingerprint,
+                    answer.status,
+                    &answer.body[..],
+                    stored_at
+                ])?;
+            }
+        }
         tx.commit()?;
         Ok(())
+    }
+
+    /// The answers of idempotent requests stored at or after `cutoff` (unix
+    /// seconds), oldest first.
+    pub fn load_answers(&self, cutoff: i64) -> Result<Vec<StoredAnswer>, StorageError> {
+        let conn = self.pool.get()?;
+        let mut query = conn.prepare(
+            "SELECT scope, key, fingerprint, status, body, stored_at FROM idempotency
+             WHERE stored_at >= ?1 ORDER BY seq",
+        )?;
+        let rows = query.query_map([cutoff], |row| {
+            Ok(StoredAnswer {
+                id: KeyId {
+                    scope: row.get(0)?,
+                    key: row.get(1)?,
+                },
+                fingerprint: row.get(2)?,
+                answer: Answer {
+                    status: row.get(3)?,
+                    body: row.get::<_, Vec<u8>>(4)?.into(),
+                },
+                stored_at: row.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Deletes the answers stored before `cutoff` (unix seconds).
+    pub fn forget_answers(&self, cutoff: i64) -> Result<usize, StorageError> {
+        let conn = self.pool.get()?;
+        Ok(conn.execute("DELETE FROM idempotency WHERE stored_at < ?1", [cutoff])?)
     }
 
     /// Reads every event with its holders and its queue in order: one pass over the log.
@@ -199,17 +270,20 @@ impl Database {
     }
 }
 
-/// Creates the schema in a new file; refuses a file of another version.
+/// Creates the schema in a new file, upgrades an older one; refuses a newer one.
 fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    match tx.pragma_query_value(None, "user_version", |row| row.get::<_, i64>(0))? {
-        0 => {
-            tx.execute_batch(SCHEMA)?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        }
-        SCHEMA_VERSION => {}
-        other => return Err(StorageError::SchemaVersion(other)),
+    let version = tx.pragma_query_value(None, "user_version", |row| row.get::<_, i64>(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StorageError::SchemaVersion(version));
     }
+    if version < 1 {
+        tx.execute_batch(SCHEMA)?;
+    }
+    if version < 2 {
+        tx.execute_batch(IDEMPOTENCY_SCHEMA)?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
     Ok(())
 }
@@ -369,9 +443,9 @@ mod tests {
             ),
             order(&gig, OrderUpdate::Cancelled(user("b"))),
         ];
-        db.commit(&changes).unwrap();
+        db.commit(&changes, []).unwrap();
         // A cancelled user who books again goes to the back.
-        db.commit(&[order(&gig, OrderUpdate::Waiting(user("b")))])
+        db.commit(&[order(&gig, OrderUpdate::Waiting(user("b")))], [])
             .unwrap();
         let recovered = db.load_all().unwrap();
         let (id, state) = &recovered[0];
@@ -405,8 +479,59 @@ mod tests {
             },
             order(&unknown, OrderUpdate::Booked(Arc::from("a"))),
         ];
-        assert!(matches!(db.commit(&changes), Err(StorageError::Sqlite(_))));
+        assert!(matches!(
+            db.commit(&changes, []),
+            Err(StorageError::Sqlite(_))
+        ));
         assert!(db.load_all().unwrap().is_empty());
+    }
+
+    #[test]
+    fn answers_are_stored_with_their_transaction_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(&settings(&dir)).unwrap();
+        let answer = |key: &str, stored_at| StoredAnswer {
+            id: KeyId {
+                scope: String::new(),
+                key: key.into(),
+            },
+            fingerprint: vec![1, 2, 3],
+            answer: Answer {
+                status: 409,
+                body: b"{}".to_vec().into(),
+            },
+            stored_at,
+        };
+        db.commit([], [&answer("old", 100), &answer("new", 200)])
+            .unwrap();
+        // A failed transaction stores no answer either.
+        let unknown = EventId::parse("unknown").unwrap();
+        let change = order(&unknown, OrderUpdate::Booked(Arc::from("a")));
+        assert!(db.commit([&change], [&answer("lost", 300)]).is_err());
+        let keys =
+            |answers: Vec<StoredAnswer>| answers.into_iter().map(|a| a.id.key).collect::<Vec<_>>();
+        assert_eq!(keys(db.load_answers(0).unwrap()), ["old", "new"]);
+        assert_eq!(db.forget_answers(150).unwrap(), 1);
+        let kept = db.load_answers(0).unwrap();
+        assert_eq!(
+            (kept[0].answer.status, &kept[0].answer.body[..]),
+            (409, &b"{}"[..])
+        );
+        assert_eq!(keys(kept), ["new"]);
+    }
+
+    #[test]
+    fn a_version_1_database_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = settings(&dir);
+        let old = Connection::open(&settings.database).unwrap();
+        old.execute_batch(SCHEMA).unwrap();
+        old.execute_batch("INSERT INTO events VALUES ('gig', 5); PRAGMA user_version = 1;")
+            .unwrap();
+        drop(old);
+        let db = Database::open(&settings).unwrap();
+        assert_eq!(db.load_all().unwrap().len(), 1);
+        assert!(db.load_answers(0).unwrap().is_empty());
     }
 
     #[test]

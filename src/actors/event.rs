@@ -2,8 +2,9 @@
 //! book and cancel in the order they arrive, one at a time.
 //!
 //! A decision is made at once, in memory, and the change goes to the
-//! [`OrderStore`] together with the request's [`Reply`] channel: the store
-//! answers the request once the change is committed. The actor never waits
+//! [`OrderStore`] together with the request's [`Reply`] channel (and, for an
+//! idempotent request, its rendered answer): the store answers the request
+//! once the change is committed. The actor never waits
 //! for the disk; it decides the next message while the disk works. The
 //! store keeps each actor's changes in order, so what is committed is always a
 //! prefix of what was decided. If a commit fails, the store voids every change
@@ -14,10 +15,11 @@ use std::sync::Arc;
 use actix::prelude::*;
 use futures::channel::oneshot;
 
-use super::order_store::{NotStored, OrderStore, Persist, Reload};
+use super::order_store::{NotStored, OrderStore, Origin, Persist, Reload};
 use crate::booking::{
     BookOutcome, CancelOutcome, EventState, OrderUpdate, Refusal, Summary, UserStatus,
 };
+use crate::idempotency::Pending;
 use crate::ids::EventId;
 use crate::storage::Change;
 
@@ -34,12 +36,18 @@ pub enum BookingError {
 /// meanwhile decides the next message.
 pub type Reply<T> = oneshot::Sender<Result<T, BookingError>>;
 
+/// For an idempotent request: renders its final answer from the decision, to
+/// be stored in the transaction of its change. Written by the route, which
+/// owns the wire format; the actor only calls it.
+pub type Recorder<T, E> = Box<dyn FnOnce(Result<&T, E>) -> Pending + Send>;
+
 /// Book a ticket for `user`, or a waiting place when sold out.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Book {
     pub user: Arc<str>,
     pub reply: Reply<BookOutcome>,
+    pub recorder: Option<Recorder<BookOutcome, Refusal>>,
 }
 
 /// Cancel `user`'s ticket or waiting place.
@@ -48,6 +56,7 @@ pub struct Book {
 pub struct Cancel {
     pub user: Arc<str>,
     pub reply: Reply<CancelOutcome>,
+    pub recorder: Option<Recorder<CancelOutcome, Refusal>>,
 }
 
 /// The event's ticket and queue counts.
@@ -93,29 +102,47 @@ impl EventActor {
         }
     }
 
-    /// Sends `update` to the store, which gives `reply` the `outcome` once it
-    /// is committed (or a failure if it is not).
-    fn persist<T: Send + 'static>(
+    /// Answers a decided book or cancel. A change, or the answer of an
+    /// idempotent request, goes to the store, which replies once they are
+    /// committed; a plain refusal is answered at once.
+    fn answer<T: Send + 'static>(
         &self,
-        update: OrderUpdate,
-        outcome: T,
+        decided: Result<(T, OrderUpdate), Refusal>,
         reply: Reply<T>,
+        recorder: Option<Recorder<T, Refusal>>,
         ctx: &Context<Self>,
     ) {
-        let change = Change::Order {
-            event: self.id.clone(),
-            update,
+        let (result, change) = match decided {
+            Ok((outcome, update)) => (
+                Ok(outcome),
+                Some(Change::Order {
+                    event: self.id.clone(),
+                    update,
+                }),
+            ),
+            Err(refusal) => (Err(refusal), None),
         };
+        let answer = recorder.map(|record| record(result.as_ref().map_err(|refusal| *refusal)));
+        if change.is_none() && answer.is_none() {
+            let _ = reply.send(result.map_err(BookingError::Refused));
+            return;
+        }
         let done = Box::new(move |stored: Result<(), NotStored>| {
-            let _ = reply.send(
-                stored
-                    .map(|()| outcome)
-                    .map_err(|NotStored| BookingError::StorageUnavailable),
-            );
+            let answer = match stored {
+                Ok(()) => result.map_err(BookingError::Refused),
+                Err(NotStored) => Err(BookingError::StorageUnavailable),
+            };
+            let _ = reply.send(answer);
         });
+        let origin = Origin {
+            actor: ctx.address(),
+            event: self.id.clone(),
+            generation: self.generation,
+        };
         self.store.do_send(Persist {
             change,
-            origin: Some((ctx.address(), self.generation)),
+            answer,
+            origin: Some(origin),
             done,
         });
     }
@@ -163,32 +190,42 @@ impl Actor for EventActor {
 impl Handler<Book> for EventActor {
     type Result = ();
 
-    fn handle(&mut self, Book { user, reply }: Book, ctx: &mut Context<Self>) {
-        let decided = self
-            .check_fresh(ctx)
-            .and_then(|()| self.state.book(&user).map_err(BookingError::Refused));
-        match decided {
-            Ok((outcome, update)) => self.persist(update, outcome, reply, ctx),
-            Err(error) => {
-                let _ = reply.send(Err(error));
-            }
+    fn handle(
+        &mut self,
+        Book {
+            user,
+            reply,
+            recorder,
+        }: Book,
+        ctx: &mut Context<Self>,
+    ) {
+        if let Err(error) = self.check_fresh(ctx) {
+            let _ = reply.send(Err(error));
+            return;
         }
+        let decided = self.state.book(&user);
+        self.answer(decided, reply, recorder, ctx);
     }
 }
 
 impl Handler<Cancel> for EventActor {
     type Result = ();
 
-    fn handle(&mut self, Cancel { user, reply }: Cancel, ctx: &mut Context<Self>) {
-        let decided = self
-            .check_fresh(ctx)
-            .and_then(|()| self.state.cancel(&user).map_err(BookingError::Refused));
-        match decided {
-            Ok((outcome, update)) => self.persist(update, outcome, reply, ctx),
-            Err(error) => {
-                let _ = reply.send(Err(error));
-            }
+    fn handle(
+        &mut self,
+        Cancel {
+            user,
+            reply,
+            recorder,
+        }: Cancel,
+        ctx: &mut Context<Self>,
+    ) {
+        if let Err(error) = self.check_fresh(ctx) {
+            let _ = reply.send(Err(error));
+            return;
         }
+        let decided = self.state.cancel(&user);
+        self.answer(decided, reply, recorder, ctx);
     }
 }
 

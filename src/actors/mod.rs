@@ -5,6 +5,8 @@ mod event;
 mod order_store;
 mod registry;
 
-pub use event::{Book, BookingError, Cancel, EventActor, GetSummary, GetUserStatus, Reply};
-pub use order_store::{Flush, OrderStore};
+pub use event::{
+    Book, BookingError, Cancel, EventActor, GetSummary, GetUserStatus, Recorder, Reply,
+};
+pub use order_store::{Flush, ForgetAnswers, OrderStore};
 pub use registry::{EventRegistry, InitializeError};

@@ -16,6 +16,7 @@ use actix::prelude::*;
 
 use super::event::{EventActor, StorageFailed};
 use crate::booking::EventState;
+use crate::idempotency::Pending;
 use crate::ids::EventId;
 use crate::storage::{Change, Database, StorageError};
 
@@ -27,14 +28,25 @@ pub struct NotStored;
 /// it answers the waiting request directly.
 pub type OnCommit = Box<dyn FnOnce(Result<(), NotStored>) + Send>;
 
-/// Store one decided change; `done` hears whether it was committed.
+/// The event actor that decided a change, and its generation then: told when
+/// the change's commit fails, and used to void what it decided since.
+pub struct Origin {
+    pub actor: Addr<EventActor>,
+    pub event: EventId,
+    pub generation: u64,
+}
+
+/// Store one decided change and/or the answer of an idempotent request;
+/// `done` hears whether they were committed.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Persist {
-    pub change: Change,
-    /// The event actor that decided the change, and its generation then; told
-    /// when a commit fails. `None` for a new event, which has no actor yet.
-    pub origin: Option<(Addr<EventActor>, u64)>,
+    /// `None` for an answer that changed nothing (a refusal).
+    pub change: Option<Change>,
+    /// The answer of an idempotent request, stored in the same transaction.
+    pub answer: Option<Pending>,
+    /// `None` for what no event actor decided (a new event, an unknown one).
+    pub origin: Option<Origin>,
     pub done: OnCommit,
 }
 
@@ -49,6 +61,13 @@ pub struct Reload {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Flush;
+
+/// Deletes the stored answers of idempotent requests older than `cutoff` (unix seconds).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ForgetAnswers {
+    pub cutoff: i64,
+}
 
 /// Commits what is queued (sent to itself once the mailbox is drained).
 #[derive(Message)]
@@ -98,13 +117,20 @@ impl OrderStore {
         if writes.is_empty() {
             return;
         }
-        let changes = writes.iter().map(|persist| &persist.change);
+        let changes = writes.iter().filter_map(|persist| persist.change.as_ref());
+        let answers = writes
+            .iter()
+            .filter_map(|persist| persist.answer.as_ref().map(|answer| &answer.stored));
         // A panic must not lose the answers: treat it as a failed (rolled back) commit.
-        let committed = catch_unwind(AssertUnwindSafe(|| self.database.commit(changes)))
+        let committed = catch_unwind(AssertUnwindSafe(|| self.database.commit(changes, answers)))
             .unwrap_or_else(|_| Err(StorageError::Inconsistent("the commit panicked".into())));
         match committed {
             Ok(()) => {
                 for persist in writes {
+                    // Replayable before the client hears the answer and may retry.
+                    if let Some(answer) = persist.answer {
+                        answer.committed();
+                    }
                     (persist.done)(Ok(()));
                 }
             }
@@ -113,13 +139,11 @@ impl OrderStore {
     }
 
     fn is_void(&self, persist: &Persist) -> bool {
-        match (&persist.origin, &persist.change) {
-            (Some((_, generation)), Change::Order { event, .. }) => self
-                .valid_from
-                .get(event)
-                .is_some_and(|valid_from| generation < valid_from),
-            _ => false,
-        }
+        persist.origin.as_ref().is_some_and(|origin| {
+            self.valid_from
+                .get(&origin.event)
+                .is_some_and(|valid_from| origin.generation < *valid_from)
+        })
     }
 
     /// After a failed transaction: voids what its events decided since, tells
@@ -130,8 +154,11 @@ impl OrderStore {
             writes.len()
         );
         for persist in writes {
-            if let (Some((actor, generation)), Change::Order { event, .. }) =
-                (&persist.origin, &persist.change)
+            if let Some(Origin {
+                actor,
+                event,
+                generation,
+            }) = &persist.origin
             {
                 let valid_from = self.valid_from.entry(event.clone()).or_default();
                 if *valid_from <= *generation {
@@ -180,6 +207,18 @@ impl Handler<Reload> for OrderStore {
             log::error!("reloading event {event} failed: {error}");
             NotStored
         })
+    }
+}
+
+impl Handler<ForgetAnswers> for OrderStore {
+    type Result = ();
+
+    fn handle(&mut self, ForgetAnswers { cutoff }: ForgetAnswers, _: &mut Context<Self>) {
+        match self.database.forget_answers(cutoff) {
+            Ok(0) => {}
+            Ok(forgotten) => log::info!("forgot {forgotten} expired idempotency answers"),
+            Err(error) => log::warn!("could not forget expired idempotency answers: {error}"),
+        }
     }
 }
 

@@ -7,9 +7,10 @@ use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use futures::channel::oneshot;
 
-use super::event::EventActor;
-use super::order_store::{OrderStore, Persist};
+use super::event::{EventActor, Recorder};
+use super::order_store::{NotStored, OrderStore, Persist};
 use crate::booking::EventState;
+use crate::idempotency::Pending;
 use crate::ids::EventId;
 use crate::storage::Change;
 
@@ -76,37 +77,75 @@ impl EventRegistry {
         self.events.is_empty()
     }
 
-    /// Creates the event, answering once it is committed. Run it as a task of
+    /// Creates the event, answering once it is committed (with the answer of
+    /// an idempotent request, if `recorder` renders one). Run it as a task of
     /// its own: a client hanging up must not leave the slot `Initializing`.
-    pub async fn initialize(&self, id: EventId, total_tickets: u32) -> Result<(), InitializeError> {
-        match self.events.entry(id.clone()) {
-            Entry::Occupied(_) => return Err(InitializeError::AlreadyInitialized),
-            Entry::Vacant(slot) => slot.insert(Slot::Initializing),
+    pub async fn initialize(
+        &self,
+        id: EventId,
+        total_tickets: u32,
+        recorder: Option<Recorder<(), InitializeError>>,
+    ) -> Result<(), InitializeError> {
+        let taken = match self.events.entry(id.clone()) {
+            Entry::Occupied(_) => true,
+            Entry::Vacant(slot) => {
+                slot.insert(Slot::Initializing);
+                false
+            }
         };
-        let (done, committed) = oneshot::channel();
-        let done = Box::new(move |stored| {
-            let _ = done.send(stored);
-        });
+        if taken {
+            let refused = Err(InitializeError::AlreadyInitialized);
+            let Some(record) = recorder else {
+                return refused;
+            };
+            return match self
+                .store_answer(record(refused.as_ref().map_err(|e| *e)))
+                .await
+            {
+                Ok(()) => refused,
+                Err(NotStored) => Err(InitializeError::StorageUnavailable),
+            };
+        }
         let change = Change::CreateEvent {
             event: id.clone(),
             total_tickets,
         };
-        self.store.do_send(Persist {
-            change,
-            origin: None,
-            done,
-        });
-        match committed.await {
-            Ok(Ok(())) => {
+        let answer = recorder.map(|record| record(Ok(&())));
+        match self.persist(Some(change), answer).await {
+            Ok(()) => {
                 let actor = self.start_actor(id.clone(), EventState::new(total_tickets));
                 self.events.insert(id, Slot::Ready(actor));
                 Ok(())
             }
-            _ => {
+            Err(NotStored) => {
                 self.events.remove(&id);
                 Err(InitializeError::StorageUnavailable)
             }
         }
+    }
+
+    /// Stores the answer of an idempotent request that changed nothing and
+    /// reached no event actor (an unknown event, say).
+    pub async fn store_answer(&self, answer: Pending) -> Result<(), NotStored> {
+        self.persist(None, Some(answer)).await
+    }
+
+    async fn persist(
+        &self,
+        change: Option<Change>,
+        answer: Option<Pending>,
+    ) -> Result<(), NotStored> {
+        let (done, committed) = oneshot::channel();
+        let done = Box::new(move |stored| {
+            let _ = done.send(stored);
+        });
+        self.store.do_send(Persist {
+            change,
+            answer,
+            origin: None,
+            done,
+        });
+        committed.await.unwrap_or(Err(NotStored))
     }
 
     fn start_actor(&self, id: EventId, state: EventState) -> Addr<EventActor> {

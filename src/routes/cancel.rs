@@ -1,46 +1,74 @@
-use actix_web::{web, HttpResponse};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
 use super::extract::{OrderRequest, Valid};
-use super::forward;
-use crate::actors::{Cancel, EventRegistry};
-use crate::booking::CancelOutcome;
+use super::{begin, failure, forward, refuse, respond, success};
+use crate::actors::{Cancel, EventRegistry, Recorder};
+use crate::booking::{CancelOutcome, Refusal};
 use crate::error::ApiError;
+use crate::idempotency::{Answer, Idempotency};
 use crate::ids::UserId;
 
 #[derive(Serialize)]
 #[serde(tag = "status", rename_all = "camelCase")]
-enum Cancelled {
+enum Cancelled<'a> {
     Cancelled {
         #[serde(rename = "userId")]
-        user_id: UserId,
+        user_id: &'a UserId,
     },
     /// As in the Node.js original, `userId` is the new holder of the ticket.
     Reassigned {
         #[serde(rename = "userId")]
         user_id: UserId,
         #[serde(rename = "cancelledUserId")]
-        cancelled_user_id: UserId,
+        cancelled_user_id: &'a UserId,
     },
+}
+
+/// The answer to a cancellation by `user`: the response body, or the stored one.
+fn answer(user: &UserId, decided: Result<&CancelOutcome, Refusal>) -> Answer {
+    match decided {
+        Ok(CancelOutcome::Cancelled) => {
+            success(StatusCode::OK, &Cancelled::Cancelled { user_id: user })
+        }
+        Ok(CancelOutcome::Reassigned { to }) => {
+            let reassigned = Cancelled::Reassigned {
+                user_id: UserId::from(to.clone()),
+                cancelled_user_id: user,
+            };
+            success(StatusCode::OK, &reassigned)
+        }
+        Err(refusal) => failure(&refusal.into()),
+    }
 }
 
 /// `POST /api/cancel`: gives up a ticket (to the head of the queue) or a waiting place.
 pub async fn cancel(
     registry: web::Data<EventRegistry>,
-    Valid(request): Valid<OrderRequest>,
+    idempotency: web::Data<Idempotency>,
+    req: HttpRequest,
+    Valid(request, body): Valid<OrderRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = registry
-        .get(&request.event)
-        .ok_or(ApiError::EventNotFound)?;
+    let ticket = match begin(&idempotency, &req, &body)? {
+        Ok(ticket) => ticket,
+        Err(replayed) => return Ok(replayed),
+    };
+    let Some(actor) = registry.get(&request.event) else {
+        return refuse(&registry, ticket, ApiError::EventNotFound).await;
+    };
+    let recorder = ticket.map(|ticket| {
+        let user = request.user.clone();
+        Box::new(move |decided: Result<&CancelOutcome, Refusal>| {
+            ticket.answer(answer(&user, decided))
+        }) as Recorder<CancelOutcome, Refusal>
+    });
     let user = request.user.key().clone();
-    let outcome = forward(&actor, |reply| Cancel { user, reply }).await?;
-    Ok(HttpResponse::Ok().json(match outcome {
-        CancelOutcome::Cancelled => Cancelled::Cancelled {
-            user_id: request.user,
-        },
-        CancelOutcome::Reassigned { to } => Cancelled::Reassigned {
-            user_id: UserId::from(to),
-            cancelled_user_id: request.user,
-        },
-    }))
+    let outcome = forward(&actor, |reply| Cancel {
+        user,
+        reply,
+        recorder,
+    })
+    .await?;
+    Ok(respond(&answer(&request.user, Ok(&outcome))))
 }

@@ -16,8 +16,9 @@ pub trait FromJsonObject: Sized {
     fn from_object(object: &Map<String, Value>) -> Result<Self, ApiError>;
 }
 
-/// Extracts a `T` from a JSON body, answering 400 or 413 with the reason.
-pub struct Valid<T>(pub T);
+/// Extracts a `T` from a JSON body, answering 400 or 413 with the reason;
+/// the raw body comes along for the fingerprint of an idempotent request.
+pub struct Valid<T>(pub T, pub web::Bytes);
 
 impl<T: FromJsonObject + 'static> FromRequest for Valid<T> {
     type Error = ApiError;
@@ -48,7 +49,9 @@ impl<T: FromJsonObject + 'static> FromRequest for Valid<T> {
                 ApiError::InvalidInput(format!("the request body is not valid JSON: {error}"))
             })?;
             match value {
-                Value::Object(object) => T::from_object(&object).map(Valid),
+                Value::Object(object) => {
+                    T::from_object(&object).map(|request| Valid(request, bytes))
+                }
                 _ => Err(ApiError::InvalidInput(
                     "the request body must be a JSON object".into(),
                 )),

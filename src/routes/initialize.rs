@@ -1,38 +1,70 @@
-use actix_web::{web, HttpResponse};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 use serde_json::Value;
 
 use super::extract::{InitializeRequest, Valid};
-use crate::actors::EventRegistry;
+use super::{begin, failure, respond, success};
+use crate::actors::{EventRegistry, InitializeError, Recorder};
 use crate::error::ApiError;
+use crate::idempotency::{Answer, Idempotency};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Initialized {
+struct Initialized<'a> {
     message: &'static str,
-    event_id: Value,
+    event_id: &'a Value,
     total_tickets: u32,
+}
+
+/// The answer to initializing an event: the response body, or the stored one.
+fn answer(
+    event_as_sent: &Value,
+    total_tickets: u32,
+    created: Result<&(), InitializeError>,
+) -> Answer {
+    match created {
+        Ok(()) => {
+            let body = Initialized {
+                message: "Event initialized",
+                event_id: event_as_sent,
+                total_tickets,
+            };
+            success(StatusCode::CREATED, &body)
+        }
+        Err(error) => failure(&error.into()),
+    }
 }
 
 /// `POST /api/initialize`: creates an event; 201 once it is stored.
 pub async fn initialize(
     registry: web::Data<EventRegistry>,
-    Valid(request): Valid<InitializeRequest>,
+    idempotency: web::Data<Idempotency>,
+    req: HttpRequest,
+    Valid(request, body): Valid<InitializeRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let InitializeRequest {
         event,
         event_as_sent,
         total_tickets,
     } = request;
+    let ticket = match begin(&idempotency, &req, &body)? {
+        Ok(ticket) => ticket,
+        Err(replayed) => return Ok(replayed),
+    };
+    let recorder = ticket.map(|ticket| {
+        let event_as_sent = event_as_sent.clone();
+        Box::new(move |created: Result<&(), InitializeError>| {
+            ticket.answer(answer(&event_as_sent, total_tickets, created))
+        }) as Recorder<(), InitializeError>
+    });
     // A task of its own, so that a client hanging up cannot interrupt it half-way.
     let created =
-        actix_web::rt::spawn(async move { registry.initialize(event, total_tickets).await })
-            .await
-            .map_err(|_| ApiError::ServiceUnavailable)?;
+        actix_web::rt::spawn(
+            async move { registry.initialize(event, total_tickets, recorder).await },
+        )
+        .await
+        .map_err(|_| ApiError::ServiceUnavailable)?;
     created?;
-    Ok(HttpResponse::Created().json(Initialized {
-        message: "Event initialized",
-        event_id: event_as_sent,
-        total_tickets,
-    }))
+    Ok(respond(&answer(&event_as_sent, total_tickets, Ok(&()))))
 }

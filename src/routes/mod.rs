@@ -11,15 +11,19 @@ mod status;
 
 use actix::{Addr, Handler, Message};
 use actix_cors::Cors;
-use actix_web::http::header::{HeaderName, AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use actix_web::http::header::{
+    ContentType, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER,
+};
+use actix_web::http::StatusCode;
 use actix_web::middleware::from_fn;
-use actix_web::{web, HttpResponse, ResponseError};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use futures::channel::oneshot;
 use serde_json::json;
 
-use crate::actors::{EventActor, Reply};
+use crate::actors::{EventActor, EventRegistry, Reply};
 use crate::configuration::CorsSettings;
 use crate::error::ApiError;
+use crate::idempotency::{Answer, Begin, Idempotency, Ticket};
 pub use access::Access;
 pub use extract::BodyLimit;
 pub use json_errors::json_errors;
@@ -102,4 +106,68 @@ where
     Ok(answer
         .await
         .map_err(|oneshot::Canceled| ApiError::ServiceUnavailable)??)
+}
+
+/// The answer as it goes out, and as an idempotent request's answer is stored.
+fn respond(answer: &Answer) -> HttpResponse {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    HttpResponse::build(status)
+        .content_type(ContentType::json())
+        .body(answer.body.clone())
+}
+
+/// A stored answer sent again to a retry.
+fn replay(answer: &Answer) -> HttpResponse {
+    let mut response = respond(answer);
+    response.headers_mut().insert(
+        HeaderName::from_static("idempotent-replayed"),
+        HeaderValue::from_static("true"),
+    );
+    response
+}
+
+/// A success answer: `status` and the JSON of `body`.
+fn success<T: serde::Serialize>(status: StatusCode, body: &T) -> Answer {
+    let body = serde_json::to_vec(body).expect("an answer serializes");
+    Answer {
+        status: status.as_u16(),
+        body: body.into(),
+    }
+}
+
+/// An error answer, exactly as `ApiError` sends it.
+fn failure(error: &ApiError) -> Answer {
+    Answer {
+        status: error.status_code().as_u16(),
+        body: error.body().into(),
+    }
+}
+
+/// Refuses with `error`; for an idempotent request, once the refusal is stored.
+async fn refuse(
+    registry: &EventRegistry,
+    ticket: Option<Ticket>,
+    error: ApiError,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(ticket) = ticket {
+        registry
+            .store_answer(ticket.answer(failure(&error)))
+            .await
+            .map_err(|_| ApiError::StorageUnavailable)?;
+    }
+    Err(error)
+}
+
+/// For a request with an `Idempotency-Key`: the ticket to execute it with,
+/// or the stored answer to replay (`Err` holds the ready response).
+fn begin(
+    idempotency: &web::Data<Idempotency>,
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<Result<Option<Ticket>, HttpResponse>, ApiError> {
+    Ok(match idempotency.clone().into_inner().begin(req, body)? {
+        None => Ok(None),
+        Some(Begin::Execute(ticket)) => Ok(Some(ticket)),
+        Some(Begin::Replay(answer)) => Err(replay(&answer)),
+    })
 }

@@ -33,6 +33,8 @@ pub struct Answer {
     pub content_type: String,
     /// Header names in lower case.
     pub headers: HashMap<String, String>,
+    /// The body exactly as it came.
+    pub raw: Vec<u8>,
 }
 
 impl Answer {
@@ -273,6 +275,7 @@ where
         body,
         content_type,
         headers,
+        raw: bytes.to_vec(),
     }
 }
 
@@ -292,6 +295,7 @@ where
         body,
         content_type: String::new(),
         headers: HashMap::new(),
+        raw: bytes.to_vec(),
     })
 }
 

@@ -8,6 +8,7 @@ mod concurrency;
 mod configuration;
 mod durability;
 mod helpers;
+mod idempotency;
 mod initialize;
 mod status;
 mod storage_failure;

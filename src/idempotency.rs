@@ -1,0 +1,227 @@
+//! Idempotent retries: a POST with an `Idempotency-Key` header is executed
+//! once; its final answer is stored in the same SQLite transaction as the
+//! change it made, and a retry with the same key and body gets that answer
+//! again, byte for byte.
+//!
+//! Keys live in memory (loaded from SQLite on start) so a retry is answered
+//! without touching the database. A key is *in flight* from the first
+//! request until its answer is committed; the [`Ticket`] that marks it frees
+//! the key again if the answer is never stored (a 5xx, or a request dropped
+//! on the way), so the client can retry.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix_web::http::header::AUTHORIZATION;
+use actix_web::{web, HttpRequest};
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+
+const HEADER: &str = "idempotency-key";
+const MAX_KEY_LEN: usize = 255;
+
+/// Who chose a key: a digest of the caller's API key ("" when the API is open), and the key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KeyId {
+    pub scope: String,
+    pub key: String,
+}
+
+/// A final answer as it went out: status and body bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub body: web::Bytes,
+}
+
+/// One stored answer, as written to and read from SQLite.
+#[derive(Debug, Clone)]
+pub struct StoredAnswer {
+    pub id: KeyId,
+    /// Digest of the request (route and body): a retry must match it.
+    pub fingerprint: Vec<u8>,
+    pub answer: Answer,
+    /// Unix seconds; the answer is kept for the retention period from then.
+    pub stored_at: i64,
+}
+
+/// Where a key stands.
+enum KeyState {
+    InFlight { fingerprint: Vec<u8> },
+    Done(StoredAnswer),
+}
+
+/// What to do with a request that carries a key.
+pub enum Begin {
+    /// First time: execute it, and store its answer with the ticket.
+    Execute(Ticket),
+    /// Seen before: send this answer again.
+    Replay(Answer),
+}
+
+/// Every key seen within the retention period.
+pub struct Idempotency {
+    entries: DashMap<KeyId, KeyState>,
+    retention: Duration,
+}
+
+impl Idempotency {
+    pub fn new(retention: Duration, recovered: Vec<StoredAnswer>) -> Self {
+        let entries = DashMap::new();
+        for stored in recovered {
+            entries.insert(stored.id.clone(), KeyState::Done(stored));
+        }
+        Idempotency { entries, retention }
+    }
+
+    /// For a request with an `Idempotency-Key`: execute it, replay its
+    /// answer, or refuse (422 for a different body, 409 while in flight).
+    /// `None` when the request has no key.
+    pub fn begin(
+        self: &Arc<Self>,
+        req: &HttpRequest,
+        body: &[u8],
+    ) -> Result<Option<Begin>, ApiError> {
+        let Some(header) = req.headers().get(HEADER) else {
+            return Ok(None);
+        };
+        let key = header.as_bytes();
+        if key.is_empty()
+            || key.len() > MAX_KEY_LEN
+            || !key.iter().all(|&b| b == b' ' || b.is_ascii_graphic())
+        {
+            return Err(ApiError::InvalidInput(format!(
+                "Idempotency-Key must be 1-{MAX_KEY_LEN} printable ASCII characters"
+            )));
+        }
+        let id = KeyId {
+            scope: scope_of(req),
+            key: String::from_utf8_lossy(key).into_owned(),
+        };
+        let fingerprint = Sha256::new()
+            .chain_update(req.path())
+            .chain_update(b"\n")
+            .chain_update(body)
+            .finalize()
+            .to_vec();
+        match self.entries.entry(id.clone()) {
+            Entry::Occupied(mut entry) => match entry.get() {
+                KeyState::Done(stored) if self.expired(stored) => {
+                    entry.insert(KeyState::InFlight {
+                        fingerprint: fingerprint.clone(),
+                    });
+                }
+                KeyState::Done(stored) if stored.fingerprint == fingerprint => {
+                    return Ok(Some(Begin::Replay(stored.answer.clone())))
+                }
+                KeyState::InFlight { fingerprint: first } if *first == fingerprint => {
+                    return Err(ApiError::IdempotencyInFlight)
+                }
+                _ => return Err(ApiError::IdempotencyMismatch),
+            },
+            Entry::Vacant(entry) => {
+                entry.insert(KeyState::InFlight {
+                    fingerprint: fingerprint.clone(),
+                });
+            }
+        }
+        Ok(Some(Begin::Execute(Ticket {
+            cache: self.clone(),
+            id,
+            fingerprint,
+            settled: false,
+        })))
+    }
+
+    /// Forgets answers older than the retention period.
+    pub fn forget_expired(&self) {
+        self.entries
+            .retain(|_, entry| !matches!(entry, KeyState::Done(stored) if self.expired(stored)));
+    }
+
+    /// Unix seconds before which stored answers are expired.
+    pub fn cutoff(&self) -> i64 {
+        Self::cutoff_for(self.retention)
+    }
+
+    /// Unix seconds before which answers kept for `retention` are expired.
+    pub fn cutoff_for(retention: Duration) -> i64 {
+        now() - retention.as_secs() as i64
+    }
+
+    fn expired(&self, stored: &StoredAnswer) -> bool {
+        stored.stored_at < self.cutoff()
+    }
+}
+
+/// Marks a key in flight. Turned into a [`StoredAnswer`] that rides with the
+/// change to the database; if it is dropped instead, the key is free again.
+pub struct Ticket {
+    cache: Arc<Idempotency>,
+    id: KeyId,
+    fingerprint: Vec<u8>,
+    settled: bool,
+}
+
+impl Ticket {
+    /// The answer to store, and the ticket that completes it once stored.
+    pub fn answer(self, answer: Answer) -> Pending {
+        let stored = StoredAnswer {
+            id: self.id.clone(),
+            fingerprint: self.fingerprint.clone(),
+            answer,
+            stored_at: now(),
+        };
+        Pending {
+            stored,
+            ticket: self,
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.cache.entries.remove_if(&self.id, |_, entry| {
+                matches!(entry, KeyState::InFlight { .. })
+            });
+        }
+    }
+}
+
+/// An answer on its way to the database with its change.
+pub struct Pending {
+    pub stored: StoredAnswer,
+    ticket: Ticket,
+}
+
+impl Pending {
+    /// Called once the transaction holding the answer committed: retries replay it.
+    pub fn committed(mut self) {
+        self.ticket.settled = true;
+        self.ticket
+            .cache
+            .entries
+            .insert(self.stored.id.clone(), KeyState::Done(self.stored));
+    }
+}
+
+/// Keys are scoped per API key: a digest of the bearer token, never the token itself.
+fn scope_of(req: &HttpRequest) -> String {
+    match req.headers().get(AUTHORIZATION) {
+        Some(token) => Sha256::digest(token.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+        None => String::new(),
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
