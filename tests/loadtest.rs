@@ -80,6 +80,37 @@ fn every_scenario_verifies_against_the_real_server() {
 }
 
 #[test]
+fn idempotency_keys_on_every_request_still_verify() {
+    for scenario in ["drop", "churn"] {
+        let output = loadtest(&[
+            "--spawn",
+            "--scenario",
+            scenario,
+            "--requests",
+            "300",
+            "--users",
+            "250",
+            "--tickets",
+            "40",
+            "--idempotency-keys",
+            "--json",
+        ]);
+        assert!(
+            output.status.success(),
+            "{scenario}: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        let report = json_report(&output);
+        assert_eq!(
+            report["verification"],
+            json!({"checked": true, "violations": []}),
+            "{scenario}"
+        );
+        assert_eq!(report["outcomes"]["errors"], 0, "{scenario}");
+    }
+}
+
+#[test]
 fn the_ceiling_scenario_reports_latency_and_skips_verification() {
     let output = loadtest(&[
         "--spawn",

@@ -57,6 +57,8 @@ fn user_number(name: &Value) -> Option<u64> {
 pub struct Api {
     client: awc::Client,
     base: String,
+    /// Send an `Idempotency-Key` (unique per request) with every book and cancel.
+    idempotency_keys: bool,
 }
 
 impl Api {
@@ -69,19 +71,39 @@ impl Api {
         Api {
             client,
             base: base.trim_end_matches('/').to_string(),
+            idempotency_keys: false,
         }
+    }
+
+    /// The same client, sending an `Idempotency-Key` with every book and cancel.
+    pub fn with_idempotency_keys(mut self, on: bool) -> Self {
+        self.idempotency_keys = on;
+        self
     }
 
     /// Sends a request and returns its status (`None` without an answer) and body.
     async fn call(&self, method: &str, path: &str, body: Option<String>) -> (Option<u16>, Vec<u8>) {
+        self.call_with_key(method, path, body, None).await
+    }
+
+    async fn call_with_key(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+        idempotency_key: Option<String>,
+    ) -> (Option<u16>, Vec<u8>) {
         let url = format!("{}{path}", self.base);
-        let request = match method {
+        let mut request = match method {
             "GET" => self.client.get(url),
             _ => self
                 .client
                 .post(url)
                 .insert_header(("content-type", "application/json")),
         };
+        if let Some(key) = idempotency_key {
+            request = request.insert_header(("idempotency-key", key));
+        }
         let sent = match body {
             Some(body) => request.send_body(body).await,
             None => request.send().await,
@@ -117,7 +139,11 @@ impl Api {
 
     async fn order(&self, path: &str, event: &str, user: u64) -> (Option<u16>, Outcome) {
         let body = format!(r#"{{"eventId":"{event}","userId":"u{user}"}}"#);
-        let (status, body) = self.call("POST", path, Some(body)).await;
+        // Each user books once and cancels at most once: unique per request.
+        let key = self
+            .idempotency_keys
+            .then(|| format!("{event}{path}/{user}"));
+        let (status, body) = self.call_with_key("POST", path, Some(body), key).await;
         let outcome = match (status, serde_json::from_slice::<Reply>(&body)) {
             (Some(200), Ok(reply)) => match (reply.status.as_deref(), reply.position) {
                 (Some("booked"), _) => Outcome::Booked,

@@ -62,6 +62,9 @@ pub struct Options {
     /// Load threads; 0 means one per CPU core.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Send an `Idempotency-Key` (unique per request) with every book and cancel.
+    #[arg(long)]
+    pub idempotency_keys: bool,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -141,14 +144,10 @@ pub fn run_against(url: &str, options: &Options) -> Result<Report, String> {
             let connections =
                 options.concurrency / threads + usize::from(thread < options.concurrency % threads);
             let (plan, url, events) = (plan.clone(), url.to_string(), events.clone());
+            let keys = options.idempotency_keys;
             std::thread::spawn(move || {
-                actix_web::rt::System::new().block_on(load(
-                    &url,
-                    &plan,
-                    &events,
-                    connections,
-                    thread as u64,
-                ))
+                let load = load(&url, &plan, &events, connections, thread as u64, keys);
+                actix_web::rt::System::new().block_on(load)
             })
         })
         .collect();
@@ -221,8 +220,9 @@ async fn load(
     events: &[String],
     connections: usize,
     thread: u64,
+    idempotency_keys: bool,
 ) -> report::Stats {
-    let api = Api::new(url, connections);
+    let api = Api::new(url, connections).with_idempotency_keys(idempotency_keys);
     let loops = (0..connections).map(|connection| {
         let api = &api;
         async move {
