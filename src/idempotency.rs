@@ -37,12 +37,14 @@ pub struct Answer {
     pub body: web::Bytes,
 }
 
+/// Digest of a request (route and body): a retry must match it.
+pub type Fingerprint = [u8; 32];
+
 /// One stored answer, as written to and read from SQLite.
 #[derive(Debug, Clone)]
 pub struct StoredAnswer {
     pub id: KeyId,
-    /// Digest of the request (route and body): a retry must match it.
-    pub fingerprint: Vec<u8>,
+    pub fingerprint: Fingerprint,
     pub answer: Answer,
     /// Unix seconds; the answer is kept for the retention period from then.
     pub stored_at: i64,
@@ -50,8 +52,14 @@ pub struct StoredAnswer {
 
 /// Where a key stands.
 enum KeyState {
-    InFlight { fingerprint: Vec<u8> },
-    Done(StoredAnswer),
+    InFlight {
+        fingerprint: Fingerprint,
+    },
+    Done {
+        fingerprint: Fingerprint,
+        answer: Answer,
+        stored_at: i64,
+    },
 }
 
 /// What to do with a request that carries a key.
@@ -71,8 +79,21 @@ pub struct Idempotency {
 impl Idempotency {
     pub fn new(retention: Duration, recovered: Vec<StoredAnswer>) -> Self {
         let entries = DashMap::new();
-        for stored in recovered {
-            entries.insert(stored.id.clone(), KeyState::Done(stored));
+        for StoredAnswer {
+            id,
+            fingerprint,
+            answer,
+            stored_at,
+        } in recovered
+        {
+            entries.insert(
+                id,
+                KeyState::Done {
+                    fingerprint,
+                    answer,
+                    stored_at,
+                },
+            );
         }
         Idempotency { entries, retention }
     }
@@ -101,31 +122,29 @@ impl Idempotency {
             scope: scope_of(req),
             key: String::from_utf8_lossy(key).into_owned(),
         };
-        let fingerprint = Sha256::new()
+        let fingerprint: Fingerprint = Sha256::new()
             .chain_update(req.path())
             .chain_update(b"\n")
             .chain_update(body)
             .finalize()
-            .to_vec();
+            .into();
         match self.entries.entry(id.clone()) {
             Entry::Occupied(mut entry) => match entry.get() {
-                KeyState::Done(stored) if self.expired(stored) => {
-                    entry.insert(KeyState::InFlight {
-                        fingerprint: fingerprint.clone(),
-                    });
+                KeyState::Done { stored_at, .. } if *stored_at < self.cutoff() => {
+                    entry.insert(KeyState::InFlight { fingerprint });
                 }
-                KeyState::Done(stored) if stored.fingerprint == fingerprint => {
-                    return Ok(Some(Begin::Replay(stored.answer.clone())))
-                }
+                KeyState::Done {
+                    fingerprint: first,
+                    answer,
+                    ..
+                } if *first == fingerprint => return Ok(Some(Begin::Replay(answer.clone()))),
                 KeyState::InFlight { fingerprint: first } if *first == fingerprint => {
                     return Err(ApiError::IdempotencyInFlight)
                 }
                 _ => return Err(ApiError::IdempotencyMismatch),
             },
             Entry::Vacant(entry) => {
-                entry.insert(KeyState::InFlight {
-                    fingerprint: fingerprint.clone(),
-                });
+                entry.insert(KeyState::InFlight { fingerprint });
             }
         }
         Ok(Some(Begin::Execute(Ticket {
@@ -138,8 +157,10 @@ impl Idempotency {
 
     /// Forgets answers older than the retention period.
     pub fn forget_expired(&self) {
-        self.entries
-            .retain(|_, entry| !matches!(entry, KeyState::Done(stored) if self.expired(stored)));
+        let cutoff = self.cutoff();
+        self.entries.retain(
+            |_, entry| !matches!(entry, KeyState::Done { stored_at, .. } if *stored_at < cutoff),
+        );
     }
 
     /// Unix seconds before which stored answers are expired.
@@ -151,10 +172,6 @@ impl Idempotency {
     pub fn cutoff_for(retention: Duration) -> i64 {
         now() - retention.as_secs() as i64
     }
-
-    fn expired(&self, stored: &StoredAnswer) -> bool {
-        stored.stored_at < self.cutoff()
-    }
 }
 
 /// Marks a key in flight. Turned into a [`StoredAnswer`] that rides with the
@@ -162,7 +179,7 @@ impl Idempotency {
 pub struct Ticket {
     cache: Arc<Idempotency>,
     id: KeyId,
-    fingerprint: Vec<u8>,
+    fingerprint: Fingerprint,
     settled: bool,
 }
 
@@ -171,7 +188,7 @@ impl Ticket {
     pub fn answer(self, answer: Answer) -> Pending {
         let stored = StoredAnswer {
             id: self.id.clone(),
-            fingerprint: self.fingerprint.clone(),
+            fingerprint: self.fingerprint,
             answer,
             stored_at: now(),
         };
@@ -202,10 +219,20 @@ impl Pending {
     /// Called once the transaction holding the answer committed: retries replay it.
     pub fn committed(mut self) {
         self.ticket.settled = true;
-        self.ticket
-            .cache
-            .entries
-            .insert(self.stored.id.clone(), KeyState::Done(self.stored));
+        let StoredAnswer {
+            id,
+            fingerprint,
+            answer,
+            stored_at,
+        } = self.stored;
+        self.ticket.cache.entries.insert(
+            id,
+            KeyState::Done {
+                fingerprint,
+                answer,
+                stored_at,
+            },
+        );
     }
 }
 

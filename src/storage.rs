@@ -38,8 +38,8 @@ CREATE TABLE order_log (
 );
 ";
 
-/// Version 2: the answers of idempotent requests, appended in commit order
-/// (so `stored_at` grows with the rowid and its index is cheap to append to).
+/// Version 2: the answers of idempotent requests, appended in commit order,
+/// so `stored_at` grows with the rowid and the oldest rows are the expired ones.
 const IDEMPOTENCY_SCHEMA: &str = "
 CREATE TABLE idempotency (
     seq         INTEGER PRIMARY KEY,
@@ -50,7 +50,6 @@ CREATE TABLE idempotency (
     body        BLOB NOT NULL,
     stored_at   INTEGER NOT NULL
 );
-CREATE INDEX idempotency_age ON idempotency (stored_at);
 ";
 
 #[derive(Debug, thiserror::Error)]
@@ -202,7 +201,7 @@ impl Database {
                     scope: row.get(0)?,
                     key: row.get(1)?,
                 },
-                fingerprint: row.get(2)?,
+                fingerprint: row.get::<_, Vec<u8>>(2)?.try_into().unwrap_or_default(),
                 answer: Answer {
                     status: row.get(3)?,
                     body: row.get::<_, Vec<u8>>(4)?.into(),
@@ -213,10 +212,24 @@ impl Database {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Deletes the answers stored before `cutoff` (unix seconds).
+    /// Deletes the answers stored before `cutoff` (unix seconds). Rows are in
+    /// time order, so it deletes from the oldest on, a batch at a time, and
+    /// stops at the first batch that is not all expired: no index needed.
     pub fn forget_answers(&self, cutoff: i64) -> Result<usize, StorageError> {
+        const BATCH: usize = 10_000;
         let conn = self.pool.get()?;
-        Ok(conn.execute("DELETE FROM idempotency WHERE stored_at < ?1", [cutoff])?)
+        let mut forget = conn.prepare_cached(
+            "DELETE FROM idempotency WHERE stored_at < ?1
+             AND seq IN (SELECT seq FROM idempotency ORDER BY seq LIMIT ?2)",
+        )?;
+        let mut forgotten = 0;
+        loop {
+            let deleted = forget.execute(params![cutoff, BATCH as i64])?;
+            forgotten += deleted;
+            if deleted < BATCH {
+                return Ok(forgotten);
+            }
+        }
     }
 
     /// Reads every event with its holders and its queue in order: one pass over the log.
@@ -495,7 +508,7 @@ mod tests {
                 scope: String::new(),
                 key: key.into(),
             },
-            fingerprint: vec![1, 2, 3],
+            fingerprint: [7; 32],
             answer: Answer {
                 status: 409,
                 body: b"{}".to_vec().into(),
