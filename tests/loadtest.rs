@@ -254,3 +254,124 @@ fn verification_catches_a_server_that_forgets_bookings() {
         "{text}"
     );
 }
+
+/// A booking server that is right in everything but one: a cancelled
+/// ticket goes to the newest waiting user, not the first.
+fn lifo_server() -> String {
+    #[derive(Default)]
+    struct Event {
+        total: usize,
+        booked: Vec<String>,
+        waiting: Vec<String>,
+        cancelled: Vec<String>,
+    }
+    type Shared = web::Data<std::sync::Mutex<Event>>;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let state: Shared = web::Data::new(Default::default());
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            HttpServer::new(move || {
+                App::new()
+                    .app_data(state.clone())
+                    .route(
+                        "/api/initialize",
+                        web::post().to(|body: web::Json<Value>, state: Shared| async move {
+                            state.lock().unwrap().total = body["totalTickets"].as_u64().unwrap() as usize;
+                            HttpResponse::Created().json(json!({}))
+                        }),
+                    )
+                    .route(
+                        "/api/book",
+                        web::post().to(|body: web::Json<Value>, state: Shared| async move {
+                            let user = body["userId"].as_str().unwrap().to_string();
+                            let mut event = state.lock().unwrap();
+                            if event.booked.len() < event.total {
+                                event.booked.push(user.clone());
+                                return HttpResponse::Ok().json(json!({"status": "booked", "userId": user}));
+                            }
+                            event.waiting.push(user.clone());
+                            let position = event.waiting.len();
+                            HttpResponse::Ok().json(json!({"status": "waiting", "userId": user, "position": position}))
+                        }),
+                    )
+                    .route(
+                        "/api/cancel",
+                        web::post().to(|body: web::Json<Value>, state: Shared| async move {
+                            let user = body["userId"].as_str().unwrap().to_string();
+                            let mut event = state.lock().unwrap();
+                            event.booked.retain(|u| *u != user);
+                            event.cancelled.push(user.clone());
+                            match event.waiting.pop() {
+                                Some(newest) => {
+                                    event.booked.push(newest.clone());
+                                    HttpResponse::Ok().json(json!({"status": "reassigned", "userId": newest, "cancelledUserId": user}))
+                                }
+                                None => HttpResponse::Ok().json(json!({"status": "cancelled", "userId": user})),
+                            }
+                        }),
+                    )
+                    .route(
+                        "/api/status/{event}",
+                        web::get().to(|state: Shared| async move {
+                            let event = state.lock().unwrap();
+                            HttpResponse::Ok().json(json!({
+                                "totalTickets": event.total,
+                                "bookedTickets": event.booked.len(),
+                                "waitingListCount": event.waiting.len(),
+                            }))
+                        }),
+                    )
+                    .route(
+                        "/api/status/{event}/{user}",
+                        web::get().to(|path: web::Path<(String, String)>, state: Shared| async move {
+                            let user = path.into_inner().1;
+                            let event = state.lock().unwrap();
+                            if event.booked.contains(&user) {
+                                HttpResponse::Ok().json(json!({"status": "booked"}))
+                            } else if let Some(index) = event.waiting.iter().position(|u| *u == user) {
+                                HttpResponse::Ok().json(json!({"status": "waiting", "position": index + 1}))
+                            } else if event.cancelled.contains(&user) {
+                                HttpResponse::Ok().json(json!({"status": "cancelled"}))
+                            } else {
+                                HttpResponse::NotFound().json(json!({"error": "Booking not found"}))
+                            }
+                        }),
+                    )
+            })
+            .workers(1)
+            .listen(listener)
+            .unwrap()
+            .run()
+            .await
+        })
+    });
+    url
+}
+
+#[test]
+fn verification_catches_promotions_that_skip_the_head_of_the_queue() {
+    let url = lifo_server();
+    let output = loadtest(&[
+        "--url",
+        &url,
+        "--scenario",
+        "churn",
+        "--tickets",
+        "5",
+        "--users",
+        "150",
+        "--requests",
+        "200",
+        "--cancel-ratio",
+        "0.4",
+        "--concurrency",
+        "1",
+    ]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("got a ticket ahead of a user who joined before it"),
+        "{text}"
+    );
+}
