@@ -69,14 +69,6 @@ impl EventRegistry {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.events.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
-    }
-
     /// Creates the event, answering once it is committed (with the answer of
     /// an idempotent request, if `recorder` renders one). Run it as a task of
     /// its own: a client hanging up must not leave the slot `Initializing`.

@@ -77,6 +77,7 @@ impl WaitingList {
     }
 
     /// Users in queue order, head first.
+    #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = &Arc<str>> {
         self.slots.iter().flatten()
     }
