@@ -3,8 +3,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
 use super::extract::{OrderRequest, Valid};
-use super::{begin, failure, forward, refuse, respond, success};
-use crate::actors::{Book, EventRegistry, Recorder};
+use super::{failure, order, success};
+use crate::actors::{Book, EventRegistry};
 use crate::booking::{BookOutcome, Refusal};
 use crate::error::ApiError;
 use crate::idempotency::{Answer, Idempotency};
@@ -44,27 +44,12 @@ pub async fn book(
     registry: web::Data<EventRegistry>,
     idempotency: web::Data<Idempotency>,
     req: HttpRequest,
-    Valid(request, body): Valid<OrderRequest>,
+    request: Valid<OrderRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let ticket = match begin(&idempotency, &req, &body)? {
-        Ok(ticket) => ticket,
-        Err(replayed) => return Ok(replayed),
-    };
-    let Some(actor) = registry.get(&request.event) else {
-        return refuse(&registry, ticket, ApiError::EventNotFound).await;
-    };
-    let recorder = ticket.map(|ticket| {
-        let user = request.user.clone();
-        Box::new(move |decided: Result<&BookOutcome, Refusal>| {
-            ticket.answer(answer(&user, decided))
-        }) as Recorder<BookOutcome, Refusal>
-    });
-    let user = request.user.key().clone();
-    let outcome = forward(&actor, |reply| Book {
+    let message = |user, reply, recorder| Book {
         user,
         reply,
         recorder,
-    })
-    .await?;
-    Ok(respond(&answer(&request.user, Ok(&outcome))))
+    };
+    order(&registry, &idempotency, &req, request, answer, message).await
 }

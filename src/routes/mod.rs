@@ -9,6 +9,8 @@ mod initialize;
 mod json_errors;
 mod status;
 
+use std::sync::Arc;
+
 use actix::{Addr, Handler, Message};
 use actix_cors::Cors;
 use actix_web::http::header::{
@@ -20,12 +22,15 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use futures::channel::oneshot;
 use serde_json::json;
 
-use crate::actors::{EventActor, EventRegistry, Reply};
+use crate::actors::{EventActor, EventRegistry, Recorder, Reply};
+use crate::booking::Refusal;
 use crate::configuration::CorsSettings;
 use crate::error::ApiError;
 use crate::idempotency::{Answer, Begin, Idempotency, Ticket};
+use crate::ids::UserId;
 pub use access::Access;
 pub use extract::BodyLimit;
+use extract::{OrderRequest, Valid};
 pub use json_errors::json_errors;
 
 /// Mounts every route: `/health` open to all, the API behind the access guard.
@@ -170,4 +175,37 @@ fn begin(
         Some(Begin::Execute(ticket)) => Ok(Some(ticket)),
         Some(Begin::Replay(answer)) => Err(replay(&answer)),
     })
+}
+
+/// The path shared by book and cancel: idempotency, the event's actor, the
+/// message (built by `message` from the user, reply channel and recorder),
+/// and the answer as `answer` renders it, both sent and stored.
+async fn order<M, T>(
+    registry: &EventRegistry,
+    idempotency: &web::Data<Idempotency>,
+    req: &HttpRequest,
+    Valid(request, body): Valid<OrderRequest>,
+    answer: fn(&UserId, Result<&T, Refusal>) -> Answer,
+    message: impl FnOnce(Arc<str>, Reply<T>, Option<Recorder<T, Refusal>>) -> M,
+) -> Result<HttpResponse, ApiError>
+where
+    M: Message<Result = ()> + Send + 'static,
+    EventActor: Handler<M>,
+    T: Send + 'static,
+{
+    let ticket = match begin(idempotency, req, &body)? {
+        Ok(ticket) => ticket,
+        Err(replayed) => return Ok(replayed),
+    };
+    let Some(actor) = registry.get(&request.event) else {
+        return refuse(registry, ticket, ApiError::EventNotFound).await;
+    };
+    let recorder = ticket.map(|ticket| {
+        let user = request.user.clone();
+        Box::new(move |decided: Result<&T, Refusal>| ticket.answer(answer(&user, decided)))
+            as Recorder<T, Refusal>
+    });
+    let user = request.user.key().clone();
+    let outcome = forward(&actor, |reply| message(user, reply, recorder)).await?;
+    Ok(respond(&answer(&request.user, Ok(&outcome))))
 }
