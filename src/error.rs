@@ -1,7 +1,7 @@
 //! The one error shape on the wire: `{"error": "...", "details": "..."}`.
 
 use actix::MailboxError;
-use actix_web::http::header::{ContentType, RETRY_AFTER, WWW_AUTHENTICATE};
+use actix_web::http::header::{ContentType, ALLOW, RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
@@ -48,8 +48,9 @@ pub enum ApiError {
     IdempotencyMismatch,
     #[error("Not found")]
     RouteNotFound,
+    /// The path exists, not with this method; `allow` lists the ones it has.
     #[error("Method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed { allow: &'static str },
 }
 
 /// The body of every error answer.
@@ -74,7 +75,7 @@ impl ResponseError for ApiError {
             ApiError::StorageUnavailable | ApiError::ServiceUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -91,6 +92,7 @@ impl ResponseError for ApiError {
                 response.insert_header((RETRY_AFTER, *retry_after_secs))
             }
             ApiError::IdempotencyInFlight => response.insert_header((RETRY_AFTER, 1)),
+            ApiError::MethodNotAllowed { allow } => response.insert_header((ALLOW, *allow)),
             _ => &mut response,
         };
         response.content_type(ContentType::json()).body(self.body())

@@ -16,6 +16,16 @@ pub const MAX_TOTAL_TICKETS: u64 = 10_000_000;
 const MAX_EVENT_ID_LEN: usize = 64;
 const MAX_USER_ID_LEN: usize = 256;
 
+/// A JSON number that is a whole number, as JSON Schema and JavaScript see
+/// it: `7` and `7.0` both, `7.5` not. `None` for negatives and fractions.
+fn whole(number: &serde_json::Number) -> Option<u64> {
+    number.as_u64().or_else(|| {
+        let float = number.as_f64()?;
+        (float >= 0.0 && float.fract() == 0.0 && float <= MAX_SAFE_INTEGER as f64)
+            .then_some(float as u64)
+    })
+}
+
 /// An event id in canonical text form: the integer `7` and the string `"7"` are both `7`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EventId(Arc<str>);
@@ -24,7 +34,7 @@ impl EventId {
     pub fn from_json(value: &Value) -> Result<Self, String> {
         const EXPECTED: &str = "eventId must be a positive integer or a string of 1-64 characters from A-Z a-z 0-9 . _ ~ -";
         match value {
-            Value::Number(number) => match number.as_u64() {
+            Value::Number(number) => match whole(number) {
                 Some(n) if (1..=MAX_SAFE_INTEGER).contains(&n) => Ok(EventId(n.to_string().into())),
                 Some(0) => Err("eventId must be a positive integer, not 0".into()),
                 _ if number.is_i64() => {
@@ -114,7 +124,7 @@ pub struct UserId {
 impl UserId {
     pub fn from_json(value: &Value) -> Result<Self, String> {
         match value {
-            Value::Number(number) => match number.as_u64() {
+            Value::Number(number) => match whole(number) {
                 Some(n) if n <= MAX_SAFE_INTEGER => Ok(UserId { key: n.to_string().into(), numeric: true }),
                 _ if number.is_i64() => Err("userId must not be negative".into()),
                 _ => Err(format!("userId must be a string or a whole number from 0 to {MAX_SAFE_INTEGER}, not {number}")),
@@ -169,7 +179,7 @@ impl Serialize for UserId {
 pub fn total_tickets_from_json(value: &Value) -> Result<u32, String> {
     let range = format!("totalTickets must be a whole number from 1 to {MAX_TOTAL_TICKETS}");
     match value {
-        Value::Number(number) => match number.as_u64() {
+        Value::Number(number) => match whole(number) {
             Some(n) if (1..=MAX_TOTAL_TICKETS).contains(&n) => Ok(n as u32),
             _ => Err(format!("{range}, not {number}")),
         },
@@ -248,6 +258,14 @@ mod tests {
             json!("42")
         );
         assert!(UserId::from_json(&json!(0)).is_ok());
+        assert_eq!(
+            UserId::from_json(&json!(42.0)),
+            UserId::from_json(&json!(42))
+        );
+        assert_eq!(
+            EventId::from_json(&json!(7.0)),
+            EventId::from_json(&json!(7))
+        );
         assert!(UserId::from_json(&json!("Zoë 🎫")).is_ok());
     }
 

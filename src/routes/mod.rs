@@ -7,6 +7,7 @@ mod cancel;
 mod extract;
 mod initialize;
 mod json_errors;
+mod openapi;
 mod status;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use futures::channel::oneshot;
 use serde_json::json;
+use utoipa_swagger_ui::SwaggerUi;
 
 use crate::actors::{EventActor, EventRegistry, Recorder, Reply};
 use crate::booking::Refusal;
@@ -33,18 +35,26 @@ pub use extract::BodyLimit;
 use extract::{OrderRequest, Valid};
 pub use json_errors::json_errors;
 
-/// Mounts every route: `/health` open to all, the API behind the access guard.
+/// Mounts every route: `/health`, `/docs` and `/api/openapi.json` open to
+/// all, the API behind the access guard.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/health").route(web::get().to(health)))
+    // The document and its UI are open to all, like /health; mounted before
+    // the /api scope so that /api/openapi.json is not behind the guard.
+    cfg.service(resource("/health", "GET").route(web::get().to(health)))
+        .service(SwaggerUi::new("/docs/{_:.*}").url("/api/openapi.json", openapi::document()))
         .service(
             web::scope("/api")
                 .wrap(from_fn(access::guard))
-                .service(resource("/initialize").route(web::post().to(initialize::initialize)))
-                .service(resource("/book").route(web::post().to(book::book)))
-                .service(resource("/cancel").route(web::post().to(cancel::cancel)))
-                .service(resource("/status/{eventId}").route(web::get().to(status::event_status)))
                 .service(
-                    resource("/status/{eventId}/{userId}")
+                    resource("/initialize", "POST").route(web::post().to(initialize::initialize)),
+                )
+                .service(resource("/book", "POST").route(web::post().to(book::book)))
+                .service(resource("/cancel", "POST").route(web::post().to(cancel::cancel)))
+                .service(
+                    resource("/status/{eventId}", "GET").route(web::get().to(status::event_status)),
+                )
+                .service(
+                    resource("/status/{eventId}/{userId}", "GET")
                         .route(web::get().to(status::user_status)),
                 ),
         );
@@ -78,11 +88,10 @@ pub fn cors(settings: &CorsSettings) -> Cors {
     cors
 }
 
-/// A resource that answers a JSON 405 to the methods it has no route for.
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(|| async {
-        ApiError::MethodNotAllowed.error_response()
-    }))
+/// A resource that answers a JSON 405, with `Allow`, to the methods it has no route for.
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    let not_allowed = move || async move { ApiError::MethodNotAllowed { allow }.error_response() };
+    web::resource(path).default_service(web::to(not_allowed))
 }
 
 /// The JSON 404 for every path that is not a route.
@@ -91,6 +100,7 @@ pub async fn route_not_found() -> HttpResponse {
 }
 
 /// Liveness: answers without touching any actor or the database.
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "Serving", body = openapi::Health)))]
 async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }

@@ -1,6 +1,7 @@
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
+use super::openapi;
 use crate::actors::{EventRegistry, GetSummary, GetUserStatus};
 use crate::booking::UserStatus;
 use crate::error::ApiError;
@@ -27,6 +28,20 @@ struct UserStatusBody {
 }
 
 /// `GET /api/status/{eventId}`: ticket and waiting-list counts.
+#[utoipa::path(
+    get,
+    path = "/api/status/{eventId}",
+    tag = "events",
+    params(("eventId" = openapi::EventId, Path, description = "The event")),
+    responses(
+        (status = 200, description = "Counts", body = openapi::EventStatus),
+        (status = 400, description = "Invalid id in the path", body = openapi::Error),
+        (status = 401, description = "No or unknown API key (when keys are configured)", body = openapi::Error),
+        (status = 429, description = "Too many requests", body = openapi::Error, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 404, description = "Event not found", body = openapi::Error),
+    ),
+    security((), ("bearer" = []))
+)]
 pub async fn event_status(
     registry: web::Data<EventRegistry>,
     path: web::Path<String>,
@@ -44,6 +59,23 @@ pub async fn event_status(
 }
 
 /// `GET /api/status/{eventId}/{userId}`: one user's standing at the event.
+#[utoipa::path(
+    get,
+    path = "/api/status/{eventId}/{userId}",
+    tag = "bookings",
+    params(
+        ("eventId" = openapi::EventId, Path, description = "The event"),
+        ("userId" = openapi::UserId, Path, description = "The user, percent-encoded"),
+    ),
+    responses(
+        (status = 200, description = "The user's standing", body = openapi::UserStatus),
+        (status = 400, description = "Invalid id in the path", body = openapi::Error),
+        (status = 401, description = "No or unknown API key (when keys are configured)", body = openapi::Error),
+        (status = 429, description = "Too many requests", body = openapi::Error, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 404, description = "Event or booking not found", body = openapi::Error),
+    ),
+    security((), ("bearer" = []))
+)]
 pub async fn user_status(
     registry: web::Data<EventRegistry>,
     path: web::Path<(String, String)>,

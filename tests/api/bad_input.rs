@@ -189,8 +189,13 @@ async fn bad_fields_are_named() {
         ),
         (
             "/api/initialize",
-            json!({"eventId": 2.0, "totalTickets": 5}),
+            json!({"eventId": 2.5, "totalTickets": 5}),
             "eventId",
+        ),
+        (
+            "/api/initialize",
+            json!({"eventId": 2, "totalTickets": 5.5}),
+            "totalTickets",
         ),
     ];
     for (path, body, mentions) in cases {
@@ -338,8 +343,13 @@ async fn unknown_routes_and_wrong_methods_get_json_errors() {
             (405, json!({"error": "Method not allowed"})),
             "GET {path}"
         );
+        assert_eq!(
+            app.get(path).await.header("allow"),
+            Some("POST"),
+            "GET {path}"
+        );
     }
     let answer = app.post("/api/status/1", &json!({})).await;
-    assert_eq!(answer.status, 405);
+    assert_eq!((answer.status, answer.header("allow")), (405, Some("GET")));
     assert_unchanged(&app).await;
 }

@@ -6,6 +6,7 @@ mod book;
 mod cancel;
 mod concurrency;
 mod configuration;
+mod docs;
 mod durability;
 mod helpers;
 mod idempotency;

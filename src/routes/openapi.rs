@@ -1,0 +1,202 @@
+//! The OpenAPI 3.1 description of the API, generated from the routes with
+//! utoipa and served at `/api/openapi.json`; Swagger UI at `/docs`. The
+//! schema types here exist for the document only: they state what the
+//! validators in `ids` and `extract` accept, so that a client (or a fuzzer)
+//! following the document is not refused.
+#![allow(dead_code, non_snake_case)]
+
+use std::borrow::Cow;
+
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::RefOr;
+use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
+
+use crate::ids::MAX_SAFE_INTEGER;
+
+/// An integer `from..=MAX_SAFE_INTEGER`, or a string matching `pattern`.
+fn integer_or_string(from: u64, pattern: &str, description: &str) -> RefOr<Schema> {
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(from))
+                .maximum(Some(MAX_SAFE_INTEGER)),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(pattern)),
+        )
+        .description(Some(description))
+        .into()
+}
+
+/// An event id.
+pub struct EventId;
+
+impl PartialSchema for EventId {
+    fn schema() -> RefOr<Schema> {
+        integer_or_string(
+            1,
+            "^[A-Za-z0-9._~-]{1,64}$",
+            "A positive integer, or 1-64 characters from A-Z a-z 0-9 . _ ~ -. The integer 7 and the string \"7\" are the same event.",
+        )
+    }
+}
+
+impl ToSchema for EventId {
+    fn name() -> Cow<'static, str> {
+        "EventId".into()
+    }
+}
+
+/// A user id.
+pub struct UserId;
+
+impl PartialSchema for UserId {
+    fn schema() -> RefOr<Schema> {
+        integer_or_string(
+            0,
+            "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,256}$",
+            "1-256 characters without control characters, or a non-negative integer (the same user as its decimal text).",
+        )
+    }
+}
+
+impl ToSchema for UserId {
+    fn name() -> Cow<'static, str> {
+        "UserId".into()
+    }
+}
+
+/// `POST /api/initialize`
+#[derive(ToSchema)]
+pub struct InitializeRequest {
+    eventId: EventId,
+    #[schema(minimum = 1, maximum = 10_000_000)]
+    totalTickets: u32,
+}
+
+/// `POST /api/book` and `POST /api/cancel`
+#[derive(ToSchema)]
+pub struct OrderRequest {
+    eventId: EventId,
+    userId: UserId,
+}
+
+#[derive(ToSchema)]
+pub struct Initialized {
+    #[schema(example = "Event initialized")]
+    message: String,
+    /// As sent.
+    eventId: EventId,
+    totalTickets: u32,
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum BookStatus {
+    Booked,
+    Waiting,
+}
+
+#[derive(ToSchema)]
+pub struct BookAnswer {
+    status: BookStatus,
+    userId: UserId,
+    /// 1-based place in the waiting list; only when `waiting`.
+    #[schema(minimum = 1)]
+    position: Option<u64>,
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum CancelStatus {
+    Cancelled,
+    Reassigned,
+}
+
+#[derive(ToSchema)]
+pub struct CancelAnswer {
+    status: CancelStatus,
+    /// The user who cancelled, or (`reassigned`) the new holder of the ticket.
+    userId: UserId,
+    /// Only when `reassigned`: the user who cancelled.
+    cancelledUserId: Option<UserId>,
+}
+
+#[derive(ToSchema)]
+pub struct EventStatus {
+    eventId: EventId,
+    totalTickets: u32,
+    bookedTickets: u32,
+    availableTickets: u32,
+    waitingListCount: u64,
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum Standing {
+    Booked,
+    Waiting,
+    Cancelled,
+}
+
+#[derive(ToSchema)]
+pub struct UserStatus {
+    eventId: EventId,
+    userId: UserId,
+    status: Standing,
+    /// Only while `waiting`.
+    #[schema(minimum = 1)]
+    position: Option<u64>,
+}
+
+/// Every error answer.
+#[derive(ToSchema)]
+pub struct Error {
+    error: String,
+    /// What is wrong, naming the field (on 400 and 413).
+    details: Option<String>,
+}
+
+#[derive(ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    status: String,
+}
+
+/// The bearer scheme of the API keys (required only when keys are configured).
+struct BearerKeys;
+
+impl Modify for BearerKeys {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let bearer = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some(
+            "An admin key (everything) or a client key (book, cancel, read); only when keys are configured.",
+        ));
+        components.add_security_scheme("bearer", SecurityScheme::Http(bearer.build()));
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "event-booking", description = "Sells event tickets: events, bookings, a FIFO waiting list."),
+    paths(
+        super::initialize::initialize,
+        super::book::book,
+        super::cancel::cancel,
+        super::status::event_status,
+        super::status::user_status,
+        super::health
+    ),
+    components(schemas(EventId, UserId)),
+    modifiers(&BearerKeys)
+)]
+pub struct ApiDoc;
+
+/// The document, as served.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
