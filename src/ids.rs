@@ -27,6 +27,17 @@ fn whole(number: &serde_json::Number) -> Option<u64> {
 }
 
 /// An event id in canonical text form: the integer `7` and the string `"7"` are both `7`.
+///
+/// ```
+/// use event_booking::ids::EventId;
+/// use serde_json::json;
+///
+/// let from_integer = EventId::from_json(&json!(7)).unwrap();
+/// assert_eq!(EventId::from_json(&json!("7")).unwrap(), from_integer);
+/// // Written back as a number, as the Node.js original did.
+/// assert_eq!(serde_json::to_value(&from_integer).unwrap(), json!(7));
+/// assert!(EventId::from_json(&json!(1.5)).is_err());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EventId(Arc<str>);
 
