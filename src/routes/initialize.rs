@@ -45,12 +45,7 @@ fn answer(
     params(("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = r"^[\x20-\x7E]{1,255}$", description = "1-255 printable ASCII characters: a retry with the same key and body gets the first answer again")),
     responses(
         (status = 201, description = "Event initialized", body = openapi::Initialized, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same key"))),
-        (status = 400, description = "Invalid input, or a malformed Idempotency-Key", body = openapi::Error),
-        (status = 401, description = "No or unknown API key (when keys are configured)", body = openapi::Error),
-        (status = 413, description = "Body over the limit", body = openapi::Error),
-        (status = 422, description = "Idempotency key reused with a different request", body = openapi::Error),
-        (status = 429, description = "Too many requests", body = openapi::Error, headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, description = "Storage unavailable: nothing was changed", body = openapi::Error),
+        openapi::PostErrors,
         (status = 403, description = "A client key on this admin route", body = openapi::Error),
         (status = 409, description = "Event already initialized, or the same Idempotency-Key still in flight", body = openapi::Error),
     ),

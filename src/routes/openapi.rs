@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::RefOr;
-use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
+use utoipa::{IntoResponses, Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::ids::MAX_SAFE_INTEGER;
 
@@ -159,6 +159,36 @@ pub struct Error {
     error: String,
     /// What is wrong, naming the field (on 400 and 413).
     details: Option<String>,
+}
+
+/// The error answers every POST route can give, besides its own.
+#[derive(IntoResponses)]
+pub enum PostErrors {
+    #[response(
+        status = 400,
+        description = "Invalid input, or a malformed Idempotency-Key"
+    )]
+    InvalidInput(Error),
+    #[response(
+        status = 401,
+        description = "No or unknown API key (when keys are configured)"
+    )]
+    Unauthorized(Error),
+    #[response(status = 413, description = "Body over the limit")]
+    PayloadTooLarge(Error),
+    #[response(
+        status = 422,
+        description = "Idempotency key reused with a different request"
+    )]
+    IdempotencyMismatch(Error),
+    #[response(
+        status = 429,
+        description = "Too many requests",
+        headers(("Retry-After" = u64, description = "Seconds to wait"))
+    )]
+    TooManyRequests(Error),
+    #[response(status = 503, description = "Storage unavailable: nothing was changed")]
+    StorageUnavailable(Error),
 }
 
 #[derive(ToSchema)]
