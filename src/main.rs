@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use actix_web::rt::signal::{ctrl_c, unix};
 use event_booking::configuration::Settings;
-use event_booking::startup::Application;
+use event_booking::startup::{Application, LISTENING};
 use futures::future::select;
 
 fn main() -> ExitCode {
@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     let served = actix_web::rt::System::new().block_on(async move {
         let app = Application::build(settings)?;
         // On stdout, for whoever started us (tests, scripts): the port may have been 0.
-        println!("event-booking listening on http://{}", app.address());
+        println!("{LISTENING}http://{}", app.address());
         let _ = std::io::stdout().flush();
         app.run_until(shutdown_signal()).await?;
         Ok::<_, Box<dyn std::error::Error>>(())

@@ -30,6 +30,10 @@ pub enum StartupError {
     },
 }
 
+/// What the server prints on stdout, followed by its URL, once it listens: the
+/// port may have been 0, so scripts and tests read it from there.
+pub const LISTENING: &str = "event-booking listening on ";
+
 /// A server that has recovered its events and listens, but is not yet serving.
 pub struct Application {
     address: SocketAddr,

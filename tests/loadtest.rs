@@ -18,6 +18,23 @@ fn loadtest(args: &[&str]) -> Output {
         .expect("the loadtest binary runs")
 }
 
+/// The JSON report of a run that must have succeeded and verified cleanly.
+fn verified_report(output: &Output, scenario: &str) -> Value {
+    assert!(
+        output.status.success(),
+        "{scenario}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = json_report(output);
+    assert_eq!(
+        report["verification"],
+        json!({"checked": true, "violations": []}),
+        "{scenario}"
+    );
+    assert_eq!(report["outcomes"]["errors"], 0, "{scenario}");
+    report
+}
+
 fn json_report(output: &Output) -> Value {
     let stdout = String::from_utf8_lossy(&output.stdout);
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
@@ -42,18 +59,7 @@ fn every_scenario_verifies_against_the_real_server() {
             "16",
             "--json",
         ]);
-        assert!(
-            output.status.success(),
-            "{scenario}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let report = json_report(&output);
-        assert_eq!(
-            report["verification"],
-            json!({"checked": true, "violations": []}),
-            "{scenario}"
-        );
-        assert_eq!(report["outcomes"]["errors"], 0, "{scenario}");
+        let report = verified_report(&output, scenario);
         assert_eq!(
             report["statusCodes"]
                 .as_object()
@@ -95,18 +101,7 @@ fn idempotency_keys_on_every_request_still_verify() {
             "--idempotency-keys",
             "--json",
         ]);
-        assert!(
-            output.status.success(),
-            "{scenario}: {}",
-            String::from_utf8_lossy(&output.stdout)
-        );
-        let report = json_report(&output);
-        assert_eq!(
-            report["verification"],
-            json!({"checked": true, "violations": []}),
-            "{scenario}"
-        );
-        assert_eq!(report["outcomes"]["errors"], 0, "{scenario}");
+        verified_report(&output, scenario);
     }
 }
 

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::startup::LISTENING;
+
 /// A server process of our own, stopped (SIGTERM) when dropped.
 pub struct SpawnedServer {
     child: Child,
@@ -83,11 +85,7 @@ fn launch(dir: &TempDir) -> Result<(Child, String), String> {
     let stdout = child.stdout.take().expect("stdout is piped");
     let url = BufReader::new(stdout)
         .lines()
-        .find_map(|line| {
-            line.ok()?
-                .strip_prefix("event-booking listening on ")
-                .map(str::to_string)
-        })
+        .find_map(|line| line.ok()?.strip_prefix(LISTENING).map(str::to_string))
         .ok_or_else(|| format!("{} exited before listening", binary.display()))?;
     Ok((child, url))
 }

@@ -180,7 +180,7 @@ fn begin(
     req: &HttpRequest,
     body: &[u8],
 ) -> Result<Result<Option<Ticket>, HttpResponse>, ApiError> {
-    Ok(match idempotency.clone().into_inner().begin(req, body)? {
+    Ok(match idempotency.begin(req, body)? {
         None => Ok(None),
         Some(Begin::Execute(ticket)) => Ok(Some(ticket)),
         Some(Begin::Replay(answer)) => Err(replay(&answer)),

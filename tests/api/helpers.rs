@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use awc::http::StatusCode;
+use event_booking::startup::LISTENING;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
@@ -92,7 +93,7 @@ impl TestApp {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(address) = line.strip_prefix("event-booking listening on ") {
+                if let Some(address) = line.strip_prefix(LISTENING) {
                     let _ = tx.send(address.to_string());
                 }
             }
@@ -230,6 +231,14 @@ impl TestApp {
 
     pub async fn status(&self, event: &str) -> Answer {
         self.get(&format!("/api/status/{event}")).await
+    }
+
+    /// Booked tickets and waiting users of `event`, as its status reports them.
+    pub async fn counts(&self, event: &str) -> (u64, u64) {
+        let status = self.status(event).await;
+        assert_eq!(status.status, 200, "status of {event}: {:?}", status.body);
+        let count = |field: &str| status.body[field].as_u64().expect("a count");
+        (count("bookedTickets"), count("waitingListCount"))
     }
 
     /// `user` goes into the path as given: percent-encode it first where needed.

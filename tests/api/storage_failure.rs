@@ -7,18 +7,9 @@ use futures::future::join_all;
 use rusqlite::Connection;
 use serde_json::json;
 
-use crate::helpers::{spawn_app_with, TestApp};
+use crate::helpers::spawn_app_with;
 
 const UNAVAILABLE: &str = "Storage unavailable";
-
-async fn counts(app: &TestApp, event: &str) -> (u64, u64) {
-    let status = app.status(event).await;
-    assert_eq!(status.status, 200, "reads keep working: {:?}", status.body);
-    (
-        status.body["bookedTickets"].as_u64().unwrap(),
-        status.body["waitingListCount"].as_u64().unwrap(),
-    )
-}
 
 #[actix_web::test]
 async fn a_database_locked_too_long_refuses_writes_until_released() {
@@ -42,7 +33,7 @@ async fn a_database_locked_too_long_refuses_writes_until_released() {
     assert_eq!(app.initialize(json!(2), 5).await.status, 503);
 
     // Reads work, and show only what is stored.
-    assert_eq!(counts(&app, "1").await, (1, 0));
+    assert_eq!(app.counts("1").await, (1, 0));
     assert_eq!(app.user_status("1", "a").await.body["status"], "booked");
     assert_eq!(app.user_status("1", "b").await.status, 404);
     assert_eq!(app.status("2").await.status, 404);
@@ -56,7 +47,7 @@ async fn a_database_locked_too_long_refuses_writes_until_released() {
     assert_eq!(app.initialize(json!(2), 5).await.status, 201);
 
     app.restart();
-    assert_eq!(counts(&app, "1").await, (2, 1));
+    assert_eq!(app.counts("1").await, (2, 1));
     assert_eq!(app.user_status("1", "s1").await.status, 404);
 }
 
@@ -79,7 +70,7 @@ async fn a_full_disk_refuses_writes_and_acknowledges_only_what_is_stored() {
     assert!(!acknowledged.is_empty());
     let stored = acknowledged.len() as u64;
     assert_eq!(
-        counts(&app, "1").await,
+        app.counts("1").await,
         (stored, 0),
         "nothing unstored is counted"
     );
@@ -89,12 +80,12 @@ async fn a_full_disk_refuses_writes_and_acknowledges_only_what_is_stored() {
         app.book(json!(1), json!(refused)).await.body,
         json!({"error": UNAVAILABLE})
     );
-    assert_eq!(counts(&app, "1").await, (stored, 0));
+    assert_eq!(app.counts("1").await, (stored, 0));
 
     // Room again (here: the cap lifted), and writes work; every acknowledged booking is there.
     app.set_env("BOOKING_MAX_PAGE_COUNT", None);
     app.restart();
-    assert_eq!(counts(&app, "1").await, (stored, 0));
+    assert_eq!(app.counts("1").await, (stored, 0));
     assert_eq!(
         app.user_status("1", &acknowledged[stored as usize - 1])
             .await
@@ -139,7 +130,7 @@ async fn failures_amid_a_storm_acknowledge_exactly_what_is_stored() {
 
     app.set_env("BOOKING_MAX_PAGE_COUNT", None);
     app.restart();
-    let (booked, waiting) = counts(&app, "1").await;
+    let (booked, waiting) = app.counts("1").await;
     assert_eq!(
         booked + waiting,
         acknowledged.len() as u64,
