@@ -26,8 +26,15 @@ pub struct Settings {
     pub busy_timeout_ms: u64,
     pub max_page_count: u32,
     pub body_limit: usize,
+    pub mailbox_capacity: usize,
+    pub store_backlog: usize,
+    pub request_timeout_ms: u64,
+    pub client_request_timeout_ms: u64,
+    pub keep_alive_secs: u64,
+    pub max_connections: usize,
     pub shutdown_timeout_secs: u64,
     pub log_level: String,
+    pub log_requests: bool,
     pub auth: AuthSettings,
     pub rate_limit: RateLimitSettings,
     pub cors: CorsSettings,
@@ -159,6 +166,12 @@ impl Settings {
         }
         if self.commit_batch_limit == 0 {
             return fail("commit_batch_limit must be at least 1");
+        }
+        if self.mailbox_capacity == 0 || self.store_backlog == 0 || self.max_connections == 0 {
+            return fail("mailbox_capacity, store_backlog and max_connections must be at least 1");
+        }
+        if self.request_timeout_ms == 0 || self.client_request_timeout_ms == 0 {
+            return fail("request_timeout_ms and client_request_timeout_ms must be at least 1");
         }
         if self.body_limit < 256 {
             return fail("body_limit must be at least 256 bytes");

@@ -1,12 +1,11 @@
 //! The one error shape on the wire: `{"error": "...", "details": "..."}`.
 
-use actix::MailboxError;
 use actix_web::http::header::{ContentType, ALLOW, RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
-use crate::actors::{BookingError, InitializeError};
+use crate::actors::BookingError;
 use crate::booking::Refusal;
 
 /// Every error a route answers with. The `Display` text is the `error` field.
@@ -33,6 +32,12 @@ pub enum ApiError {
     /// An event actor could not be reached (the server is stopping).
     #[error("Service unavailable")]
     ServiceUnavailable,
+    /// A queue was full: refused at once, nothing changed.
+    #[error("Server busy")]
+    ServerBusy,
+    /// No answer in time; a book or cancel may still be stored.
+    #[error("Request timed out")]
+    TimedOut,
     /// No API key, or an unknown one.
     #[error("Unauthorized")]
     Unauthorized,
@@ -72,9 +77,10 @@ impl ResponseError for ApiError {
             ApiError::EventAlreadyInitialized
             | ApiError::AlreadyBooked
             | ApiError::AlreadyWaiting => StatusCode::CONFLICT,
-            ApiError::StorageUnavailable | ApiError::ServiceUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::StorageUnavailable
+            | ApiError::ServiceUnavailable
+            | ApiError::ServerBusy
+            | ApiError::TimedOut => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
@@ -91,7 +97,9 @@ impl ResponseError for ApiError {
             ApiError::TooManyRequests { retry_after_secs } => {
                 response.insert_header((RETRY_AFTER, *retry_after_secs))
             }
-            ApiError::IdempotencyInFlight => response.insert_header((RETRY_AFTER, 1)),
+            ApiError::IdempotencyInFlight | ApiError::ServerBusy | ApiError::TimedOut => {
+                response.insert_header((RETRY_AFTER, 1))
+            }
             ApiError::MethodNotAllowed { allow } => response.insert_header((ALLOW, *allow)),
             _ => &mut response,
         };
@@ -106,6 +114,9 @@ impl ApiError {
             ApiError::InvalidInput(details) | ApiError::PayloadTooLarge(details) => {
                 Some(details.as_str())
             }
+            ApiError::TimedOut => Some(
+                "no answer in time; a book or cancel may still be stored: check the status, or retry with the same Idempotency-Key",
+            ),
             _ => None,
         };
         serde_json::to_vec(&ErrorBody {
@@ -119,6 +130,7 @@ impl ApiError {
 impl From<Refusal> for ApiError {
     fn from(refusal: Refusal) -> Self {
         match refusal {
+            Refusal::AlreadyInitialized => ApiError::EventAlreadyInitialized,
             Refusal::AlreadyBooked => ApiError::AlreadyBooked,
             Refusal::AlreadyWaiting => ApiError::AlreadyWaiting,
             Refusal::BookingNotFound => ApiError::BookingNotFound,
@@ -131,22 +143,12 @@ impl From<BookingError> for ApiError {
         match error {
             BookingError::Refused(refusal) => refusal.into(),
             BookingError::StorageUnavailable => ApiError::StorageUnavailable,
+            BookingError::Busy => ApiError::ServerBusy,
+            BookingError::TimedOut => {
+                log::warn!("a request timed out waiting for its event or the store");
+                ApiError::TimedOut
+            }
+            BookingError::Stopped => ApiError::ServiceUnavailable,
         }
-    }
-}
-
-impl From<InitializeError> for ApiError {
-    fn from(error: InitializeError) -> Self {
-        match error {
-            InitializeError::AlreadyInitialized => ApiError::EventAlreadyInitialized,
-            InitializeError::StorageUnavailable => ApiError::StorageUnavailable,
-        }
-    }
-}
-
-impl From<MailboxError> for ApiError {
-    fn from(error: MailboxError) -> Self {
-        log::warn!("an event actor did not answer: {error}");
-        ApiError::ServiceUnavailable
     }
 }

@@ -18,6 +18,7 @@
 //! - [`ids`]: event and user ids, validated at the edge.
 //! - [`idempotency`]: idempotent retries: keys in flight, answers to replay.
 //! - [`error`]: the one JSON error shape of the API.
+//! - [`telemetry`]: Prometheus metrics (`GET /metrics`) and the per-request log line.
 //! - [`loadtest`]: the load generator behind `src/bin/loadtest.rs`, which
 //!   verifies the booking invariants after the load.
 
@@ -31,3 +32,4 @@ pub mod loadtest;
 pub mod routes;
 pub mod startup;
 pub mod storage;
+pub mod telemetry;

@@ -1,13 +1,36 @@
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::pin::pin;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use actix_web::rt::signal::{ctrl_c, unix};
+use clap::{Parser, Subcommand};
 use event_booking::configuration::Settings;
 use event_booking::startup::{Application, LISTENING};
+use event_booking::telemetry::REQUEST_LOG;
 use futures::future::select;
 
+/// Sells event tickets over HTTP. Settings: config/default.toml (built in), a
+/// file named by BOOKING_CONFIG, then BOOKING_* environment variables.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve (the default).
+    Serve,
+    /// Calls GET /health on the configured port of this host; exit 0 if it
+    /// answers 200, else 1. For a container HEALTHCHECK without curl.
+    Healthcheck,
+}
+
 fn main() -> ExitCode {
+    let cli = Cli::parse();
     let settings = match Settings::load() {
         Ok(settings) => settings,
         Err(error) => {
@@ -15,10 +38,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or(&settings.log_level),
-    )
-    .init();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(settings),
+        Command::Healthcheck => healthcheck(&settings),
+    }
+}
+
+fn serve(settings: Settings) -> ExitCode {
+    // The request lines are `info` too: quiet unless asked for (or RUST_LOG says otherwise).
+    let mut filter = settings.log_level.clone();
+    if !settings.log_requests {
+        filter.push_str(&format!(",{REQUEST_LOG}=warn"));
+    }
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(filter)).init();
     log::info!("configuration: {settings:?}");
 
     let served = actix_web::rt::System::new().block_on(async move {
@@ -50,4 +82,44 @@ async fn shutdown_signal() {
             let _ = ctrl_c().await;
         }
     }
+}
+
+/// A plain HTTP/1.1 GET over std's TCP: no client library, no runtime.
+fn healthcheck(settings: &Settings) -> ExitCode {
+    // A server listening on every interface is reached on loopback.
+    let host = match settings.host {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let address = SocketAddr::new(host, settings.port);
+    match get_health(address) {
+        Ok(status_line) if status_line.split_whitespace().nth(1) == Some("200") => {
+            ExitCode::SUCCESS
+        }
+        Ok(status_line) => {
+            eprintln!("event-booking healthcheck: {address} answered {status_line:?}");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("event-booking healthcheck: {address}: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The status line of `GET /health` at `address`.
+fn get_health(address: SocketAddr) -> std::io::Result<String> {
+    const TIMEOUT: Duration = Duration::from_secs(3);
+    let mut stream = TcpStream::connect_timeout(&address, TIMEOUT)?;
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    stream.set_write_timeout(Some(TIMEOUT))?;
+    write!(
+        stream,
+        "GET /health HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = Vec::new();
+    stream.take(4096).read_to_end(&mut answer)?;
+    let answer = String::from_utf8_lossy(&answer);
+    Ok(answer.lines().next().unwrap_or_default().to_string())
 }

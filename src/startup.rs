@@ -13,11 +13,12 @@ use actix_web::middleware::{from_fn, Condition};
 use actix_web::{web, App, HttpServer};
 use futures::future::{select, Either};
 
-use crate::actors::{EventRegistry, Flush, ForgetAnswers, OrderStore};
+use crate::actors::{EventRegistry, Flush, ForgetAnswers, Limits, OrderStore};
 use crate::configuration::Settings;
 use crate::idempotency::Idempotency;
 use crate::routes::{self, Access, BodyLimit};
 use crate::storage::{Database, StorageError};
+use crate::telemetry::{self, StoreMetrics};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -61,22 +62,35 @@ impl Application {
             .load_answers(Idempotency::cutoff_for(retention))
             .map_err(database_error)?;
         let idempotency = web::Data::from(Arc::new(Idempotency::new(retention, answers)));
+        let metrics = telemetry::install();
+        let store_metrics = StoreMetrics::new(recovered.iter().map(|(_, state)| state.summary()));
 
         // SQLite calls block: the store gets a thread of its own.
         let store_thread = Arbiter::new();
         let batch_limit = settings.commit_batch_limit;
         let store = OrderStore::start_in_arbiter(&store_thread.handle(), move |_| {
-            OrderStore::new(database, batch_limit)
+            OrderStore::new(database, batch_limit, store_metrics)
         });
         let mut arbiters: Vec<Arbiter> = (0..or_cores(settings.actor_threads))
             .map(|_| Arbiter::new())
             .collect();
         let handles = arbiters.iter().map(Arbiter::handle).collect();
         arbiters.push(store_thread);
-        let registry = web::Data::new(EventRegistry::new(store.clone(), handles, recovered));
+        let limits = Limits {
+            mailbox_capacity: settings.mailbox_capacity,
+            store_backlog: settings.store_backlog,
+            request_timeout: Duration::from_millis(settings.request_timeout_ms),
+        };
+        let registry = web::Data::new(EventRegistry::new(
+            store.clone(),
+            handles,
+            recovered,
+            limits,
+        ));
+        let path = std::fs::canonicalize(&settings.database)
+            .map_or_else(|_| settings.database.clone(), |p| p.display().to_string());
         log::info!(
-            "recovered {events} events from {} in {:?}",
-            settings.database,
+            "database {path}: recovered {events} events in {:?}",
             started.elapsed()
         );
 
@@ -92,6 +106,17 @@ impl Application {
         if access.is_open() {
             log::warn!("no API keys configured: anyone who reaches this server may create events and cancel bookings");
         }
+        // Histograms are buffered until drained; scrapes drain them too, but may not come.
+        actix_web::rt::spawn({
+            let metrics = metrics.clone();
+            async move {
+                let mut every_5s = actix_web::rt::time::interval(Duration::from_secs(5));
+                loop {
+                    every_5s.tick().await;
+                    metrics.run_upkeep();
+                }
+            }
+        });
         // Housekeeping: idle rate-limit clients and expired idempotency answers.
         actix_web::rt::spawn({
             let (access, idempotency, store) = (access.clone(), idempotency.clone(), store.clone());
@@ -116,11 +141,14 @@ impl Application {
             log::warn!("CORS allows any origin: pages on every site may call this API");
         }
         let (body_limit, cors) = (settings.body_limit, settings.cors.clone());
+        let (metrics, probe_store) = (web::Data::new(metrics), web::Data::new(store.clone()));
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(registry.clone())
                 .app_data(access.clone())
                 .app_data(idempotency.clone())
+                .app_data(metrics.clone())
+                .app_data(probe_store.clone())
                 .app_data(web::PayloadConfig::new(body_limit))
                 .app_data(BodyLimit(body_limit))
                 .configure(routes::configure)
@@ -131,8 +159,12 @@ impl Application {
                     routes::cors(&cors),
                 ))
                 .wrap(from_fn(routes::json_errors))
+                .wrap(from_fn(routes::observe))
         })
         .workers(or_cores(settings.workers))
+        .max_connections(settings.max_connections)
+        .client_request_timeout(Duration::from_millis(settings.client_request_timeout_ms))
+        .keep_alive(Duration::from_secs(settings.keep_alive_secs))
         .shutdown_timeout(settings.shutdown_timeout_secs)
         // Signals are ours: the store must flush before the System stops.
         .disable_signals()

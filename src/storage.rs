@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, DropBehavior, OptionalExtension, TransactionBehavior};
 
 use crate::booking::{EventState, OrderUpdate};
 use crate::configuration::{Settings, Synchronous};
@@ -22,7 +22,7 @@ use crate::idempotency::{Answer, KeyId, StoredAnswer};
 use crate::ids::EventId;
 
 /// Stored in `PRAGMA user_version`; a file with a newer version is refused.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE events (
@@ -51,6 +51,21 @@ CREATE TABLE idempotency (
     stored_at   INTEGER NOT NULL
 );
 ";
+
+/// Version 3: one row that the readiness probe rewrites, so that `/ready`
+/// proves a transaction really reaches the disk.
+const READINESS_SCHEMA: &str = "
+CREATE TABLE readiness (
+    id         INTEGER PRIMARY KEY,
+    checked_at INTEGER NOT NULL,
+    -- Only ever written in a savepoint that is rolled back: the room test.
+    room       BLOB
+);
+INSERT INTO readiness (id, checked_at) VALUES (1, 0);
+";
+
+/// Room the readiness probe asks for, in pages: a few bookings' worth.
+const PROBE_PAGES: i64 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -146,7 +161,7 @@ impl Database {
                             OrderUpdate::Waiting(user) => {
                                 append.execute(params![event, user.as_ref(), "waiting"])?
                             }
-                            OrderUpdate::Cancelled(user) => {
+                            OrderUpdate::Cancelled(user) | OrderUpdate::LeftWaitingList(user) => {
                                 append.execute(params![event, user.as_ref(), "cancelled"])?
                             }
                             OrderUpdate::Reassigned {
@@ -183,6 +198,30 @@ impl Database {
                 ])?;
             }
         }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The readiness probe: a transaction that must find room for a few new
+    /// pages (tried in a savepoint and rolled back, so the file does not grow)
+    /// and then commits a one-row update, through the WAL and its fsync.
+    /// Fails when the database is full (`max_page_count`, or the disk) or
+    /// cannot be written at all.
+    pub fn check_writable(&self) -> Result<(), StorageError> {
+        let mut conn = self.pool.get()?;
+        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut room = tx.savepoint()?;
+        room.set_drop_behavior(DropBehavior::Rollback);
+        room.execute(
+            "INSERT INTO readiness (id, checked_at, room)
+             VALUES (2, 0, zeroblob(?1 * (SELECT page_size FROM pragma_page_size())))",
+            [PROBE_PAGES],
+        )?;
+        room.finish()?;
+        tx.execute(
+            "UPDATE readiness SET checked_at = unixepoch() WHERE id = 1",
+            [],
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -295,6 +334,9 @@ fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
     }
     if version < 2 {
         tx.execute_batch(IDEMPOTENCY_SCHEMA)?;
+    }
+    if version < 3 {
+        tx.execute_batch(READINESS_SCHEMA)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;

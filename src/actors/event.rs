@@ -15,7 +15,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use futures::channel::oneshot;
 
-use super::order_store::{NotStored, OrderStore, Origin, Persist, Reload};
+use super::order_store::{Backlog, NotStored, OrderStore, Origin, Persist, QueueSlot, Reload};
 use crate::booking::{
     BookOutcome, CancelOutcome, EventState, OrderUpdate, Refusal, Summary, UserStatus,
 };
@@ -29,6 +29,14 @@ pub enum BookingError {
     Refused(Refusal),
     /// The change, or a change it built on, was not stored.
     StorageUnavailable,
+    /// A queue on the way (the event's mailbox, the store's backlog) was
+    /// full: nothing was decided, the client may retry.
+    Busy,
+    /// No answer within the internal time-out. The change may still be
+    /// committed: the client can find out, or retry with an `Idempotency-Key`.
+    TimedOut,
+    /// The actor is gone: the server is stopping.
+    Stopped,
 }
 
 /// Where a book or cancel is answered: once its change is committed, or at
@@ -82,6 +90,11 @@ pub struct EventActor {
     id: EventId,
     state: EventState,
     store: Addr<OrderStore>,
+    /// A place in the store's queue is taken before deciding, so a store
+    /// that is far behind refuses new work instead of queueing it.
+    backlog: Arc<Backlog>,
+    /// Messages this actor's mailbox holds before senders are refused.
+    mailbox_capacity: usize,
     /// Counts failed commits; a change carries the generation it was decided
     /// in, so the store can refuse the ones decided on top of a failure.
     generation: u64,
@@ -92,11 +105,19 @@ pub struct EventActor {
 }
 
 impl EventActor {
-    pub fn new(id: EventId, state: EventState, store: Addr<OrderStore>) -> Self {
+    pub fn new(
+        id: EventId,
+        state: EventState,
+        store: Addr<OrderStore>,
+        backlog: Arc<Backlog>,
+        mailbox_capacity: usize,
+    ) -> Self {
         EventActor {
             id,
             state,
             store,
+            backlog,
+            mailbox_capacity,
             generation: 0,
             stale: false,
         }
@@ -110,6 +131,7 @@ impl EventActor {
         decided: Result<(T, OrderUpdate), Refusal>,
         reply: Reply<T>,
         recorder: Option<Recorder<T, Refusal>>,
+        slot: QueueSlot,
         ctx: &Context<Self>,
     ) {
         let (result, change) = match decided {
@@ -144,6 +166,7 @@ impl EventActor {
             answer,
             origin: Some(origin),
             done,
+            slot,
         });
     }
 
@@ -181,10 +204,22 @@ impl EventActor {
         }
         Ok(())
     }
+
+    /// Before deciding a book or cancel: the state is fresh and the store has
+    /// room for the change.
+    fn ready_to_decide(&mut self, ctx: &mut Context<Self>) -> Result<QueueSlot, BookingError> {
+        self.check_fresh(ctx)?;
+        self.backlog.reserve().ok_or(BookingError::Busy)
+    }
 }
 
 impl Actor for EventActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Routes send with `try_send`, which refuses once this many wait.
+        ctx.set_mailbox_capacity(self.mailbox_capacity);
+    }
 }
 
 impl Handler<Book> for EventActor {
@@ -199,12 +234,15 @@ impl Handler<Book> for EventActor {
         }: Book,
         ctx: &mut Context<Self>,
     ) {
-        if let Err(error) = self.check_fresh(ctx) {
-            let _ = reply.send(Err(error));
-            return;
-        }
+        let slot = match self.ready_to_decide(ctx) {
+            Ok(slot) => slot,
+            Err(error) => {
+                let _ = reply.send(Err(error));
+                return;
+            }
+        };
         let decided = self.state.book(&user);
-        self.answer(decided, reply, recorder, ctx);
+        self.answer(decided, reply, recorder, slot, ctx);
     }
 }
 
@@ -220,12 +258,15 @@ impl Handler<Cancel> for EventActor {
         }: Cancel,
         ctx: &mut Context<Self>,
     ) {
-        if let Err(error) = self.check_fresh(ctx) {
-            let _ = reply.send(Err(error));
-            return;
-        }
+        let slot = match self.ready_to_decide(ctx) {
+            Ok(slot) => slot,
+            Err(error) => {
+                let _ = reply.send(Err(error));
+                return;
+            }
+        };
         let decided = self.state.cancel(&user);
-        self.answer(decided, reply, recorder, ctx);
+        self.answer(decided, reply, recorder, slot, ctx);
     }
 }
 

@@ -11,6 +11,9 @@
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
 
@@ -19,6 +22,45 @@ use crate::booking::EventState;
 use crate::idempotency::Pending;
 use crate::ids::EventId;
 use crate::storage::{Change, Database, StorageError};
+use crate::telemetry::{self, StoreMetrics};
+
+/// Bounds the changes handed to the store and not yet answered. An event
+/// actor takes a place *before* it decides: when the store is this far
+/// behind, the request is refused with 503 and nothing is decided, instead of
+/// every later answer waiting longer and longer.
+pub struct Backlog {
+    queued: AtomicUsize,
+    limit: usize,
+}
+
+impl Backlog {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Backlog {
+            queued: AtomicUsize::new(0),
+            limit,
+        })
+    }
+
+    /// A place in the store's queue, or `None` (counted as a rejection) when it is full.
+    pub fn reserve(self: &Arc<Self>) -> Option<QueueSlot> {
+        if self.queued.fetch_add(1, Ordering::Relaxed) >= self.limit {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            telemetry::queue_full("store");
+            return None;
+        }
+        Some(QueueSlot(self.clone()))
+    }
+}
+
+/// A place in the store's queue, given back when the `Persist` holding it
+/// is answered and dropped (or never sent).
+pub struct QueueSlot(Arc<Backlog>);
+
+impl Drop for QueueSlot {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// The change was not stored; the cause is logged where it happened.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +90,8 @@ pub struct Persist {
     /// `None` for what no event actor decided (a new event, an unknown one).
     pub origin: Option<Origin>,
     pub done: OnCommit,
+    /// Its place in the bounded queue, freed once it is answered.
+    pub slot: QueueSlot,
 }
 
 /// Read one event as stored, after every change queued before this message.
@@ -69,6 +113,11 @@ pub struct ForgetAnswers {
     pub cutoff: i64,
 }
 
+/// Readiness: can a transaction that needs new pages commit? `Err` says why not.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct CheckWritable;
+
 /// Commits what is queued (sent to itself once the mailbox is drained).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -86,16 +135,19 @@ pub struct OrderStore {
     /// Changes decided before an event's failed commit build on state that was
     /// never stored, so they are refused without being written.
     valid_from: HashMap<EventId, u64>,
+    /// What was committed, for `/metrics`.
+    metrics: StoreMetrics,
 }
 
 impl OrderStore {
-    pub fn new(database: Database, batch_limit: usize) -> Self {
+    pub fn new(database: Database, batch_limit: usize, metrics: StoreMetrics) -> Self {
         OrderStore {
             database,
             queue: Vec::new(),
             commit_scheduled: false,
             batch_limit,
             valid_from: HashMap::new(),
+            metrics,
         }
     }
 
@@ -122,11 +174,16 @@ impl OrderStore {
             .iter()
             .filter_map(|persist| persist.answer.as_ref().map(|answer| &answer.stored));
         // A panic must not lose the answers: treat it as a failed (rolled back) commit.
+        let started = Instant::now();
         let committed = catch_unwind(AssertUnwindSafe(|| self.database.commit(changes, answers)))
             .unwrap_or_else(|_| Err(StorageError::Inconsistent("the commit panicked".into())));
         match committed {
             Ok(()) => {
+                self.metrics.committed(writes.len(), started.elapsed());
                 for persist in writes {
+                    if let Some(change) = &persist.change {
+                        self.metrics.stored(change);
+                    }
                     // Replayable before the client hears the answer and may retry.
                     if let Some(answer) = persist.answer {
                         answer.committed();
@@ -149,6 +206,7 @@ impl OrderStore {
     /// After a failed transaction: voids what its events decided since, tells
     /// them to reload, and answers its changes.
     fn fail(&mut self, error: StorageError, writes: Vec<Persist>) {
+        self.metrics.failed();
         log::error!(
             "commit of {} changes failed, none stored: {error}",
             writes.len()
@@ -219,6 +277,19 @@ impl Handler<ForgetAnswers> for OrderStore {
             Ok(forgotten) => log::info!("forgot {forgotten} expired idempotency answers"),
             Err(error) => log::warn!("could not forget expired idempotency answers: {error}"),
         }
+    }
+}
+
+impl Handler<CheckWritable> for OrderStore {
+    type Result = Result<(), String>;
+
+    fn handle(&mut self, _: CheckWritable, _: &mut Context<Self>) -> Self::Result {
+        // Behind the changes already queued: the probe waits its turn like a booking.
+        self.commit_all();
+        self.database.check_writable().map_err(|error| {
+            log::warn!("not ready: the database cannot be written: {error}");
+            error.to_string()
+        })
     }
 }
 

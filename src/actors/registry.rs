@@ -1,23 +1,33 @@
 //! Finds an event's actor by its id, and creates events.
 
+use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+use std::time::Duration;
 
+use actix::dev::SendError;
 use actix::prelude::*;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use futures::channel::oneshot;
 
-use super::event::{EventActor, Recorder};
-use super::order_store::{NotStored, OrderStore, Persist};
-use crate::booking::EventState;
+use super::event::{BookingError, EventActor, Recorder, Reply};
+use super::order_store::{Backlog, NotStored, OrderStore, Persist};
+use crate::booking::{EventState, Refusal};
 use crate::idempotency::Pending;
 use crate::ids::EventId;
 use crate::storage::Change;
+use crate::telemetry;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InitializeError {
-    AlreadyInitialized,
-    StorageUnavailable,
+/// The limits of the booking path, from the settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Messages an event actor's mailbox holds before requests are refused.
+    pub mailbox_capacity: usize,
+    /// Changes waiting for the store before requests are refused.
+    pub store_backlog: usize,
+    /// Longest wait for an actor's answer before the request gets 503.
+    pub request_timeout: Duration,
 }
 
 enum Slot {
@@ -35,6 +45,9 @@ pub struct EventRegistry {
     arbiters: Vec<ArbiterHandle>,
     placement: RandomState,
     store: Addr<OrderStore>,
+    /// Shared with every event actor: the bound on the store's queue.
+    backlog: Arc<Backlog>,
+    limits: Limits,
 }
 
 impl EventRegistry {
@@ -43,6 +56,7 @@ impl EventRegistry {
         store: Addr<OrderStore>,
         arbiters: Vec<ArbiterHandle>,
         recovered: Vec<(EventId, EventState)>,
+        limits: Limits,
     ) -> Self {
         assert!(
             !arbiters.is_empty(),
@@ -53,6 +67,8 @@ impl EventRegistry {
             arbiters,
             placement: RandomState::new(),
             store,
+            backlog: Backlog::new(limits.store_backlog),
+            limits,
         };
         for (id, state) in recovered {
             let actor = registry.start_actor(id.clone(), state);
@@ -76,8 +92,8 @@ impl EventRegistry {
         &self,
         id: EventId,
         total_tickets: u32,
-        recorder: Option<Recorder<(), InitializeError>>,
-    ) -> Result<(), InitializeError> {
+        recorder: Option<Recorder<(), Refusal>>,
+    ) -> Result<(), BookingError> {
         let taken = match self.events.entry(id.clone()) {
             Entry::Occupied(_) => true,
             Entry::Vacant(slot) => {
@@ -86,39 +102,33 @@ impl EventRegistry {
             }
         };
         if taken {
-            let refused = Err(InitializeError::AlreadyInitialized);
-            let Some(record) = recorder else {
-                return refused;
-            };
-            return match self
-                .store_answer(record(refused.as_ref().map_err(|e| *e)))
-                .await
-            {
-                Ok(()) => refused,
-                Err(NotStored) => Err(InitializeError::StorageUnavailable),
-            };
+            let refusal = Refusal::AlreadyInitialized;
+            if let Some(record) = recorder {
+                self.store_answer(record(Err(refusal))).await?;
+            }
+            return Err(BookingError::Refused(refusal));
         }
         let change = Change::CreateEvent {
             event: id.clone(),
             total_tickets,
         };
         let answer = recorder.map(|record| record(Ok(&())));
-        match self.persist(Some(change), answer).await {
+        let persisted = self.persist(Some(change), answer).await;
+        match persisted {
             Ok(()) => {
                 let actor = self.start_actor(id.clone(), EventState::new(total_tickets));
                 self.events.insert(id, Slot::Ready(actor));
-                Ok(())
             }
-            Err(NotStored) => {
+            Err(_) => {
                 self.events.remove(&id);
-                Err(InitializeError::StorageUnavailable)
             }
         }
+        persisted
     }
 
     /// Stores the answer of an idempotent request that changed nothing and
     /// reached no event actor (an unknown event, say).
-    pub async fn store_answer(&self, answer: Pending) -> Result<(), NotStored> {
+    pub async fn store_answer(&self, answer: Pending) -> Result<(), BookingError> {
         self.persist(None, Some(answer)).await
     }
 
@@ -126,7 +136,8 @@ impl EventRegistry {
         &self,
         change: Option<Change>,
         answer: Option<Pending>,
-    ) -> Result<(), NotStored> {
+    ) -> Result<(), BookingError> {
+        let slot = self.backlog.reserve().ok_or(BookingError::Busy)?;
         let (done, committed) = oneshot::channel();
         let done = Box::new(move |stored| {
             let _ = done.send(stored);
@@ -136,13 +147,74 @@ impl EventRegistry {
             answer,
             origin: None,
             done,
+            slot,
         });
-        committed.await.unwrap_or(Err(NotStored))
+        match committed.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(NotStored)) => Err(BookingError::StorageUnavailable),
+            Err(oneshot::Canceled) => Err(BookingError::Stopped),
+        }
+    }
+
+    /// Sends a book or cancel to `actor` and waits for its answer, which
+    /// comes once the change is committed (or at once if it is refused). A
+    /// full mailbox refuses at once; a slow answer times out.
+    pub async fn forward<M, T>(
+        &self,
+        actor: &Addr<EventActor>,
+        message: impl FnOnce(Reply<T>) -> M,
+    ) -> Result<T, BookingError>
+    where
+        M: Message<Result = ()> + Send + 'static,
+        EventActor: Handler<M>,
+    {
+        let (reply, answer) = oneshot::channel();
+        match actor.try_send(message(reply)) {
+            Ok(()) => {}
+            Err(SendError::Full(_)) => {
+                telemetry::queue_full("event");
+                return Err(BookingError::Busy);
+            }
+            Err(SendError::Closed(_)) => return Err(BookingError::Stopped),
+        }
+        self.within(async { answer.await.unwrap_or(Err(BookingError::Stopped)) })
+            .await
+    }
+
+    /// Asks `actor` a question (a read) and waits at most the time-out.
+    pub async fn ask<M, T>(&self, actor: &Addr<EventActor>, message: M) -> Result<T, BookingError>
+    where
+        M: Message<Result = Result<T, BookingError>> + Send + 'static,
+        M::Result: Send,
+        EventActor: Handler<M>,
+    {
+        match actor
+            .send(message)
+            .timeout(self.limits.request_timeout)
+            .await
+        {
+            Ok(answer) => answer,
+            Err(MailboxError::Timeout) => Err(BookingError::TimedOut),
+            Err(MailboxError::Closed) => Err(BookingError::Stopped),
+        }
+    }
+
+    /// `work`, or `TimedOut` once the request time-out has passed.
+    pub async fn within<T>(
+        &self,
+        work: impl Future<Output = Result<T, BookingError>>,
+    ) -> Result<T, BookingError> {
+        actix_web::rt::time::timeout(self.limits.request_timeout, work)
+            .await
+            .unwrap_or(Err(BookingError::TimedOut))
     }
 
     fn start_actor(&self, id: EventId, state: EventState) -> Addr<EventActor> {
         let arbiter = &self.arbiters[self.placement.hash_one(&id) as usize % self.arbiters.len()];
-        let store = self.store.clone();
-        EventActor::start_in_arbiter(arbiter, move |_| EventActor::new(id, state, store))
+        let (store, backlog) = (self.store.clone(), self.backlog.clone());
+        let capacity = self.limits.mailbox_capacity;
+        EventActor::start_in_arbiter(arbiter, move |_| {
+            EventActor::new(id, state, store, backlog, capacity)
+        })
     }
 }

@@ -30,9 +30,11 @@ pub enum CancelOutcome {
     Reassigned { to: Arc<str> },
 }
 
-/// Why a book or cancel was refused; nothing changed.
+/// Why a request was refused; nothing changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
+    /// An initialize for an event that exists (or is being created).
+    AlreadyInitialized,
     AlreadyBooked,
     AlreadyWaiting,
     BookingNotFound,
@@ -43,7 +45,10 @@ pub enum Refusal {
 pub enum OrderUpdate {
     Booked(Arc<str>),
     Waiting(Arc<str>),
+    /// A ticket went back on sale: nobody was waiting for it.
     Cancelled(Arc<str>),
+    /// A waiting user gave up the place.
+    LeftWaitingList(Arc<str>),
     /// One step, two rows: `cancelled` gave up the ticket that `promoted` now holds.
     Reassigned {
         cancelled: Arc<str>,
@@ -165,8 +170,9 @@ impl EventState {
                 return Ok((CancelOutcome::Reassigned { to: promoted }, update));
             }
             self.booked -= 1;
+            return Ok((CancelOutcome::Cancelled, OrderUpdate::Cancelled(key)));
         }
-        Ok((CancelOutcome::Cancelled, OrderUpdate::Cancelled(key)))
+        Ok((CancelOutcome::Cancelled, OrderUpdate::LeftWaitingList(key)))
     }
 
     /// `None` for a user never seen at this event.
@@ -268,7 +274,10 @@ mod tests {
     fn cancelling_with_nobody_waiting_puts_the_ticket_back_on_sale() {
         let mut state = EventState::new(1);
         book(&mut state, "a").unwrap();
-        assert_eq!(state.cancel("a").unwrap().0, CancelOutcome::Cancelled);
+        assert_eq!(
+            state.cancel("a").unwrap(),
+            (CancelOutcome::Cancelled, OrderUpdate::Cancelled(user("a")))
+        );
         assert_eq!(state.summary().booked_tickets, 0);
         assert_eq!(book(&mut state, "b"), Ok(BookOutcome::Booked));
     }
@@ -282,7 +291,10 @@ mod tests {
         let (outcome, update) = state.cancel("c").unwrap();
         assert_eq!(
             (outcome, update),
-            (CancelOutcome::Cancelled, OrderUpdate::Cancelled(user("c")))
+            (
+                CancelOutcome::Cancelled,
+                OrderUpdate::LeftWaitingList(user("c"))
+            )
         );
         assert_eq!(
             state.user_status("d"),

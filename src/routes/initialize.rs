@@ -5,7 +5,8 @@ use serde_json::Value;
 
 use super::extract::{InitializeRequest, Valid};
 use super::{begin, failure, openapi, respond, success};
-use crate::actors::{EventRegistry, InitializeError, Recorder};
+use crate::actors::{BookingError, EventRegistry, Recorder};
+use crate::booking::Refusal;
 use crate::error::ApiError;
 use crate::idempotency::{Answer, Idempotency};
 
@@ -18,11 +19,7 @@ struct Initialized<'a> {
 }
 
 /// The answer to initializing an event: the response body, or the stored one.
-fn answer(
-    event_as_sent: &Value,
-    total_tickets: u32,
-    created: Result<&(), InitializeError>,
-) -> Answer {
+fn answer(event_as_sent: &Value, total_tickets: u32, created: Result<&(), Refusal>) -> Answer {
     match created {
         Ok(()) => {
             let body = Initialized {
@@ -68,17 +65,18 @@ pub async fn initialize(
     };
     let recorder = ticket.map(|ticket| {
         let event_as_sent = event_as_sent.clone();
-        Box::new(move |created: Result<&(), InitializeError>| {
+        Box::new(move |created: Result<&(), Refusal>| {
             ticket.answer(answer(&event_as_sent, total_tickets, created))
-        }) as Recorder<(), InitializeError>
+        }) as Recorder<(), Refusal>
     });
-    // A task of its own, so that a client hanging up cannot interrupt it half-way.
-    let created =
-        actix_web::rt::spawn(
-            async move { registry.initialize(event, total_tickets, recorder).await },
-        )
-        .await
-        .map_err(|_| ApiError::ServiceUnavailable)?;
-    created?;
+    // A task of its own, so that neither a client hanging up nor the time-out
+    // can interrupt it half-way.
+    let creating = actix_web::rt::spawn({
+        let registry = registry.clone();
+        async move { registry.initialize(event, total_tickets, recorder).await }
+    });
+    registry
+        .within(async { creating.await.unwrap_or(Err(BookingError::Stopped)) })
+        .await?;
     Ok(respond(&answer(&event_as_sent, total_tickets, Ok(&()))))
 }

@@ -7,12 +7,14 @@ mod cancel;
 mod extract;
 mod initialize;
 mod json_errors;
+mod observe;
 mod openapi;
+mod operations;
 mod status;
 
 use std::sync::Arc;
 
-use actix::{Addr, Handler, Message};
+use actix::{Handler, Message};
 use actix_cors::Cors;
 use actix_web::http::header::{
     ContentType, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER,
@@ -20,8 +22,6 @@ use actix_web::http::header::{
 use actix_web::http::StatusCode;
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use futures::channel::oneshot;
-use serde_json::json;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::actors::{EventActor, EventRegistry, Recorder, Reply};
@@ -34,13 +34,16 @@ pub use access::Access;
 pub use extract::BodyLimit;
 use extract::{OrderRequest, Valid};
 pub use json_errors::json_errors;
+pub use observe::observe;
 
-/// Mounts every route: `/health`, `/docs` and `/api/openapi.json` open to
-/// all, the API behind the access guard.
+/// Mounts every route: `/health`, `/ready`, `/metrics`, `/docs` and
+/// `/api/openapi.json` open to all, the API behind the access guard.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // The document and its UI are open to all, like /health; mounted before
     // the /api scope so that /api/openapi.json is not behind the guard.
-    cfg.service(resource("/health", "GET").route(web::get().to(health)))
+    cfg.service(resource("/health", "GET").route(web::get().to(operations::health)))
+        .service(resource("/ready", "GET").route(web::get().to(operations::ready)))
+        .service(resource("/metrics", "GET").route(web::get().to(operations::metrics)))
         .service(SwaggerUi::new("/docs/{_:.*}").url("/api/openapi.json", openapi::document()))
         .service(
             web::scope("/api")
@@ -99,30 +102,6 @@ pub async fn route_not_found() -> HttpResponse {
     ApiError::RouteNotFound.error_response()
 }
 
-/// Liveness: answers without touching any actor or the database.
-#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "Serving", body = openapi::Health)))]
-async fn health() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
-}
-
-/// Forwards a book or cancel to the event's actor and waits for its answer,
-/// which comes once the change is committed (or at once if it is refused).
-async fn forward<M, T>(
-    actor: &Addr<EventActor>,
-    message: impl FnOnce(Reply<T>) -> M,
-) -> Result<T, ApiError>
-where
-    M: Message<Result = ()> + Send + 'static,
-    EventActor: Handler<M>,
-{
-    let (reply, answer) = oneshot::channel();
-    actor.do_send(message(reply));
-    // No answer at all means the actor is gone: the server is stopping.
-    Ok(answer
-        .await
-        .map_err(|oneshot::Canceled| ApiError::ServiceUnavailable)??)
-}
-
 /// The answer as it goes out, and as an idempotent request's answer is stored.
 fn respond(answer: &Answer) -> HttpResponse {
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -166,9 +145,8 @@ async fn refuse(
 ) -> Result<HttpResponse, ApiError> {
     if let Some(ticket) = ticket {
         registry
-            .store_answer(ticket.answer(failure(&error)))
-            .await
-            .map_err(|_| ApiError::StorageUnavailable)?;
+            .within(registry.store_answer(ticket.answer(failure(&error))))
+            .await?;
     }
     Err(error)
 }
@@ -216,6 +194,8 @@ where
             as Recorder<T, Refusal>
     });
     let user = request.user.key().clone();
-    let outcome = forward(&actor, |reply| message(user, reply, recorder)).await?;
+    let outcome = registry
+        .forward(&actor, |reply| message(user, reply, recorder))
+        .await?;
     Ok(respond(&answer(&request.user, Ok(&outcome))))
 }

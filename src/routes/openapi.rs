@@ -187,14 +187,32 @@ pub enum PostErrors {
         headers(("Retry-After" = u64, description = "Seconds to wait"))
     )]
     TooManyRequests(Error),
-    #[response(status = 503, description = "Storage unavailable: nothing was changed")]
-    StorageUnavailable(Error),
+    #[response(
+        status = 503,
+        description = "Storage unavailable or server busy (nothing was changed), or request timed out (a change may still be stored)",
+        headers(("Retry-After" = u64, description = "Seconds to wait, when busy or timed out"))
+    )]
+    Unavailable(Error),
 }
 
 #[derive(ToSchema)]
 pub struct Health {
     #[schema(example = "ok")]
     status: String,
+}
+
+#[derive(ToSchema)]
+pub struct Ready {
+    #[schema(example = "ready")]
+    status: String,
+}
+
+#[derive(ToSchema)]
+pub struct NotReady {
+    #[schema(example = "unavailable")]
+    status: String,
+    /// Why not, e.g. that the database is full.
+    reason: String,
 }
 
 /// The bearer scheme of the API keys (required only when keys are configured).
@@ -219,7 +237,9 @@ impl Modify for BearerKeys {
         super::cancel::cancel,
         super::status::event_status,
         super::status::user_status,
-        super::health
+        super::operations::health,
+        super::operations::ready,
+        super::operations::metrics
     ),
     components(schemas(EventId, UserId)),
     modifiers(&BearerKeys)

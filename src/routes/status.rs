@@ -39,6 +39,7 @@ struct UserStatusBody {
         (status = 401, description = "No or unknown API key (when keys are configured)", body = openapi::Error),
         (status = 429, description = "Too many requests", body = openapi::Error, headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 404, description = "Event not found", body = openapi::Error),
+        (status = 503, description = "Server busy, or no answer in time", body = openapi::Error, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ),
     security((), ("bearer" = []))
 )]
@@ -48,7 +49,7 @@ pub async fn event_status(
 ) -> Result<HttpResponse, ApiError> {
     let event = EventId::parse(&path).map_err(ApiError::InvalidInput)?;
     let actor = registry.get(&event).ok_or(ApiError::EventNotFound)?;
-    let summary = actor.send(GetSummary).await??;
+    let summary = registry.ask(&actor, GetSummary).await?;
     Ok(HttpResponse::Ok().json(EventStatus {
         event_id: event,
         total_tickets: summary.total_tickets,
@@ -73,6 +74,7 @@ pub async fn event_status(
         (status = 401, description = "No or unknown API key (when keys are configured)", body = openapi::Error),
         (status = 429, description = "Too many requests", body = openapi::Error, headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 404, description = "Event or booking not found", body = openapi::Error),
+        (status = 503, description = "Server busy, or no answer in time", body = openapi::Error, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ),
     security((), ("bearer" = []))
 )]
@@ -84,11 +86,14 @@ pub async fn user_status(
     let event = EventId::parse(&event).map_err(ApiError::InvalidInput)?;
     let user = UserId::parse(&user).map_err(ApiError::InvalidInput)?;
     let actor = registry.get(&event).ok_or(ApiError::EventNotFound)?;
-    let standing = actor
-        .send(GetUserStatus {
-            user: user.key().clone(),
-        })
-        .await??;
+    let standing = registry
+        .ask(
+            &actor,
+            GetUserStatus {
+                user: user.key().clone(),
+            },
+        )
+        .await?;
     let (status, position) = match standing.ok_or(ApiError::BookingNotFound)? {
         UserStatus::Booked => ("booked", None),
         UserStatus::Waiting { position } => ("waiting", Some(position)),

@@ -13,7 +13,7 @@ use event_booking::startup::LISTENING;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_event-booking");
+pub const BINARY: &str = env!("CARGO_BIN_EXE_event-booking");
 
 /// One server process and the folder of its database, which outlives restarts.
 pub struct TestApp {
@@ -48,6 +48,9 @@ pub fn spawn_app() -> TestApp {
     spawn_app_with(&[])
 }
 
+/// With these environment variables besides the port and database. The
+/// tests log at `info` unless `RUST_LOG` is given; an empty `RUST_LOG` leaves
+/// it unset, for the server's own default.
 pub fn spawn_app_with(env: &[(&str, &str)]) -> TestApp {
     let mut app = TestApp {
         dir: tempfile::tempdir().expect("a temporary folder"),
@@ -79,12 +82,21 @@ impl TestApp {
             .append(true)
             .open(self.dir.path().join("server.log"))
             .unwrap();
-        let mut child = Command::new(BINARY)
+        let mut command = Command::new(BINARY);
+        command
             .env("BOOKING_PORT", "0")
             .env("BOOKING_DATABASE", self.database())
             .env("BOOKING_WORKERS", "2")
             .env("RUST_LOG", "info")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        if self
+            .env
+            .iter()
+            .any(|(k, v)| k == "RUST_LOG" && v.is_empty())
+        {
+            command.env_remove("RUST_LOG");
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -151,6 +163,12 @@ impl TestApp {
         let status = self.stop_with("TERM");
         assert!(status.success(), "graceful stop exited with {status}");
         self.start();
+    }
+
+    /// The port the running server listens on.
+    pub fn port(&self) -> u16 {
+        let port = self.address.rsplit(':').next().expect("host:port");
+        port.parse().expect("a port number")
     }
 
     pub fn log(&self) -> String {

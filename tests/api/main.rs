@@ -11,5 +11,7 @@ mod durability;
 mod helpers;
 mod idempotency;
 mod initialize;
+mod operations;
+mod overload;
 mod status;
 mod storage_failure;

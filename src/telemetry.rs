@@ -1,0 +1,210 @@
+//! Prometheus metrics, served at `GET /metrics`, and the per-request log line.
+//!
+//! Every metric is named here, once. The domain figures count what was
+//! *committed*: the store records them after `COMMIT`, so they never include
+//! a decision that a failed transaction voided, and the gauges follow the
+//! database exactly (they start from what recovery loaded).
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{Counter, Gauge, Histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::booking::{OrderUpdate, Summary};
+use crate::storage::Change;
+
+/// The log target of the one line per request; quiet by default (see `log_requests`).
+pub const REQUEST_LOG: &str = "event_booking::request";
+
+pub const HTTP_REQUESTS: &str = "http_requests_total";
+pub const HTTP_DURATION: &str = "http_request_duration_seconds";
+pub const BOOKINGS: &str = "booking_bookings_total";
+pub const WAITING_LIST_JOINS: &str = "booking_waiting_list_joins_total";
+pub const CANCELLATIONS: &str = "booking_cancellations_total";
+pub const REASSIGNMENTS: &str = "booking_reassignments_total";
+pub const EVENTS: &str = "booking_events";
+pub const BOOKED_TICKETS: &str = "booking_booked_tickets";
+pub const WAITING_USERS: &str = "booking_waiting_users";
+pub const COMMIT_BATCH_SIZE: &str = "booking_commit_batch_size";
+pub const COMMIT_DURATION: &str = "booking_commit_duration_seconds";
+pub const STORAGE_ERRORS: &str = "booking_storage_errors_total";
+pub const MAILBOX_REJECTIONS: &str = "booking_mailbox_rejections_total";
+
+/// Seconds: from well under a millisecond (a refusal) to the internal time-out.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+/// Changes per transaction, up to the largest `commit_batch_limit` worth setting.
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+];
+
+/// Installs the process-wide recorder on first use and returns its handle.
+/// A second server in the same process (tests) shares it.
+pub fn install() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(COMMIT_BATCH_SIZE.into()), BATCH_BUCKETS)
+                })
+                .expect("bucket lists are not empty");
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if let Err(error) = metrics::set_global_recorder(recorder) {
+                log::warn!("metrics are not recorded: {error}");
+            }
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests answered, by method, route pattern and status"
+    );
+    describe_histogram!(
+        HTTP_DURATION,
+        Unit::Seconds,
+        "Time to answer an HTTP request, by method and route pattern"
+    );
+    describe_counter!(BOOKINGS, "Tickets booked (committed)");
+    describe_counter!(
+        WAITING_LIST_JOINS,
+        "Users who joined a waiting list (committed)"
+    );
+    describe_counter!(
+        CANCELLATIONS,
+        "Tickets or waiting places given up (committed)"
+    );
+    describe_counter!(
+        REASSIGNMENTS,
+        "Cancelled tickets handed to the head of the waiting list (committed)"
+    );
+    describe_gauge!(EVENTS, "Events initialized");
+    describe_gauge!(BOOKED_TICKETS, "Tickets held, over all events");
+    describe_gauge!(WAITING_USERS, "Users waiting, over all events");
+    describe_histogram!(
+        COMMIT_BATCH_SIZE,
+        Unit::Count,
+        "Changes written in one SQLite transaction"
+    );
+    describe_histogram!(
+        COMMIT_DURATION,
+        Unit::Seconds,
+        "Time of one SQLite transaction, BEGIN to COMMIT"
+    );
+    describe_counter!(
+        STORAGE_ERRORS,
+        "Transactions that failed; none of their changes was acknowledged"
+    );
+    describe_counter!(
+        MAILBOX_REJECTIONS,
+        "Requests refused with 503 because a queue was full, by queue"
+    );
+}
+
+/// Counts one answered request; logs it on the request target.
+pub fn request_answered(method: &str, route: &str, status: u16, took: Duration) {
+    let status_text = status.to_string();
+    counter!(HTTP_REQUESTS, "method" => method.to_owned(), "route" => route.to_owned(), "status" => status_text)
+        .increment(1);
+    histogram!(HTTP_DURATION, "method" => method.to_owned(), "route" => route.to_owned())
+        .record(took.as_secs_f64());
+    log::info!(target: REQUEST_LOG, "{method} {route} {status} {:.3}ms", took.as_secs_f64() * 1e3);
+}
+
+/// A request refused because `queue` ("event" or "store") was full.
+pub fn queue_full(queue: &'static str) {
+    counter!(MAILBOX_REJECTIONS, "queue" => queue).increment(1);
+}
+
+/// The store's figures, resolved once: the store records them on every commit.
+pub struct StoreMetrics {
+    bookings: Counter,
+    joins: Counter,
+    cancellations: Counter,
+    reassignments: Counter,
+    events: Gauge,
+    booked: Gauge,
+    waiting: Gauge,
+    batch_size: Histogram,
+    commit_duration: Histogram,
+    errors: Counter,
+}
+
+impl StoreMetrics {
+    /// Starts the gauges at what recovery loaded.
+    pub fn new(recovered: impl Iterator<Item = Summary>) -> Self {
+        let metrics = StoreMetrics {
+            bookings: counter!(BOOKINGS),
+            joins: counter!(WAITING_LIST_JOINS),
+            cancellations: counter!(CANCELLATIONS),
+            reassignments: counter!(REASSIGNMENTS),
+            events: gauge!(EVENTS),
+            booked: gauge!(BOOKED_TICKETS),
+            waiting: gauge!(WAITING_USERS),
+            batch_size: histogram!(COMMIT_BATCH_SIZE),
+            commit_duration: histogram!(COMMIT_DURATION),
+            errors: counter!(STORAGE_ERRORS),
+        };
+        let (mut events, mut booked, mut waiting) = (0.0, 0.0, 0.0);
+        for summary in recovered {
+            events += 1.0;
+            booked += f64::from(summary.booked_tickets);
+            waiting += summary.waiting as f64;
+        }
+        metrics.events.set(events);
+        metrics.booked.set(booked);
+        metrics.waiting.set(waiting);
+        metrics
+    }
+
+    /// A transaction of `size` changes committed in `took`.
+    pub fn committed(&self, size: usize, took: Duration) {
+        self.batch_size.record(size as f64);
+        self.commit_duration.record(took.as_secs_f64());
+    }
+
+    /// A transaction failed.
+    pub fn failed(&self) {
+        self.errors.increment(1);
+    }
+
+    /// One committed change.
+    pub fn stored(&self, change: &Change) {
+        match change {
+            Change::CreateEvent { .. } => self.events.increment(1.0),
+            Change::Order { update, .. } => match update {
+                OrderUpdate::Booked(_) => {
+                    self.bookings.increment(1);
+                    self.booked.increment(1.0);
+                }
+                OrderUpdate::Waiting(_) => {
+                    self.joins.increment(1);
+                    self.waiting.increment(1.0);
+                }
+                OrderUpdate::Cancelled(_) => {
+                    self.cancellations.increment(1);
+                    self.booked.decrement(1.0);
+                }
+                OrderUpdate::LeftWaitingList(_) => {
+                    self.cancellations.increment(1);
+                    self.waiting.decrement(1.0);
+                }
+                OrderUpdate::Reassigned { .. } => {
+                    self.cancellations.increment(1);
+                    self.reassignments.increment(1);
+                    self.waiting.decrement(1.0);
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! What operators rely on: probes, the healthcheck command, metrics and logs.
+
+use std::collections::HashMap;
+use std::process::Command;
+
+use serde_json::json;
+
+use crate::helpers::{spawn_app, spawn_app_with, TestApp, BINARY};
+
+#[actix_web::test]
+async fn health_and_ready_answer_once_recovered() {
+    let app = spawn_app();
+    let health = app.get("/health").await;
+    assert_eq!((health.status, health.body), (200, json!({"status": "ok"})));
+    let ready = app.get("/ready").await;
+    assert_eq!(
+        (ready.status, ready.body),
+        (200, json!({"status": "ready"}))
+    );
+    assert!(ready.content_type.starts_with("application/json"));
+}
+
+#[actix_web::test]
+async fn ready_says_unavailable_when_the_database_is_full() {
+    let app = spawn_app_with(&[("BOOKING_MAX_PAGE_COUNT", "12")]);
+    app.initialize(json!(1), 100_000).await;
+    assert_eq!(app.get("/ready").await.status, 200);
+    for i in 0.. {
+        let answer = app.book(json!(1), json!(format!("{i:0>200}"))).await;
+        if answer.status == 503 {
+            break;
+        }
+        assert!(i < 5_000, "the size cap never took effect");
+    }
+    let ready = app.get("/ready").await;
+    assert_eq!(ready.status, 503, "{:?}", ready.body);
+    assert_eq!(ready.body["status"], "unavailable");
+    let reason = ready.body["reason"].as_str().expect("a reason");
+    assert!(reason.contains("full"), "{reason}");
+    // Liveness is not readiness: the process still serves.
+    assert_eq!(app.get("/health").await.status, 200);
+}
+
+#[actix_web::test]
+async fn ready_says_unavailable_while_the_database_is_locked() {
+    let app = spawn_app_with(&[("BOOKING_BUSY_TIMEOUT_MS", "100")]);
+    let intruder = rusqlite::Connection::open(app.database()).unwrap();
+    intruder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let ready = app.get("/ready").await;
+    assert_eq!(ready.status, 503, "{:?}", ready.body);
+    assert!(ready.body["reason"].as_str().unwrap().contains("locked"));
+    intruder.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(app.get("/ready").await.status, 200);
+}
+
+fn healthcheck(port: u16) -> std::process::ExitStatus {
+    Command::new(BINARY)
+        .arg("healthcheck")
+        .env("BOOKING_PORT", port.to_string())
+        .output()
+        .expect("the binary runs")
+        .status
+}
+
+#[actix_web::test]
+async fn the_healthcheck_command_exits_0_only_while_the_server_serves() {
+    let mut app = spawn_app();
+    let port = app.port();
+    assert_eq!(healthcheck(port).code(), Some(0));
+    app.stop_with("TERM");
+    assert_eq!(healthcheck(port).code(), Some(1));
+}
+
+/// The samples of a Prometheus text page, by name with labels as written.
+fn samples(page: &str) -> HashMap<String, f64> {
+    page.lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .filter_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+async fn scrape(app: &TestApp) -> HashMap<String, f64> {
+    let page = app.get("/metrics").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.content_type.starts_with("text/plain"),
+        "{}",
+        page.content_type
+    );
+    samples(std::str::from_utf8(&page.raw).unwrap())
+}
+
+#[actix_web::test]
+async fn metrics_count_what_was_committed() {
+    let app = spawn_app();
+    app.initialize(json!(1), 2).await;
+    app.initialize(json!(2), 5).await;
+    let before = scrape(&app).await;
+    let value = |page: &HashMap<String, f64>, name: &str| page.get(name).copied().unwrap_or(0.0);
+    let delta =
+        |after: &HashMap<String, f64>, name: &str| value(after, name) - value(&before, name);
+
+    for user in ["a", "b", "c", "d", "e"] {
+        assert_eq!(app.book(json!(1), json!(user)).await.status, 200);
+    }
+    assert_eq!(app.book(json!(1), json!("a")).await.status, 409);
+    assert_eq!(
+        app.cancel(json!(1), json!("a")).await.body["status"],
+        "reassigned"
+    );
+    assert_eq!(
+        app.cancel(json!(1), json!("e")).await.body["status"],
+        "cancelled"
+    );
+    assert_eq!(app.book(json!(2), json!("z")).await.status, 200);
+    assert_eq!(app.status("1").await.status, 200);
+
+    let after = scrape(&app).await;
+    for (name, expected) in [
+        ("booking_bookings_total", 3.0),
+        ("booking_waiting_list_joins_total", 3.0),
+        ("booking_cancellations_total", 2.0),
+        ("booking_reassignments_total", 1.0),
+        ("booking_booked_tickets", 3.0),
+        ("booking_waiting_users", 1.0),
+        ("booking_events", 0.0),
+        ("booking_storage_errors_total", 0.0),
+        ("booking_commit_batch_size_count", 8.0),
+        (
+            r#"http_requests_total{method="POST",route="/api/book",status="200"}"#,
+            6.0,
+        ),
+        (
+            r#"http_requests_total{method="POST",route="/api/book",status="409"}"#,
+            1.0,
+        ),
+        (
+            r#"http_requests_total{method="POST",route="/api/cancel",status="200"}"#,
+            2.0,
+        ),
+        // By route pattern, not by raw path.
+        (
+            r#"http_requests_total{method="GET",route="/api/status/{eventId}",status="200"}"#,
+            1.0,
+        ),
+        (
+            r#"http_request_duration_seconds_count{method="POST",route="/api/book"}"#,
+            7.0,
+        ),
+    ] {
+        assert_eq!(delta(&after, name), expected, "{name}");
+    }
+    assert_eq!(value(&after, "booking_events"), 2.0);
+    assert!(after.contains_key(
+        r#"http_request_duration_seconds_bucket{method="POST",route="/api/book",le="0.005"}"#
+    ));
+    assert!(after.contains_key("booking_commit_duration_seconds_sum"));
+}
+
+#[actix_web::test]
+async fn gauges_start_from_what_was_recovered() {
+    let mut app = spawn_app();
+    app.initialize(json!(1), 1).await;
+    app.book(json!(1), json!("a")).await;
+    app.book(json!(1), json!("b")).await;
+    app.restart();
+    let page = scrape(&app).await;
+    assert_eq!(page.get("booking_events"), Some(&1.0));
+    assert_eq!(page.get("booking_booked_tickets"), Some(&1.0));
+    assert_eq!(page.get("booking_waiting_users"), Some(&1.0));
+}
+
+#[actix_web::test]
+async fn request_lines_are_off_by_default_and_the_configuration_is_logged_without_keys() {
+    let app = spawn_app_with(&[("RUST_LOG", ""), ("BOOKING_ADMIN_KEYS", "s3cret-admin")]);
+    let key = [("authorization", "Bearer s3cret-admin")];
+    let body = json!({"eventId": 1, "totalTickets": 1});
+    assert_eq!(
+        app.request("POST", "/api/initialize", &key, Some(&body))
+            .await
+            .status,
+        201
+    );
+    let log = app.log();
+    assert!(log.contains("configuration: Settings {"), "{log}");
+    assert!(log.contains(&app.database().display().to_string()), "{log}");
+    assert!(!log.contains("s3cret-admin"), "a key was logged:\n{log}");
+    assert!(!log.contains("POST /api/initialize"), "{log}");
+}
+
+#[actix_web::test]
+async fn request_lines_show_method_route_status_and_latency_when_asked_for() {
+    let app = spawn_app_with(&[("RUST_LOG", ""), ("BOOKING_LOG_REQUESTS", "true")]);
+    app.initialize(json!(1), 1).await;
+    app.user_status("1", "nobody").await;
+    let log = app.log();
+    let line = log
+        .lines()
+        .find(|line| line.contains("GET /api/status/{eventId}/{userId} 404"))
+        .unwrap_or_else(|| panic!("no request line:\n{log}"));
+    assert!(line.contains("INFO") && line.ends_with("ms"), "{line}");
+    assert!(log.contains("POST /api/initialize 201"), "{log}");
+}
