@@ -370,3 +370,38 @@ fn verification_catches_promotions_that_skip_the_head_of_the_queue() {
         "{text}"
     );
 }
+
+#[test]
+fn refusals_under_overload_are_counted_apart_and_changed_nothing() {
+    // A store backlog of 2 for 32 connections: most bookings are refused with
+    // 503 "Server busy". (The spawned server inherits this environment.)
+    let output = Command::new(LOADTEST)
+        .args([
+            "--spawn",
+            "--scenario",
+            "drop",
+            "--requests",
+            "600",
+            "--users",
+            "600",
+            "--tickets",
+            "50",
+            "--concurrency",
+            "32",
+            "--json",
+        ])
+        .env("BOOKING_STORE_BACKLOG", "2")
+        .output()
+        .expect("the loadtest binary runs");
+    let report = verified_report(&output, "drop under overload");
+    let outcomes = &report["outcomes"];
+    let refused = outcomes["refused"].as_u64().unwrap();
+    assert!(refused > 0, "nothing was refused: {report}");
+    assert_eq!(report["statusCodes"]["503"].as_u64(), Some(refused));
+    let answered = ["booked", "waiting", "refused"].map(|k| outcomes[k].as_u64().unwrap());
+    assert_eq!(
+        answered.iter().sum::<u64>(),
+        report["requests"].as_u64().unwrap()
+    );
+    assert!(report["refusedLatencyMs"]["p99"].as_f64().unwrap() > 0.0);
+}

@@ -41,6 +41,12 @@ impl Backlog {
         })
     }
 
+    /// A look without taking a place: lets a request be refused before it
+    /// travels to an event actor that would refuse it anyway.
+    pub fn is_full(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) >= self.limit
+    }
+
     /// A place in the store's queue, or `None` (counted as a rejection) when it is full.
     pub fn reserve(self: &Arc<Self>) -> Option<QueueSlot> {
         if self.queued.fetch_add(1, Ordering::Relaxed) >= self.limit {
@@ -298,5 +304,25 @@ impl Handler<Flush> for OrderStore {
 
     fn handle(&mut self, _: Flush, _: &mut Context<Self>) {
         self.commit_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backlog_refuses_when_full_and_frees_a_place_when_a_slot_drops() {
+        let backlog = Backlog::new(2);
+        let first = backlog.reserve().expect("room for the first");
+        let _second = backlog.reserve().expect("room for the second");
+        assert!(backlog.is_full());
+        assert!(backlog.reserve().is_none(), "a third is refused");
+        drop(first);
+        assert!(!backlog.is_full());
+        assert!(
+            backlog.reserve().is_some(),
+            "the freed place is taken again"
+        );
     }
 }

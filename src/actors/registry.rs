@@ -168,6 +168,10 @@ impl EventRegistry {
         M: Message<Result = ()> + Send + 'static,
         EventActor: Handler<M>,
     {
+        if self.backlog.is_full() {
+            telemetry::queue_full("store");
+            return Err(BookingError::Busy);
+        }
         let (reply, answer) = oneshot::channel();
         match actor.try_send(message(reply)) {
             Ok(()) => {}

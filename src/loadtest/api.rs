@@ -20,6 +20,11 @@ pub enum Outcome {
     },
     /// `GET /health` answered 200.
     Healthy,
+    /// Turned away before anything was decided: 503 "Server busy" or 429,
+    /// with the server's `Retry-After`. Overload answered honestly; nothing changed.
+    Refused {
+        retry_after_secs: u64,
+    },
     /// Anything else: an error status, an unexpected body, or no answer at all.
     Error,
 }
@@ -43,6 +48,7 @@ pub struct EventCounts {
 #[derive(Deserialize)]
 struct Reply {
     status: Option<String>,
+    error: Option<String>,
     #[serde(rename = "userId")]
     user_id: Option<Value>,
     position: Option<u64>,
@@ -83,7 +89,8 @@ impl Api {
 
     /// Sends a request and returns its status (`None` without an answer) and body.
     async fn call(&self, method: &str, path: &str, body: Option<String>) -> (Option<u16>, Vec<u8>) {
-        self.call_with_key(method, path, body, None).await
+        let (status, body, _) = self.call_with_key(method, path, body, None).await;
+        (status, body)
     }
 
     async fn call_with_key(
@@ -92,7 +99,7 @@ impl Api {
         path: &str,
         body: Option<String>,
         idempotency_key: Option<String>,
-    ) -> (Option<u16>, Vec<u8>) {
+    ) -> (Option<u16>, Vec<u8>, u64) {
         let url = format!("{}{path}", self.base);
         let mut request = match method {
             "GET" => self.client.get(url),
@@ -109,12 +116,17 @@ impl Api {
             None => request.send().await,
         };
         let Ok(mut response) = sent else {
-            return (None, Vec::new());
+            return (None, Vec::new(), 0);
         };
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|value| value.to_str().ok()?.parse().ok())
+            .unwrap_or(0);
         match response.body().await {
-            Ok(bytes) => (Some(status), bytes.to_vec()),
-            Err(_) => (None, Vec::new()),
+            Ok(bytes) => (Some(status), bytes.to_vec(), retry_after),
+            Err(_) => (None, Vec::new(), 0),
         }
     }
 
@@ -143,7 +155,8 @@ impl Api {
         let key = self
             .idempotency_keys
             .then(|| format!("{event}{path}/{user}"));
-        let (status, body) = self.call_with_key("POST", path, Some(body), key).await;
+        let (status, body, retry_after_secs) =
+            self.call_with_key("POST", path, Some(body), key).await;
         let outcome = match (status, serde_json::from_slice::<Reply>(&body)) {
             (Some(200), Ok(reply)) => match (reply.status.as_deref(), reply.position) {
                 (Some("booked"), _) => Outcome::Booked,
@@ -155,6 +168,13 @@ impl Api {
                 },
                 _ => Outcome::Error,
             },
+            (
+                Some(503),
+                Ok(Reply {
+                    error: Some(error), ..
+                }),
+            ) if error == "Server busy" => Outcome::Refused { retry_after_secs },
+            (Some(429), _) => Outcome::Refused { retry_after_secs },
             _ => Outcome::Error,
         };
         (status, outcome)

@@ -17,6 +17,12 @@ use super::{initialize, run_against, unique_event_names, Options, Report, Scenar
 /// Holders who cancel, one after another, for the cancel-cost figure.
 const CANCELS: usize = 100;
 
+/// Overload: this many times the connections of the other scenarios.
+const OVERLOAD_FACTOR: usize = 10;
+/// The store backlog of the second overload run: small enough that the
+/// overload's connections overflow it, so that refusals are measured too.
+const SMALL_BACKLOG: &str = "256";
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchOptions {
     /// Seconds each scenario runs.
@@ -52,9 +58,11 @@ struct Footprint {
 
 /// Runs the whole benchmark; returns the Markdown it wrote.
 pub fn run(options: &BenchOptions) -> Result<String, String> {
-    let reports = throughput(options)?;
+    let mut reports = throughput(options)?;
+    let overload = overload(options)?;
     let footprint = footprint(options)?;
-    let markdown = render(options, &reports, &footprint);
+    let markdown = render(options, &reports, &overload, &footprint);
+    reports.extend(overload);
     std::fs::write(&options.output, &markdown)
         .map_err(|e| format!("cannot write {}: {e}", options.output.display()))?;
     match reports
@@ -96,6 +104,34 @@ fn throughput(options: &BenchOptions) -> Result<Vec<(String, Report)>, String> {
                     ""
                 }
             );
+            Ok((label, report))
+        })
+        .collect()
+}
+
+/// The drop with ten times the connections, whose clients wait out each
+/// `Retry-After`: once with the default queue bounds, once with a store
+/// backlog the connections overflow. Each on a server of its own.
+fn overload(options: &BenchOptions) -> Result<Vec<(String, Report)>, String> {
+    let runs = [
+        ("Overload, defaults".to_string(), vec![]),
+        (
+            format!("Overload, store_backlog {SMALL_BACKLOG}"),
+            vec![("BOOKING_STORE_BACKLOG", SMALL_BACKLOG)],
+        ),
+    ];
+    runs.into_iter()
+        .map(|(label, settings)| {
+            let server = SpawnedServer::start_with(&settings)?;
+            let mut run = Options::defaults();
+            run.scenario = Scenario::Drop;
+            run.duration = options.seconds;
+            run.concurrency = options.concurrency * OVERLOAD_FACTOR;
+            run.honor_retry_after = true;
+            run.users = 100_000_000;
+            let report = run_against(server.url(), &run)?;
+            println!("{label}:");
+            report.print_text();
             Ok((label, report))
         })
         .collect()
@@ -202,7 +238,12 @@ async fn median_cancel(api: &Api, event: &str, holders: &[u64]) -> Result<Durati
         .ok_or_else(|| "no cancel measured".into())
 }
 
-fn render(options: &BenchOptions, reports: &[(String, Report)], footprint: &Footprint) -> String {
+fn render(
+    options: &BenchOptions,
+    reports: &[(String, Report)],
+    overload: &[(String, Report)],
+    footprint: &Footprint,
+) -> String {
     let rate = |label: &str| {
         reports
             .iter()
@@ -246,6 +287,38 @@ fn render(options: &BenchOptions, reports: &[(String, Report)], footprint: &Foot
             report.latency_ms(0.99),
             100.0 * report.requests_per_second() / ceiling,
             report.failures(),
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nOverload: the drop with {} connections ({OVERLOAD_FACTOR}×), each waiting out the `Retry-After` of a refusal, as a well-behaved client does. Successful = booked or waiting; the ratio is to the successful rate of `Drop` above.\n",
+        options.concurrency * OVERLOAD_FACTOR
+    );
+    md.push_str("| run | successful/s | ratio to Drop | accepted p99 ms | refused | refused p99 ms | errors | verified | target |\n");
+    md.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |\n");
+    let drop_successes = reports
+        .iter()
+        .find(|(l, _)| l == "Drop")
+        .map_or(1.0, |(_, r)| r.successes_per_second());
+    for (label, report) in overload {
+        let verified = match (&report.verification, report.verification.checked) {
+            (_, false) => "n/a".to_string(),
+            (v, true) if v.passed() => "passed".to_string(),
+            (v, true) => format!("FAILED ({})", v.violations.len()),
+        };
+        let refused_p99 = if report.outcomes.refused > 0 {
+            format!("{:.2}", report.refused_latency_ms(0.99))
+        } else {
+            "–".to_string()
+        };
+        let _ = writeln!(
+            md,
+            "| {label} | {:.0} | {:.0}% | {:.2} | {} | {refused_p99} | {} | {verified} | ≥ 80%, p99 < 100 ms, refused < 10 ms |",
+            report.successes_per_second(),
+            100.0 * report.successes_per_second() / drop_successes,
+            report.latency_ms(0.99),
+            report.outcomes.refused,
+            report.outcomes.errors,
         );
     }
     md.push_str("\n| measurement | value | target |\n| --- | ---: | --- |\n");

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures::future::join_all;
 use futures::stream::{self, StreamExt};
 
-use api::Api;
+use api::{Api, Outcome};
 pub use report::{Report, Verification};
 pub use scenario::Scenario;
 use scenario::{Op, Plan, Rng};
@@ -65,6 +65,10 @@ pub struct Options {
     /// Send an `Idempotency-Key` (unique per request) with every book and cancel.
     #[arg(long)]
     pub idempotency_keys: bool,
+    /// A refused request (503 "Server busy", 429) makes its connection wait
+    /// the `Retry-After` the server sent, as a well-behaved client does.
+    #[arg(long)]
+    pub honor_retry_after: bool,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -144,9 +148,12 @@ pub fn run_against(url: &str, options: &Options) -> Result<Report, String> {
             let connections =
                 options.concurrency / threads + usize::from(thread < options.concurrency % threads);
             let (plan, url, events) = (plan.clone(), url.to_string(), events.clone());
-            let keys = options.idempotency_keys;
+            let client = Client {
+                idempotency_keys: options.idempotency_keys,
+                honor_retry_after: options.honor_retry_after,
+            };
             std::thread::spawn(move || {
-                let load = load(&url, &plan, &events, connections, thread as u64, keys);
+                let load = load(&url, &plan, &events, connections, thread as u64, client);
                 actix_web::rt::System::new().block_on(load)
             })
         })
@@ -161,13 +168,16 @@ pub fn run_against(url: &str, options: &Options) -> Result<Report, String> {
 
     let mut report = Report::new(options.scenario, events, elapsed, stats);
     if !options.no_verify && options.scenario != Scenario::Ceiling {
-        let api = Api::new(url, options.concurrency);
+        // Lookups from one thread: a few hundred connections keep the server
+        // busy; thousands would only wait in line (and time out as idle).
+        let lookups = options.concurrency.min(256);
+        let api = Api::new(url, lookups);
         let violations = system.block_on(verify::verify(
             &api,
             &report.events,
             options.tickets,
             &report.stats.records,
-            options.concurrency,
+            lookups,
         ));
         report.verification = Verification {
             checked: true,
@@ -214,15 +224,22 @@ async fn initialize(
 
 /// One load thread: `connections` loops, each sending the plan's next request
 /// when its previous one is answered.
+/// How each simulated client behaves.
+#[derive(Clone, Copy)]
+struct Client {
+    idempotency_keys: bool,
+    honor_retry_after: bool,
+}
+
 async fn load(
     url: &str,
     plan: &Plan,
     events: &[String],
     connections: usize,
     thread: u64,
-    idempotency_keys: bool,
+    client: Client,
 ) -> report::Stats {
-    let api = Api::new(url, connections).with_idempotency_keys(idempotency_keys);
+    let api = Api::new(url, connections).with_idempotency_keys(client.idempotency_keys);
     let loops = (0..connections).map(|connection| {
         let api = &api;
         async move {
@@ -237,7 +254,17 @@ async fn load(
                 };
                 let received = plan.started.elapsed().as_micros() as u64;
                 plan.learn(&outcome, op);
+                let refused = match outcome {
+                    Outcome::Refused { retry_after_secs } => Some(retry_after_secs),
+                    _ => None,
+                };
                 stats.record(op, status, outcome, sent, received);
+                if let (true, Some(retry_after_secs)) = (client.honor_retry_after, refused) {
+                    // Not past the end of the run.
+                    let left = plan.deadline.saturating_duration_since(Instant::now());
+                    let wait = Duration::from_secs(retry_after_secs).min(left);
+                    actix_web::rt::time::sleep(wait).await;
+                }
             }
             stats
         }

@@ -21,8 +21,11 @@ pub struct Record {
 
 /// What one load thread collected.
 pub struct Stats {
-    /// Latency in microseconds, up to a minute at 3 significant figures.
+    /// Latency in microseconds, up to a minute at 3 significant figures, of
+    /// every request but the refused ones...
     latency: Histogram<u64>,
+    /// ...which have their own: how fast overload is answered.
+    refused_latency: Histogram<u64>,
     /// Answers by HTTP status; "none" for requests that got no answer.
     statuses: BTreeMap<String, u64>,
     pub records: Vec<Record>,
@@ -32,6 +35,8 @@ impl Default for Stats {
     fn default() -> Self {
         Stats {
             latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
+            refused_latency: Histogram::new_with_bounds(1, 60_000_000, 3)
+                .expect("valid histogram bounds"),
             statuses: BTreeMap::new(),
             records: Vec::new(),
         }
@@ -47,8 +52,11 @@ impl Stats {
         sent_us: u64,
         received_us: u64,
     ) {
-        self.latency
-            .saturating_record(received_us.saturating_sub(sent_us).max(1));
+        let histogram = match outcome {
+            Outcome::Refused { .. } => &mut self.refused_latency,
+            _ => &mut self.latency,
+        };
+        histogram.saturating_record(received_us.saturating_sub(sent_us).max(1));
         let status = status.map_or_else(|| "none".to_string(), |s| s.to_string());
         *self.statuses.entry(status).or_default() += 1;
         self.records.push(Record {
@@ -62,6 +70,9 @@ impl Stats {
     pub fn merge(&mut self, other: Stats) {
         self.latency
             .add(&other.latency)
+            .expect("histograms of equal bounds");
+        self.refused_latency
+            .add(&other.refused_latency)
             .expect("histograms of equal bounds");
         for (status, count) in other.statuses {
             *self.statuses.entry(status).or_default() += count;
@@ -77,6 +88,8 @@ pub struct OutcomeCounts {
     pub waiting: u64,
     pub reassigned: u64,
     pub cancelled: u64,
+    /// Turned away by overload protection (503 "Server busy", 429): nothing changed.
+    pub refused: u64,
     pub errors: u64,
 }
 
@@ -113,6 +126,7 @@ impl Report {
                 Outcome::Reassigned { .. } => outcomes.reassigned += 1,
                 Outcome::Cancelled => outcomes.cancelled += 1,
                 Outcome::Healthy => {}
+                Outcome::Refused { .. } => outcomes.refused += 1,
                 Outcome::Error => outcomes.errors += 1,
             }
         }
@@ -134,9 +148,21 @@ impl Report {
         self.requests() as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
-    /// Latency at `quantile` (0.5 = median) in milliseconds.
+    /// Latency at `quantile` (0.5 = median) in milliseconds, refusals aside.
     pub fn latency_ms(&self, quantile: f64) -> f64 {
         self.stats.latency.value_at_quantile(quantile) as f64 / 1000.0
+    }
+
+    /// Latency of the refused requests at `quantile`, in milliseconds.
+    pub fn refused_latency_ms(&self, quantile: f64) -> f64 {
+        self.stats.refused_latency.value_at_quantile(quantile) as f64 / 1000.0
+    }
+
+    /// Requests that changed something (booked, waiting, cancelled, reassigned) per second.
+    pub fn successes_per_second(&self) -> f64 {
+        let o = &self.outcomes;
+        (o.booked + o.waiting + o.reassigned + o.cancelled) as f64
+            / self.elapsed.as_secs_f64().max(1e-9)
     }
 
     pub fn max_latency_ms(&self) -> f64 {
@@ -165,6 +191,11 @@ impl Report {
                 "p99": self.latency_ms(0.99),
                 "p99.9": self.latency_ms(0.999),
                 "max": self.max_latency_ms(),
+            },
+            "refusedLatencyMs": {
+                "p50": self.refused_latency_ms(0.5),
+                "p99": self.refused_latency_ms(0.99),
+                "max": self.stats.refused_latency.max() as f64 / 1000.0,
             },
             "statusCodes": self.stats.statuses,
             "outcomes": self.outcomes,
@@ -196,9 +227,17 @@ impl Report {
             .map(|(s, n)| format!("{s}: {n}"))
             .collect();
         println!("status codes: {}", statuses.join(", "));
+        if o.refused > 0 {
+            println!(
+                "refused latency ms: p50 {:.2}  p99 {:.2}  max {:.2}",
+                self.refused_latency_ms(0.5),
+                self.refused_latency_ms(0.99),
+                self.stats.refused_latency.max() as f64 / 1000.0
+            );
+        }
         println!(
-            "outcomes: booked {}, waiting {}, reassigned {}, cancelled {}, errors {}",
-            o.booked, o.waiting, o.reassigned, o.cancelled, o.errors
+            "outcomes: booked {}, waiting {}, reassigned {}, cancelled {}, refused {}, errors {}",
+            o.booked, o.waiting, o.reassigned, o.cancelled, o.refused, o.errors
         );
         match (&self.verification, self.verification.checked) {
             (_, false) => println!("verification: skipped"),

@@ -39,7 +39,7 @@ pub struct Plan {
     limit: u64,
     users: u64,
     pub started: Instant,
-    deadline: Instant,
+    pub deadline: Instant,
     /// Requests handed out so far.
     sent: AtomicU64,
     /// Next user number that has not booked yet.

@@ -15,15 +15,31 @@ pub struct SpawnedServer {
     url: String,
     /// Holds the database, across restarts, until the server is gone.
     dir: TempDir,
+    /// `BOOKING_*` settings of every start, besides port, host and database.
+    settings: Vec<(String, String)>,
 }
 
 impl SpawnedServer {
     /// Starts the `event-booking` binary that sits beside this one on a new
     /// temporary database.
     pub fn start() -> Result<Self, String> {
+        Self::start_with(&[])
+    }
+
+    /// As `start`, with these `BOOKING_*` settings.
+    pub fn start_with(settings: &[(&str, &str)]) -> Result<Self, String> {
         let dir = tempfile::tempdir().map_err(|e| format!("no temporary folder: {e}"))?;
-        let (child, url) = launch(&dir)?;
-        Ok(SpawnedServer { child, url, dir })
+        let settings: Vec<(String, String)> = settings
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, url) = launch(&dir, &settings)?;
+        Ok(SpawnedServer {
+            child,
+            url,
+            dir,
+            settings,
+        })
     }
 
     pub fn url(&self) -> &str {
@@ -47,7 +63,7 @@ impl SpawnedServer {
     pub fn restart(&mut self) -> Result<Duration, String> {
         self.stop();
         let started = Instant::now();
-        let (child, url) = launch(&self.dir)?;
+        let (child, url) = launch(&self.dir, &self.settings)?;
         let ready = started.elapsed();
         (self.child, self.url) = (child, url);
         Ok(ready)
@@ -69,9 +85,10 @@ impl Drop for SpawnedServer {
 }
 
 /// Starts the server on `dir`'s database; returns once it listens.
-fn launch(dir: &TempDir) -> Result<(Child, String), String> {
+fn launch(dir: &TempDir, settings: &[(String, String)]) -> Result<(Child, String), String> {
     let binary = server_binary()?;
     let mut child = Command::new(&binary)
+        .envs(settings.iter().map(|(k, v)| (k, v)))
         .env("BOOKING_PORT", "0")
         .env("BOOKING_HOST", "127.0.0.1")
         .env("BOOKING_DATABASE", dir.path().join("bookings.db"))

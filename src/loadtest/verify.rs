@@ -22,6 +22,8 @@ struct Told {
     cancelled: bool,
     /// A request about this user got no clear answer: its effect is unknown.
     unclear: bool,
+    /// A request was refused (server busy): it changed nothing.
+    refused: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +31,8 @@ enum Expected {
     Booked,
     Waiting,
     Cancelled,
+    /// Only ever refused: the server must not know the user.
+    Absent,
 }
 
 impl Told {
@@ -42,6 +46,7 @@ impl Told {
             Told {
                 joined: Some(_), ..
             } => Some(Expected::Waiting),
+            Told { refused: true, .. } => Some(Expected::Absent),
             _ => None,
         }
     }
@@ -83,10 +88,12 @@ pub async fn verify(
     let mut told: HashMap<(usize, u64), Told> = HashMap::new();
     for record in records {
         let unclear = record.outcome == Outcome::Error;
+        let refused = matches!(record.outcome, Outcome::Refused { .. });
         match (record.op, &record.outcome) {
             (Op::Book { event, user }, outcome) => {
                 let entry = told.entry((event, user)).or_default();
                 entry.unclear |= unclear;
+                entry.refused |= refused;
                 match outcome {
                     Outcome::Booked => entry.booked = true,
                     Outcome::Waiting { position } => {
@@ -98,7 +105,8 @@ pub async fn verify(
             (Op::Cancel { event, user }, outcome) => {
                 let entry = told.entry((event, user)).or_default();
                 entry.unclear |= unclear;
-                entry.cancelled |= !unclear;
+                entry.refused |= refused;
+                entry.cancelled |= !unclear && !refused;
                 if let Outcome::Reassigned { to } = outcome {
                     told.entry((event, *to)).or_default().promoted = true;
                 }
@@ -172,6 +180,17 @@ async fn verify_event(
             Some(Expected::Booked) => "booked",
             Some(Expected::Waiting) => "waiting",
             Some(Expected::Cancelled) | None => "cancelled",
+            Some(Expected::Absent) => {
+                match standing {
+                    Ok(None) => {}
+                    Ok(Some(standing)) => findings.add(format!(
+                        "event {event}: u{user} was refused, yet the server has it {}",
+                        standing.status
+                    )),
+                    Err(error) => findings.add(error.clone()),
+                }
+                continue;
+            }
         };
         match standing {
             Ok(Some(standing)) if standing.status == expected => {

@@ -6,6 +6,7 @@ mod book;
 mod cancel;
 mod concurrency;
 mod configuration;
+mod container;
 mod docs;
 mod durability;
 mod helpers;
