@@ -5,6 +5,8 @@
 //! written to SQLite by a single persistence actor that groups all waiting
 //! changes into one transaction; a request is answered only after the commit
 //! that holds its change. On start, every event is rebuilt from the database.
+//! Every queue on that path is bounded: under overload a request is refused
+//! at once with 503 "Server busy" rather than left to wait.
 //!
 //! # Layout
 //!
