@@ -205,11 +205,27 @@ impl EventActor {
         Ok(())
     }
 
-    /// Before deciding a book or cancel: the state is fresh and the store has
-    /// room for the change.
-    fn ready_to_decide(&mut self, ctx: &mut Context<Self>) -> Result<QueueSlot, BookingError> {
-        self.check_fresh(ctx)?;
-        self.backlog.reserve().ok_or(BookingError::Busy)
+    /// Decides a book or cancel with `decision` and answers it, once the
+    /// state is fresh and the store has room for the change; else refuses.
+    fn decide<T: Send + 'static>(
+        &mut self,
+        reply: Reply<T>,
+        recorder: Option<Recorder<T, Refusal>>,
+        ctx: &mut Context<Self>,
+        decision: impl FnOnce(&mut EventState) -> Result<(T, OrderUpdate), Refusal>,
+    ) {
+        let slot = self
+            .check_fresh(ctx)
+            .and_then(|()| self.backlog.reserve().ok_or(BookingError::Busy));
+        match slot {
+            Ok(slot) => {
+                let decided = decision(&mut self.state);
+                self.answer(decided, reply, recorder, slot, ctx);
+            }
+            Err(error) => {
+                let _ = reply.send(Err(error));
+            }
+        }
     }
 }
 
@@ -234,15 +250,7 @@ impl Handler<Book> for EventActor {
         }: Book,
         ctx: &mut Context<Self>,
     ) {
-        let slot = match self.ready_to_decide(ctx) {
-            Ok(slot) => slot,
-            Err(error) => {
-                let _ = reply.send(Err(error));
-                return;
-            }
-        };
-        let decided = self.state.book(&user);
-        self.answer(decided, reply, recorder, slot, ctx);
+        self.decide(reply, recorder, ctx, |state| state.book(&user));
     }
 }
 
@@ -258,15 +266,7 @@ impl Handler<Cancel> for EventActor {
         }: Cancel,
         ctx: &mut Context<Self>,
     ) {
-        let slot = match self.ready_to_decide(ctx) {
-            Ok(slot) => slot,
-            Err(error) => {
-                let _ = reply.send(Err(error));
-                return;
-            }
-        };
-        let decided = self.state.cancel(&user);
-        self.answer(decided, reply, recorder, slot, ctx);
+        self.decide(reply, recorder, ctx, |state| state.cancel(&user));
     }
 }
 
