@@ -12,8 +12,14 @@ use serde_json::{json, Value};
 const LOADTEST: &str = env!("CARGO_BIN_EXE_loadtest");
 
 fn loadtest(args: &[&str]) -> Output {
+    loadtest_with(&[], args)
+}
+
+/// With these environment variables, which a `--spawn`ed server inherits.
+fn loadtest_with(env: &[(&str, &str)], args: &[&str]) -> Output {
     Command::new(LOADTEST)
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("the loadtest binary runs")
 }
@@ -374,9 +380,10 @@ fn verification_catches_promotions_that_skip_the_head_of_the_queue() {
 #[test]
 fn refusals_under_overload_are_counted_apart_and_changed_nothing() {
     // A store backlog of 2 for 32 connections: most bookings are refused with
-    // 503 "Server busy". (The spawned server inherits this environment.)
-    let output = Command::new(LOADTEST)
-        .args([
+    // 503 "Server busy".
+    let output = loadtest_with(
+        &[("BOOKING_STORE_BACKLOG", "2")],
+        &[
             "--spawn",
             "--scenario",
             "drop",
@@ -389,10 +396,8 @@ fn refusals_under_overload_are_counted_apart_and_changed_nothing() {
             "--concurrency",
             "32",
             "--json",
-        ])
-        .env("BOOKING_STORE_BACKLOG", "2")
-        .output()
-        .expect("the loadtest binary runs");
+        ],
+    );
     let report = verified_report(&output, "drop under overload");
     let outcomes = &report["outcomes"];
     let refused = outcomes["refused"].as_u64().unwrap();
