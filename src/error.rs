@@ -35,6 +35,9 @@ pub enum ApiError {
     /// A queue was full: refused at once, nothing changed.
     #[error("Server busy")]
     ServerBusy,
+    /// The stored orders are still being read (just after a start).
+    #[error("Server starting")]
+    Starting,
     /// No answer in time; a book or cancel may still be stored.
     #[error("Request timed out")]
     TimedOut,
@@ -80,6 +83,7 @@ impl ResponseError for ApiError {
             ApiError::StorageUnavailable
             | ApiError::ServiceUnavailable
             | ApiError::ServerBusy
+            | ApiError::Starting
             | ApiError::TimedOut => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -97,9 +101,10 @@ impl ResponseError for ApiError {
             ApiError::TooManyRequests { retry_after_secs } => {
                 response.insert_header((RETRY_AFTER, *retry_after_secs))
             }
-            ApiError::IdempotencyInFlight | ApiError::ServerBusy | ApiError::TimedOut => {
-                response.insert_header((RETRY_AFTER, 1))
-            }
+            ApiError::IdempotencyInFlight
+            | ApiError::ServerBusy
+            | ApiError::Starting
+            | ApiError::TimedOut => response.insert_header((RETRY_AFTER, 1)),
             ApiError::MethodNotAllowed { allow } => response.insert_header((ALLOW, *allow)),
             _ => &mut response,
         };
@@ -113,6 +118,9 @@ impl ApiError {
         let details = match self {
             ApiError::InvalidInput(details) | ApiError::PayloadTooLarge(details) => {
                 Some(details.as_str())
+            }
+            ApiError::Starting => {
+                Some("the stored orders are still being loaded; nothing was changed, retry shortly")
             }
             ApiError::TimedOut => Some(
                 "no answer in time; a book or cancel may still be stored: check the status, or retry with the same Idempotency-Key",
@@ -149,6 +157,7 @@ impl From<BookingError> for ApiError {
                 ApiError::TimedOut
             }
             BookingError::Stopped => ApiError::ServiceUnavailable,
+            BookingError::Recovering => ApiError::Starting,
         }
     }
 }

@@ -77,8 +77,16 @@ pub struct Idempotency {
 }
 
 impl Idempotency {
-    pub fn new(retention: Duration, recovered: Vec<StoredAnswer>) -> Self {
-        let entries = DashMap::new();
+    /// Empty until [`restore`](Self::restore) adds the answers recovered from SQLite.
+    pub fn new(retention: Duration) -> Self {
+        Idempotency {
+            entries: DashMap::new(),
+            retention,
+        }
+    }
+
+    /// Adds the answers stored before the restart: retries of them replay.
+    pub fn restore(&self, recovered: Vec<StoredAnswer>) {
         for StoredAnswer {
             id,
             fingerprint,
@@ -86,7 +94,7 @@ impl Idempotency {
             stored_at,
         } in recovered
         {
-            entries.insert(
+            self.entries.insert(
                 id,
                 KeyState::Done {
                     fingerprint,
@@ -95,7 +103,6 @@ impl Idempotency {
                 },
             );
         }
-        Idempotency { entries, retention }
     }
 
     /// For a request with an `Idempotency-Key`: execute it, replay its

@@ -4,14 +4,15 @@
 //! decides book and cancel requests one at a time, in memory. Every decision is
 //! written to SQLite by a single persistence actor that groups all waiting
 //! changes into one transaction; a request is answered only after the commit
-//! that holds its change. On start, every event is rebuilt from the database.
+//! that holds its change. On start, every event is rebuilt from the database
+//! while the server already answers its probes; requests for events wait for it.
 //! Every queue on that path is bounded: under overload a request is refused
 //! at once with 503 "Server busy" rather than left to wait.
 //!
 //! # Layout
 //!
-//! - [`startup`]: the [`Application`](startup::Application): recovery, actors,
-//!   HTTP server, graceful stop.
+//! - [`startup`]: the [`Application`](startup::Application): actors, HTTP
+//!   server, recovery, graceful stop.
 //! - [`configuration`]: settings from `config/default.toml` and `BOOKING_*` variables.
 //! - [`routes`]: the HTTP API; validates requests and forwards them to actors.
 //! - [`actors`]: the event actors, their registry, and the persistence actor.
@@ -21,6 +22,8 @@
 //! - [`idempotency`]: idempotent retries: keys in flight, answers to replay.
 //! - [`error`]: the one JSON error shape of the API.
 //! - [`telemetry`]: Prometheus metrics (`GET /metrics`) and the per-request log line.
+//! - [`probe`]: a dependency-free `GET`, for the `healthcheck` command and
+//!   for waiting until a started server is ready.
 //! - [`loadtest`]: the load generator behind `src/bin/loadtest.rs`, which
 //!   verifies the booking invariants after the load.
 
@@ -31,6 +34,7 @@ pub mod error;
 pub mod idempotency;
 pub mod ids;
 pub mod loadtest;
+pub mod probe;
 pub mod routes;
 pub mod startup;
 pub mod storage;

@@ -1,12 +1,12 @@
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::pin;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use actix_web::rt::signal::{ctrl_c, unix};
 use clap::{Parser, Subcommand};
 use event_booking::configuration::Settings;
+use event_booking::probe;
 use event_booking::startup::{Application, LISTENING};
 use event_booking::telemetry::REQUEST_LOG;
 use futures::future::select;
@@ -84,7 +84,7 @@ async fn shutdown_signal() {
     }
 }
 
-/// A plain HTTP/1.1 GET over std's TCP: no client library, no runtime.
+/// Exit 0 if `/health` answers 200 on this host's configured port.
 fn healthcheck(settings: &Settings) -> ExitCode {
     // A server listening on every interface is reached on loopback.
     let host = match settings.host {
@@ -93,10 +93,8 @@ fn healthcheck(settings: &Settings) -> ExitCode {
         ip => ip,
     };
     let address = SocketAddr::new(host, settings.port);
-    match get_health(address) {
-        Ok(status_line) if status_line.split_whitespace().nth(1) == Some("200") => {
-            ExitCode::SUCCESS
-        }
+    match probe::get(address, "/health") {
+        Ok(status_line) if probe::is_ok(&status_line) => ExitCode::SUCCESS,
         Ok(status_line) => {
             eprintln!("event-booking healthcheck: {address} answered {status_line:?}");
             ExitCode::FAILURE
@@ -106,20 +104,4 @@ fn healthcheck(settings: &Settings) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// The status line of `GET /health` at `address`.
-fn get_health(address: SocketAddr) -> std::io::Result<String> {
-    const TIMEOUT: Duration = Duration::from_secs(3);
-    let mut stream = TcpStream::connect_timeout(&address, TIMEOUT)?;
-    stream.set_read_timeout(Some(TIMEOUT))?;
-    stream.set_write_timeout(Some(TIMEOUT))?;
-    write!(
-        stream,
-        "GET /health HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut answer = Vec::new();
-    stream.take(4096).read_to_end(&mut answer)?;
-    let answer = String::from_utf8_lossy(&answer);
-    Ok(answer.lines().next().unwrap_or_default().to_string())
 }

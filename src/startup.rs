@@ -1,19 +1,18 @@
-//! Builds the running server: recovery, actors, HTTP, and an orderly stop.
+//! Builds the running server: actors, HTTP, recovery, and an orderly stop.
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::num::NonZeroUsize;
 use std::pin::pin;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_web::dev::Server;
 use actix_web::middleware::{from_fn, Condition};
 use actix_web::{web, App, HttpServer};
-use futures::future::{select, Either};
+use futures::future::{select, Either, LocalBoxFuture};
 
-use crate::actors::{EventRegistry, Flush, ForgetAnswers, Limits, OrderStore};
+use crate::actors::{EventRegistry, Flush, ForgetAnswers, Limits, OrderStore, Recover, Recovered};
 use crate::configuration::Settings;
 use crate::idempotency::Idempotency;
 use crate::routes::{self, Access, BodyLimit};
@@ -21,24 +20,32 @@ use crate::storage::{Database, StorageError};
 use crate::telemetry::{self, StoreMetrics};
 
 #[derive(Debug, thiserror::Error)]
-pub enum StartupError {
+pub enum ServerError {
     #[error("cannot open the database {path}: {source}")]
     Database { path: String, source: StorageError },
+    #[error("cannot recover from the database {path}: {source}")]
+    Recovery { path: String, source: StorageError },
+    #[error("the store stopped before recovery was over")]
+    StoreStopped,
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: String,
         source: std::io::Error,
     },
+    #[error("the HTTP server failed: {0}")]
+    Http(#[from] std::io::Error),
 }
 
 /// What the server prints on stdout, followed by its URL, once it listens: the
 /// port may have been 0, so scripts and tests read it from there.
 pub const LISTENING: &str = "event-booking listening on ";
 
-/// A server that has recovered its events and listens, but is not yet serving.
+/// A server that listens, but has neither started serving nor recovered.
 pub struct Application {
     address: SocketAddr,
     server: Server,
+    /// Reads the stored events into their actors; the API waits for it.
+    recovery: LocalBoxFuture<'static, Result<(), ServerError>>,
     /// Flushed last on shutdown, after the HTTP server stopped.
     store: Addr<OrderStore>,
     /// The threads of the event actors and of the store, stopped after the flush.
@@ -46,30 +53,33 @@ pub struct Application {
 }
 
 impl Application {
-    /// Loads every event from the database, starts the actors, and binds the
-    /// configured address. Must run inside an actix `System`.
-    pub fn build(settings: Settings) -> Result<Self, StartupError> {
-        let started = Instant::now();
-        let database_error = |source| StartupError::Database {
+    /// Opens the database, starts the store, binds the configured address and
+    /// prepares the recovery that [`run_until`](Self::run_until) runs while
+    /// already answering `/health` and `/ready`. Must run inside an actix `System`.
+    pub fn build(settings: Settings) -> Result<Self, ServerError> {
+        let database = Database::open(&settings).map_err(|source| ServerError::Database {
             path: settings.database.clone(),
             source,
-        };
-        let database = Database::open(&settings).map_err(database_error)?;
-        let recovered = database.load_all().map_err(database_error)?;
-        let events = recovered.len();
+        })?;
+        let path = std::fs::canonicalize(&settings.database)
+            .map_or_else(|_| settings.database.clone(), |p| p.display().to_string());
+        let address = format!("{}:{}", settings.host, settings.port);
+        let listener = TcpListener::bind(&address).map_err(|source| ServerError::Listen {
+            address: address.clone(),
+            source,
+        })?;
+        let address = listener
+            .local_addr()
+            .map_err(|source| ServerError::Listen { address, source })?;
         let retention = Duration::from_secs(settings.idempotency.retention_secs);
-        let answers = database
-            .load_answers(Idempotency::cutoff_for(retention))
-            .map_err(database_error)?;
-        let idempotency = web::Data::from(Arc::new(Idempotency::new(retention, answers)));
+        let idempotency = web::Data::new(Idempotency::new(retention));
         let metrics = telemetry::install();
-        let store_metrics = StoreMetrics::new(recovered.iter().map(|(_, state)| state.summary()));
 
         // SQLite calls block: the store gets a thread of its own.
         let store_thread = Arbiter::new();
         let batch_limit = settings.commit_batch_limit;
         let store = OrderStore::start_in_arbiter(&store_thread.handle(), move |_| {
-            OrderStore::new(database, batch_limit, store_metrics)
+            OrderStore::new(database, batch_limit, StoreMetrics::new())
         });
         let mut arbiters: Vec<Arbiter> = (0..or_cores(settings.actor_threads))
             .map(|_| Arbiter::new())
@@ -81,27 +91,9 @@ impl Application {
             store_backlog: settings.store_backlog,
             request_timeout: Duration::from_millis(settings.request_timeout_ms),
         };
-        let registry = web::Data::new(EventRegistry::new(
-            store.clone(),
-            handles,
-            recovered,
-            limits,
-        ));
-        let path = std::fs::canonicalize(&settings.database)
-            .map_or_else(|_| settings.database.clone(), |p| p.display().to_string());
-        log::info!(
-            "database {path}: recovered {events} events in {:?}",
-            started.elapsed()
-        );
+        let registry = web::Data::new(EventRegistry::new(store.clone(), handles, limits));
+        let recovery = recover(path, store.clone(), registry.clone(), idempotency.clone());
 
-        let address = format!("{}:{}", settings.host, settings.port);
-        let listener = TcpListener::bind(&address).map_err(|source| StartupError::Listen {
-            address: address.clone(),
-            source,
-        })?;
-        let address = listener
-            .local_addr()
-            .map_err(|source| StartupError::Listen { address, source })?;
         let access = web::Data::new(Access::new(&settings.auth, &settings.rate_limit));
         if access.is_open() {
             log::warn!("no API keys configured: anyone who reaches this server may create events and cancel bookings");
@@ -169,7 +161,7 @@ impl Application {
         // Signals are ours: the store must flush before the System stops.
         .disable_signals()
         .listen(listener)
-        .map_err(|source| StartupError::Listen {
+        .map_err(|source| ServerError::Listen {
             address: address.to_string(),
             source,
         })?
@@ -177,6 +169,7 @@ impl Application {
         Ok(Application {
             address,
             server,
+            recovery,
             store,
             arbiters,
         })
@@ -187,23 +180,75 @@ impl Application {
         self.address
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting, lets requests in
-    /// flight finish, and waits until every decided change is committed or refused.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+    /// Serves, recovers, and serves until `shutdown` resolves (or recovery
+    /// fails); then stops accepting, lets requests in flight finish, and waits
+    /// until every decided change is committed or refused.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let handle = self.server.handle();
         let mut server = actix_web::rt::spawn(self.server);
-        if let Either::Left(_) = select(pin!(shutdown), &mut server).await {
-            log::info!("shutting down: finishing the requests in flight");
-            handle.stop(true).await;
-            server.await.map_err(std::io::Error::other)??;
-        }
+        let recovery = self.recovery;
+        let stop = async move {
+            let mut shutdown = pin!(shutdown);
+            match select(recovery, shutdown.as_mut()).await {
+                Either::Left((Ok(()), _)) => {
+                    shutdown.await;
+                    Ok(())
+                }
+                Either::Left((Err(error), _)) => Err(error),
+                Either::Right(((), _)) => Ok(()),
+            }
+        };
+        let outcome = match select(pin!(stop), &mut server).await {
+            Either::Left((stopped, _)) => {
+                log::info!("shutting down: finishing the requests in flight");
+                handle.stop(true).await;
+                let served = server.await.map_err(std::io::Error::other)?;
+                stopped.and(served.map_err(ServerError::from))
+            }
+            Either::Right((served, _)) => served
+                .map_err(std::io::Error::other)?
+                .map_err(ServerError::from),
+        };
         let _ = self.store.send(Flush).await;
         for arbiter in self.arbiters {
             arbiter.stop();
         }
         log::info!("stopped; every acknowledged change is stored");
-        Ok(())
+        outcome
     }
+}
+
+/// Reads every event and the idempotency answers (on the store's thread),
+/// then starts the events' actors: the API waits until it is done.
+fn recover(
+    path: String,
+    store: Addr<OrderStore>,
+    registry: web::Data<EventRegistry>,
+    idempotency: web::Data<Idempotency>,
+) -> LocalBoxFuture<'static, Result<(), ServerError>> {
+    Box::pin(async move {
+        let started = Instant::now();
+        let recover = Recover {
+            answers_since: idempotency.cutoff(),
+        };
+        let Recovered { events, answers } = store
+            .send(recover)
+            .await
+            .map_err(|_| ServerError::StoreStopped)?
+            .map_err(|source| ServerError::Recovery {
+                path: path.clone(),
+                source,
+            })?;
+        let count = events.len();
+        // Answers first: a retry let in by the registry must find its answer.
+        idempotency.restore(answers);
+        registry.recover(events);
+        log::info!(
+            "database {path}: recovered {count} events in {:?}",
+            started.elapsed()
+        );
+        Ok(())
+    })
 }
 
 fn or_cores(configured: usize) -> usize {

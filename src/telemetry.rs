@@ -141,9 +141,9 @@ pub struct StoreMetrics {
 }
 
 impl StoreMetrics {
-    /// Starts the gauges at what recovery loaded.
-    pub fn new(recovered: impl Iterator<Item = Summary>) -> Self {
-        let metrics = StoreMetrics {
+    /// Resolves the handles; `install` must have run first.
+    pub(crate) fn new() -> Self {
+        StoreMetrics {
             bookings: counter!(BOOKINGS),
             joins: counter!(WAITING_LIST_JOINS),
             cancellations: counter!(CANCELLATIONS),
@@ -154,17 +154,20 @@ impl StoreMetrics {
             batch_size: histogram!(COMMIT_BATCH_SIZE),
             commit_duration: histogram!(COMMIT_DURATION),
             errors: counter!(STORAGE_ERRORS),
-        };
+        }
+    }
+
+    /// Sets the gauges to what recovery loaded.
+    pub fn recovered(&self, summaries: impl Iterator<Item = Summary>) {
         let (mut events, mut booked, mut waiting) = (0.0, 0.0, 0.0);
-        for summary in recovered {
+        for summary in summaries {
             events += 1.0;
             booked += f64::from(summary.booked_tickets);
             waiting += summary.waiting as f64;
         }
-        metrics.events.set(events);
-        metrics.booked.set(booked);
-        metrics.waiting.set(waiting);
-        metrics
+        self.events.set(events);
+        self.booked.set(booked);
+        self.waiting.set(waiting);
     }
 
     /// A transaction of `size` changes committed in `took`.

@@ -37,6 +37,8 @@ pub enum BookingError {
     TimedOut,
     /// The actor is gone: the server is stopping.
     Stopped,
+    /// The stored events were still being read when the time-out passed.
+    Recovering,
 }
 
 /// Where a book or cancel is answered: once its change is committed, or at

@@ -8,5 +8,5 @@ mod registry;
 pub use event::{
     Book, BookingError, Cancel, EventActor, GetSummary, GetUserStatus, Recorder, Reply,
 };
-pub use order_store::{CheckWritable, Flush, ForgetAnswers, OrderStore};
+pub use order_store::{CheckWritable, Flush, ForgetAnswers, OrderStore, Recover, Recovered};
 pub use registry::{EventRegistry, Limits};

@@ -19,7 +19,7 @@ use actix::prelude::*;
 
 use super::event::{EventActor, StorageFailed};
 use crate::booking::EventState;
-use crate::idempotency::Pending;
+use crate::idempotency::{Pending, StoredAnswer};
 use crate::ids::EventId;
 use crate::storage::{Change, Database, StorageError};
 use crate::telemetry::{self, StoreMetrics};
@@ -117,6 +117,21 @@ pub struct Flush;
 #[rtype(result = "()")]
 pub struct ForgetAnswers {
     pub cutoff: i64,
+}
+
+/// Reads everything stored, before any change is queued: every event, and
+/// the answers of idempotent requests stored at `answers_since` (unix
+/// seconds) or later. The gauges of `/metrics` start from what it read.
+#[derive(Message)]
+#[rtype(result = "Result<Recovered, StorageError>")]
+pub struct Recover {
+    pub answers_since: i64,
+}
+
+/// What [`Recover`] read.
+pub struct Recovered {
+    pub events: Vec<(EventId, EventState)>,
+    pub answers: Vec<StoredAnswer>,
 }
 
 /// Readiness: can a transaction that needs new pages commit? `Err` says why not.
@@ -271,6 +286,18 @@ impl Handler<Reload> for OrderStore {
             log::error!("reloading event {event} failed: {error}");
             NotStored
         })
+    }
+}
+
+impl Handler<Recover> for OrderStore {
+    type Result = Result<Recovered, StorageError>;
+
+    fn handle(&mut self, recover: Recover, _: &mut Context<Self>) -> Self::Result {
+        let events = self.database.load_all()?;
+        let answers = self.database.load_answers(recover.answers_since)?;
+        self.metrics
+            .recovered(events.iter().map(|(_, state)| state.summary()));
+        Ok(Recovered { events, answers })
     }
 }
 

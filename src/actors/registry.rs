@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use actix::prelude::*;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use futures::channel::oneshot;
+use tokio::sync::Notify;
 
 use super::event::{BookingError, EventActor, Recorder, Reply};
 use super::order_store::{Backlog, NotStored, OrderStore, Persist};
@@ -39,8 +41,17 @@ enum Slot {
 
 /// Every event's actor, by id. A sharded map: looking up one event never
 /// waits for another, and actors are only added, never removed.
+///
+/// It starts empty, while the server already answers probes, and is filled
+/// once by [`recover`](Self::recover). Requests for events must wait for
+/// that ([`recovered`](Self::recovered)): before it, a known event would look
+/// unknown, and could even be initialized a second time.
 pub struct EventRegistry {
     events: DashMap<EventId, Slot>,
+    /// Set once every stored event has its actor.
+    recovered: AtomicBool,
+    /// Wakes the requests that arrived during recovery.
+    recovery_done: Notify,
     /// The threads that run event actors; an event's thread is chosen by a hash of its id.
     arbiters: Vec<ArbiterHandle>,
     placement: RandomState,
@@ -51,30 +62,55 @@ pub struct EventRegistry {
 }
 
 impl EventRegistry {
-    /// Starts an actor for each recovered event.
-    pub fn new(
-        store: Addr<OrderStore>,
-        arbiters: Vec<ArbiterHandle>,
-        recovered: Vec<(EventId, EventState)>,
-        limits: Limits,
-    ) -> Self {
+    /// An empty registry, not yet recovered.
+    pub fn new(store: Addr<OrderStore>, arbiters: Vec<ArbiterHandle>, limits: Limits) -> Self {
         assert!(
             !arbiters.is_empty(),
             "event actors need at least one thread"
         );
-        let registry = EventRegistry {
+        EventRegistry {
             events: DashMap::new(),
+            recovered: AtomicBool::new(false),
+            recovery_done: Notify::new(),
             arbiters,
             placement: RandomState::new(),
             store,
             backlog: Backlog::new(limits.store_backlog),
             limits,
-        };
-        for (id, state) in recovered {
-            let actor = registry.start_actor(id.clone(), state);
-            registry.events.insert(id, Slot::Ready(actor));
         }
-        registry
+    }
+
+    /// Starts an actor for each event read from the database, then lets the
+    /// waiting requests in.
+    pub fn recover(&self, events: Vec<(EventId, EventState)>) {
+        for (id, state) in events {
+            let actor = self.start_actor(id.clone(), state);
+            self.events.insert(id, Slot::Ready(actor));
+        }
+        self.recovered.store(true, Ordering::Release);
+        self.recovery_done.notify_waiters();
+    }
+
+    /// Whether every stored event has its actor.
+    pub fn is_recovered(&self) -> bool {
+        self.recovered.load(Ordering::Acquire)
+    }
+
+    /// Waits until recovery is over, at most the request time-out.
+    pub async fn recovered(&self) -> Result<(), BookingError> {
+        let wait = async {
+            loop {
+                // Created before the check: a wakeup between the two is not missed.
+                let done = self.recovery_done.notified();
+                if self.is_recovered() {
+                    return Ok(());
+                }
+                done.await;
+            }
+        };
+        actix_web::rt::time::timeout(self.limits.request_timeout, wait)
+            .await
+            .unwrap_or(Err(BookingError::Recovering))
     }
 
     /// The actor of an initialized event.

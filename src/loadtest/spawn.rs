@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::probe;
 use crate::startup::LISTENING;
 
 /// A server process of our own, stopped (SIGTERM) when dropped.
@@ -59,7 +60,7 @@ impl SpawnedServer {
     }
 
     /// Stops the server gracefully and starts it again on the same database;
-    /// returns the time from process start to listening (recovery included).
+    /// returns the time from process start to ready (recovery included).
     pub fn restart(&mut self) -> Result<Duration, String> {
         self.stop();
         let started = Instant::now();
@@ -84,7 +85,7 @@ impl Drop for SpawnedServer {
     }
 }
 
-/// Starts the server on `dir`'s database; returns once it listens.
+/// Starts the server on `dir`'s database; returns once `/ready` answers 200.
 fn launch(dir: &TempDir, settings: &[(String, String)]) -> Result<(Child, String), String> {
     let binary = server_binary()?;
     let mut child = Command::new(&binary)
@@ -104,7 +105,30 @@ fn launch(dir: &TempDir, settings: &[(String, String)]) -> Result<(Child, String
         .lines()
         .find_map(|line| line.ok()?.strip_prefix(LISTENING).map(str::to_string))
         .ok_or_else(|| format!("{} exited before listening", binary.display()))?;
+    wait_until_ready(&url)?;
     Ok((child, url))
+}
+
+/// Polls `/ready`: the server listens while it still recovers.
+fn wait_until_ready(url: &str) -> Result<(), String> {
+    const PATIENCE: Duration = Duration::from_secs(120);
+    let address = url
+        .strip_prefix("http://")
+        .and_then(|address| address.parse().ok())
+        .ok_or_else(|| format!("the server printed an address we cannot call: {url}"))?;
+    let started = Instant::now();
+    loop {
+        let answered = probe::get(address, "/ready");
+        if answered.as_deref().is_ok_and(probe::is_ok) {
+            return Ok(());
+        }
+        if started.elapsed() > PATIENCE {
+            return Err(format!(
+                "{url}/ready did not answer 200 within {PATIENCE:?}: {answered:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 fn server_binary() -> Result<PathBuf, String> {

@@ -10,6 +10,7 @@ mod json_errors;
 mod observe;
 mod openapi;
 mod operations;
+mod recovery;
 mod status;
 
 use std::sync::Arc;
@@ -47,6 +48,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(SwaggerUi::new("/docs/{_:.*}").url("/api/openapi.json", openapi::document()))
         .service(
             web::scope("/api")
+                // The guard runs first: a stranger is refused even during recovery.
+                .wrap(from_fn(recovery::after_recovery))
                 .wrap(from_fn(access::guard))
                 .service(
                     resource("/initialize", "POST").route(web::post().to(initialize::initialize)),

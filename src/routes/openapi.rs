@@ -189,8 +189,8 @@ pub enum PostErrors {
     TooManyRequests(Error),
     #[response(
         status = 503,
-        description = "Storage unavailable or server busy (nothing was changed), or request timed out (a change may still be stored)",
-        headers(("Retry-After" = u64, description = "Seconds to wait, when busy or timed out"))
+        description = "Storage unavailable, server busy or still starting (nothing was changed), or request timed out (a change may still be stored)",
+        headers(("Retry-After" = u64, description = "Seconds to wait, when busy, starting or timed out"))
     )]
     Unavailable(Error),
 }

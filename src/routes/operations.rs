@@ -9,7 +9,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
 use super::openapi;
-use crate::actors::{CheckWritable, OrderStore};
+use crate::actors::{CheckWritable, EventRegistry, OrderStore};
 
 /// Longest wait for the readiness probe's write; a probe that waits longer is a failed one.
 const READY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -20,21 +20,27 @@ pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// Readiness: recovery is over (the server only listens once it is), and a
-/// transaction that needs room commits, through the same store as the
-/// bookings, so it waits behind theirs.
+/// Readiness: recovery is over, and a transaction that needs room commits,
+/// through the same store as the bookings, so it waits behind theirs.
 #[utoipa::path(get, path = "/ready", tag = "operations", responses(
     (status = 200, description = "Recovered, and the database takes writes", body = openapi::Ready),
-    (status = 503, description = "Not ready: the reason says why (the database is full or cannot be written)", body = openapi::NotReady),
+    (status = 503, description = "Not ready: the reason says why (the stored orders are still being read, the database is full or cannot be written)", body = openapi::NotReady),
 ))]
-pub async fn ready(store: web::Data<Addr<OrderStore>>) -> HttpResponse {
-    let reason = match store.send(CheckWritable).timeout(READY_TIMEOUT).await {
-        Ok(Ok(())) => return HttpResponse::Ok().json(json!({"status": "ready"})),
-        Ok(Err(error)) => format!("the database cannot be written: {error}"),
-        Err(actix::MailboxError::Timeout) => {
-            format!("the database did not answer within {READY_TIMEOUT:?}")
+pub async fn ready(
+    registry: web::Data<EventRegistry>,
+    store: web::Data<Addr<OrderStore>>,
+) -> HttpResponse {
+    let reason = if !registry.is_recovered() {
+        "recovering: the stored orders are still being read".to_string()
+    } else {
+        match store.send(CheckWritable).timeout(READY_TIMEOUT).await {
+            Ok(Ok(())) => return HttpResponse::Ok().json(json!({"status": "ready"})),
+            Ok(Err(error)) => format!("the database cannot be written: {error}"),
+            Err(actix::MailboxError::Timeout) => {
+                format!("the database did not answer within {READY_TIMEOUT:?}")
+            }
+            Err(actix::MailboxError::Closed) => "the server is stopping".to_string(),
         }
-        Err(actix::MailboxError::Closed) => "the server is stopping".to_string(),
     };
     HttpResponse::ServiceUnavailable().json(json!({"status": "unavailable", "reason": reason}))
 }

@@ -39,7 +39,7 @@ struct UserStatusBody {
         (status = 401, description = "No or unknown API key (when keys are configured)", body = openapi::Error),
         (status = 429, description = "Too many requests", body = openapi::Error, headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 404, description = "Event not found", body = openapi::Error),
-        (status = 503, description = "Server busy, or no answer in time", body = openapi::Error, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "Server busy or still starting, or no answer in time", body = openapi::Error, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ),
     security((), ("bearer" = []))
 )]
@@ -74,7 +74,7 @@ pub async fn event_status(
         (status = 401, description = "No or unknown API key (when keys are configured)", body = openapi::Error),
         (status = 429, description = "Too many requests", body = openapi::Error, headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 404, description = "Event or booking not found", body = openapi::Error),
-        (status = 503, description = "Server busy, or no answer in time", body = openapi::Error, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "Server busy or still starting, or no answer in time", body = openapi::Error, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ),
     security((), ("bearer" = []))
 )]

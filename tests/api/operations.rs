@@ -3,6 +3,10 @@
 use std::collections::HashMap;
 use std::process::Command;
 
+use event_booking::booking::OrderUpdate;
+use event_booking::configuration::Settings;
+use event_booking::ids::EventId;
+use event_booking::storage::{Change, Database};
 use serde_json::json;
 
 use crate::helpers::{spawn_app, spawn_app_with, TestApp, BINARY};
@@ -18,6 +22,70 @@ async fn health_and_ready_answer_once_recovered() {
         (200, json!({"status": "ready"}))
     );
     assert!(ready.content_type.starts_with("application/json"));
+}
+
+/// Writes an event with `orders` booked users straight into the database,
+/// through the server's own storage code: far faster than over HTTP.
+fn store_orders(database: &std::path::Path, event: &str, orders: u32) {
+    let settings = Settings {
+        database: database.display().to_string(),
+        ..Settings::default()
+    };
+    let store = Database::open(&settings).expect("the database opens");
+    let event = EventId::parse(event).unwrap();
+    let mut changes = vec![Change::CreateEvent {
+        event: event.clone(),
+        total_tickets: orders,
+    }];
+    changes.extend((0..orders).map(|user| Change::Order {
+        event: event.clone(),
+        update: OrderUpdate::Booked(user.to_string().into()),
+    }));
+    store.commit(&changes, []).expect("the orders are stored");
+}
+
+#[actix_web::test]
+async fn ready_says_recovering_until_the_stored_orders_are_read_while_requests_wait() {
+    const ORDERS: u32 = 300_000;
+    let mut app = spawn_app();
+    app.stop_with("TERM");
+    store_orders(&app.database(), "big", ORDERS);
+    app.start();
+
+    // The server listens from the start: liveness yes, readiness not yet.
+    let health = app.get("/health").await;
+    assert_eq!(health.status, 200, "{:?}", health.body);
+    let ready = app.get("/ready").await;
+    assert_eq!(ready.status, 503, "{:?}", ready.body);
+    assert_eq!(ready.body["status"], "unavailable");
+    let reason = ready.body["reason"].as_str().expect("a reason");
+    assert!(reason.contains("recovering"), "{reason}");
+
+    // A request for an event waits for recovery instead of finding the event unknown.
+    let retry = app.initialize(json!("big"), 1).await;
+    assert_eq!(retry.status, 409, "{:?}", retry.body);
+    let late = app.book(json!("big"), json!("latecomer")).await;
+    assert_eq!(late.status, 200, "{:?}", late.body);
+    assert_eq!(late.body["status"], "waiting");
+    assert_eq!(app.counts("big").await, (u64::from(ORDERS), 1));
+    assert_eq!(app.get("/ready").await.status, 200);
+}
+
+#[actix_web::test]
+async fn sigterm_during_recovery_stops_cleanly_and_loses_nothing() {
+    let mut app = spawn_app();
+    app.stop_with("TERM");
+    store_orders(&app.database(), "big", 200_000);
+    app.start();
+    assert_eq!(app.get("/ready").await.status, 503, "still recovering");
+    let status = app.stop_with("TERM");
+    assert!(
+        status.success(),
+        "exit status {status}; log:\n{}",
+        app.log()
+    );
+    app.start();
+    assert_eq!(app.counts("big").await, (200_000, 0));
 }
 
 #[actix_web::test]

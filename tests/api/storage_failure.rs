@@ -7,7 +7,7 @@ use futures::future::join_all;
 use rusqlite::Connection;
 use serde_json::json;
 
-use crate::helpers::spawn_app_with;
+use crate::helpers::{spawn_app, spawn_app_with};
 
 const UNAVAILABLE: &str = "Storage unavailable";
 
@@ -148,4 +148,29 @@ async fn failures_amid_a_storm_acknowledge_exactly_what_is_stored() {
             "{user}"
         );
     }
+}
+
+#[actix_web::test]
+async fn a_database_that_cannot_be_recovered_stops_the_server_before_it_is_ready() {
+    let mut app = spawn_app();
+    app.initialize(json!("known"), 1).await;
+    app.stop_with("TERM");
+    // An order of an event that was never created: no state can be rebuilt from it.
+    let tamper = Connection::open(app.database()).unwrap();
+    tamper
+        .execute_batch(
+            "PRAGMA foreign_keys = OFF;
+             INSERT INTO order_log (event_id, user_id, status) VALUES ('ghost', 'u1', 'booked');",
+        )
+        .unwrap();
+    drop(tamper);
+
+    app.start();
+    let status = app.wait_exit();
+    assert!(!status.success(), "exit status {status}");
+    let log = app.log();
+    assert!(
+        log.contains("cannot recover from the database") && log.contains("ghost"),
+        "{log}"
+    );
 }
