@@ -15,7 +15,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use futures::channel::oneshot;
 
-use super::order_store::{Backlog, NotStored, OrderStore, Origin, Persist, QueueSlot, Reload};
+use super::order_store::{NotStored, OrderStore, Origin, Persist, QueueSlot, Reload};
 use crate::booking::{
     BookOutcome, CancelOutcome, EventState, OrderUpdate, Refusal, Summary, UserStatus,
 };
@@ -58,6 +58,8 @@ pub struct Book {
     pub user: Arc<str>,
     pub reply: Reply<BookOutcome>,
     pub recorder: Option<Recorder<BookOutcome, Refusal>>,
+    /// Taken when the request was admitted: the store has room for the change.
+    pub slot: QueueSlot,
 }
 
 /// Cancel `user`'s ticket or waiting place.
@@ -67,6 +69,8 @@ pub struct Cancel {
     pub user: Arc<str>,
     pub reply: Reply<CancelOutcome>,
     pub recorder: Option<Recorder<CancelOutcome, Refusal>>,
+    /// Taken when the request was admitted: the store has room for the change.
+    pub slot: QueueSlot,
 }
 
 /// The event's ticket and queue counts.
@@ -92,9 +96,6 @@ pub struct EventActor {
     id: EventId,
     state: EventState,
     store: Addr<OrderStore>,
-    /// A place in the store's queue is taken before deciding, so a store
-    /// that is far behind refuses new work instead of queueing it.
-    backlog: Arc<Backlog>,
     /// Messages this actor's mailbox holds before senders are refused.
     mailbox_capacity: usize,
     /// Counts failed commits; a change carries the generation it was decided
@@ -111,14 +112,12 @@ impl EventActor {
         id: EventId,
         state: EventState,
         store: Addr<OrderStore>,
-        backlog: Arc<Backlog>,
         mailbox_capacity: usize,
     ) -> Self {
         EventActor {
             id,
             state,
             store,
-            backlog,
             mailbox_capacity,
             generation: 0,
             stale: false,
@@ -208,19 +207,17 @@ impl EventActor {
     }
 
     /// Decides a book or cancel with `decision` and answers it, once the
-    /// state is fresh and the store has room for the change; else refuses.
+    /// state is fresh; else refuses.
     fn decide<T: Send + 'static>(
         &mut self,
         reply: Reply<T>,
         recorder: Option<Recorder<T, Refusal>>,
+        slot: QueueSlot,
         ctx: &mut Context<Self>,
         decision: impl FnOnce(&mut EventState) -> Result<(T, OrderUpdate), Refusal>,
     ) {
-        let slot = self
-            .check_fresh(ctx)
-            .and_then(|()| self.backlog.reserve().ok_or(BookingError::Busy));
-        match slot {
-            Ok(slot) => {
+        match self.check_fresh(ctx) {
+            Ok(()) => {
                 let decided = decision(&mut self.state);
                 self.answer(decided, reply, recorder, slot, ctx);
             }
@@ -249,10 +246,11 @@ impl Handler<Book> for EventActor {
             user,
             reply,
             recorder,
+            slot,
         }: Book,
         ctx: &mut Context<Self>,
     ) {
-        self.decide(reply, recorder, ctx, |state| state.book(&user));
+        self.decide(reply, recorder, slot, ctx, |state| state.book(&user));
     }
 }
 
@@ -265,10 +263,11 @@ impl Handler<Cancel> for EventActor {
             user,
             reply,
             recorder,
+            slot,
         }: Cancel,
         ctx: &mut Context<Self>,
     ) {
-        self.decide(reply, recorder, ctx, |state| state.cancel(&user));
+        self.decide(reply, recorder, slot, ctx, |state| state.cancel(&user));
     }
 }
 

@@ -8,5 +8,7 @@ mod registry;
 pub use event::{
     Book, BookingError, Cancel, EventActor, GetSummary, GetUserStatus, Recorder, Reply,
 };
-pub use order_store::{CheckWritable, Flush, ForgetAnswers, OrderStore, Recover, Recovered};
+pub use order_store::{
+    CheckWritable, Flush, ForgetAnswers, OrderStore, QueueSlot, Recover, Recovered,
+};
 pub use registry::{EventRegistry, Limits};

@@ -24,10 +24,11 @@ use crate::ids::EventId;
 use crate::storage::{Change, Database, StorageError};
 use crate::telemetry::{self, StoreMetrics};
 
-/// Bounds the changes handed to the store and not yet answered. An event
-/// actor takes a place *before* it decides: when the store is this far
-/// behind, the request is refused with 503 and nothing is decided, instead of
-/// every later answer waiting longer and longer.
+/// Bounds the book and cancel requests admitted and not yet answered by the
+/// store. A request takes its place when the route admits it, before it is
+/// sent to its event actor: beyond the bound it is refused with 503 at once,
+/// in microseconds, and nothing is decided. Were the place taken by the actor
+/// instead, a refusal would first wait its turn in the actor's mailbox.
 pub struct Backlog {
     queued: AtomicUsize,
     limit: usize,
@@ -39,12 +40,6 @@ impl Backlog {
             queued: AtomicUsize::new(0),
             limit,
         })
-    }
-
-    /// A look without taking a place: lets a request be refused before it
-    /// travels to an event actor that would refuse it anyway.
-    pub fn is_full(&self) -> bool {
-        self.queued.load(Ordering::Relaxed) >= self.limit
     }
 
     /// A place in the store's queue, or `None` (counted as a rejection) when it is full.
@@ -59,7 +54,8 @@ impl Backlog {
 }
 
 /// A place in the store's queue, given back when the `Persist` holding it
-/// is answered and dropped (or never sent).
+/// is answered and dropped, or when the request ends without a change to
+/// store (a refusal, a full mailbox).
 pub struct QueueSlot(Arc<Backlog>);
 
 impl Drop for QueueSlot {
@@ -343,10 +339,8 @@ mod tests {
         let backlog = Backlog::new(2);
         let first = backlog.reserve().expect("room for the first");
         let _second = backlog.reserve().expect("room for the second");
-        assert!(backlog.is_full());
         assert!(backlog.reserve().is_none(), "a third is refused");
         drop(first);
-        assert!(!backlog.is_full());
         assert!(
             backlog.reserve().is_some(),
             "the freed place is taken again"

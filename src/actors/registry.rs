@@ -14,7 +14,7 @@ use futures::channel::oneshot;
 use tokio::sync::Notify;
 
 use super::event::{BookingError, EventActor, Recorder, Reply};
-use super::order_store::{Backlog, NotStored, OrderStore, Persist};
+use super::order_store::{Backlog, NotStored, OrderStore, Persist, QueueSlot};
 use crate::booking::{EventState, Refusal};
 use crate::idempotency::Pending;
 use crate::ids::EventId;
@@ -56,7 +56,7 @@ pub struct EventRegistry {
     arbiters: Vec<ArbiterHandle>,
     placement: RandomState,
     store: Addr<OrderStore>,
-    /// Shared with every event actor: the bound on the store's queue.
+    /// The bound on the store's queue: book and cancel requests take a place here.
     backlog: Arc<Backlog>,
     limits: Limits,
 }
@@ -192,24 +192,22 @@ impl EventRegistry {
         }
     }
 
-    /// Sends a book or cancel to `actor` and waits for its answer, which
-    /// comes once the change is committed (or at once if it is refused). A
-    /// full mailbox refuses at once; a slow answer times out.
+    /// Admits a book or cancel (a place in the store's queue), sends it to
+    /// `actor` and waits for its answer, which comes once the change is
+    /// committed (or at once if it is refused). A full store queue or mailbox
+    /// refuses at once; a slow answer times out.
     pub async fn forward<M, T>(
         &self,
         actor: &Addr<EventActor>,
-        message: impl FnOnce(Reply<T>) -> M,
+        message: impl FnOnce(Reply<T>, QueueSlot) -> M,
     ) -> Result<T, BookingError>
     where
         M: Message<Result = ()> + Send + 'static,
         EventActor: Handler<M>,
     {
-        if self.backlog.is_full() {
-            telemetry::queue_full("store");
-            return Err(BookingError::Busy);
-        }
+        let slot = self.backlog.reserve().ok_or(BookingError::Busy)?;
         let (reply, answer) = oneshot::channel();
-        match actor.try_send(message(reply)) {
+        match actor.try_send(message(reply, slot)) {
             Ok(()) => {}
             Err(SendError::Full(_)) => {
                 telemetry::queue_full("event");
@@ -251,10 +249,10 @@ impl EventRegistry {
 
     fn start_actor(&self, id: EventId, state: EventState) -> Addr<EventActor> {
         let arbiter = &self.arbiters[self.placement.hash_one(&id) as usize % self.arbiters.len()];
-        let (store, backlog) = (self.store.clone(), self.backlog.clone());
+        let store = self.store.clone();
         let capacity = self.limits.mailbox_capacity;
         EventActor::start_in_arbiter(arbiter, move |_| {
-            EventActor::new(id, state, store, backlog, capacity)
+            EventActor::new(id, state, store, capacity)
         })
     }
 }

@@ -60,10 +60,11 @@ pub async fn book(
     req: HttpRequest,
     request: Valid<OrderRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let message = |user, reply, recorder| Book {
+    let message = |user, reply, recorder, slot| Book {
         user,
         reply,
         recorder,
+        slot,
     };
     order(&registry, &idempotency, &req, request, answer, message).await
 }

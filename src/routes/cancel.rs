@@ -64,10 +64,11 @@ pub async fn cancel(
     req: HttpRequest,
     request: Valid<OrderRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let message = |user, reply, recorder| Cancel {
+    let message = |user, reply, recorder, slot| Cancel {
         user,
         reply,
         recorder,
+        slot,
     };
     order(&registry, &idempotency, &req, request, answer, message).await
 }

@@ -25,7 +25,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::actors::{EventActor, EventRegistry, Recorder, Reply};
+use crate::actors::{EventActor, EventRegistry, QueueSlot, Recorder, Reply};
 use crate::booking::Refusal;
 use crate::configuration::CorsSettings;
 use crate::error::ApiError;
@@ -177,7 +177,7 @@ async fn order<M, T>(
     req: &HttpRequest,
     Valid(request, body): Valid<OrderRequest>,
     answer: fn(&UserId, Result<&T, Refusal>) -> Answer,
-    message: impl FnOnce(Arc<str>, Reply<T>, Option<Recorder<T, Refusal>>) -> M,
+    message: impl FnOnce(Arc<str>, Reply<T>, Option<Recorder<T, Refusal>>, QueueSlot) -> M,
 ) -> Result<HttpResponse, ApiError>
 where
     M: Message<Result = ()> + Send + 'static,
@@ -198,7 +198,7 @@ where
     });
     let user = request.user.key().clone();
     let outcome = registry
-        .forward(&actor, |reply| message(user, reply, recorder))
+        .forward(&actor, |reply, slot| message(user, reply, recorder, slot))
         .await?;
     Ok(respond(&answer(&request.user, Ok(&outcome))))
 }
