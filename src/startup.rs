@@ -37,7 +37,8 @@ pub enum ServerError {
 }
 
 /// What the server prints on stdout, followed by its URL, once it listens: the
-/// port may have been 0, so scripts and tests read it from there.
+/// port may have been 0, so scripts and tests read it from there. Recovery
+/// may still be running then; `/ready` tells when it is over.
 pub const LISTENING: &str = "event-booking listening on ";
 
 /// A server that listens, but has neither started serving nor recovered.
