@@ -195,6 +195,30 @@ pub enum PostErrors {
     Unavailable(Error),
 }
 
+/// The error answers both status routes can give, besides their own 404.
+#[derive(IntoResponses)]
+pub enum GetErrors {
+    #[response(status = 400, description = "Invalid id in the path")]
+    InvalidInput(Error),
+    #[response(
+        status = 401,
+        description = "No or unknown API key (when keys are configured)"
+    )]
+    Unauthorized(Error),
+    #[response(
+        status = 429,
+        description = "Too many requests",
+        headers(("Retry-After" = u64, description = "Seconds to wait"))
+    )]
+    TooManyRequests(Error),
+    #[response(
+        status = 503,
+        description = "Server busy or still starting, or no answer in time",
+        headers(("Retry-After" = u64, description = "Seconds to wait"))
+    )]
+    Unavailable(Error),
+}
+
 #[derive(ToSchema)]
 pub struct Health {
     #[schema(example = "ok")]

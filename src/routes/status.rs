@@ -35,11 +35,8 @@ struct UserStatusBody {
     params(("eventId" = openapi::EventId, Path, description = "The event")),
     responses(
         (status = 200, description = "Counts", body = openapi::EventStatus),
-        (status = 400, description = "Invalid id in the path", body = openapi::Error),
-        (status = 401, description = "No or unknown API key (when keys are configured)", body = openapi::Error),
-        (status = 429, description = "Too many requests", body = openapi::Error, headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 404, description = "Event not found", body = openapi::Error),
-        (status = 503, description = "Server busy or still starting, or no answer in time", body = openapi::Error, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        openapi::GetErrors,
     ),
     security((), ("bearer" = []))
 )]
@@ -70,11 +67,8 @@ pub async fn event_status(
     ),
     responses(
         (status = 200, description = "The user's standing", body = openapi::UserStatus),
-        (status = 400, description = "Invalid id in the path", body = openapi::Error),
-        (status = 401, description = "No or unknown API key (when keys are configured)", body = openapi::Error),
-        (status = 429, description = "Too many requests", body = openapi::Error, headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 404, description = "Event or booking not found", body = openapi::Error),
-        (status = 503, description = "Server busy or still starting, or no answer in time", body = openapi::Error, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        openapi::GetErrors,
     ),
     security((), ("bearer" = []))
 )]
