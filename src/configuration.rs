@@ -20,7 +20,6 @@ pub struct Settings {
     pub port: u16,
     pub database: String,
     pub workers: usize,
-    pub actor_threads: usize,
     pub synchronous: Synchronous,
     pub commit_batch_limit: usize,
     pub busy_timeout_ms: u64,

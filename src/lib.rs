@@ -15,7 +15,8 @@
 //!   server, recovery, graceful stop.
 //! - [`configuration`]: settings from `config/default.toml` and `BOOKING_*` variables.
 //! - [`routes`]: the HTTP API; validates requests and forwards them to actors.
-//! - [`actors`]: the event actors, their registry, and the persistence actor.
+//! - [`actors`]: the event actors, their registry, the worker threads they run
+//!   on, and the persistence actor.
 //! - [`booking`]: the booking rules of one event as plain data, and the waiting list.
 //! - [`storage`]: the SQLite schema, batched commits and recovery.
 //! - [`ids`]: event and user ids, validated at the edge.

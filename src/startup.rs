@@ -4,6 +4,7 @@ use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::num::NonZeroUsize;
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -12,7 +13,9 @@ use actix_web::middleware::{from_fn, Condition};
 use actix_web::{web, App, HttpServer};
 use futures::future::{select, Either, LocalBoxFuture};
 
-use crate::actors::{EventRegistry, Flush, ForgetAnswers, Limits, OrderStore, Recover, Recovered};
+use crate::actors::{
+    EventRegistry, Flush, ForgetAnswers, Limits, OrderStore, Recover, Recovered, WorkerThreads,
+};
 use crate::configuration::Settings;
 use crate::idempotency::Idempotency;
 use crate::routes::{self, Access, BodyLimit};
@@ -49,8 +52,8 @@ pub struct Application {
     recovery: LocalBoxFuture<'static, Result<(), ServerError>>,
     /// Flushed last on shutdown, after the HTTP server stopped.
     store: Addr<OrderStore>,
-    /// The threads of the event actors and of the store, stopped after the flush.
-    arbiters: Vec<Arbiter>,
+    /// The store's thread, stopped after the flush.
+    store_thread: Arbiter,
 }
 
 impl Application {
@@ -82,17 +85,16 @@ impl Application {
         let store = OrderStore::start_in_arbiter(&store_thread.handle(), move |_| {
             OrderStore::new(database, batch_limit, StoreMetrics::new())
         });
-        let mut arbiters: Vec<Arbiter> = (0..or_cores(settings.actor_threads))
-            .map(|_| Arbiter::new())
-            .collect();
-        let handles = arbiters.iter().map(Arbiter::handle).collect();
-        arbiters.push(store_thread);
+        // Event actors run on the HTTP workers' threads, which announce
+        // themselves as they start (see `WorkerThreads`).
+        let workers = or_cores(settings.workers);
+        let threads = Arc::new(WorkerThreads::new(workers));
         let limits = Limits {
             mailbox_capacity: settings.mailbox_capacity,
             store_backlog: settings.store_backlog,
             request_timeout: Duration::from_millis(settings.request_timeout_ms),
         };
-        let registry = web::Data::new(EventRegistry::new(store.clone(), handles, limits));
+        let registry = web::Data::new(EventRegistry::new(store.clone(), threads.clone(), limits));
         let recovery = recover(path, store.clone(), registry.clone(), idempotency.clone());
 
         let access = web::Data::new(Access::new(&settings.auth, &settings.rate_limit));
@@ -136,6 +138,8 @@ impl Application {
         let (body_limit, cors) = (settings.body_limit, settings.cors.clone());
         let (metrics, probe_store) = (web::Data::new(metrics), web::Data::new(store.clone()));
         let server = HttpServer::new(move || {
+            // Runs on each worker's thread as it starts.
+            threads.announce_current();
             App::new()
                 .app_data(registry.clone())
                 .app_data(access.clone())
@@ -154,7 +158,7 @@ impl Application {
                 .wrap(from_fn(routes::json_errors))
                 .wrap(from_fn(routes::observe))
         })
-        .workers(or_cores(settings.workers))
+        .workers(workers)
         .max_connections(settings.max_connections)
         .client_request_timeout(Duration::from_millis(settings.client_request_timeout_ms))
         .keep_alive(Duration::from_secs(settings.keep_alive_secs))
@@ -172,7 +176,7 @@ impl Application {
             server,
             recovery,
             store,
-            arbiters,
+            store_thread,
         })
     }
 
@@ -211,9 +215,7 @@ impl Application {
                 .map_err(ServerError::from),
         };
         let _ = self.store.send(Flush).await;
-        for arbiter in self.arbiters {
-            arbiter.stop();
-        }
+        self.store_thread.stop();
         log::info!("stopped; every acknowledged change is stored");
         outcome
     }
@@ -243,7 +245,7 @@ fn recover(
         let count = events.len();
         // Answers first: a retry let in by the registry must find its answer.
         idempotency.restore(answers);
-        registry.recover(events);
+        registry.recover(events).await;
         log::info!(
             "database {path}: recovered {count} events in {:?}",
             started.elapsed()

@@ -1,9 +1,11 @@
 //! The actors of the booking path: one [`EventActor`] per event, found through
-//! the [`EventRegistry`], and one [`OrderStore`] that commits their changes.
+//! the [`EventRegistry`] and run on the HTTP workers' [`WorkerThreads`], and
+//! one [`OrderStore`], on a thread of its own, that commits their changes.
 
 mod event;
 mod order_store;
 mod registry;
+mod threads;
 
 pub use event::{
     Book, BookingError, Cancel, EventActor, GetSummary, GetUserStatus, Recorder, Reply,
@@ -12,3 +14,4 @@ pub use order_store::{
     CheckWritable, Flush, ForgetAnswers, OrderStore, QueueSlot, Recover, Recovered,
 };
 pub use registry::{EventRegistry, Limits};
+pub use threads::WorkerThreads;

@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 
 use super::event::{BookingError, EventActor, Recorder, Reply};
 use super::order_store::{Backlog, NotStored, OrderStore, Persist, QueueSlot};
+use super::threads::WorkerThreads;
 use crate::booking::{EventState, Refusal};
 use crate::idempotency::Pending;
 use crate::ids::EventId;
@@ -53,7 +54,7 @@ pub struct EventRegistry {
     /// Wakes the requests that arrived during recovery.
     recovery_done: Notify,
     /// The threads that run event actors; an event's thread is chosen by a hash of its id.
-    arbiters: Vec<ArbiterHandle>,
+    threads: Arc<WorkerThreads>,
     placement: RandomState,
     store: Addr<OrderStore>,
     /// The bound on the store's queue: book and cancel requests take a place here.
@@ -62,17 +63,13 @@ pub struct EventRegistry {
 }
 
 impl EventRegistry {
-    /// An empty registry, not yet recovered.
-    pub fn new(store: Addr<OrderStore>, arbiters: Vec<ArbiterHandle>, limits: Limits) -> Self {
-        assert!(
-            !arbiters.is_empty(),
-            "event actors need at least one thread"
-        );
+    /// An empty registry, not yet recovered, whose actors run on `threads`.
+    pub fn new(store: Addr<OrderStore>, threads: Arc<WorkerThreads>, limits: Limits) -> Self {
         EventRegistry {
             events: DashMap::new(),
             recovered: AtomicBool::new(false),
             recovery_done: Notify::new(),
-            arbiters,
+            threads,
             placement: RandomState::new(),
             store,
             backlog: Backlog::new(limits.store_backlog),
@@ -80,9 +77,10 @@ impl EventRegistry {
         }
     }
 
-    /// Starts an actor for each event read from the database, then lets the
-    /// waiting requests in.
-    pub fn recover(&self, events: Vec<(EventId, EventState)>) {
+    /// Starts an actor for each event read from the database, once every
+    /// thread to place them on has started, then lets the waiting requests in.
+    pub async fn recover(&self, events: Vec<(EventId, EventState)>) {
+        self.threads.all_started().await;
         for (id, state) in events {
             let actor = self.start_actor(id.clone(), state);
             self.events.insert(id, Slot::Ready(actor));
@@ -248,10 +246,10 @@ impl EventRegistry {
     }
 
     fn start_actor(&self, id: EventId, state: EventState) -> Addr<EventActor> {
-        let arbiter = &self.arbiters[self.placement.hash_one(&id) as usize % self.arbiters.len()];
+        let thread = self.threads.pick(self.placement.hash_one(&id));
         let store = self.store.clone();
         let capacity = self.limits.mailbox_capacity;
-        EventActor::start_in_arbiter(arbiter, move |_| {
+        EventActor::start_in_arbiter(&thread, move |_| {
             EventActor::new(id, state, store, capacity)
         })
     }
