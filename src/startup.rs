@@ -12,6 +12,7 @@ use actix_web::dev::Server;
 use actix_web::middleware::{from_fn, Condition};
 use actix_web::{web, App, HttpServer};
 use futures::future::{select, Either, LocalBoxFuture};
+use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::actors::{
     EventRegistry, Flush, ForgetAnswers, Limits, OrderStore, Recover, Recovered, WorkerThreads,
@@ -67,14 +68,13 @@ impl Application {
         })?;
         let path = std::fs::canonicalize(&settings.database)
             .map_or_else(|_| settings.database.clone(), |p| p.display().to_string());
-        let address = format!("{}:{}", settings.host, settings.port);
-        let listener = TcpListener::bind(&address).map_err(|source| ServerError::Listen {
-            address: address.clone(),
+        let configured = SocketAddr::new(settings.host, settings.port);
+        let listen_error = |source| ServerError::Listen {
+            address: configured.to_string(),
             source,
-        })?;
-        let address = listener
-            .local_addr()
-            .map_err(|source| ServerError::Listen { address, source })?;
+        };
+        let listener = listen(configured).map_err(listen_error)?;
+        let address = listener.local_addr().map_err(listen_error)?;
         let retention = Duration::from_secs(settings.idempotency.retention_secs);
         let idempotency = web::Data::new(Idempotency::new(retention));
         let metrics = telemetry::install();
@@ -254,9 +254,52 @@ fn recover(
     })
 }
 
+/// Connections the kernel completes before the server accepts them; the
+/// kernel caps it at `net.core.somaxconn` (4096 on current Linux). std's
+/// `bind` asks for 128: a burst of a few hundred clients connecting at once,
+/// as a load test starts, then loses SYNs, and each lost one waits a second
+/// for its retransmission.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// Binds `address` as actix-web's own `bind` would (`SO_REUSEADDR`, so a
+/// restart can listen while the old connections linger), with a deep accept queue.
+fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
 fn or_cores(configured: usize) -> usize {
     match configured {
         0 => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
         n => n,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, TcpStream};
+
+    use super::*;
+
+    #[test]
+    fn hundreds_of_clients_connecting_at_once_all_get_through_before_any_is_accepted() {
+        let listener = listen(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("listens");
+        let address = listener.local_addr().expect("bound");
+        // Nothing accepts: each connection waits in the accept queue. With
+        // std's 128 the 130th SYN is dropped and its connect times out.
+        let clients: Vec<TcpStream> = (0..600)
+            .map(|n| {
+                TcpStream::connect_timeout(&address, Duration::from_millis(500))
+                    .unwrap_or_else(|error| panic!("connection {n} was not taken in: {error}"))
+            })
+            .collect();
+        assert_eq!(clients.len(), 600);
     }
 }
