@@ -222,8 +222,6 @@ async fn initialize(
     results.into_iter().collect()
 }
 
-/// One load thread: `connections` loops, each sending the plan's next request
-/// when its previous one is answered.
 /// How each simulated client behaves.
 #[derive(Clone, Copy)]
 struct Client {
@@ -231,6 +229,8 @@ struct Client {
     honor_retry_after: bool,
 }
 
+/// One load thread: `connections` loops, each sending the plan's next request
+/// when its previous one is answered.
 async fn load(
     url: &str,
     plan: &Plan,
