@@ -3,6 +3,7 @@
 //! one [`OrderStore`], on a thread of its own, that commits their changes.
 
 mod event;
+mod gate;
 mod order_store;
 mod registry;
 mod threads;

@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,9 +10,9 @@ use actix::prelude::*;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use futures::channel::oneshot;
-use tokio::sync::Notify;
 
 use super::event::{BookingError, EventActor, Recorder, Reply};
+use super::gate::Gate;
 use super::order_store::{Backlog, NotStored, OrderStore, Persist, QueueSlot};
 use super::threads::WorkerThreads;
 use crate::booking::{EventState, Refusal};
@@ -49,10 +48,8 @@ enum Slot {
 /// unknown, and could even be initialized a second time.
 pub struct EventRegistry {
     events: DashMap<EventId, Slot>,
-    /// Set once every stored event has its actor.
-    recovered: AtomicBool,
-    /// Wakes the requests that arrived during recovery.
-    recovery_done: Notify,
+    /// Opened once every stored event has its actor; requests wait for it.
+    recovered: Gate,
     /// The threads that run event actors; an event's thread is chosen by a hash of its id.
     threads: Arc<WorkerThreads>,
     placement: RandomState,
@@ -67,8 +64,7 @@ impl EventRegistry {
     pub fn new(store: Addr<OrderStore>, threads: Arc<WorkerThreads>, limits: Limits) -> Self {
         EventRegistry {
             events: DashMap::new(),
-            recovered: AtomicBool::new(false),
-            recovery_done: Notify::new(),
+            recovered: Gate::default(),
             threads,
             placement: RandomState::new(),
             store,
@@ -85,30 +81,19 @@ impl EventRegistry {
             let actor = self.start_actor(id.clone(), state);
             self.events.insert(id, Slot::Ready(actor));
         }
-        self.recovered.store(true, Ordering::Release);
-        self.recovery_done.notify_waiters();
+        self.recovered.open();
     }
 
     /// Whether every stored event has its actor.
     pub fn is_recovered(&self) -> bool {
-        self.recovered.load(Ordering::Acquire)
+        self.recovered.is_open()
     }
 
     /// Waits until recovery is over, at most the request time-out.
     pub async fn recovered(&self) -> Result<(), BookingError> {
-        let wait = async {
-            loop {
-                // Created before the check: a wakeup between the two is not missed.
-                let done = self.recovery_done.notified();
-                if self.is_recovered() {
-                    return Ok(());
-                }
-                done.await;
-            }
-        };
-        actix_web::rt::time::timeout(self.limits.request_timeout, wait)
+        actix_web::rt::time::timeout(self.limits.request_timeout, self.recovered.opened())
             .await
-            .unwrap_or(Err(BookingError::Recovering))
+            .map_err(|_| BookingError::Recovering)
     }
 
     /// The actor of an initialized event.

@@ -14,8 +14,8 @@
 
 use std::sync::Mutex;
 
+use super::gate::Gate;
 use actix::prelude::*;
-use tokio::sync::Notify;
 
 /// The HTTP workers' threads, as each worker announces itself.
 pub struct WorkerThreads {
@@ -23,8 +23,8 @@ pub struct WorkerThreads {
     /// so that events spread over every worker.
     expected: usize,
     started: Mutex<Vec<ArbiterHandle>>,
-    /// Wakes [`all_started`](Self::all_started) once the last worker announced itself.
-    complete: Notify,
+    /// Opened once the last worker announced itself.
+    complete: Gate,
 }
 
 impl WorkerThreads {
@@ -33,7 +33,7 @@ impl WorkerThreads {
         WorkerThreads {
             expected,
             started: Mutex::new(Vec::with_capacity(expected)),
-            complete: Notify::new(),
+            complete: Gate::default(),
         }
     }
 
@@ -49,24 +49,13 @@ impl WorkerThreads {
             *dead = here;
         }
         if started.len() == self.expected {
-            self.complete.notify_waiters();
+            self.complete.open();
         }
     }
 
     /// Waits until every worker has announced itself.
     pub async fn all_started(&self) {
-        loop {
-            // Created before the check: an announcement between the two is not missed.
-            let complete = self.complete.notified();
-            if self.is_complete() {
-                return;
-            }
-            complete.await;
-        }
-    }
-
-    fn is_complete(&self) -> bool {
-        self.started.lock().unwrap_or_else(|e| e.into_inner()).len() == self.expected
+        self.complete.opened().await;
     }
 
     /// The thread for an event whose id hashes to `hash`. Once every worker
