@@ -128,6 +128,15 @@ fn the_ceiling_scenario_reports_latency_and_skips_verification() {
     let latency = &report["latencyMs"];
     assert!(latency["p50"].as_f64().unwrap() <= latency["p99"].as_f64().unwrap());
     assert!(latency["p99"].as_f64().unwrap() <= latency["max"].as_f64().unwrap());
+    // It started the server, so it knows the server's CPU as well as its own.
+    let cpu = &report["cpu"];
+    assert!(cpu["serverUsPerRequest"].as_f64().unwrap() >= 0.0, "{cpu}");
+    assert!(
+        cpu["loadGeneratorUsPerRequest"].as_f64().unwrap() >= 0.0,
+        "{cpu}"
+    );
+    let idle = cpu["machineIdle"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&idle), "{cpu}");
 }
 
 #[test]
@@ -154,6 +163,8 @@ fn the_text_report_names_every_figure() {
         "booked 20",
         "waiting 180",
         "verification: passed",
+        "CPU per request: server ",
+        "machine idle",
     ] {
         assert!(text.contains(figure), "{figure} missing from:\n{text}");
     }
@@ -240,6 +251,11 @@ fn verification_catches_a_server_that_oversells() {
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(text.contains("verification: FAILED"), "{text}");
     assert!(text.contains("oversold, 50 booked of 10 tickets"), "{text}");
+    // A server found by --url is not ours to measure.
+    assert!(
+        text.contains("CPU per request: server unknown (not started by us)"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -125,7 +125,7 @@ fn throughput(options: &BenchOptions) -> Result<Throughput, String> {
         run.idempotency_keys = idempotency_keys;
         // Enough users that none of the scenarios runs out before the time is up.
         run.users = 100_000_000;
-        let report = run_against(server.url(), &run)?;
+        let report = run_against(server.url(), Some(server.pid()), &run)?;
         report.print_text();
         Ok::<_, String>(report)
     };
@@ -183,7 +183,7 @@ fn overload(options: &BenchOptions) -> Result<Vec<Overload>, String> {
                 run.concurrency = concurrency;
                 run.honor_retry_after = true;
                 run.users = 100_000_000;
-                let report = run_against(server.url(), &run)?;
+                let report = run_against(server.url(), Some(server.pid()), &run)?;
                 println!("{label}, {concurrency} connections:");
                 report.print_text();
                 Ok::<_, String>(report)
@@ -207,7 +207,7 @@ fn footprint(options: &BenchOptions) -> Result<Footprint, String> {
     fill.duration = 3600.0;
     fill.concurrency = options.concurrency;
     fill.no_verify = true;
-    let filled = run_against(server.url(), &fill)?;
+    let filled = run_against(server.url(), Some(server.pid()), &fill)?;
     if filled.requests() != options.orders || filled.failures() > 0 {
         return Err(format!(
             "storing {} orders: {} sent, {} failed",
@@ -320,8 +320,8 @@ fn render(
         "- Release build, `synchronous=full`, {} connections, {} s per scenario, load generator on the same machine\n",
         options.concurrency, options.seconds
     );
-    md.push_str("| scenario | requests/s | p50 ms | p99 ms | ratio to ceiling | target | non-2xx | verified |\n");
-    md.push_str("| --- | ---: | ---: | ---: | ---: | --- | ---: | --- |\n");
+    md.push_str("| scenario | requests/s | p50 ms | p99 ms | ratio to ceiling | target | non-2xx | verified | server CPU µs/req | load generator CPU µs/req | machine idle |\n");
+    md.push_str("| --- | ---: | ---: | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: |\n");
     for (label, report) in reports {
         let target = match report.scenario {
             Scenario::Ceiling => String::new(),
@@ -332,14 +332,18 @@ fn render(
         let verified = verified(report);
         let _ = writeln!(
             md,
-            "| {label} | {:.0} | {:.2} | {:.2} | {:.0}% | {target} | {} | {verified} |",
+            "| {label} | {:.0} | {:.2} | {:.2} | {:.0}% | {target} | {} | {verified} | {} |",
             report.requests_per_second(),
             report.latency_ms(0.5),
             report.latency_ms(0.99),
             100.0 * report.requests_per_second() / ceiling,
             report.failures(),
+            cpu_columns(report),
         );
     }
+    md.push_str(
+        "\nCPU: the server's (all its threads) and the load generator's CPU time per request, user and kernel, and the share of the machine's cores that neither used, during the load. Both share the cores. Where no core is left idle, requests/s is the cores' time divided by the CPU per request of both programs, so the ratio to the ceiling is the ceiling's CPU per request over the scenario's; idle left over is time when every connection was waiting, for a commit's fsync.\n",
+    );
     let _ = writeln!(
         md,
         "\nIdempotency: the drop without and with an `Idempotency-Key` on every booking, {} pairs run back to back on the same server after the scenarios above; the cost is the median of the pairs' costs.\n",
@@ -433,6 +437,20 @@ fn render(
         footprint.idle_events, footprint.bytes_per_event
     );
     md
+}
+
+/// Server and load generator CPU per request and machine idle, as table cells.
+fn cpu_columns(report: &Report) -> String {
+    match &report.cpu {
+        Some(cpu) => format!(
+            "{} | {:.1} | {:.0}%",
+            cpu.server_us_per_request
+                .map_or("–".into(), |us| format!("{us:.1}")),
+            cpu.load_generator_us_per_request,
+            100.0 * cpu.machine_idle
+        ),
+        None => "– | – | –".into(),
+    }
 }
 
 fn verified(report: &Report) -> String {

@@ -8,6 +8,7 @@
 
 mod api;
 pub mod bench;
+mod cpu;
 mod report;
 mod scenario;
 pub mod spawn;
@@ -92,15 +93,19 @@ impl Options {
 /// Runs one scenario against the configured (or spawned) server.
 pub fn run(options: &Options) -> Result<Report, String> {
     let server = options.spawn.then(SpawnedServer::start).transpose()?;
-    let url = server
-        .as_ref()
-        .map_or(options.url.as_str(), SpawnedServer::url)
-        .to_string();
-    run_against(&url, options)
+    match &server {
+        Some(server) => run_against(server.url(), Some(server.pid()), options),
+        None => run_against(&options.url, None, options),
+    }
 }
 
-/// Runs one scenario against the server at `url`.
-pub fn run_against(url: &str, options: &Options) -> Result<Report, String> {
+/// Runs one scenario against the server at `url`; with its `server_pid`
+/// (a server of our own), the report also gives the server's CPU per request.
+pub fn run_against(
+    url: &str,
+    server_pid: Option<u32>,
+    options: &Options,
+) -> Result<Report, String> {
     if options.concurrency == 0
         || !(0.0..=1.0).contains(&options.cancel_ratio)
         || options.duration <= 0.0
@@ -137,6 +142,7 @@ pub fn run_against(url: &str, options: &Options) -> Result<Report, String> {
         let (plan, done, quiet) = (plan.clone(), done.clone(), options.json);
         move || show_progress(&plan, &done, quiet)
     });
+    let cpu_before = cpu::Snapshot::take(server_pid);
     let threads = match options.threads {
         0 => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
         n => n,
@@ -163,10 +169,14 @@ pub fn run_against(url: &str, options: &Options) -> Result<Report, String> {
         stats.merge(worker.join().map_err(|_| "a load thread panicked")?);
     }
     let elapsed = plan.started.elapsed();
+    let cpu_after = cpu::Snapshot::take(server_pid);
     done.store(true, Ordering::Relaxed);
     let _ = progress.join();
 
     let mut report = Report::new(options.scenario, events, elapsed, stats);
+    report.cpu = cpu_before
+        .zip(cpu_after)
+        .map(|(before, after)| cpu::CpuUse::between(&before, &after, report.requests()));
     if !options.no_verify && options.scenario != Scenario::Ceiling {
         // Lookups from one thread: a few hundred connections keep the server
         // busy; thousands would only wait in line (and time out as idle).

@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::api::Outcome;
+use super::cpu::CpuUse;
 use super::scenario::{Op, Scenario};
 
 /// One request as its client saw it; times in microseconds since the run started.
@@ -114,6 +115,8 @@ pub struct Report {
     pub stats: Stats,
     pub outcomes: OutcomeCounts,
     pub verification: Verification,
+    /// CPU per request during the load (not the verification); `None` off Linux.
+    pub cpu: Option<CpuUse>,
 }
 
 impl Report {
@@ -137,6 +140,7 @@ impl Report {
             stats,
             outcomes,
             verification: Verification::default(),
+            cpu: None,
         }
     }
 
@@ -200,6 +204,7 @@ impl Report {
             "statusCodes": self.stats.statuses,
             "outcomes": self.outcomes,
             "verification": self.verification,
+            "cpu": self.cpu,
         })
     }
 
@@ -239,6 +244,18 @@ impl Report {
             "outcomes: booked {}, waiting {}, reassigned {}, cancelled {}, refused {}, errors {}",
             o.booked, o.waiting, o.reassigned, o.cancelled, o.refused, o.errors
         );
+        if let Some(cpu) = &self.cpu {
+            let server = cpu
+                .server_us_per_request
+                .map_or("unknown (not started by us)".into(), |us| {
+                    format!("{us:.1} µs")
+                });
+            println!(
+                "CPU per request: server {server}, load generator {:.1} µs; machine idle {:.0}%",
+                cpu.load_generator_us_per_request,
+                100.0 * cpu.machine_idle
+            );
+        }
         match (&self.verification, self.verification.checked) {
             (_, false) => println!("verification: skipped"),
             (v, true) if v.passed() => println!("verification: passed"),

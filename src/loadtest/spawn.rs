@@ -47,9 +47,13 @@ impl SpawnedServer {
         &self.url
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Resident set size of the server process, in bytes.
     pub fn rss_bytes(&self) -> Result<u64, String> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .map_err(|e| format!("cannot read the server's memory use: {e}"))?;
         status
             .lines()
