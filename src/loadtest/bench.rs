@@ -1,5 +1,5 @@
-//! `loadtest bench`: each scenario for a fixed time on one server, then
-//! restart recovery and memory per user and per event; the table goes to
+//! `loadtest bench`: each scenario for a fixed time on one server, in rounds,
+//! then restart recovery and memory per user and per event; the table goes to
 //! stdout and to `BENCHMARKS.md`, with the machine and the commit.
 
 use std::fmt::Write as _;
@@ -31,6 +31,10 @@ pub struct BenchOptions {
     /// Seconds each scenario runs.
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
+    /// Rounds of the scenarios, each round ceiling first. A ratio is taken
+    /// against the ceiling of its own round; the table shows the median.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    pub rounds: u16,
     /// Connections of every scenario.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
@@ -73,22 +77,45 @@ impl Pair {
     }
 }
 
+/// Every scenario once, back to back, ceiling first.
+struct Round(Vec<Report>);
+
+impl Round {
+    fn report(&self, scenario: Scenario) -> Option<&Report> {
+        self.0.iter().find(|report| report.scenario == scenario)
+    }
+
+    /// `scenario`'s rate over this round's ceiling.
+    fn ratio(&self, scenario: Scenario) -> Option<f64> {
+        let ceiling = self.report(Scenario::Ceiling)?.requests_per_second();
+        Some(self.report(scenario)?.requests_per_second() / ceiling)
+    }
+}
+
 /// The runs on the first server.
 struct Throughput {
-    /// Each scenario once, by name.
-    scenarios: Vec<(String, Report)>,
+    rounds: Vec<Round>,
     idempotency: Vec<Pair>,
 }
 
 /// Runs the whole benchmark; returns the Markdown it wrote.
 pub fn run(options: &BenchOptions) -> Result<String, String> {
     let Throughput {
-        scenarios: mut reports,
+        rounds,
         idempotency: pairs,
     } = throughput(options)?;
     let overload = overload(options)?;
     let footprint = footprint(options)?;
-    let markdown = render(options, &reports, &pairs, &overload, &footprint);
+    let markdown = render(options, &rounds, &pairs, &overload, &footprint);
+    let mut reports = Vec::new();
+    for (number, round) in rounds.into_iter().enumerate() {
+        for report in round.0 {
+            reports.push((
+                format!("{:?}, round {}", report.scenario, number + 1),
+                report,
+            ));
+        }
+    }
     for (round, pair) in pairs.into_iter().enumerate() {
         reports.push((format!("Drop, pair {}", round + 1), pair.plain));
         reports.push((
@@ -111,10 +138,10 @@ pub fn run(options: &BenchOptions) -> Result<String, String> {
     }
 }
 
-/// The scenarios, ceiling first, on one fresh server; then, on the same
-/// server, pairs of drops without and with an `Idempotency-Key` on every
-/// booking, for the cost of idempotency. A cost from one pair alone would
-/// mostly measure how the machine's speed drifted between two runs.
+/// Rounds of the scenarios, ceiling first, on one fresh server; then, on the
+/// same server, pairs of drops without and with an `Idempotency-Key` on every
+/// booking, for the cost of idempotency. A ratio or a cost from one run alone
+/// would mostly measure how the machine's speed drifted between two runs.
 fn throughput(options: &BenchOptions) -> Result<Throughput, String> {
     let server = SpawnedServer::start()?;
     let run = |scenario: Scenario, idempotency_keys: bool| {
@@ -135,9 +162,11 @@ fn throughput(options: &BenchOptions) -> Result<Throughput, String> {
         Scenario::Spread,
         Scenario::Churn,
     ];
-    let scenarios = scenarios
-        .into_iter()
-        .map(|scenario| Ok((format!("{scenario:?}"), run(scenario, false)?)))
+    let rounds = (0..options.rounds)
+        .map(|_| {
+            let reports = scenarios.into_iter().map(|scenario| run(scenario, false));
+            Ok(Round(reports.collect::<Result<_, String>>()?))
+        })
         .collect::<Result<_, String>>()?;
     let idempotency = (0..IDEMPOTENCY_PAIRS)
         .map(|_| {
@@ -148,7 +177,7 @@ fn throughput(options: &BenchOptions) -> Result<Throughput, String> {
         })
         .collect::<Result<_, String>>()?;
     Ok(Throughput {
-        scenarios,
+        rounds,
         idempotency,
     })
 }
@@ -300,47 +329,20 @@ async fn median_cancel(api: &Api, event: &str, holders: &[u64]) -> Result<Durati
 
 fn render(
     options: &BenchOptions,
-    reports: &[(String, Report)],
+    rounds: &[Round],
     pairs: &[Pair],
     overload: &[Overload],
     footprint: &Footprint,
 ) -> String {
-    let rate = |label: &str| {
-        reports
-            .iter()
-            .find(|(l, _)| l == label)
-            .map_or(1.0, |(_, r)| r.requests_per_second())
-    };
-    let ceiling = rate("Ceiling");
     let mut md = String::from("# Benchmarks\n\nProduced by `scripts/bench.sh` (`loadtest bench`); do not edit by hand.\n\n");
     let _ = writeln!(md, "- Machine: {} cores, {}", cores(), cpu_model());
     let _ = writeln!(md, "- Commit: {}", commit());
     let _ = writeln!(
         md,
-        "- Release build, `synchronous=full`, {} connections, {} s per scenario, load generator on the same machine\n",
-        options.concurrency, options.seconds
+        "- Release build, `synchronous=full`, {} connections, {} s per scenario, {} rounds, load generator on the same machine\n",
+        options.concurrency, options.seconds, rounds.len()
     );
-    md.push_str("| scenario | requests/s | p50 ms | p99 ms | ratio to ceiling | target | non-2xx | verified | server CPU µs/req | load generator CPU µs/req | machine idle |\n");
-    md.push_str("| --- | ---: | ---: | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: |\n");
-    for (label, report) in reports {
-        let target = match report.scenario {
-            Scenario::Ceiling => String::new(),
-            Scenario::Drop => "≥ 60%, p99 ≤ 10 ms".into(),
-            Scenario::Spread => "≥ 60%".into(),
-            Scenario::Churn => "≥ 50%".into(),
-        };
-        let verified = verified(report);
-        let _ = writeln!(
-            md,
-            "| {label} | {:.0} | {:.2} | {:.2} | {:.0}% | {target} | {} | {verified} | {} |",
-            report.requests_per_second(),
-            report.latency_ms(0.5),
-            report.latency_ms(0.99),
-            100.0 * report.requests_per_second() / ceiling,
-            report.failures(),
-            cpu_columns(report),
-        );
-    }
+    md.push_str(&scenario_table(rounds));
     md.push_str(
         "\nCPU: the server's (all its threads) and the load generator's CPU time per request, user and kernel, and the share of the machine's cores that neither used, during the load. Both share the cores. Where no core is left idle, requests/s is the cores' time divided by the CPU per request of both programs, so the ratio to the ceiling is the ceiling's CPU per request over the scenario's; idle left over is time when every connection was waiting, for a commit's fsync.\n",
     );
@@ -439,6 +441,68 @@ fn render(
     md
 }
 
+/// One row per scenario: the round whose ratio to its own ceiling is the
+/// median (for the ceiling, the median rate), and every round's figure.
+fn scenario_table(rounds: &[Round]) -> String {
+    let mut md = String::from("| scenario | requests/s | p50 ms | p99 ms | ratio to ceiling | each round | target | non-2xx | verified | server CPU µs/req | load generator CPU µs/req | machine idle |\n");
+    md.push_str(
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: |\n",
+    );
+    for scenario in [
+        Scenario::Ceiling,
+        Scenario::Drop,
+        Scenario::Spread,
+        Scenario::Churn,
+    ] {
+        // (the figure that ranks the rounds, its round's report)
+        let mut ranked: Vec<(f64, &Report)> = rounds
+            .iter()
+            .filter_map(|round| {
+                let report = round.report(scenario)?;
+                let figure = match scenario {
+                    Scenario::Ceiling => report.requests_per_second(),
+                    _ => round.ratio(scenario)?,
+                };
+                Some((figure, report))
+            })
+            .collect();
+        let each_round = ranked
+            .iter()
+            .map(|(figure, _)| match scenario {
+                Scenario::Ceiling => format!("{:.0}k", figure / 1000.0),
+                _ => format!("{:.0}%", 100.0 * figure),
+            })
+            .collect::<Vec<_>>()
+            .join(" / ");
+        ranked.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let Some(&(figure, median)) = ranked.get(ranked.len() / 2) else {
+            continue;
+        };
+        let (ratio, target) = match scenario {
+            Scenario::Ceiling => (1.0, ""),
+            Scenario::Drop => (figure, "≥ 60%, p99 ≤ 10 ms"),
+            Scenario::Spread => (figure, "≥ 60%"),
+            Scenario::Churn => (figure, "≥ 50%"),
+        };
+        let reports: Vec<&Report> = ranked.iter().map(|(_, report)| *report).collect();
+        let _ = writeln!(
+            md,
+            "| {scenario:?} | {:.0} | {:.2} | {:.2} | {:.0}% | {each_round} | {target} | {} | {} | {} |",
+            median.requests_per_second(),
+            median.latency_ms(0.5),
+            median.latency_ms(0.99),
+            100.0 * ratio,
+            reports.iter().map(|report| report.failures()).sum::<u64>(),
+            verified_all(&reports),
+            cpu_columns(median),
+        );
+    }
+    md.push_str(
+        "\nEach row is the round whose ratio to its own round's ceiling is the median (the ceiling's row: the median rate); *each round* gives every round's ratio (the ceiling's: its rate), in the order they ran. Non-2xx and verification cover every round.\n",
+    );
+    md
+}
+
 /// Server and load generator CPU per request and machine idle, as table cells.
 fn cpu_columns(report: &Report) -> String {
     match &report.cpu {
@@ -451,6 +515,14 @@ fn cpu_columns(report: &Report) -> String {
         ),
         None => "– | – | –".into(),
     }
+}
+
+/// The verdicts of `reports`, each named once.
+fn verified_all(reports: &[&Report]) -> String {
+    let mut verdicts: Vec<String> = reports.iter().map(|report| verified(report)).collect();
+    verdicts.sort();
+    verdicts.dedup();
+    verdicts.join(" / ")
 }
 
 fn verified(report: &Report) -> String {
