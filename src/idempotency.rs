@@ -9,6 +9,7 @@
 //! the key again if the answer is never stored (a 5xx, or a request dropped
 //! on the way), so the client can retry.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -246,10 +247,14 @@ impl Pending {
 /// Keys are scoped per API key: a digest of the bearer token, never the token itself.
 fn scope_of(req: &HttpRequest) -> String {
     match req.headers().get(AUTHORIZATION) {
-        Some(token) => Sha256::digest(token.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
+        Some(token) => {
+            let digest = Sha256::digest(token.as_bytes());
+            let mut hex = String::with_capacity(2 * digest.len());
+            for byte in digest {
+                let _ = write!(hex, "{byte:02x}");
+            }
+            hex
+        }
         None => String::new(),
     }
 }
@@ -258,4 +263,24 @@ fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+
+    use super::*;
+
+    /// Stored with every answer: it must read the same after an upgrade.
+    #[test]
+    fn the_scope_is_the_hex_sha256_of_the_authorization_header() {
+        let keyed = TestRequest::default()
+            .insert_header((AUTHORIZATION, "Bearer abc"))
+            .to_http_request();
+        assert_eq!(
+            scope_of(&keyed),
+            "c355dce96c1612880d11940ffdd9014d386c253e0c3652a6cd06a7226f7bd2b6"
+        );
+        assert_eq!(scope_of(&TestRequest::default().to_http_request()), "");
+    }
 }
