@@ -147,6 +147,8 @@ impl EventActor {
         };
         let answer = recorder.map(|record| record(result.as_ref().map_err(|refusal| *refusal)));
         if change.is_none() && answer.is_none() {
+            // The place is given back before the client hears the refusal.
+            drop(slot);
             let _ = reply.send(result.map_err(BookingError::Refused));
             return;
         }
@@ -222,6 +224,8 @@ impl EventActor {
                 self.answer(decided, reply, recorder, slot, ctx);
             }
             Err(error) => {
+                // The key and the place are freed before the client hears the 503 and retries.
+                drop((recorder, slot));
                 let _ = reply.send(Err(error));
             }
         }

@@ -96,6 +96,23 @@ pub struct Persist {
     pub slot: QueueSlot,
 }
 
+impl Persist {
+    /// Answers the request with the outcome of its commit. The idempotency
+    /// key and the queue place are settled first: a client that retries or
+    /// books again the moment it hears the answer finds the key replayable
+    /// (stored) or free (not stored), and the place given back.
+    fn settle(self, stored: Result<(), NotStored>) {
+        let Persist {
+            answer, done, slot, ..
+        } = self;
+        if let (Ok(()), Some(answer)) = (stored, answer) {
+            answer.committed();
+        }
+        drop(slot);
+        done(stored);
+    }
+}
+
 /// Read one event as stored, after every change queued before this message.
 #[derive(Message)]
 #[rtype(result = "Result<Option<EventState>, NotStored>")]
@@ -181,7 +198,7 @@ impl OrderStore {
         let (void, writes): (Vec<Persist>, Vec<Persist>) =
             batch.into_iter().partition(|p| self.is_void(p));
         for persist in void {
-            (persist.done)(Err(NotStored));
+            persist.settle(Err(NotStored));
         }
         if writes.is_empty() {
             return;
@@ -201,11 +218,7 @@ impl OrderStore {
                     if let Some(change) = &persist.change {
                         self.metrics.stored(change);
                     }
-                    // Replayable before the client hears the answer and may retry.
-                    if let Some(answer) = persist.answer {
-                        answer.committed();
-                    }
-                    (persist.done)(Ok(()));
+                    persist.settle(Ok(()));
                 }
             }
             Err(error) => self.fail(error, writes),
@@ -243,7 +256,7 @@ impl OrderStore {
                     });
                 }
             }
-            (persist.done)(Err(NotStored));
+            persist.settle(Err(NotStored));
         }
     }
 }
@@ -332,7 +345,64 @@ impl Handler<Flush> for OrderStore {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use actix_web::test::TestRequest;
+    use actix_web::HttpRequest;
+
     use super::*;
+    use crate::idempotency::{Answer, Begin, Idempotency};
+
+    fn keyed_request() -> HttpRequest {
+        TestRequest::default()
+            .uri("/api/book")
+            .insert_header(("idempotency-key", "k"))
+            .to_http_request()
+    }
+
+    #[test]
+    fn a_request_hears_its_answer_only_once_its_key_and_place_are_settled() {
+        for stored in [Ok(()), Err(NotStored)] {
+            let idempotency = Arc::new(Idempotency::new(Duration::from_secs(60)));
+            let backlog = Backlog::new(1);
+            let Ok(Some(Begin::Execute(ticket))) = idempotency.begin(&keyed_request(), b"{}")
+            else {
+                panic!("a new key executes");
+            };
+            // What a client retrying the moment it hears the answer would meet.
+            let (heard, hear) = mpsc::channel();
+            let done: OnCommit = Box::new({
+                let (idempotency, backlog) = (idempotency.clone(), backlog.clone());
+                move |outcome| {
+                    let retry = match idempotency.begin(&keyed_request(), b"{}") {
+                        Ok(Some(Begin::Execute(_))) => "executes",
+                        Ok(Some(Begin::Replay(_))) => "replays",
+                        _ => "is refused",
+                    };
+                    let _ = heard.send((outcome.is_ok(), retry, backlog.reserve().is_some()));
+                }
+            });
+            let answer = Answer {
+                status: 200,
+                body: "{}".into(),
+            };
+            Persist {
+                change: None,
+                answer: Some(ticket.answer(answer)),
+                origin: None,
+                done,
+                slot: backlog.reserve().expect("room"),
+            }
+            .settle(stored);
+            let retry = if stored.is_ok() {
+                "replays"
+            } else {
+                "executes"
+            };
+            assert_eq!(hear.recv().unwrap(), (stored.is_ok(), retry, true));
+        }
+    }
 
     #[test]
     fn the_backlog_refuses_when_full_and_frees_a_place_when_a_slot_drops() {
