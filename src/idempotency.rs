@@ -3,11 +3,14 @@
 //! change it made, and a retry with the same key and body gets that answer
 //! again, byte for byte.
 //!
-//! Keys live in memory (loaded from SQLite on start) so a retry is answered
-//! without touching the database. A key is *in flight* from the first
-//! request until its answer is committed; the [`Ticket`] that marks it frees
-//! the key again if the answer is never stored (a 5xx, or a request dropped
-//! on the way), so the client can retry.
+//! Keys live in memory (loaded from SQLite on start), so that a request is
+//! told at once whether it is new, a retry, or a clash; a retry's answer is
+//! then read back from its row. A key is kept for the whole retention period,
+//! so memory holds only digests and the row's number, about 100 bytes a key,
+//! never the answer itself. A key is *in flight* from the first request until
+//! its answer is committed; the [`Ticket`] that marks it frees the key again
+//! if the answer is never stored (a 5xx, or a request dropped on the way), so
+//! the client can retry.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -25,11 +28,28 @@ const HEADER: &str = "idempotency-key";
 const MAX_KEY_LEN: usize = 255;
 
 /// Who chose a key: a digest of the caller's API key ("" when the API is open), and the key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct KeyId {
     pub scope: String,
     pub key: String,
 }
+
+impl KeyId {
+    /// What memory keeps of the id: 16 bytes of SHA-256 over scope and key.
+    /// Two ids meet on the same digest with odds of about 2^-128 per pair.
+    fn digest(&self) -> KeyDigest {
+        let digest = Sha256::new()
+            .chain_update(&self.scope)
+            .chain_update(b"\n")
+            .chain_update(&self.key)
+            .finalize();
+        let mut short = [0; 16];
+        short.copy_from_slice(&digest[..16]);
+        short
+    }
+}
+
+type KeyDigest = [u8; 16];
 
 /// A final answer as it went out: status and body bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,13 +61,23 @@ pub struct Answer {
 /// Digest of a request (route and body): a retry must match it.
 pub type Fingerprint = [u8; 32];
 
-/// One stored answer, as written to and read from SQLite.
+/// One answer, as written to SQLite.
 #[derive(Debug, Clone)]
 pub struct StoredAnswer {
     pub id: KeyId,
     pub fingerprint: Fingerprint,
     pub answer: Answer,
     /// Unix seconds; the answer is kept for the retention period from then.
+    pub stored_at: i64,
+}
+
+/// A key whose answer is stored, as recovery reads it (without the answer).
+#[derive(Debug, Clone)]
+pub struct StoredKey {
+    pub id: KeyId,
+    pub fingerprint: Fingerprint,
+    /// The answer's row in table `idempotency`.
+    pub seq: i64,
     pub stored_at: i64,
 }
 
@@ -58,7 +88,8 @@ enum KeyState {
     },
     Done {
         fingerprint: Fingerprint,
-        answer: Answer,
+        /// The answer's row, read back to replay it.
+        seq: i64,
         stored_at: i64,
     },
 }
@@ -67,13 +98,13 @@ enum KeyState {
 pub enum Begin {
     /// First time: execute it, and store its answer with the ticket.
     Execute(Ticket),
-    /// Seen before: send this answer again.
-    Replay(Answer),
+    /// Seen before: send again the answer stored in row `seq`.
+    Replay { seq: i64 },
 }
 
 /// Every key seen within the retention period.
 pub struct Idempotency {
-    entries: DashMap<KeyId, KeyState>,
+    entries: DashMap<KeyDigest, KeyState>,
     retention: Duration,
 }
 
@@ -86,20 +117,20 @@ impl Idempotency {
         }
     }
 
-    /// Adds the answers stored before the restart: retries of them replay.
-    pub fn restore(&self, recovered: Vec<StoredAnswer>) {
-        for StoredAnswer {
+    /// Adds the keys whose answers were stored before the restart: retries of them replay.
+    pub fn restore(&self, recovered: Vec<StoredKey>) {
+        for StoredKey {
             id,
             fingerprint,
-            answer,
+            seq,
             stored_at,
         } in recovered
         {
             self.entries.insert(
-                id,
+                id.digest(),
                 KeyState::Done {
                     fingerprint,
-                    answer,
+                    seq,
                     stored_at,
                 },
             );
@@ -136,16 +167,17 @@ impl Idempotency {
             .chain_update(body)
             .finalize()
             .into();
-        match self.entries.entry(id.clone()) {
+        let digest = id.digest();
+        match self.entries.entry(digest) {
             Entry::Occupied(mut entry) => match entry.get() {
                 KeyState::Done { stored_at, .. } if *stored_at < self.cutoff() => {
                     entry.insert(KeyState::InFlight { fingerprint });
                 }
                 KeyState::Done {
                     fingerprint: first,
-                    answer,
+                    seq,
                     ..
-                } if *first == fingerprint => return Ok(Some(Begin::Replay(answer.clone()))),
+                } if *first == fingerprint => return Ok(Some(Begin::Replay { seq: *seq })),
                 KeyState::InFlight { fingerprint: first } if *first == fingerprint => {
                     return Err(ApiError::IdempotencyInFlight)
                 }
@@ -158,6 +190,7 @@ impl Idempotency {
         Ok(Some(Begin::Execute(Ticket {
             cache: self.clone(),
             id,
+            digest,
             fingerprint,
             settled: false,
         })))
@@ -187,15 +220,17 @@ impl Idempotency {
 pub struct Ticket {
     cache: Arc<Idempotency>,
     id: KeyId,
+    digest: KeyDigest,
     fingerprint: Fingerprint,
     settled: bool,
 }
 
 impl Ticket {
     /// The answer to store, and the ticket that completes it once stored.
-    pub fn answer(self, answer: Answer) -> Pending {
+    pub fn answer(mut self, answer: Answer) -> Pending {
         let stored = StoredAnswer {
-            id: self.id.clone(),
+            // The ticket keeps only the digest from here on.
+            id: std::mem::take(&mut self.id),
             fingerprint: self.fingerprint,
             answer,
             stored_at: now(),
@@ -210,7 +245,7 @@ impl Ticket {
 impl Drop for Ticket {
     fn drop(&mut self) {
         if !self.settled {
-            self.cache.entries.remove_if(&self.id, |_, entry| {
+            self.cache.entries.remove_if(&self.digest, |_, entry| {
                 matches!(entry, KeyState::InFlight { .. })
             });
         }
@@ -224,21 +259,16 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Called once the transaction holding the answer committed: retries replay it.
-    pub fn committed(mut self) {
+    /// Called once the transaction holding the answer committed it as row
+    /// `seq`: retries replay it.
+    pub fn committed(mut self, seq: i64) {
         self.ticket.settled = true;
-        let StoredAnswer {
-            id,
-            fingerprint,
-            answer,
-            stored_at,
-        } = self.stored;
         self.ticket.cache.entries.insert(
-            id,
+            self.ticket.digest,
             KeyState::Done {
-                fingerprint,
-                answer,
-                stored_at,
+                fingerprint: self.stored.fingerprint,
+                seq,
+                stored_at: self.stored.stored_at,
             },
         );
     }

@@ -18,7 +18,7 @@ use rusqlite::{params, Connection, DropBehavior, OptionalExtension, TransactionB
 
 use crate::booking::{EventState, OrderUpdate};
 use crate::configuration::{Settings, Synchronous};
-use crate::idempotency::{Answer, KeyId, StoredAnswer};
+use crate::idempotency::{Answer, KeyId, StoredAnswer, StoredKey};
 use crate::ids::EventId;
 
 /// Stored in `PRAGMA user_version`; a file with a newer version is refused.
@@ -130,12 +130,13 @@ impl Database {
     }
 
     /// Writes `changes` and the `answers` of idempotent requests in one
-    /// transaction: all of them are stored, or none.
+    /// transaction: all of them are stored, or none. Returns the answers'
+    /// rows (`seq`), in the order given.
     pub fn commit<'a>(
         &self,
         changes: impl IntoIterator<Item = &'a Change>,
         answers: impl IntoIterator<Item = &'a StoredAnswer>,
-    ) -> Result<(), StorageError> {
+    ) -> Result<Vec<i64>, StorageError> {
         let mut conn = self.pool.get()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
@@ -176,6 +177,7 @@ impl Database {
                 }
             }
         }
+        let mut rows = Vec::new();
         {
             let mut remember = tx.prepare_cached(
                 "INSERT INTO idempotency (scope, key, fingerprint, status, body, stored_at)
@@ -196,10 +198,11 @@ impl Database {
                     &answer.body[..],
                     stored_at
                 ])?;
+                rows.push(tx.last_insert_rowid());
             }
         }
         tx.commit()?;
-        Ok(())
+        Ok(rows)
     }
 
     /// The readiness probe: a transaction that must find room for a few new
@@ -226,29 +229,42 @@ impl Database {
         Ok(())
     }
 
-    /// The answers of idempotent requests stored at or after `cutoff` (unix
-    /// seconds), oldest first.
-    pub fn load_answers(&self, cutoff: i64) -> Result<Vec<StoredAnswer>, StorageError> {
+    /// The keys of idempotent requests whose answers were stored at or after
+    /// `cutoff` (unix seconds), oldest first; the answers stay on disk.
+    pub fn load_answers(&self, cutoff: i64) -> Result<Vec<StoredKey>, StorageError> {
         let conn = self.pool.get()?;
         let mut query = conn.prepare(
-            "SELECT scope, key, fingerprint, status, body, stored_at FROM idempotency
+            "SELECT scope, key, fingerprint, seq, stored_at FROM idempotency
              WHERE stored_at >= ?1 ORDER BY seq",
         )?;
         let rows = query.query_map([cutoff], |row| {
-            Ok(StoredAnswer {
+            Ok(StoredKey {
                 id: KeyId {
                     scope: row.get(0)?,
                     key: row.get(1)?,
                 },
                 fingerprint: row.get::<_, Vec<u8>>(2)?.try_into().unwrap_or_default(),
-                answer: Answer {
-                    status: row.get(3)?,
-                    body: row.get::<_, Vec<u8>>(4)?.into(),
-                },
-                stored_at: row.get(5)?,
+                seq: row.get(3)?,
+                stored_at: row.get(4)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The answer stored in row `seq`, to replay it; `None` once it expired.
+    pub fn load_answer(&self, seq: i64) -> Result<Option<Answer>, StorageError> {
+        let conn = self.pool.get()?;
+        let mut query =
+            conn.prepare_cached("SELECT status, body FROM idempotency WHERE seq = ?1")?;
+        let answer = query
+            .query_row([seq], |row| {
+                Ok(Answer {
+                    status: row.get(0)?,
+                    body: row.get::<_, Vec<u8>>(1)?.into(),
+                })
+            })
+            .optional()?;
+        Ok(answer)
     }
 
     /// Deletes the answers stored before `cutoff` (unix seconds). Rows are in
@@ -557,22 +573,32 @@ mod tests {
             },
             stored_at,
         };
-        db.commit([], [&answer("old", 100), &answer("new", 200)])
+        let rows = db
+            .commit([], [&answer("old", 100), &answer("new", 200)])
             .unwrap();
         // A failed transaction stores no answer either.
         let unknown = EventId::parse("unknown").unwrap();
         let change = order(&unknown, OrderUpdate::Booked(Arc::from("a")));
         assert!(db.commit([&change], [&answer("lost", 300)]).is_err());
-        let keys =
-            |answers: Vec<StoredAnswer>| answers.into_iter().map(|a| a.id.key).collect::<Vec<_>>();
-        assert_eq!(keys(db.load_answers(0).unwrap()), ["old", "new"]);
-        assert_eq!(db.forget_answers(150).unwrap(), 1);
-        let kept = db.load_answers(0).unwrap();
+        let keys = |stored: Vec<StoredKey>| {
+            stored
+                .into_iter()
+                .map(|k| (k.id.key, k.seq))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
-            (kept[0].answer.status, &kept[0].answer.body[..]),
-            (409, &b"{}"[..])
+            keys(db.load_answers(0).unwrap()),
+            [("old".to_string(), rows[0]), ("new".to_string(), rows[1])]
         );
-        assert_eq!(keys(kept), ["new"]);
+        assert_eq!(db.forget_answers(150).unwrap(), 1);
+        assert_eq!(
+            keys(db.load_answers(0).unwrap()),
+            [("new".to_string(), rows[1])]
+        );
+        // The answer is read back from its row, byte for byte, until it expires.
+        let replayed = db.load_answer(rows[1]).unwrap().expect("kept");
+        assert_eq!((replayed.status, &replayed.body[..]), (409, &b"{}"[..]));
+        assert!(db.load_answer(rows[0]).unwrap().is_none(), "forgotten");
     }
 
     #[test]

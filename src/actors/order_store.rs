@@ -19,7 +19,7 @@ use actix::prelude::*;
 
 use super::event::{EventActor, StorageFailed};
 use crate::booking::EventState;
-use crate::idempotency::{Pending, StoredAnswer};
+use crate::idempotency::{Answer, Pending, StoredKey};
 use crate::ids::EventId;
 use crate::storage::{Change, Database, StorageError};
 use crate::telemetry::{self, StoreMetrics};
@@ -97,19 +97,20 @@ pub struct Persist {
 }
 
 impl Persist {
-    /// Answers the request with the outcome of its commit. The idempotency
+    /// Answers the request with the outcome of its commit (and the row of
+    /// its idempotent answer, if it has one). The idempotency
     /// key and the queue place are settled first: a client that retries or
     /// books again the moment it hears the answer finds the key replayable
     /// (stored) or free (not stored), and the place given back.
-    fn settle(self, stored: Result<(), NotStored>) {
+    fn settle(self, stored: Result<Option<i64>, NotStored>) {
         let Persist {
             answer, done, slot, ..
         } = self;
-        if let (Ok(()), Some(answer)) = (stored, answer) {
-            answer.committed();
+        if let (Ok(Some(row)), Some(answer)) = (stored, answer) {
+            answer.committed(row);
         }
         drop(slot);
-        done(stored);
+        done(stored.map(|_| ()));
     }
 }
 
@@ -118,6 +119,14 @@ impl Persist {
 #[rtype(result = "Result<Option<EventState>, NotStored>")]
 pub struct Reload {
     pub event: EventId,
+}
+
+/// The stored answer of an idempotent request, in row `seq`, to replay it;
+/// `None` once it expired.
+#[derive(Message)]
+#[rtype(result = "Result<Option<Answer>, NotStored>")]
+pub struct LoadAnswer {
+    pub seq: i64,
 }
 
 /// Answers once every change sent before it is committed or refused.
@@ -144,7 +153,7 @@ pub struct Recover {
 /// What [`Recover`] read.
 pub struct Recovered {
     pub events: Vec<(EventId, EventState)>,
-    pub answers: Vec<StoredAnswer>,
+    pub answers: Vec<StoredKey>,
 }
 
 /// Readiness: can a transaction that needs new pages commit? `Err` says why not.
@@ -212,13 +221,16 @@ impl OrderStore {
         let committed = catch_unwind(AssertUnwindSafe(|| self.database.commit(changes, answers)))
             .unwrap_or_else(|_| Err(StorageError::Inconsistent("the commit panicked".into())));
         match committed {
-            Ok(()) => {
+            Ok(rows) => {
                 self.metrics.committed(writes.len(), started.elapsed());
+                // One row per answer, in the order the answers were written.
+                let mut rows = rows.into_iter();
                 for persist in writes {
                     if let Some(change) = &persist.change {
                         self.metrics.stored(change);
                     }
-                    persist.settle(Ok(()));
+                    let row = persist.answer.as_ref().and_then(|_| rows.next());
+                    persist.settle(Ok(row));
                 }
             }
             Err(error) => self.fail(error, writes),
@@ -310,6 +322,17 @@ impl Handler<Recover> for OrderStore {
     }
 }
 
+impl Handler<LoadAnswer> for OrderStore {
+    type Result = Result<Option<Answer>, NotStored>;
+
+    fn handle(&mut self, LoadAnswer { seq }: LoadAnswer, _: &mut Context<Self>) -> Self::Result {
+        self.database.load_answer(seq).map_err(|error| {
+            log::error!("reading the stored answer {seq} failed: {error}");
+            NotStored
+        })
+    }
+}
+
 impl Handler<ForgetAnswers> for OrderStore {
     type Result = ();
 
@@ -352,7 +375,7 @@ mod tests {
     use actix_web::HttpRequest;
 
     use super::*;
-    use crate::idempotency::{Answer, Begin, Idempotency};
+    use crate::idempotency::{Begin, Idempotency};
 
     fn keyed_request() -> HttpRequest {
         TestRequest::default()
@@ -377,7 +400,7 @@ mod tests {
                 move |outcome| {
                     let retry = match idempotency.begin(&keyed_request(), b"{}") {
                         Ok(Some(Begin::Execute(_))) => "executes",
-                        Ok(Some(Begin::Replay(_))) => "replays",
+                        Ok(Some(Begin::Replay { seq: 7 })) => "replays row 7",
                         _ => "is refused",
                     };
                     let _ = heard.send((outcome.is_ok(), retry, backlog.reserve().is_some()));
@@ -394,9 +417,9 @@ mod tests {
                 done,
                 slot: backlog.reserve().expect("room"),
             }
-            .settle(stored);
+            .settle(stored.map(|()| Some(7)));
             let retry = if stored.is_ok() {
-                "replays"
+                "replays row 7"
             } else {
                 "executes"
             };

@@ -13,10 +13,10 @@ use futures::channel::oneshot;
 
 use super::event::{BookingError, EventActor, Recorder, Reply};
 use super::gate::Gate;
-use super::order_store::{Backlog, NotStored, OrderStore, Persist, QueueSlot};
+use super::order_store::{Backlog, LoadAnswer, NotStored, OrderStore, Persist, QueueSlot};
 use super::threads::WorkerThreads;
 use crate::booking::{EventState, Refusal};
-use crate::idempotency::Pending;
+use crate::idempotency::{Answer, Pending};
 use crate::ids::EventId;
 use crate::storage::Change;
 use crate::telemetry;
@@ -149,6 +149,19 @@ impl EventRegistry {
     /// reached no event actor (an unknown event, say).
     pub async fn store_answer(&self, answer: Pending) -> Result<(), BookingError> {
         self.persist(None, Some(answer)).await
+    }
+
+    /// The stored answer of an idempotent request, in row `seq`, to replay.
+    pub async fn stored_answer(&self, seq: i64) -> Result<Answer, BookingError> {
+        self.within(async {
+            match self.store.send(LoadAnswer { seq }).await {
+                Ok(Ok(Some(answer))) => Ok(answer),
+                // Deleted as expired between the look-up in memory and now.
+                Ok(Ok(None)) | Ok(Err(NotStored)) => Err(BookingError::StorageUnavailable),
+                Err(_) => Err(BookingError::Stopped),
+            }
+        })
+        .await
     }
 
     async fn persist(

@@ -61,6 +61,9 @@ struct Footprint {
     bytes_per_user_recovered: f64,
     idle_events: usize,
     bytes_per_event: f64,
+    keyed_orders: u64,
+    /// RSS per booking sent with an `Idempotency-Key`: the user's and the key's.
+    bytes_per_keyed_booking: f64,
 }
 
 /// A drop without and one with an `Idempotency-Key` on every booking, run
@@ -237,25 +240,38 @@ fn overload(options: &BenchOptions) -> Result<Vec<Overload>, String> {
         .collect()
 }
 
-/// Memory per user and recovery time with `orders` stored, memory per idle event.
-fn footprint(options: &BenchOptions) -> Result<Footprint, String> {
-    let mut server = SpawnedServer::start()?;
-    let empty = server.rss_bytes()?;
+/// Books `orders` users on one new event (with an `Idempotency-Key` each if
+/// `keyed`), every booking answered 2xx.
+fn fill(
+    server: &SpawnedServer,
+    options: &BenchOptions,
+    orders: u64,
+    keyed: bool,
+) -> Result<Report, String> {
     let mut fill = Options::defaults();
-    fill.users = options.orders;
-    fill.requests = Some(options.orders);
+    fill.users = orders;
+    fill.requests = Some(orders);
     fill.duration = 3600.0;
     fill.concurrency = options.concurrency;
+    fill.idempotency_keys = keyed;
     fill.no_verify = true;
     let filled = run_against(server.url(), Some(server.pid()), &fill)?;
-    if filled.requests() != options.orders || filled.failures() > 0 {
+    if filled.requests() != orders || filled.failures() > 0 {
         return Err(format!(
-            "storing {} orders: {} sent, {} failed",
-            options.orders,
+            "storing {orders} orders: {} sent, {} failed",
             filled.requests(),
             filled.failures()
         ));
     }
+    Ok(filled)
+}
+
+/// Memory per user and recovery time with `orders` stored, memory per idle
+/// event and per booking with an `Idempotency-Key`.
+fn footprint(options: &BenchOptions) -> Result<Footprint, String> {
+    let mut server = SpawnedServer::start()?;
+    let empty = server.rss_bytes()?;
+    let filled = fill(&server, options, options.orders, false)?;
     let full = server.rss_bytes()?;
     let (cancel_short_queue, cancel_long_queue) = cancel_costs(server.url(), &filled)?;
     let recovery = server.restart()?;
@@ -272,6 +288,9 @@ fn footprint(options: &BenchOptions) -> Result<Footprint, String> {
         options.concurrency,
     ))?;
     let after = server.rss_bytes()?;
+    let keyed_orders = (options.orders / 4).max(1);
+    fill(&server, options, keyed_orders, true)?;
+    let keyed = server.rss_bytes()?;
     Ok(Footprint {
         cancel_short_queue,
         cancel_long_queue,
@@ -282,6 +301,8 @@ fn footprint(options: &BenchOptions) -> Result<Footprint, String> {
         bytes_per_user_recovered: recovered.saturating_sub(empty) as f64 / options.orders as f64,
         idle_events: options.idle_events,
         bytes_per_event: after.saturating_sub(before) as f64 / options.idle_events as f64,
+        keyed_orders,
+        bytes_per_keyed_booking: keyed.saturating_sub(after) as f64 / keyed_orders as f64,
     })
 }
 
@@ -448,6 +469,11 @@ fn render(
         md,
         "| RSS per idle event ({} events) | {:.0} B | ≤ 2 KiB |",
         footprint.idle_events, footprint.bytes_per_event
+    );
+    let _ = writeln!(
+        md,
+        "| RSS per booking with an `Idempotency-Key`, user and key ({} bookings) | {:.0} B | |",
+        footprint.keyed_orders, footprint.bytes_per_keyed_booking
     );
     md
 }

@@ -59,7 +59,7 @@ pub async fn initialize(
         event_as_sent,
         total_tickets,
     } = request;
-    let ticket = match begin(&idempotency, &req, &body)? {
+    let ticket = match begin(&registry, &idempotency, &req, &body).await? {
         Ok(ticket) => ticket,
         Err(replayed) => return Ok(replayed),
     };

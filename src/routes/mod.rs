@@ -155,8 +155,10 @@ async fn refuse(
 }
 
 /// For a request with an `Idempotency-Key`: the ticket to execute it with,
-/// or the stored answer to replay (`Err` holds the ready response).
-fn begin(
+/// or the stored answer, read back from its row, to replay (`Err` holds the
+/// ready response).
+async fn begin(
+    registry: &EventRegistry,
     idempotency: &web::Data<Idempotency>,
     req: &HttpRequest,
     body: &[u8],
@@ -164,7 +166,7 @@ fn begin(
     Ok(match idempotency.begin(req, body)? {
         None => Ok(None),
         Some(Begin::Execute(ticket)) => Ok(Some(ticket)),
-        Some(Begin::Replay(answer)) => Err(replay(&answer)),
+        Some(Begin::Replay { seq }) => Err(replay(&registry.stored_answer(seq).await?)),
     })
 }
 
@@ -184,7 +186,7 @@ where
     EventActor: Handler<M>,
     T: Send + 'static,
 {
-    let ticket = match begin(idempotency, req, &body)? {
+    let ticket = match begin(registry, idempotency, req, &body).await? {
         Ok(ticket) => ticket,
         Err(replayed) => return Ok(replayed),
     };
