@@ -6,8 +6,8 @@
 //! Keys live in memory (loaded from SQLite on start), so that a request is
 //! told at once whether it is new, a retry, or a clash; a retry's answer is
 //! then read back from its row. A key is kept for the whole retention period,
-//! so memory holds only digests and the row's number, about 100 bytes a key,
-//! never the answer itself. A key is *in flight* from the first request until
+//! so memory holds only digests and the row's number (110-180 bytes of RSS a
+//! key, as the benchmark measures it), never the answer itself. A key is *in flight* from the first request until
 //! its answer is committed; the [`Ticket`] that marks it frees the key again
 //! if the answer is never stored (a 5xx, or a request dropped on the way), so
 //! the client can retry.
@@ -28,7 +28,7 @@ const HEADER: &str = "idempotency-key";
 const MAX_KEY_LEN: usize = 255;
 
 /// Who chose a key: a digest of the caller's API key ("" when the API is open), and the key.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyId {
     pub scope: String,
     pub key: String,
