@@ -7,10 +7,12 @@
 //! told at once whether it is new, a retry, or a clash; a retry's answer is
 //! then read back from its row. A key is kept for the whole retention period,
 //! so memory holds only digests and the row's number (110-180 bytes of RSS a
-//! key, as the benchmark measures it), never the answer itself. A key is *in flight* from the first request until
-//! its answer is committed; the [`Ticket`] that marks it frees the key again
-//! if the answer is never stored (a 5xx, or a request dropped on the way), so
-//! the client can retry.
+//! key, as the benchmark measures it), never the answer itself.
+//!
+//! A key is *in flight* from the first request until its answer is
+//! committed; the [`Ticket`] that marks it frees the key again if the answer
+//! is never stored (a 5xx, or a request dropped on the way), so the client
+//! can retry.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
