@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use actix_web::http::header::AUTHORIZATION;
+use actix_web::http::header::{HeaderName, AUTHORIZATION};
 use actix_web::{web, HttpRequest};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
@@ -26,7 +26,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 
-const HEADER: &str = "idempotency-key";
+/// A name made once: looking a header up by a `&str` builds (and allocates) its name each time.
+pub const HEADER: HeaderName = HeaderName::from_static("idempotency-key");
 const MAX_KEY_LEN: usize = 255;
 
 /// Who chose a key: a digest of the caller's API key ("" when the API is open), and the key.

@@ -124,6 +124,9 @@ impl Database {
             SqliteConnectionManager::file(path).with_init(move |conn| pragmas.apply(conn));
         let pool = r2d2::Pool::builder()
             .max_size(4)
+            // A connection to a file does not go stale like one to a server,
+            // and testing it at every checkout would cost every commit a statement.
+            .test_on_check_out(false)
             .connection_timeout(Duration::from_secs(10))
             .build(manager)?;
         Ok(Database { pool })

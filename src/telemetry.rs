@@ -5,9 +5,12 @@
 //! a decision that a failed transaction voided, and the gauges follow the
 //! database exactly (they start from what recovery loaded).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use actix_web::http::Method;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics::{Counter, Gauge, Histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -111,14 +114,64 @@ fn describe() {
     );
 }
 
-/// Counts one answered request; logs it on the request target.
-pub fn request_answered(method: &str, route: &str, status: u16, took: Duration) {
-    let status_text = status.to_string();
-    counter!(HTTP_REQUESTS, "method" => method.to_owned(), "route" => route.to_owned(), "status" => status_text)
-        .increment(1);
-    histogram!(HTTP_DURATION, "method" => method.to_owned(), "route" => route.to_owned())
-        .record(took.as_secs_f64());
-    log::info!(target: REQUEST_LOG, "{method} {route} {status} {:.3}ms", took.as_secs_f64() * 1e3);
+/// The two series of one kind of answered request.
+struct RequestSeries {
+    requests: Counter,
+    duration: Histogram,
+}
+
+/// Which series an answered request belongs to.
+#[derive(PartialEq, Eq, Hash)]
+struct SeriesKey {
+    method: &'static str,
+    route: String,
+    status: u16,
+}
+
+thread_local! {
+    /// The series this thread has answered requests for. Registering a series
+    /// builds, allocates and hashes its labels, several times what recording
+    /// costs, so each worker does it once per kind of request, not per request.
+    static REQUEST_SERIES: RefCell<HashMap<SeriesKey, RequestSeries>> =
+        RefCell::new(HashMap::new());
+}
+
+/// The method's label: a method the server does not know becomes `OTHER`, so
+/// that made-up methods cannot add series without end.
+fn method_label(method: &Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        "PATCH" => "PATCH",
+        "TRACE" => "TRACE",
+        "CONNECT" => "CONNECT",
+        _ => "OTHER",
+    }
+}
+
+/// Counts one answered request of `route` (its pattern); logs it on the request target.
+pub fn request_answered(method: &Method, route: String, status: u16, took: Duration) {
+    let key = SeriesKey {
+        method: method_label(method),
+        route,
+        status,
+    };
+    log::info!(target: REQUEST_LOG, "{} {} {status} {:.3}ms", key.method, key.route, took.as_secs_f64() * 1e3);
+    REQUEST_SERIES.with_borrow_mut(|known| {
+        let series = known.entry(key).or_insert_with_key(|key| {
+            let (method, route) = (key.method, key.route.clone());
+            RequestSeries {
+                requests: counter!(HTTP_REQUESTS, "method" => method, "route" => route.clone(), "status" => key.status.to_string()),
+                duration: histogram!(HTTP_DURATION, "method" => method, "route" => route),
+            }
+        });
+        series.requests.increment(1);
+        series.duration.record(took.as_secs_f64());
+    });
 }
 
 /// A request refused because `queue` ("event" or "store") was full.

@@ -70,13 +70,12 @@ fn check_content_type(req: &HttpRequest) -> Result<(), ApiError> {
         return Ok(());
     };
     let text = header.to_str().unwrap_or_default();
-    let mime = text
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")) {
+    let mime = text.split(';').next().unwrap_or_default().trim();
+    let (kind, subtype) = mime.split_once('/').unwrap_or_default();
+    let subtype = subtype.as_bytes();
+    let json_subtype = subtype.eq_ignore_ascii_case(b"json")
+        || (subtype.len() >= 5 && subtype[subtype.len() - 5..].eq_ignore_ascii_case(b"+json"));
+    if kind.eq_ignore_ascii_case("application") && json_subtype {
         Ok(())
     } else {
         Err(ApiError::InvalidInput(format!(
@@ -124,5 +123,45 @@ impl FromJsonObject for InitializeRequest {
             total_tickets: total_tickets_from_json(field(object, "totalTickets")?)
                 .map_err(ApiError::InvalidInput)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+
+    use super::*;
+
+    fn check(content_type: &str) -> Result<(), ApiError> {
+        check_content_type(
+            &TestRequest::default()
+                .insert_header((CONTENT_TYPE, content_type))
+                .to_http_request(),
+        )
+    }
+
+    #[test]
+    fn json_content_types_pass_whatever_their_case_or_parameters() {
+        for json in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            " application/json ;charset=UTF-8",
+            "application/vnd.api+json",
+            "application/problem+JSON",
+        ] {
+            assert!(check(json).is_ok(), "{json:?} is JSON");
+        }
+        for other in [
+            "text/plain",
+            "text/json",
+            "application/x-www-form-urlencoded",
+            "application/jsonp",
+            "application/ json",
+            "application",
+            "json",
+        ] {
+            assert!(check(other).is_err(), "{other:?} is not JSON");
+        }
     }
 }

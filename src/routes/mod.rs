@@ -23,13 +23,13 @@ use actix_web::http::header::{
 use actix_web::http::StatusCode;
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use utoipa_swagger_ui::SwaggerUi;
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::actors::{EventActor, EventRegistry, QueueSlot, Recorder, Reply};
 use crate::booking::Refusal;
 use crate::configuration::CorsSettings;
 use crate::error::ApiError;
-use crate::idempotency::{Answer, Begin, Idempotency, Ticket};
+use crate::idempotency::{self, Answer, Begin, Idempotency, Ticket};
 use crate::ids::UserId;
 pub use access::Access;
 pub use extract::BodyLimit;
@@ -40,12 +40,14 @@ pub use observe::observe;
 /// Mounts every route: `/health`, `/ready`, `/metrics`, `/docs` and
 /// `/api/openapi.json` open to all, the API behind the access guard.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    // The document and its UI are open to all, like /health; mounted before
-    // the /api scope so that /api/openapi.json is not behind the guard.
+    // Routes are tried in this order. The document is open to all, like
+    // /health, so it comes before the /api scope and its guard. The docs
+    // page comes last: its pattern is a regular expression, which every
+    // booking would otherwise be matched against first.
     cfg.service(resource("/health", "GET").route(web::get().to(operations::health)))
         .service(resource("/ready", "GET").route(web::get().to(operations::ready)))
         .service(resource("/metrics", "GET").route(web::get().to(operations::metrics)))
-        .service(SwaggerUi::new("/docs/{_:.*}").url("/api/openapi.json", openapi::document()))
+        .service(openapi::document_resource())
         .service(
             web::scope("/api")
                 // The guard runs first: a stranger is refused even during recovery.
@@ -63,7 +65,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     resource("/status/{eventId}/{userId}", "GET")
                         .route(web::get().to(status::user_status)),
                 ),
-        );
+        )
+        .service(SwaggerUi::new("/docs/{_:.*}").config(Config::from(openapi::DOCUMENT_PATH)));
 }
 
 /// Cross-origin access for browser pages, as configured. A request from an
@@ -72,11 +75,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 pub fn cors(settings: &CorsSettings) -> Cors {
     let mut cors = Cors::default()
         .allowed_methods(["GET", "POST"])
-        .allowed_headers([
-            AUTHORIZATION,
-            CONTENT_TYPE,
-            HeaderName::from_static("idempotency-key"),
-        ])
+        .allowed_headers([AUTHORIZATION, CONTENT_TYPE, idempotency::HEADER])
         .expose_headers([
             RETRY_AFTER,
             LOCATION,

@@ -23,8 +23,8 @@ pub async fn observe(
     let response = next.call(req).await?;
     let route = response.request().match_pattern();
     telemetry::request_answered(
-        method.as_str(),
-        route.as_deref().unwrap_or(UNMATCHED),
+        &method,
+        route.unwrap_or_else(|| UNMATCHED.to_owned()),
         response.status().as_u16(),
         started.elapsed(),
     );

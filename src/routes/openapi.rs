@@ -7,6 +7,9 @@
 
 use std::borrow::Cow;
 
+use actix_web::http::header::ContentType;
+use actix_web::{web, HttpResponse};
+
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::RefOr;
@@ -270,7 +273,20 @@ impl Modify for BearerKeys {
 )]
 pub struct ApiDoc;
 
-/// The document, as served.
-pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+/// Where the document is served, and where the docs page reads it from.
+pub const DOCUMENT_PATH: &str = "/api/openapi.json";
+
+/// `GET /api/openapi.json`: the document, serialized once per worker.
+pub fn document_resource() -> actix_web::Resource {
+    let document = web::Bytes::from(
+        serde_json::to_vec(&ApiDoc::openapi()).expect("the OpenAPI document serializes"),
+    );
+    super::resource(DOCUMENT_PATH, "GET").route(web::get().to(move || {
+        let document = document.clone();
+        async move {
+            HttpResponse::Ok()
+                .content_type(ContentType::json())
+                .body(document)
+        }
+    }))
 }

@@ -7,6 +7,7 @@ async fn the_openapi_document_lists_every_route_without_a_key() {
     let app = spawn_app_with(&[("BOOKING_ADMIN_KEYS", "admin-key-1")]);
     let document = app.get("/api/openapi.json").await;
     assert_eq!(document.status, 200);
+    assert!(document.content_type.starts_with("application/json"));
     assert!(document.body["openapi"]
         .as_str()
         .unwrap()
@@ -32,6 +33,9 @@ async fn the_openapi_document_lists_every_route_without_a_key() {
     assert!(book["responses"]["200"]["headers"]["Idempotent-Replayed"].is_object());
     assert!(book["responses"]["429"]["headers"]["Retry-After"].is_object());
     assert!(document.body["components"]["securitySchemes"]["bearer"].is_object());
+    let posted = app.post("/api/openapi.json", &serde_json::json!({})).await;
+    assert_eq!(posted.status, 405);
+    assert_eq!(posted.header("allow"), Some("GET"));
 }
 
 #[actix_web::test]
