@@ -92,8 +92,15 @@ pub(super) struct StorageFailed {
     pub generation: u64,
 }
 
+/// An event actor's address, shared. Cloning an `Addr` allocates (actix gives
+/// every sender its own parking state); cloning this only counts a reference.
+pub type EventAddr = Arc<Addr<EventActor>>;
+
 pub struct EventActor {
     id: EventId,
+    /// Its own address, sent with each change: the store tells the actor
+    /// through it when the change's commit failed.
+    me: EventAddr,
     state: EventState,
     store: Addr<OrderStore>,
     /// Messages this actor's mailbox holds before senders are refused.
@@ -113,9 +120,11 @@ impl EventActor {
         state: EventState,
         store: Addr<OrderStore>,
         mailbox_capacity: usize,
+        me: EventAddr,
     ) -> Self {
         EventActor {
             id,
+            me,
             state,
             store,
             mailbox_capacity,
@@ -133,7 +142,6 @@ impl EventActor {
         reply: Reply<T>,
         recorder: Option<Recorder<T, Refusal>>,
         slot: QueueSlot,
-        ctx: &Context<Self>,
     ) {
         let (result, change) = match decided {
             Ok((outcome, update)) => (
@@ -160,7 +168,7 @@ impl EventActor {
             let _ = reply.send(answer);
         });
         let origin = Origin {
-            actor: ctx.address(),
+            actor: self.me.clone(),
             event: self.id.clone(),
             generation: self.generation,
         };
@@ -221,7 +229,7 @@ impl EventActor {
         match self.check_fresh(ctx) {
             Ok(()) => {
                 let decided = decision(&mut self.state);
-                self.answer(decided, reply, recorder, slot, ctx);
+                self.answer(decided, reply, recorder, slot);
             }
             Err(error) => {
                 // The key and the place are freed before the client hears the 503 and retries.

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 
-use super::event::{EventActor, StorageFailed};
+use super::event::{EventAddr, StorageFailed};
 use crate::booking::EventState;
 use crate::idempotency::{Answer, Pending, StoredKey};
 use crate::ids::EventId;
@@ -75,7 +75,7 @@ pub type OnCommit = Box<dyn FnOnce(Result<(), NotStored>) + Send>;
 /// The event actor that decided a change, and its generation then: told when
 /// the change's commit fails, and used to void what it decided since.
 pub struct Origin {
-    pub actor: Addr<EventActor>,
+    pub actor: EventAddr,
     pub event: EventId,
     pub generation: u64,
 }

@@ -11,7 +11,7 @@ use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use futures::channel::oneshot;
 
-use super::event::{BookingError, EventActor, Recorder, Reply};
+use super::event::{BookingError, EventActor, EventAddr, Recorder, Reply};
 use super::gate::Gate;
 use super::order_store::{Backlog, LoadAnswer, NotStored, OrderStore, Persist, QueueSlot};
 use super::threads::WorkerThreads;
@@ -36,7 +36,7 @@ enum Slot {
     /// Its creation is being committed: taken for a second initialize, not
     /// yet there for bookings (it is not acknowledged).
     Initializing,
-    Ready(Addr<EventActor>),
+    Ready(EventAddr),
 }
 
 /// Every event's actor, by id. A sharded map: looking up one event never
@@ -97,7 +97,7 @@ impl EventRegistry {
     }
 
     /// The actor of an initialized event.
-    pub fn get(&self, id: &EventId) -> Option<Addr<EventActor>> {
+    pub fn get(&self, id: &EventId) -> Option<EventAddr> {
         match self.events.get(id)?.value() {
             Slot::Ready(actor) => Some(actor.clone()),
             Slot::Initializing => None,
@@ -243,12 +243,12 @@ impl EventRegistry {
             .unwrap_or(Err(BookingError::TimedOut))
     }
 
-    fn start_actor(&self, id: EventId, state: EventState) -> Addr<EventActor> {
+    fn start_actor(&self, id: EventId, state: EventState) -> EventAddr {
         let thread = self.threads.pick(self.placement.hash_one(&id));
         let store = self.store.clone();
         let capacity = self.limits.mailbox_capacity;
-        EventActor::start_in_arbiter(&thread, move |_| {
-            EventActor::new(id, state, store, capacity)
-        })
+        Arc::new(EventActor::start_in_arbiter(&thread, move |ctx| {
+            EventActor::new(id, state, store, capacity, Arc::new(ctx.address()))
+        }))
     }
 }
