@@ -255,6 +255,9 @@ async fn load(
         async move {
             let mut stats = report::Stats::default();
             let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15 ^ (thread << 32 | connection as u64));
+            // Connect first, as wrk does: a request's latency is the server's
+            // answer, not the TCP handshake of a connection storm.
+            api.health().await;
             while let Some(op) = plan.next(&mut rng) {
                 let sent = plan.started.elapsed().as_micros() as u64;
                 let (status, outcome) = match op {
