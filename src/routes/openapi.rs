@@ -9,7 +9,6 @@ use std::borrow::Cow;
 
 use actix_web::http::header::ContentType;
 use actix_web::{web, HttpResponse};
-
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::RefOr;
