@@ -252,3 +252,161 @@ impl EventRegistry {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::task::Poll;
+
+    use actix_web::test::TestRequest;
+
+    use super::*;
+    use crate::actors::event::{Book, GetSummary};
+    use crate::actors::order_store::ForgetAnswers;
+    use crate::booking::BookOutcome;
+    use crate::configuration::Settings;
+    use crate::idempotency::{Begin, Idempotency};
+    use crate::storage::Database;
+    use crate::telemetry::StoreMetrics;
+
+    /// A registry whose one worker thread is `worker`, with an event `gig`.
+    async fn registry_on(
+        worker: &Arbiter,
+        limits: Limits,
+        dir: &tempfile::TempDir,
+    ) -> EventRegistry {
+        let settings = Settings {
+            database: dir.path().join("t.db").display().to_string(),
+            ..Settings::default()
+        };
+        let database = Database::open(&settings).expect("the database opens");
+        let store = OrderStore::new(database, 64, StoreMetrics::new()).start();
+        let threads = Arc::new(WorkerThreads::new(1));
+        let (announced, done) = oneshot::channel();
+        worker.spawn({
+            let threads = threads.clone();
+            async move {
+                threads.announce_current();
+                let _ = announced.send(());
+            }
+        });
+        done.await.expect("the worker announced itself");
+        let registry = EventRegistry::new(store, threads, limits);
+        registry.recover(Vec::new()).await;
+        let gig = EventId::parse("gig").unwrap();
+        registry.initialize(gig, 100, None).await.unwrap();
+        registry
+    }
+
+    #[actix_web::test]
+    async fn a_full_mailbox_refuses_at_once_and_the_refused_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let worker = Arbiter::new();
+        let limits = Limits {
+            mailbox_capacity: 4,
+            store_backlog: 1000,
+            request_timeout: Duration::from_secs(10),
+        };
+        let registry = registry_on(&worker, limits, &dir).await;
+        let actor = registry.get(&EventId::parse("gig").unwrap()).unwrap();
+        // An answer shows the actor started, and so has set its mailbox's capacity.
+        registry.ask(&actor, GetSummary).await.unwrap();
+        // The event's thread stops, as behind a long burst: its mailbox fills.
+        let (blocking, blocked) = oneshot::channel();
+        let (release, held) = mpsc::channel::<()>();
+        worker.spawn(async move {
+            let _ = blocking.send(());
+            let _ = held.recv();
+        });
+        blocked.await.unwrap();
+
+        let mut admitted = Vec::new();
+        let mut refused = 0;
+        for n in 0..64 {
+            let user: Arc<str> = format!("u{n}").into();
+            let mut booking = Box::pin(registry.forward(&actor, |reply, slot| Book {
+                user,
+                reply,
+                recorder: None,
+                slot,
+            }));
+            // The first poll sends the message, or is refused without waiting.
+            match futures::poll!(&mut booking) {
+                Poll::Pending => admitted.push(booking),
+                Poll::Ready(Err(BookingError::Busy)) => refused += 1,
+                Poll::Ready(other) => panic!("neither admitted nor refused: {other:?}"),
+            }
+        }
+        assert!(
+            (1..=limits.mailbox_capacity + 1).contains(&admitted.len()),
+            "{} admitted into a mailbox of {}",
+            admitted.len(),
+            limits.mailbox_capacity
+        );
+        assert_eq!(refused, 64 - admitted.len());
+
+        release.send(()).unwrap();
+        let answers = futures::future::join_all(admitted).await;
+        assert!(
+            answers.iter().all(|a| *a == Ok(BookOutcome::Booked)),
+            "{answers:?}"
+        );
+        let summary = registry.ask(&actor, GetSummary).await.unwrap();
+        assert_eq!(summary.booked_tickets as usize, answers.len());
+        assert_eq!(summary.waiting, 0);
+        // The places of the refused were given back: the next booking goes through.
+        let user: Arc<str> = "late".into();
+        let late = registry
+            .forward(&actor, |reply, slot| Book {
+                user,
+                reply,
+                recorder: None,
+                slot,
+            })
+            .await;
+        assert_eq!(late, Ok(BookOutcome::Booked));
+    }
+
+    #[actix_web::test]
+    async fn an_answer_expired_after_its_look_up_is_a_503_not_a_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let worker = Arbiter::new();
+        let limits = Limits {
+            mailbox_capacity: 16,
+            store_backlog: 16,
+            request_timeout: Duration::from_secs(10),
+        };
+        let registry = registry_on(&worker, limits, &dir).await;
+        let idempotency = Arc::new(Idempotency::new(Duration::from_secs(60)));
+        let request = TestRequest::default()
+            .uri("/api/book")
+            .insert_header(("idempotency-key", "k"))
+            .to_http_request();
+        let Ok(Some(Begin::Execute(ticket))) = idempotency.begin(&request, b"{}") else {
+            panic!("a new key executes");
+        };
+        let answer = Answer {
+            status: 409,
+            body: "{}".into(),
+        };
+        registry
+            .store_answer(ticket.answer(answer.clone()))
+            .await
+            .unwrap();
+        let Ok(Some(Begin::Replay { seq })) = idempotency.begin(&request, b"{}") else {
+            panic!("a stored key replays");
+        };
+        assert_eq!(registry.stored_answer(seq).await, Ok(answer));
+
+        // The row expires after the key was looked up in memory, before it is read.
+        registry
+            .store
+            .send(ForgetAnswers { cutoff: i64::MAX })
+            .await
+            .unwrap();
+        assert_eq!(
+            registry.stored_answer(seq).await,
+            Err(BookingError::StorageUnavailable)
+        );
+    }
+}
