@@ -45,7 +45,7 @@ fn answer(user: &UserId, decided: Result<&BookOutcome, Refusal>) -> Answer {
     path = "/api/book",
     tag = "bookings",
     request_body = openapi::OrderRequest,
-    params(("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = r"^[\x20-\x7E]{1,255}$", description = "1-255 printable ASCII characters: a retry with the same key and body gets the first answer again")),
+    params(openapi::IdempotencyKey),
     responses(
         (status = 200, description = "Booked, or on the waiting list when sold out", body = openapi::BookAnswer, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same key"))),
         openapi::PostErrors,

@@ -49,7 +49,7 @@ fn answer(user: &UserId, decided: Result<&CancelOutcome, Refusal>) -> Answer {
     path = "/api/cancel",
     tag = "bookings",
     request_body = openapi::OrderRequest,
-    params(("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = r"^[\x20-\x7E]{1,255}$", description = "1-255 printable ASCII characters: a retry with the same key and body gets the first answer again")),
+    params(openapi::IdempotencyKey),
     responses(
         (status = 200, description = "Cancelled (ticket back on sale, or place left), or reassigned to the head of the queue", body = openapi::CancelAnswer, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same key"))),
         openapi::PostErrors,

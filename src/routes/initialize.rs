@@ -39,7 +39,7 @@ fn answer(event_as_sent: &Value, total_tickets: u32, created: Result<&(), Refusa
     path = "/api/initialize",
     tag = "events",
     request_body = openapi::InitializeRequest,
-    params(("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = r"^[\x20-\x7E]{1,255}$", description = "1-255 printable ASCII characters: a retry with the same key and body gets the first answer again")),
+    params(openapi::IdempotencyKey),
     responses(
         (status = 201, description = "Event initialized", body = openapi::Initialized, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same key"))),
         openapi::PostErrors,

@@ -12,7 +12,7 @@ use actix_web::{web, HttpResponse};
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::RefOr;
-use utoipa::{IntoResponses, Modify, OpenApi, PartialSchema, ToSchema};
+use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::ids::MAX_SAFE_INTEGER;
 
@@ -70,6 +70,21 @@ impl ToSchema for UserId {
     fn name() -> Cow<'static, str> {
         "UserId".into()
     }
+}
+
+/// The header that makes `book`, `cancel` and `initialize` safe to retry.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyKey {
+    /// 1-255 printable ASCII characters, not starting or ending with a space
+    /// (HTTP drops those): a retry with the same key and body gets the first
+    /// answer again
+    #[param(
+        rename = "Idempotency-Key",
+        nullable = false,
+        pattern = r"^[\x21-\x7E]([\x20-\x7E]{0,253}[\x21-\x7E])?$"
+    )]
+    idempotency_key: Option<String>,
 }
 
 /// `POST /api/initialize`

@@ -29,7 +29,14 @@ async fn the_openapi_document_lists_every_route_without_a_key() {
     ] {
         assert!(book["responses"][status].is_object(), "book {status}");
     }
-    assert_eq!(book["parameters"][0]["name"], "Idempotency-Key");
+    // The same header, described once, on every route that changes something.
+    let key = &book["parameters"][0];
+    assert_eq!(key["name"], "Idempotency-Key");
+    assert_eq!(key["in"], "header");
+    assert!(key["schema"]["pattern"].is_string(), "{key}");
+    for path in ["/api/cancel", "/api/initialize"] {
+        assert_eq!(&paths[path]["post"]["parameters"][0], key, "{path}");
+    }
     assert!(book["responses"]["200"]["headers"]["Idempotent-Replayed"].is_object());
     assert!(book["responses"]["429"]["headers"]["Retry-After"].is_object());
     assert!(document.body["components"]["securitySchemes"]["bearer"].is_object());
