@@ -269,12 +269,13 @@ mod tests {
     use crate::storage::Database;
     use crate::telemetry::StoreMetrics;
 
-    /// A registry whose one worker thread is `worker`, with an event `gig`.
-    async fn registry_on(
-        worker: &Arbiter,
-        limits: Limits,
-        dir: &tempfile::TempDir,
-    ) -> EventRegistry {
+    /// A registry with an event `gig`, whose one worker thread is the
+    /// `Arbiter` returned; the directory holds its database.
+    async fn registry_with_event(
+        mailbox_capacity: usize,
+    ) -> (EventRegistry, Arbiter, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let worker = Arbiter::new();
         let settings = Settings {
             database: dir.path().join("t.db").display().to_string(),
             ..Settings::default()
@@ -291,23 +292,22 @@ mod tests {
             }
         });
         done.await.expect("the worker announced itself");
+        let limits = Limits {
+            mailbox_capacity,
+            store_backlog: 1000,
+            request_timeout: Duration::from_secs(10),
+        };
         let registry = EventRegistry::new(store, threads, limits);
         registry.recover(Vec::new()).await;
         let gig = EventId::parse("gig").unwrap();
         registry.initialize(gig, 100, None).await.unwrap();
-        registry
+        (registry, worker, dir)
     }
 
     #[actix_web::test]
     async fn a_full_mailbox_refuses_at_once_and_the_refused_change_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let worker = Arbiter::new();
-        let limits = Limits {
-            mailbox_capacity: 4,
-            store_backlog: 1000,
-            request_timeout: Duration::from_secs(10),
-        };
-        let registry = registry_on(&worker, limits, &dir).await;
+        const MAILBOX: usize = 4;
+        let (registry, worker, _dir) = registry_with_event(MAILBOX).await;
         let actor = registry.get(&EventId::parse("gig").unwrap()).unwrap();
         // An answer shows the actor started, and so has set its mailbox's capacity.
         registry.ask(&actor, GetSummary).await.unwrap();
@@ -337,15 +337,14 @@ mod tests {
                 Poll::Ready(other) => panic!("neither admitted nor refused: {other:?}"),
             }
         }
+        // Let the thread go before asserting: a failure must not leave it blocked.
+        release.send(()).unwrap();
         assert!(
-            (1..=limits.mailbox_capacity + 1).contains(&admitted.len()),
-            "{} admitted into a mailbox of {}",
+            (1..=MAILBOX + 1).contains(&admitted.len()),
+            "{} admitted into a mailbox of {MAILBOX}",
             admitted.len(),
-            limits.mailbox_capacity
         );
         assert_eq!(refused, 64 - admitted.len());
-
-        release.send(()).unwrap();
         let answers = futures::future::join_all(admitted).await;
         assert!(
             answers.iter().all(|a| *a == Ok(BookOutcome::Booked)),
@@ -369,14 +368,7 @@ mod tests {
 
     #[actix_web::test]
     async fn an_answer_expired_after_its_look_up_is_a_503_not_a_replay() {
-        let dir = tempfile::tempdir().unwrap();
-        let worker = Arbiter::new();
-        let limits = Limits {
-            mailbox_capacity: 16,
-            store_backlog: 16,
-            request_timeout: Duration::from_secs(10),
-        };
-        let registry = registry_on(&worker, limits, &dir).await;
+        let (registry, _worker, _dir) = registry_with_event(16).await;
         let idempotency = Arc::new(Idempotency::new(Duration::from_secs(60)));
         let request = TestRequest::default()
             .uri("/api/book")
