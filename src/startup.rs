@@ -146,7 +146,6 @@ impl Application {
                 .app_data(idempotency.clone())
                 .app_data(metrics.clone())
                 .app_data(probe_store.clone())
-                .app_data(web::PayloadConfig::new(body_limit))
                 .app_data(BodyLimit(body_limit))
                 .configure(routes::configure)
                 .default_service(web::to(routes::route_not_found))

@@ -234,13 +234,16 @@ impl EventRegistry {
     }
 
     /// `work`, or `TimedOut` once the request time-out has passed.
-    pub async fn within<T>(
+    ///
+    /// Not an `async fn`, which would hold `work` twice in its state (before
+    /// and after it moves into the timer): a request's future carries the
+    /// state of everything it awaits (see `routes::order`).
+    pub fn within<T>(
         &self,
         work: impl Future<Output = Result<T, BookingError>>,
-    ) -> Result<T, BookingError> {
-        actix_web::rt::time::timeout(self.limits.request_timeout, work)
-            .await
-            .unwrap_or(Err(BookingError::TimedOut))
+    ) -> impl Future<Output = Result<T, BookingError>> {
+        let timed = actix_web::rt::time::timeout(self.limits.request_timeout, work);
+        async move { timed.await.unwrap_or(Err(BookingError::TimedOut)) }
     }
 
     fn start_actor(&self, id: EventId, state: EventState) -> EventAddr {

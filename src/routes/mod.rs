@@ -146,9 +146,8 @@ async fn refuse(
     error: ApiError,
 ) -> Result<HttpResponse, ApiError> {
     if let Some(ticket) = ticket {
-        registry
-            .within(registry.store_answer(ticket.answer(failure(&error))))
-            .await?;
+        // Boxed: a rare path, kept out of every booking's future (see `order`).
+        Box::pin(registry.within(registry.store_answer(ticket.answer(failure(&error))))).await?;
     }
     Err(error)
 }
@@ -165,13 +164,20 @@ async fn begin(
     Ok(match idempotency.begin(req, body)? {
         None => Ok(None),
         Some(Begin::Execute(ticket)) => Ok(Some(ticket)),
-        Some(Begin::Replay { seq }) => Err(replay(&registry.stored_answer(seq).await?)),
+        // Boxed: a rare path, kept out of every booking's future (see `order`).
+        Some(Begin::Replay { seq }) => Err(replay(&Box::pin(registry.stored_answer(seq)).await?)),
     })
 }
 
 /// The path shared by book and cancel: idempotency, the event's actor, the
 /// message (built by `message` from the user, reply channel and recorder),
 /// and the answer as `answer` renders it, both sent and stored.
+///
+/// actix boxes the future of every request, and its size is that of the
+/// largest state it awaits. The rare paths it awaits (a replay, a stored
+/// refusal) box their own, which keeps a booking's under 1 KB: glibc serves
+/// that from its per-thread cache, a larger block from its slower general
+/// path (it was 2 KB; see README, *What limits a durable booking*).
 async fn order<M, T>(
     registry: &EventRegistry,
     idempotency: &web::Data<Idempotency>,

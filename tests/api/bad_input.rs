@@ -307,6 +307,34 @@ async fn a_body_over_the_limit_is_413() {
 }
 
 #[actix_web::test]
+async fn a_chunked_body_over_the_limit_is_413() {
+    let app = prepared_app().await;
+    // No Content-Length to refuse up front: the limit holds while the body is read.
+    let user = "x".repeat(10_000);
+    let pieces = [r#"{"eventId": 1, "userId": ""#, &user, &user, r#""}"#];
+    for path in ["/api/book", "/api/initialize"] {
+        assert_invalid(
+            &app.post_chunked(path, &pieces).await,
+            413,
+            "16384 bytes",
+            path,
+        );
+    }
+    assert_unchanged(&app).await;
+}
+
+#[actix_web::test]
+async fn a_body_sent_in_pieces_is_read_whole() {
+    let app = prepared_app().await;
+    let pieces = [r#"{"eventId""#, r#": 1, "userId": "#, r#""in-pieces"}"#];
+    let answer = app.post_chunked("/api/book", &pieces).await;
+    assert_eq!(
+        answer.body,
+        json!({"status": "waiting", "userId": "in-pieces", "position": 2})
+    );
+}
+
+#[actix_web::test]
 async fn a_body_without_content_type_is_read_as_json() {
     let app = prepared_app().await;
     let answer = app

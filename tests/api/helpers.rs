@@ -229,6 +229,20 @@ impl TestApp {
         answer(request.send_body(body.into()).await).await
     }
 
+    /// A JSON POST whose body is sent in these pieces, each one chunk of a
+    /// `Transfer-Encoding: chunked` body, so with no `Content-Length`.
+    pub async fn post_chunked(&self, path: &str, pieces: &[&str]) -> Answer {
+        let chunks: Vec<Result<actix_web::web::Bytes, std::io::Error>> = pieces
+            .iter()
+            .map(|piece| Ok(actix_web::web::Bytes::copy_from_slice(piece.as_bytes())))
+            .collect();
+        let request = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .insert_header(("content-type", "application/json"));
+        answer(request.send_stream(futures::stream::iter(chunks)).await).await
+    }
+
     pub async fn initialize(&self, event: Value, total_tickets: u64) -> Answer {
         self.post(
             "/api/initialize",
