@@ -1,12 +1,14 @@
 //! SQLite: the schema, one transaction per batch of changes, and recovery.
 //!
-//! `order_log` is append-only: every change adds rows (event, user, new
-//! status), and its rowid is the order of commits. A transaction therefore
-//! writes to the end of one B-tree (a few pages) however the changes are
-//! spread over events and users, which keeps group commits cheap. A user's
-//! status is the last row about it; the waiting list is the waiting users in
-//! the order of the rows that put them there, so nothing is ever renumbered.
-//! These functions block: the persistence actor calls them on a blocking thread.
+//! Every change appends rows to `order_log` (event, user, new status), and
+//! its rowid is the order of commits. A transaction therefore writes to the
+//! end of one B-tree (a few pages) however the changes are spread over events
+//! and users, which keeps group commits cheap. A user's status is the last row
+//! about it; the waiting list is the waiting users in the order of the rows
+//! that put them there, so nothing is ever renumbered. The only rows ever
+//! deleted are those that a later row of the same user replaced (compaction,
+//! after recovery). These functions block: the persistence actor calls them
+//! on a blocking thread.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -291,7 +293,7 @@ impl Database {
     }
 
     /// Reads every event with its holders and its queue in order: one pass over the log.
-    pub fn load_all(&self) -> Result<Vec<(EventId, EventState)>, StorageError> {
+    pub fn load_all(&self) -> Result<StoredOrders, StorageError> {
         let conn = self.pool.get()?;
         let mut loader = Loader::default();
         let mut events = conn.prepare("SELECT id, total_tickets FROM events")?;
@@ -300,17 +302,36 @@ impl Database {
             loader.event(row.get_ref(0)?.as_str()?, row.get(1)?);
         }
         let mut log =
-            conn.prepare("SELECT event_id, user_id, status FROM order_log ORDER BY seq")?;
+            conn.prepare("SELECT seq, event_id, user_id, status FROM order_log ORDER BY seq")?;
         let mut rows = log.query([])?;
         while let Some(row) = rows.next()? {
-            let (event, user, status) = (
-                row.get_ref(0)?.as_str()?,
+            let (seq, event, user, status) = (
+                row.get(0)?,
                 row.get_ref(1)?.as_str()?,
-                row.get_ref(2)?,
+                row.get_ref(2)?.as_str()?,
+                row.get_ref(3)?,
             );
-            loader.order(event, user, status.as_str()?)?;
+            loader.order(seq, event, user, status.as_str()?)?;
         }
         loader.finish()
+    }
+
+    /// Deletes `rows` of the order log in one transaction; returns how many
+    /// were there. Only for rows that [`StoredOrders::superseded`] named: a
+    /// later row of the same user replaced each, so recovery reads the same
+    /// state without them.
+    pub fn delete_superseded(&self, rows: &[i64]) -> Result<usize, StorageError> {
+        let mut conn = self.pool.get()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut deleted = 0;
+        {
+            let mut delete = tx.prepare_cached("DELETE FROM order_log WHERE seq = ?1")?;
+            for seq in rows {
+                deleted += delete.execute([seq])?;
+            }
+        }
+        tx.commit()?;
+        Ok(deleted)
     }
 
     /// Reads one event as it is stored; `None` if it was never committed.
@@ -327,17 +348,19 @@ impl Database {
         let Some(total) = total else { return Ok(None) };
         let mut loader = Loader::default();
         loader.event(event.as_str(), total);
-        let mut log =
-            conn.prepare("SELECT user_id, status FROM order_log WHERE event_id = ?1 ORDER BY seq")?;
+        let mut log = conn.prepare(
+            "SELECT seq, user_id, status FROM order_log WHERE event_id = ?1 ORDER BY seq",
+        )?;
         let mut rows = log.query([event.as_str()])?;
         while let Some(row) = rows.next()? {
             loader.order(
+                row.get(0)?,
                 event.as_str(),
-                row.get_ref(0)?.as_str()?,
                 row.get_ref(1)?.as_str()?,
+                row.get_ref(2)?.as_str()?,
             )?;
         }
-        Ok(loader.finish()?.pop().map(|(_, state)| state))
+        Ok(loader.finish()?.events.pop().map(|(_, state)| state))
     }
 }
 
@@ -367,14 +390,23 @@ fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
 #[derive(Default)]
 struct Loader {
     events: HashMap<EventId, StoredEvent>,
-    /// Rows read so far: the replay order.
-    rows: u64,
+    superseded: Vec<i64>,
 }
 
 struct StoredEvent {
     total_tickets: u32,
-    /// Each user's last status, with the row number it was written at.
-    users: HashMap<Arc<str>, (Stored, u64)>,
+    /// Each user's last status, with its row (`seq`): the replay order.
+    users: HashMap<Arc<str>, (Stored, i64)>,
+}
+
+/// What the order log holds, as one pass over it reads it.
+pub struct StoredOrders {
+    pub events: Vec<(EventId, EventState)>,
+    /// Rows (`seq`, ascending) that a later row of the same user at the same
+    /// event replaced. The state above is read from each user's last row
+    /// alone, so these can be deleted without changing it: the log's
+    /// compaction.
+    pub superseded: Vec<i64>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -395,7 +427,14 @@ impl Loader {
         );
     }
 
-    fn order(&mut self, event: &str, user: &str, status: &str) -> Result<(), StorageError> {
+    /// Replays row `seq`; rows come in ascending `seq`.
+    fn order(
+        &mut self,
+        seq: i64,
+        event: &str,
+        user: &str,
+        status: &str,
+    ) -> Result<(), StorageError> {
         let stored = self.events.get_mut(event).ok_or_else(|| {
             StorageError::Inconsistent(format!("order of {user:?} at unknown event {event}"))
         })?;
@@ -409,18 +448,21 @@ impl Loader {
                 )))
             }
         };
-        self.rows += 1;
         match stored.users.get_mut(user) {
-            Some(last) => *last = (status, self.rows),
+            Some(last) => {
+                self.superseded.push(last.1);
+                *last = (status, seq);
+            }
             None => {
-                stored.users.insert(Arc::from(user), (status, self.rows));
+                stored.users.insert(Arc::from(user), (status, seq));
             }
         }
         Ok(())
     }
 
-    fn finish(self) -> Result<Vec<(EventId, EventState)>, StorageError> {
-        self.events
+    fn finish(self) -> Result<StoredOrders, StorageError> {
+        let events = self
+            .events
             .into_iter()
             .map(|(id, stored)| {
                 let mut booked = Vec::new();
@@ -448,7 +490,10 @@ impl Loader {
                     EventState::restore(stored.total_tickets, booked, waiting, cancelled),
                 ))
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        let mut superseded = self.superseded;
+        superseded.sort_unstable();
+        Ok(StoredOrders { events, superseded })
     }
 }
 
@@ -522,7 +567,7 @@ mod tests {
         db.commit(&[order(&gig, OrderUpdate::Waiting(user("b")))], [])
             .unwrap();
         let recovered = db.load_all().unwrap();
-        let (id, state) = &recovered[0];
+        let (id, state) = &recovered.events[0];
         assert_eq!(id, &gig);
         assert_eq!(state.user_status("z"), Some(UserStatus::Booked));
         assert_eq!(state.user_status("a"), Some(UserStatus::Cancelled));
@@ -538,6 +583,16 @@ mod tests {
             db.load_event(&gig).unwrap().unwrap().summary(),
             state.summary()
         );
+
+        // Rows 1-8: a booked, z, b and m waiting, a cancelled and z booked,
+        // b cancelled, b waiting again. Each user's last row is the state.
+        assert_eq!(recovered.superseded, [1, 2, 3, 7]);
+        assert_eq!(db.delete_superseded(&recovered.superseded).unwrap(), 4);
+        let compacted = db.load_all().unwrap();
+        assert!(compacted.superseded.is_empty());
+        let seen = |state: &EventState| ["a", "b", "m", "z"].map(|name| state.user_status(name));
+        assert_eq!(seen(&compacted.events[0].1), seen(state));
+        assert_eq!(compacted.events[0].1.summary(), state.summary());
     }
 
     #[test]
@@ -557,7 +612,7 @@ mod tests {
             db.commit(&changes, []),
             Err(StorageError::Sqlite(_))
         ));
-        assert!(db.load_all().unwrap().is_empty());
+        assert!(db.load_all().unwrap().events.is_empty());
     }
 
     #[test]
@@ -614,7 +669,7 @@ mod tests {
             .unwrap();
         drop(old);
         let db = Database::open(&settings).unwrap();
-        assert_eq!(db.load_all().unwrap().len(), 1);
+        assert_eq!(db.load_all().unwrap().events.len(), 1);
         assert!(db.load_answers(0).unwrap().is_empty());
     }
 

@@ -34,6 +34,7 @@ pub const COMMIT_BATCH_SIZE: &str = "booking_commit_batch_size";
 pub const COMMIT_DURATION: &str = "booking_commit_duration_seconds";
 pub const STORAGE_ERRORS: &str = "booking_storage_errors_total";
 pub const MAILBOX_REJECTIONS: &str = "booking_mailbox_rejections_total";
+pub const COMPACTED_ROWS: &str = "booking_order_log_compacted_rows_total";
 
 /// Seconds: from well under a millisecond (a refusal) to the internal time-out.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -111,6 +112,10 @@ fn describe() {
     describe_counter!(
         MAILBOX_REJECTIONS,
         "Requests refused with 503 because a queue was full, by queue"
+    );
+    describe_counter!(
+        COMPACTED_ROWS,
+        "Rows of the order log deleted because a later row of the same user replaced them"
     );
 }
 
@@ -191,6 +196,7 @@ pub struct StoreMetrics {
     batch_size: Histogram,
     commit_duration: Histogram,
     errors: Counter,
+    compacted: Counter,
 }
 
 impl StoreMetrics {
@@ -207,6 +213,7 @@ impl StoreMetrics {
             batch_size: histogram!(COMMIT_BATCH_SIZE),
             commit_duration: histogram!(COMMIT_DURATION),
             errors: counter!(STORAGE_ERRORS),
+            compacted: counter!(COMPACTED_ROWS),
         }
     }
 
@@ -227,6 +234,11 @@ impl StoreMetrics {
     pub fn committed(&self, size: usize, took: Duration) {
         self.batch_size.record(size as f64);
         self.commit_duration.record(took.as_secs_f64());
+    }
+
+    /// `rows` superseded rows deleted from the order log.
+    pub fn compacted(&self, rows: usize) {
+        self.compacted.increment(rows as u64);
     }
 
     /// A transaction failed.

@@ -8,6 +8,8 @@
 //! in while the previous transaction was on the disk. One fsync thus carries
 //! as many bookings as arrived during the last one, and each change's `done`
 //! callback answers its request straight from this thread once `COMMIT` returned.
+//!
+//! When it has nothing to commit, it compacts the order log: see [`CompactLog`].
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -21,7 +23,7 @@ use super::event::{EventAddr, StorageFailed};
 use crate::booking::EventState;
 use crate::idempotency::{Answer, Pending, StoredKey};
 use crate::ids::EventId;
-use crate::storage::{Change, Database, StorageError};
+use crate::storage::{Change, Database, StorageError, StoredOrders};
 use crate::telemetry::{self, StoreMetrics};
 
 /// Bounds the book and cancel requests admitted and not yet answered by the
@@ -166,6 +168,17 @@ pub struct CheckWritable;
 #[rtype(result = "()")]
 struct CommitQueued;
 
+/// Deletes the next rows of the order log that recovery found superseded,
+/// if nothing waits to be committed (sent to itself).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct CompactLog;
+
+/// Superseded rows deleted per transaction. About 3 ms even when each is on a
+/// page of its own (measured), so a booking that arrives meanwhile waits
+/// little longer than for a commit.
+const COMPACTION_CHUNK: usize = 512;
+
 pub struct OrderStore {
     database: Database,
     /// Changes that arrived since the last commit, in arrival order.
@@ -174,6 +187,14 @@ pub struct OrderStore {
     commit_scheduled: bool,
     /// Most changes in one transaction, so one batch cannot grow without bound.
     batch_limit: usize,
+    /// Rows of the order log that a later row of the same user replaced, found
+    /// by recovery, not deleted yet (ascending). Every change appends a row,
+    /// so without this the log would grow with every cancellation for good,
+    /// and recovery's time with it. Deleted a chunk at a time, only when no
+    /// change is queued: a booking waits for at most one chunk.
+    superseded: Vec<i64>,
+    /// A `CompactLog` is on its way.
+    compaction_scheduled: bool,
     /// Per event, the first generation whose changes may still be written.
     /// Changes decided before an event's failed commit build on state that was
     /// never stored, so they are refused without being written.
@@ -189,6 +210,8 @@ impl OrderStore {
             queue: Vec::new(),
             commit_scheduled: false,
             batch_limit,
+            superseded: Vec::new(),
+            compaction_scheduled: false,
             valid_from: HashMap::new(),
             metrics,
         }
@@ -234,6 +257,14 @@ impl OrderStore {
                 }
             }
             Err(error) => self.fail(error, writes),
+        }
+    }
+
+    /// Schedules the next step of compaction, if any is left.
+    fn compact_later(&mut self, ctx: &mut Context<Self>) {
+        if !self.superseded.is_empty() && !self.compaction_scheduled {
+            self.compaction_scheduled = true;
+            ctx.notify(CompactLog);
         }
     }
 
@@ -292,9 +323,43 @@ impl Handler<Persist> for OrderStore {
 impl Handler<CommitQueued> for OrderStore {
     type Result = ();
 
-    fn handle(&mut self, _: CommitQueued, _: &mut Context<Self>) {
+    fn handle(&mut self, _: CommitQueued, ctx: &mut Context<Self>) {
         self.commit_scheduled = false;
         self.commit_all();
+        self.compact_later(ctx);
+    }
+}
+
+impl Handler<CompactLog> for OrderStore {
+    type Result = ();
+
+    fn handle(&mut self, _: CompactLog, ctx: &mut Context<Self>) {
+        self.compaction_scheduled = false;
+        // Changes that arrived meanwhile go first; their commit schedules the next step.
+        if !self.queue.is_empty() {
+            return;
+        }
+        let chunk = self
+            .superseded
+            .split_off(self.superseded.len().saturating_sub(COMPACTION_CHUNK));
+        match self.database.delete_superseded(&chunk) {
+            Ok(deleted) => {
+                self.metrics.compacted(deleted);
+                if self.superseded.is_empty() {
+                    // `split_off` kept the whole allocation.
+                    self.superseded = Vec::new();
+                    log::info!("order log compacted: the superseded rows are deleted");
+                }
+                self.compact_later(ctx);
+            }
+            Err(error) => {
+                // Harmless: the rows stay, and the next start finds them again.
+                log::warn!(
+                    "compacting the order log failed, stopped until the next start: {error}"
+                );
+                self.superseded = Vec::new();
+            }
+        }
     }
 }
 
@@ -313,11 +378,19 @@ impl Handler<Reload> for OrderStore {
 impl Handler<Recover> for OrderStore {
     type Result = Result<Recovered, StorageError>;
 
-    fn handle(&mut self, recover: Recover, _: &mut Context<Self>) -> Self::Result {
-        let events = self.database.load_all()?;
+    fn handle(&mut self, recover: Recover, ctx: &mut Context<Self>) -> Self::Result {
+        let StoredOrders { events, superseded } = self.database.load_all()?;
         let answers = self.database.load_answers(recover.answers_since)?;
         self.metrics
             .recovered(events.iter().map(|(_, state)| state.summary()));
+        if !superseded.is_empty() {
+            log::info!(
+                "compacting the order log: {} rows are superseded by later ones",
+                superseded.len()
+            );
+            self.superseded = superseded;
+            self.compact_later(ctx);
+        }
         Ok(Recovered { events, answers })
     }
 }

@@ -1,5 +1,11 @@
 //! Acknowledged means stored: across restarts, `kill -9` and signals.
 
+use std::sync::Arc;
+
+use event_booking::booking::OrderUpdate;
+use event_booking::configuration::Settings;
+use event_booking::ids::EventId;
+use event_booking::storage::{Change, Database};
 use futures::channel::mpsc;
 use futures::future::join_all;
 use futures::StreamExt;
@@ -44,11 +50,115 @@ async fn a_restart_changes_nothing_a_client_can_see() {
     );
     assert_eq!(before, after);
 
+    // The log's 14 rows hold 6 that later ones replaced: d's waiting, a's
+    // booked and cancelled, c's waiting, x's booked, y's waiting. Recovery
+    // found them; the idle store deletes them, leaving one row per user.
+    assert_eq!(compacted_rows(&app, 6.0).await, 6.0);
+    assert_eq!(order_rows(&app), 8);
+    assert_eq!(
+        (
+            snapshot(&app, "1", &users).await,
+            snapshot(&app, "gig", &["x", "y"]).await
+        ),
+        before
+    );
+    app.restart();
+    assert_eq!(
+        (
+            snapshot(&app, "1", &users).await,
+            snapshot(&app, "gig", &["x", "y"]).await
+        ),
+        before
+    );
+    assert_eq!(app.metrics().await.get(COMPACTED).unwrap_or(&0.0), &0.0);
+
     // The queue order survived: tickets go to e, then f, then a.
     for (holder, next) in [("b", "e"), ("c", "f"), ("e", "a")] {
         assert_eq!(
             app.cancel(json!(1), json!(holder)).await.body["userId"],
             next
+        );
+    }
+}
+
+const COMPACTED: &str = "booking_order_log_compacted_rows_total";
+
+/// Rows of the order log deleted by compaction since the server started.
+/// Compaction runs shortly after recovery: waits up to 10 s for `expected`.
+async fn compacted_rows(app: &TestApp, expected: f64) -> f64 {
+    let mut rows = 0.0;
+    for _ in 0..200 {
+        rows = app.metrics().await.get(COMPACTED).copied().unwrap_or(0.0);
+        if rows >= expected {
+            break;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    rows
+}
+
+fn order_rows(app: &TestApp) -> i64 {
+    let db = rusqlite::Connection::open(app.database()).unwrap();
+    db.query_row("SELECT COUNT(*) FROM order_log", [], |row| row.get(0))
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn compaction_deletes_every_superseded_row_and_keeps_every_booking() {
+    const CHURNED: u32 = 3_000;
+    let mut app = spawn_app();
+    app.stop_with("TERM");
+    // Each churned user booked and cancelled: half the log is superseded,
+    // several compaction steps' worth.
+    let settings = Settings {
+        database: app.database().display().to_string(),
+        ..Settings::default()
+    };
+    let store = Database::open(&settings).unwrap();
+    let fest = EventId::parse("fest").unwrap();
+    let order = |update| Change::Order {
+        event: fest.clone(),
+        update,
+    };
+    let mut changes = vec![Change::CreateEvent {
+        event: fest.clone(),
+        total_tickets: 10,
+    }];
+    for user in 0..CHURNED {
+        let user: Arc<str> = format!("churned-{user}").into();
+        changes.push(order(OrderUpdate::Booked(user.clone())));
+        changes.push(order(OrderUpdate::Cancelled(user)));
+    }
+    store.commit(&changes, []).unwrap();
+    drop(store);
+
+    app.start();
+    // Bookings as compaction starts: each is decided and stored as usual.
+    let answers =
+        join_all((0..20).map(|i| app.book(json!("fest"), json!(format!("new-{i}"))))).await;
+    let statuses: Vec<_> = answers.iter().map(|a| a.body["status"].clone()).collect();
+    assert_eq!(statuses.iter().filter(|s| *s == "booked").count(), 10);
+    assert_eq!(statuses.iter().filter(|s| *s == "waiting").count(), 10);
+    assert_eq!(
+        compacted_rows(&app, CHURNED.into()).await,
+        f64::from(CHURNED)
+    );
+    assert_eq!(order_rows(&app), i64::from(CHURNED) + 20);
+
+    app.restart();
+    assert_eq!(app.counts("fest").await, (10, 10));
+    for user in ["churned-0", "churned-2999"] {
+        assert_eq!(
+            app.user_status("fest", user).await.body["status"],
+            "cancelled"
+        );
+    }
+    for (i, told) in statuses.iter().enumerate() {
+        let user = format!("new-{i}");
+        assert_eq!(
+            &app.user_status("fest", &user).await.body["status"],
+            told,
+            "{user}"
         );
     }
 }

@@ -243,6 +243,26 @@ impl TestApp {
         answer(request.send_stream(futures::stream::iter(chunks)).await).await
     }
 
+    /// The samples of `GET /metrics`, by name with labels as written.
+    pub async fn metrics(&self) -> HashMap<String, f64> {
+        let page = self.get("/metrics").await;
+        assert_eq!(page.status, 200);
+        assert!(
+            page.content_type.starts_with("text/plain"),
+            "{}",
+            page.content_type
+        );
+        std::str::from_utf8(&page.raw)
+            .unwrap()
+            .lines()
+            .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+            .filter_map(|line| {
+                let (name, value) = line.rsplit_once(' ')?;
+                Some((name.to_string(), value.parse().ok()?))
+            })
+            .collect()
+    }
+
     pub async fn initialize(&self, event: Value, total_tickets: u64) -> Answer {
         self.post(
             "/api/initialize",

@@ -9,7 +9,7 @@ use event_booking::ids::EventId;
 use event_booking::storage::{Change, Database};
 use serde_json::json;
 
-use crate::helpers::{spawn_app, spawn_app_with, TestApp, BINARY};
+use crate::helpers::{spawn_app, spawn_app_with, BINARY};
 
 #[actix_web::test]
 async fn health_and_ready_answer_once_recovered() {
@@ -139,34 +139,12 @@ async fn the_healthcheck_command_exits_0_only_while_the_server_serves() {
     assert_eq!(healthcheck(port).code(), Some(1));
 }
 
-/// The samples of a Prometheus text page, by name with labels as written.
-fn samples(page: &str) -> HashMap<String, f64> {
-    page.lines()
-        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
-        .filter_map(|line| {
-            let (name, value) = line.rsplit_once(' ')?;
-            Some((name.to_string(), value.parse().ok()?))
-        })
-        .collect()
-}
-
-async fn scrape(app: &TestApp) -> HashMap<String, f64> {
-    let page = app.get("/metrics").await;
-    assert_eq!(page.status, 200);
-    assert!(
-        page.content_type.starts_with("text/plain"),
-        "{}",
-        page.content_type
-    );
-    samples(std::str::from_utf8(&page.raw).unwrap())
-}
-
 #[actix_web::test]
 async fn metrics_count_what_was_committed() {
     let app = spawn_app();
     app.initialize(json!(1), 2).await;
     app.initialize(json!(2), 5).await;
-    let before = scrape(&app).await;
+    let before = app.metrics().await;
     let value = |page: &HashMap<String, f64>, name: &str| page.get(name).copied().unwrap_or(0.0);
     let delta =
         |after: &HashMap<String, f64>, name: &str| value(after, name) - value(&before, name);
@@ -193,7 +171,7 @@ async fn metrics_count_what_was_committed() {
         );
     }
 
-    let after = scrape(&app).await;
+    let after = app.metrics().await;
     for (name, expected) in [
         ("booking_bookings_total", 3.0),
         ("booking_waiting_list_joins_total", 3.0),
@@ -246,7 +224,7 @@ async fn gauges_start_from_what_was_recovered() {
     app.book(json!(1), json!("a")).await;
     app.book(json!(1), json!("b")).await;
     app.restart();
-    let page = scrape(&app).await;
+    let page = app.metrics().await;
     assert_eq!(page.get("booking_events"), Some(&1.0));
     assert_eq!(page.get("booking_booked_tickets"), Some(&1.0));
     assert_eq!(page.get("booking_waiting_users"), Some(&1.0));
