@@ -413,7 +413,7 @@ fn render(
     }
     let _ = writeln!(
         md,
-        "\nOverload: on a server of its own, the drop with {} connections, then with {} ({OVERLOAD_FACTOR}×), each connection waiting out the `Retry-After` of a refusal as a well-behaved client does. Successful = booked or waiting; the ratio is of the two successful rates.\n",
+        "\nOverload: on a server of its own, the drop with {} connections, then with {} ({OVERLOAD_FACTOR}×), each connection waiting out the `Retry-After` of a refusal, with jitter, as a well-behaved client does. Successful = booked or waiting; the ratio is of the two successful rates.\n",
         options.concurrency,
         options.concurrency * OVERLOAD_FACTOR
     );

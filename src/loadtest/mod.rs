@@ -67,7 +67,8 @@ pub struct Options {
     #[arg(long)]
     pub idempotency_keys: bool,
     /// A refused request (503 "Server busy", 429) makes its connection wait
-    /// the `Retry-After` the server sent, as a well-behaved client does.
+    /// the `Retry-After` the server sent, plus a random share of it again,
+    /// as a well-behaved client does.
     #[arg(long)]
     pub honor_retry_after: bool,
     /// Print the report as one JSON object.
@@ -275,7 +276,7 @@ async fn load(
                 if let (true, Some(retry_after_secs)) = (client.honor_retry_after, refused) {
                     // Not past the end of the run.
                     let left = plan.deadline.saturating_duration_since(Instant::now());
-                    let wait = Duration::from_secs(retry_after_secs).min(left);
+                    let wait = retry_wait(retry_after_secs, &mut rng).min(left);
                     actix_web::rt::time::sleep(wait).await;
                 }
             }
@@ -287,6 +288,15 @@ async fn load(
         stats.merge(part);
     }
     stats
+}
+
+/// How long a well-behaved client waits after a refusal: the server's
+/// `Retry-After`, plus a random share of it again. Clients refused together
+/// (as many are, the moment a queue fills) would otherwise all come back at
+/// the same instant, for ever, and meet a full queue each time.
+fn retry_wait(retry_after_secs: u64, rng: &mut Rng) -> Duration {
+    let retry_after = Duration::from_secs(retry_after_secs);
+    retry_after + Duration::from_micros(rng.below(retry_after.as_micros() as u64))
 }
 
 /// A progress bar on a terminal; a line a second otherwise (none with `--json`).
@@ -317,5 +327,23 @@ fn show_progress(plan: &Plan, done: &AtomicBool, quiet: bool) {
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_clients_wait_the_retry_after_and_spread_over_as_much_again() {
+        let mut rng = Rng::new(1);
+        let waits: Vec<Duration> = (0..1000).map(|_| retry_wait(1, &mut rng)).collect();
+        let (shortest, longest) = (waits.iter().min().unwrap(), waits.iter().max().unwrap());
+        assert!(*shortest >= Duration::from_secs(1), "{shortest:?}");
+        assert!(*longest < Duration::from_secs(2), "{longest:?}");
+        // Spread over the whole second, not bunched.
+        assert!(*shortest < Duration::from_millis(1050), "{shortest:?}");
+        assert!(*longest > Duration::from_millis(1950), "{longest:?}");
+        assert_eq!(retry_wait(0, &mut rng), Duration::ZERO);
     }
 }
