@@ -448,6 +448,8 @@ mod tests {
     use actix_web::HttpRequest;
 
     use super::*;
+    use crate::booking::{OrderUpdate, UserStatus};
+    use crate::configuration::Settings;
     use crate::idempotency::{Begin, Idempotency};
 
     fn keyed_request() -> HttpRequest {
@@ -511,5 +513,71 @@ mod tests {
             backlog.reserve().is_some(),
             "the freed place is taken again"
         );
+    }
+
+    #[actix_web::test]
+    async fn compaction_waits_for_the_changes_queued_and_then_deletes_every_superseded_row() {
+        const CHURNED: usize = 600; // two compaction steps
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let settings = Settings {
+            database: path.display().to_string(),
+            ..Settings::default()
+        };
+        let database = Database::open(&settings).unwrap();
+        let gig = EventId::parse("gig").unwrap();
+        let order = |update| Change::Order {
+            event: gig.clone(),
+            update,
+        };
+        let mut changes = vec![Change::CreateEvent {
+            event: gig.clone(),
+            total_tickets: 1000,
+        }];
+        for user in 0..CHURNED {
+            let user: Arc<str> = format!("u{user}").into();
+            changes.push(order(OrderUpdate::Booked(user.clone())));
+            changes.push(order(OrderUpdate::Cancelled(user)));
+        }
+        database.commit(&changes, []).unwrap();
+        let rows = move || -> i64 {
+            let db = rusqlite::Connection::open(&path).unwrap();
+            db.query_row("SELECT COUNT(*) FROM order_log", [], |row| row.get(0))
+                .unwrap()
+        };
+
+        let store = OrderStore::new(database, 64, StoreMetrics::new()).start();
+        let recovered = store.send(Recover { answers_since: 0 });
+        // Queued behind recovery, so ahead of the compaction it schedules.
+        let (heard, hear) = futures::channel::oneshot::channel();
+        let counted = rows.clone();
+        store.do_send(Persist {
+            change: Some(order(OrderUpdate::Booked("late".into()))),
+            answer: None,
+            origin: None,
+            done: Box::new(move |outcome| {
+                let _ = heard.send((outcome.is_ok(), counted()));
+            }),
+            slot: Backlog::new(1).reserve().unwrap(),
+        });
+        recovered.await.unwrap().unwrap();
+        let all = 2 * CHURNED as i64 + 1;
+        assert_eq!(
+            hear.await.unwrap(),
+            (true, all),
+            "nothing deleted before it"
+        );
+
+        for _ in 0..200 {
+            if rows() == all - CHURNED as i64 {
+                break;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(rows(), all - CHURNED as i64, "one row per user left");
+        let state = store.send(Reload { event: gig.clone() }).await.unwrap();
+        let state = state.unwrap().expect("the event is stored");
+        assert_eq!(state.user_status("u0"), Some(UserStatus::Cancelled));
+        assert_eq!(state.user_status("late"), Some(UserStatus::Booked));
     }
 }
