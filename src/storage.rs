@@ -390,6 +390,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
 #[derive(Default)]
 struct Loader {
     events: HashMap<EventId, StoredEvent>,
+    /// Rows a later row of the same user replaced, in the order found.
     superseded: Vec<i64>,
 }
 
