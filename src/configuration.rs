@@ -45,6 +45,8 @@ pub struct Settings {
 pub struct IdempotencySettings {
     /// How long a key's answer is kept (and replayed) after it was stored.
     pub retention_secs: u64,
+    /// Most keys kept; beyond it the oldest answers are forgotten early. 0: no cap.
+    pub max_keys: usize,
 }
 
 /// Bearer keys; with both lists empty the API is open.

@@ -9,6 +9,11 @@
 //! so memory holds only digests and the row's number (110-180 bytes of RSS a
 //! key, as the benchmark measures it), never the answer itself.
 //!
+//! Keys are kept for `retention_secs`, and at most `max_keys` of them: over
+//! the cap, the oldest answers are forgotten early (see
+//! [`Idempotency::evict_over_cap`]), so memory stays bounded however many
+//! keyed requests arrive within the retention period.
+//!
 //! A key is *in flight* from the first request until its answer is
 //! committed; the [`Ticket`] that marks it frees the key again if the answer
 //! is never stored (a 5xx, or a request dropped on the way), so the client
@@ -25,6 +30,7 @@ use dashmap::DashMap;
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
+use crate::telemetry;
 
 /// A name made once: looking a header up by a `&str` builds (and allocates) its name each time.
 pub const HEADER: HeaderName = HeaderName::from_static("idempotency-key");
@@ -109,15 +115,25 @@ pub enum Begin {
 pub struct Idempotency {
     entries: DashMap<KeyDigest, KeyState>,
     retention: Duration,
+    /// Most keys kept (0: no cap). Keys stay in memory for the whole
+    /// retention period, so without a cap a storm of keyed requests could
+    /// fill it long before the first one expires.
+    max_keys: usize,
 }
 
 impl Idempotency {
     /// Empty until [`restore`](Self::restore) adds the answers recovered from SQLite.
-    pub fn new(retention: Duration) -> Self {
+    pub fn new(retention: Duration, max_keys: usize) -> Self {
         Idempotency {
             entries: DashMap::new(),
             retention,
+            max_keys,
         }
+    }
+
+    /// Keys kept: in flight or answered.
+    pub fn keys_kept(&self) -> usize {
+        self.entries.len()
     }
 
     /// Adds the keys whose answers were stored before the restart: retries of them replay.
@@ -197,6 +213,41 @@ impl Idempotency {
             fingerprint,
             settled: false,
         })))
+    }
+
+    /// Over the cap, forgets the oldest stored answers until `max_keys` keys
+    /// are left (keys in flight stay: their requests are running). Returns
+    /// the first answer's row kept: the rows before it are to be deleted.
+    /// Answers are stored in row order, so the oldest have the lowest rows.
+    pub fn evict_over_cap(&self) -> Option<i64> {
+        if self.max_keys == 0 {
+            return None;
+        }
+        let excess = self.entries.len().checked_sub(self.max_keys)?;
+        if excess == 0 {
+            return None;
+        }
+        let mut rows: Vec<i64> = self
+            .entries
+            .iter()
+            .filter_map(|entry| match entry.value() {
+                KeyState::Done { seq, .. } => Some(*seq),
+                KeyState::InFlight { .. } => None,
+            })
+            .collect();
+        let first_kept = if excess < rows.len() {
+            *rows.select_nth_unstable(excess).1
+        } else {
+            rows.iter().max()? + 1
+        };
+        let mut evicted = 0;
+        self.entries.retain(|_, entry| {
+            let old = matches!(entry, KeyState::Done { seq, .. } if *seq < first_kept);
+            evicted += usize::from(old);
+            !old
+        });
+        telemetry::keys_evicted(evicted);
+        Some(first_kept)
     }
 
     /// Forgets answers older than the retention period.
@@ -303,6 +354,84 @@ mod tests {
     use actix_web::test::TestRequest;
 
     use super::*;
+
+    fn with_key(key: &str) -> HttpRequest {
+        TestRequest::default()
+            .uri("/api/book")
+            .insert_header((HEADER, key))
+            .to_http_request()
+    }
+
+    /// `key`'s answer, committed in row `seq`.
+    fn answered(idempotency: &Arc<Idempotency>, key: &str, seq: i64) {
+        let Ok(Some(Begin::Execute(ticket))) = idempotency.begin(&with_key(key), b"{}") else {
+            panic!("{key} is new");
+        };
+        let answer = Answer {
+            status: 200,
+            body: "{}".into(),
+        };
+        ticket.answer(answer).committed(seq);
+    }
+
+    /// The row `key`'s retry would replay, or `None` if it would run anew.
+    fn replayed_row(idempotency: &Arc<Idempotency>, key: &str) -> Option<i64> {
+        match idempotency.begin(&with_key(key), b"{}") {
+            Ok(Some(Begin::Replay { seq })) => Some(seq),
+            Ok(Some(Begin::Execute(_))) => None,
+            _ => panic!("{key}: neither a replay nor a new request"),
+        }
+    }
+
+    #[test]
+    fn over_the_cap_the_oldest_answers_are_forgotten_and_keys_in_flight_stay() {
+        let idempotency = Arc::new(Idempotency::new(Duration::from_secs(60), 3));
+        for (key, seq) in [("a", 14), ("b", 11), ("c", 13), ("d", 12)] {
+            answered(&idempotency, key, seq);
+        }
+        let Ok(Some(Begin::Execute(_running))) = idempotency.begin(&with_key("e"), b"{}") else {
+            panic!("e is new");
+        };
+        // Five keys, three kept: the two oldest answers go, not the one running.
+        assert_eq!(idempotency.evict_over_cap(), Some(13));
+        assert_eq!(idempotency.keys_kept(), 3);
+        assert_eq!(idempotency.evict_over_cap(), None, "within the cap");
+        let rows = ["a", "b", "c", "d"].map(|key| replayed_row(&idempotency, key));
+        assert_eq!(rows, [Some(14), None, Some(13), None]);
+        assert_eq!(
+            idempotency
+                .begin(&with_key("e"), b"{}")
+                .err()
+                .map(|e| e.to_string()),
+            Some(ApiError::IdempotencyInFlight.to_string())
+        );
+    }
+
+    #[test]
+    fn a_cap_below_the_keys_in_flight_forgets_every_answer() {
+        let idempotency = Arc::new(Idempotency::new(Duration::from_secs(60), 1));
+        answered(&idempotency, "a", 1);
+        answered(&idempotency, "b", 2);
+        let Ok(Some(Begin::Execute(_first))) = idempotency.begin(&with_key("c"), b"{}") else {
+            panic!("c is new");
+        };
+        let Ok(Some(Begin::Execute(_second))) = idempotency.begin(&with_key("d"), b"{}") else {
+            panic!("d is new");
+        };
+        assert_eq!(idempotency.evict_over_cap(), Some(3));
+        assert_eq!(idempotency.keys_kept(), 2, "both in flight stay");
+        assert_eq!(idempotency.evict_over_cap(), None, "nothing left to forget");
+    }
+
+    #[test]
+    fn no_cap_keeps_every_key() {
+        let idempotency = Arc::new(Idempotency::new(Duration::from_secs(60), 0));
+        for seq in 1..=5 {
+            answered(&idempotency, &format!("k{seq}"), seq);
+        }
+        assert_eq!(idempotency.evict_over_cap(), None);
+        assert_eq!(idempotency.keys_kept(), 5);
+    }
 
     /// Stored with every answer: it must read the same after an upgrade.
     #[test]

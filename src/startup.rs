@@ -76,7 +76,8 @@ impl Application {
         let listener = listen(configured).map_err(listen_error)?;
         let address = listener.local_addr().map_err(listen_error)?;
         let retention = Duration::from_secs(settings.idempotency.retention_secs);
-        let idempotency = web::Data::new(Idempotency::new(retention));
+        let idempotency =
+            web::Data::new(Idempotency::new(retention, settings.idempotency.max_keys));
         let metrics = telemetry::install();
 
         // SQLite calls block: the store gets a thread of its own.
@@ -112,18 +113,22 @@ impl Application {
                 }
             }
         });
-        // Housekeeping: idle rate-limit clients and expired idempotency answers.
+        // Housekeeping: idle rate-limit clients and expired keys in memory every
+        // minute (a pass over every key); the cap on idempotency keys, and the
+        // rows to delete, every second, as keyed requests may arrive by the
+        // ten thousand a second.
+        telemetry::keys_evicted(0); // The series exists before the first eviction.
         actix_web::rt::spawn({
             let (access, idempotency, store) = (access.clone(), idempotency.clone(), store.clone());
             async move {
-                let mut every_minute = actix_web::rt::time::interval(Duration::from_secs(60));
-                loop {
-                    every_minute.tick().await;
-                    access.forget_idle_clients();
-                    idempotency.forget_expired();
-                    store.do_send(ForgetAnswers {
-                        cutoff: idempotency.cutoff(),
-                    });
+                let mut every_second = actix_web::rt::time::interval(Duration::from_secs(1));
+                for tick in 0u64.. {
+                    every_second.tick().await;
+                    if tick % 60 == 0 {
+                        access.forget_idle_clients();
+                        idempotency.forget_expired();
+                    }
+                    forget_answers(&idempotency, &store);
                 }
             }
         });
@@ -220,6 +225,18 @@ impl Application {
     }
 }
 
+/// Forgets the answers over the cap on idempotency keys (the oldest) in
+/// memory, and has the store delete their rows and the expired ones. With
+/// nothing to delete, that costs the store one look at the oldest rows.
+fn forget_answers(idempotency: &Idempotency, store: &Addr<OrderStore>) {
+    let first_kept = idempotency.evict_over_cap();
+    telemetry::idempotency_keys(idempotency.keys_kept());
+    store.do_send(ForgetAnswers {
+        cutoff: idempotency.cutoff(),
+        first_kept: first_kept.unwrap_or(0),
+    });
+}
+
 /// Reads every event and the idempotency answers (on the store's thread),
 /// then starts the events' actors: the API waits until it is done.
 fn recover(
@@ -244,6 +261,8 @@ fn recover(
         let count = events.len();
         // Answers first: a retry let in by the registry must find its answer.
         idempotency.restore(answers);
+        // A lowered cap, or a stop before the last eviction reached the disk.
+        forget_answers(&idempotency, &store);
         registry.recover(events).await;
         log::info!(
             "database {path}: recovered {count} events in {:?}",

@@ -272,24 +272,24 @@ impl Database {
         Ok(answer)
     }
 
-    /// Deletes the answers stored before `cutoff` (unix seconds). Rows are in
-    /// time order, so it deletes from the oldest on, a batch at a time, and
-    /// stops at the first batch that is not all expired: no index needed.
-    pub fn forget_answers(&self, cutoff: i64) -> Result<usize, StorageError> {
-        const BATCH: usize = 10_000;
+    /// Deletes up to `limit` of the answers stored before `cutoff` (unix
+    /// seconds) or in a row before `first_kept`, and returns how many. Rows
+    /// are in time order, so these are the oldest: a caller deletes a chunk at
+    /// a time until one is not full, and no index is needed.
+    pub fn forget_answers(
+        &self,
+        cutoff: i64,
+        first_kept: i64,
+        limit: usize,
+    ) -> Result<usize, StorageError> {
         let conn = self.pool.get()?;
+        // Only the oldest `limit` rows are looked at: the ones to forget come
+        // first, and a scan past them would read the whole table.
         let mut forget = conn.prepare_cached(
-            "DELETE FROM idempotency WHERE stored_at < ?1
-             AND seq IN (SELECT seq FROM idempotency ORDER BY seq LIMIT ?2)",
+            "DELETE FROM idempotency WHERE (stored_at < ?1 OR seq < ?2)
+             AND seq IN (SELECT seq FROM idempotency ORDER BY seq LIMIT ?3)",
         )?;
-        let mut forgotten = 0;
-        loop {
-            let deleted = forget.execute(params![cutoff, BATCH as i64])?;
-            forgotten += deleted;
-            if deleted < BATCH {
-                return Ok(forgotten);
-            }
-        }
+        Ok(forget.execute(params![cutoff, first_kept, limit as i64])?)
     }
 
     /// Reads every event with its holders and its queue in order: one pass over the log.
@@ -649,7 +649,7 @@ mod tests {
             keys(db.load_answers(0).unwrap()),
             [("old".to_string(), rows[0]), ("new".to_string(), rows[1])]
         );
-        assert_eq!(db.forget_answers(150).unwrap(), 1);
+        assert_eq!(db.forget_answers(150, 0, 512).unwrap(), 1);
         assert_eq!(
             keys(db.load_answers(0).unwrap()),
             [("new".to_string(), rows[1])]
@@ -658,6 +658,19 @@ mod tests {
         let replayed = db.load_answer(rows[1]).unwrap().expect("kept");
         assert_eq!((replayed.status, &replayed.body[..]), (409, &b"{}"[..]));
         assert!(db.load_answer(rows[0]).unwrap().is_none(), "forgotten");
+
+        // Over the cap on keys: the rows before the first one kept go, oldest
+        // first, `limit` at a time, whatever their age.
+        let more = db
+            .commit([], ["a", "b", "c", "d"].map(|key| answer(key, 300)).iter())
+            .unwrap();
+        assert_eq!(db.forget_answers(150, more[2], 2).unwrap(), 2);
+        assert_eq!(db.forget_answers(150, more[2], 2).unwrap(), 1);
+        assert_eq!(db.forget_answers(150, more[2], 2).unwrap(), 0);
+        assert_eq!(
+            keys(db.load_answers(0).unwrap()),
+            [("c".to_string(), more[2]), ("d".to_string(), more[3])]
+        );
     }
 
     #[test]

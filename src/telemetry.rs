@@ -35,6 +35,8 @@ pub const COMMIT_DURATION: &str = "booking_commit_duration_seconds";
 pub const STORAGE_ERRORS: &str = "booking_storage_errors_total";
 pub const MAILBOX_REJECTIONS: &str = "booking_mailbox_rejections_total";
 pub const COMPACTED_ROWS: &str = "booking_order_log_compacted_rows_total";
+pub const IDEMPOTENCY_KEYS: &str = "booking_idempotency_keys";
+pub const EVICTED_KEYS: &str = "booking_idempotency_keys_evicted_total";
 
 /// Seconds: from well under a millisecond (a refusal) to the internal time-out.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -117,6 +119,14 @@ fn describe() {
         COMPACTED_ROWS,
         "Rows of the order log deleted because a later row of the same user replaced them"
     );
+    describe_gauge!(
+        IDEMPOTENCY_KEYS,
+        "Idempotency keys kept: in flight, or answered within the retention period"
+    );
+    describe_counter!(
+        EVICTED_KEYS,
+        "Answered idempotency keys forgotten before their retention period ended, to stay within idempotency.max_keys"
+    );
 }
 
 /// The two series of one kind of answered request.
@@ -182,6 +192,16 @@ pub fn request_answered(method: &Method, route: String, status: u16, took: Durat
 /// A request refused because `queue` ("event" or "store") was full.
 pub fn queue_full(queue: &'static str) {
     counter!(MAILBOX_REJECTIONS, "queue" => queue).increment(1);
+}
+
+/// Idempotency keys kept now.
+pub fn idempotency_keys(kept: usize) {
+    gauge!(IDEMPOTENCY_KEYS).set(kept as f64);
+}
+
+/// Answered idempotency keys forgotten early, to stay within the cap.
+pub fn keys_evicted(evicted: usize) {
+    counter!(EVICTED_KEYS).increment(evicted as u64);
 }
 
 /// The store's figures, resolved once: the store records them on every commit.

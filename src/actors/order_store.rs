@@ -9,13 +9,13 @@
 //! as many bookings as arrived during the last one, and each change's `done`
 //! callback answers its request straight from this thread once `COMMIT` returned.
 //!
-//! When it has nothing to commit, it compacts the order log: see [`CompactLog`].
+//! When it has nothing to commit, it deletes rows no longer needed: see [`Tidy`].
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
@@ -136,11 +136,14 @@ pub struct LoadAnswer {
 #[rtype(result = "()")]
 pub struct Flush;
 
-/// Deletes the stored answers of idempotent requests older than `cutoff` (unix seconds).
-#[derive(Message)]
+/// Deletes the stored answers of idempotent requests stored before `cutoff`
+/// (unix seconds) or in a row before `first_kept` (over the cap on keys),
+/// a chunk at a time (see [`Tidy`]).
+#[derive(Message, Clone, Copy)]
 #[rtype(result = "()")]
 pub struct ForgetAnswers {
     pub cutoff: i64,
+    pub first_kept: i64,
 }
 
 /// Reads everything stored, before any change is queued: every event, and
@@ -168,16 +171,21 @@ pub struct CheckWritable;
 #[rtype(result = "()")]
 struct CommitQueued;
 
-/// Deletes the next rows of the order log that recovery found superseded,
-/// if nothing waits to be committed (sent to itself).
+/// Deletes the next chunk of rows no longer needed: idempotency answers to
+/// forget, then rows of the order log that recovery found superseded (sent
+/// to itself). A chunk runs when nothing waits to be committed, or if the
+/// last one ran a second ago or more, so that it goes on under any load.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct CompactLog;
+struct Tidy;
 
-/// Superseded rows deleted per transaction. About 3 ms even when each is on a
-/// page of its own (measured), so a booking that arrives meanwhile waits
-/// little longer than for a commit.
-const COMPACTION_CHUNK: usize = 512;
+/// Rows deleted per transaction. About 3 ms even when each is on a page of
+/// its own (measured), so a booking that arrives meanwhile waits little
+/// longer than for a commit.
+const TIDY_CHUNK: usize = 512;
+
+/// Longest a chunk of tidying waits for a moment with nothing to commit.
+const TIDY_AT_LEAST_EVERY: Duration = Duration::from_secs(1);
 
 pub struct OrderStore {
     database: Database,
@@ -190,11 +198,14 @@ pub struct OrderStore {
     /// Rows of the order log that a later row of the same user replaced, found
     /// by recovery, not deleted yet (ascending). Every change appends a row,
     /// so without this the log would grow with every cancellation for good,
-    /// and recovery's time with it. Deleted a chunk at a time, only when no
-    /// change is queued: a booking waits for at most one chunk.
+    /// and recovery's time with it. Deleted a chunk at a time (see [`Tidy`]).
     superseded: Vec<i64>,
-    /// A `CompactLog` is on its way.
-    compaction_scheduled: bool,
+    /// Idempotency answers still to delete: expired, or over the cap on keys.
+    forget: Option<ForgetAnswers>,
+    /// A `Tidy` is on its way.
+    tidy_scheduled: bool,
+    /// When the last chunk was deleted, or recovery ended.
+    last_tidied: Instant,
     /// Per event, the first generation whose changes may still be written.
     /// Changes decided before an event's failed commit build on state that was
     /// never stored, so they are refused without being written.
@@ -211,7 +222,9 @@ impl OrderStore {
             commit_scheduled: false,
             batch_limit,
             superseded: Vec::new(),
-            compaction_scheduled: false,
+            forget: None,
+            tidy_scheduled: false,
+            last_tidied: Instant::now(),
             valid_from: HashMap::new(),
             metrics,
         }
@@ -260,11 +273,48 @@ impl OrderStore {
         }
     }
 
-    /// Schedules the next step of compaction, if any is left.
-    fn compact_later(&mut self, ctx: &mut Context<Self>) {
-        if !self.superseded.is_empty() && !self.compaction_scheduled {
-            self.compaction_scheduled = true;
-            ctx.notify(CompactLog);
+    /// Schedules the next chunk of tidying, if any is left.
+    fn tidy_later(&mut self, ctx: &mut Context<Self>) {
+        let work_left = self.forget.is_some() || !self.superseded.is_empty();
+        if work_left && !self.tidy_scheduled {
+            self.tidy_scheduled = true;
+            ctx.notify(Tidy);
+        }
+    }
+
+    /// Deletes the next chunk of idempotency answers to forget.
+    fn forget_chunk(&mut self, forget: ForgetAnswers) {
+        let ForgetAnswers { cutoff, first_kept } = forget;
+        match self.database.forget_answers(cutoff, first_kept, TIDY_CHUNK) {
+            // A full chunk: there may be more.
+            Ok(forgotten) if forgotten == TIDY_CHUNK => self.forget = Some(forget),
+            Ok(_) => {}
+            // Harmless: the rows stay, and the housekeeping asks again within a second.
+            Err(error) => log::warn!("could not forget idempotency answers: {error}"),
+        }
+    }
+
+    /// Deletes the next chunk of superseded rows of the order log.
+    fn compact_chunk(&mut self) {
+        let chunk = self
+            .superseded
+            .split_off(self.superseded.len().saturating_sub(TIDY_CHUNK));
+        match self.database.delete_superseded(&chunk) {
+            Ok(deleted) => {
+                self.metrics.compacted(deleted);
+                if self.superseded.is_empty() {
+                    // `split_off` kept the whole allocation.
+                    self.superseded = Vec::new();
+                    log::info!("order log compacted: the superseded rows are deleted");
+                }
+            }
+            Err(error) => {
+                // Harmless: the rows stay, and the next start finds them again.
+                log::warn!(
+                    "compacting the order log failed, stopped until the next start: {error}"
+                );
+                self.superseded = Vec::new();
+            }
         }
     }
 
@@ -326,40 +376,26 @@ impl Handler<CommitQueued> for OrderStore {
     fn handle(&mut self, _: CommitQueued, ctx: &mut Context<Self>) {
         self.commit_scheduled = false;
         self.commit_all();
-        self.compact_later(ctx);
+        self.tidy_later(ctx);
     }
 }
 
-impl Handler<CompactLog> for OrderStore {
+impl Handler<Tidy> for OrderStore {
     type Result = ();
 
-    fn handle(&mut self, _: CompactLog, ctx: &mut Context<Self>) {
-        self.compaction_scheduled = false;
-        // Changes that arrived meanwhile go first; their commit schedules the next step.
-        if !self.queue.is_empty() {
+    fn handle(&mut self, _: Tidy, ctx: &mut Context<Self>) {
+        self.tidy_scheduled = false;
+        // Changes that arrived meanwhile go first; their commit schedules the next chunk.
+        if !self.queue.is_empty() && self.last_tidied.elapsed() < TIDY_AT_LEAST_EVERY {
             return;
         }
-        let chunk = self
-            .superseded
-            .split_off(self.superseded.len().saturating_sub(COMPACTION_CHUNK));
-        match self.database.delete_superseded(&chunk) {
-            Ok(deleted) => {
-                self.metrics.compacted(deleted);
-                if self.superseded.is_empty() {
-                    // `split_off` kept the whole allocation.
-                    self.superseded = Vec::new();
-                    log::info!("order log compacted: the superseded rows are deleted");
-                }
-                self.compact_later(ctx);
-            }
-            Err(error) => {
-                // Harmless: the rows stay, and the next start finds them again.
-                log::warn!(
-                    "compacting the order log failed, stopped until the next start: {error}"
-                );
-                self.superseded = Vec::new();
-            }
+        if let Some(forget) = self.forget.take() {
+            self.forget_chunk(forget);
+        } else if !self.superseded.is_empty() {
+            self.compact_chunk();
         }
+        self.last_tidied = Instant::now();
+        self.tidy_later(ctx);
     }
 }
 
@@ -389,8 +425,9 @@ impl Handler<Recover> for OrderStore {
                 superseded.len()
             );
             self.superseded = superseded;
-            self.compact_later(ctx);
         }
+        self.last_tidied = Instant::now();
+        self.tidy_later(ctx);
         Ok(Recovered { events, answers })
     }
 }
@@ -409,12 +446,16 @@ impl Handler<LoadAnswer> for OrderStore {
 impl Handler<ForgetAnswers> for OrderStore {
     type Result = ();
 
-    fn handle(&mut self, ForgetAnswers { cutoff }: ForgetAnswers, _: &mut Context<Self>) {
-        match self.database.forget_answers(cutoff) {
-            Ok(0) => {}
-            Ok(forgotten) => log::info!("forgot {forgotten} expired idempotency answers"),
-            Err(error) => log::warn!("could not forget expired idempotency answers: {error}"),
-        }
+    fn handle(&mut self, forget: ForgetAnswers, ctx: &mut Context<Self>) {
+        // A later request covers an earlier one: both bounds only grow.
+        self.forget = Some(match self.forget.take() {
+            Some(pending) => ForgetAnswers {
+                cutoff: pending.cutoff.max(forget.cutoff),
+                first_kept: pending.first_kept.max(forget.first_kept),
+            },
+            None => forget,
+        });
+        self.tidy_later(ctx);
     }
 }
 
@@ -462,7 +503,7 @@ mod tests {
     #[test]
     fn a_request_hears_its_answer_only_once_its_key_and_place_are_settled() {
         for stored in [Ok(()), Err(NotStored)] {
-            let idempotency = Arc::new(Idempotency::new(Duration::from_secs(60)));
+            let idempotency = Arc::new(Idempotency::new(Duration::from_secs(60), 0));
             let backlog = Backlog::new(1);
             let Ok(Some(Begin::Execute(ticket))) = idempotency.begin(&keyed_request(), b"{}")
             else {
@@ -515,26 +556,23 @@ mod tests {
         );
     }
 
-    #[actix_web::test]
-    async fn compaction_waits_for_the_changes_queued_and_then_deletes_every_superseded_row() {
-        const CHURNED: usize = 600; // two compaction steps
-        let dir = tempfile::tempdir().unwrap();
+    /// A database whose event "gig" had `churned` users ("u0", "u1"...) book
+    /// and cancel, and a count of these users' rows in its order log.
+    fn churned_database(
+        dir: &tempfile::TempDir,
+        churned: usize,
+    ) -> (Database, impl Fn() -> i64 + Clone) {
         let path = dir.path().join("t.db");
         let settings = Settings {
             database: path.display().to_string(),
             ..Settings::default()
         };
         let database = Database::open(&settings).unwrap();
-        let gig = EventId::parse("gig").unwrap();
-        let order = |update| Change::Order {
-            event: gig.clone(),
-            update,
-        };
         let mut changes = vec![Change::CreateEvent {
-            event: gig.clone(),
+            event: gig(),
             total_tickets: 1000,
         }];
-        for user in 0..CHURNED {
+        for user in 0..churned {
             let user: Arc<str> = format!("u{user}").into();
             changes.push(order(OrderUpdate::Booked(user.clone())));
             changes.push(order(OrderUpdate::Cancelled(user)));
@@ -542,10 +580,28 @@ mod tests {
         database.commit(&changes, []).unwrap();
         let rows = move || -> i64 {
             let db = rusqlite::Connection::open(&path).unwrap();
-            db.query_row("SELECT COUNT(*) FROM order_log", [], |row| row.get(0))
-                .unwrap()
+            let count = "SELECT COUNT(*) FROM order_log WHERE user_id GLOB 'u[0-9]*'";
+            db.query_row(count, [], |row| row.get(0)).unwrap()
         };
+        (database, rows)
+    }
 
+    fn gig() -> EventId {
+        EventId::parse("gig").unwrap()
+    }
+
+    fn order(update: OrderUpdate) -> Change {
+        Change::Order {
+            event: gig(),
+            update,
+        }
+    }
+
+    #[actix_web::test]
+    async fn compaction_waits_for_the_changes_queued_and_then_deletes_every_superseded_row() {
+        const CHURNED: usize = 600; // two chunks
+        let dir = tempfile::tempdir().unwrap();
+        let (database, rows) = churned_database(&dir, CHURNED);
         let store = OrderStore::new(database, 64, StoreMetrics::new()).start();
         let recovered = store.send(Recover { answers_since: 0 });
         // Queued behind recovery, so ahead of the compaction it schedules.
@@ -561,7 +617,7 @@ mod tests {
             slot: Backlog::new(1).reserve().unwrap(),
         });
         recovered.await.unwrap().unwrap();
-        let all = 2 * CHURNED as i64 + 1;
+        let all = 2 * CHURNED as i64;
         assert_eq!(
             hear.await.unwrap(),
             (true, all),
@@ -575,9 +631,55 @@ mod tests {
             actix_web::rt::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(rows(), all - CHURNED as i64, "one row per user left");
-        let state = store.send(Reload { event: gig.clone() }).await.unwrap();
+        let state = store.send(Reload { event: gig() }).await.unwrap();
         let state = state.unwrap().expect("the event is stored");
         assert_eq!(state.user_status("u0"), Some(UserStatus::Cancelled));
         assert_eq!(state.user_status("late"), Some(UserStatus::Booked));
+    }
+
+    #[actix_web::test]
+    async fn compaction_goes_on_under_a_load_that_never_leaves_the_queue_empty() {
+        const CHURNED: usize = 4 * TIDY_CHUNK;
+        let dir = tempfile::tempdir().unwrap();
+        let (database, rows) = churned_database(&dir, CHURNED);
+        // On a thread of its own, as in the server: changes arrive during its commits.
+        let thread = Arbiter::new();
+        let store = OrderStore::start_in_arbiter(&thread.handle(), move |_| {
+            OrderStore::new(database, 64, StoreMetrics::new())
+        });
+        store
+            .send(Recover { answers_since: 0 })
+            .await
+            .unwrap()
+            .unwrap();
+        // Recovery's first chunk runs at once. Then the store is saturated for
+        // 3.5 s: with room for many transactions of 64 in the backlog, changes
+        // arrive while it commits, so whenever it looks, changes wait. A chunk
+        // waits a second for a moment with nothing to commit, and runs anyway.
+        let backlog = Backlog::new(4096);
+        let started = Instant::now();
+        let mut booked = 0;
+        while started.elapsed() < Duration::from_millis(3500) {
+            let Some(slot) = backlog.reserve() else {
+                std::thread::sleep(Duration::from_micros(10));
+                continue;
+            };
+            store.do_send(Persist {
+                change: Some(order(OrderUpdate::Booked(format!("b{booked}").into()))),
+                answer: None,
+                origin: None,
+                done: Box::new(|_| {}),
+                slot,
+            });
+            booked += 1;
+        }
+        // Counted at once, while changes still wait: once none does, the
+        // store deletes a chunk after each commit.
+        let deleted = 2 * CHURNED as i64 - rows();
+        assert!(
+            deleted >= 3 * TIDY_CHUNK as i64,
+            "{deleted} of {CHURNED} superseded rows deleted under load"
+        );
+        thread.stop();
     }
 }

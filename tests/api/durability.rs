@@ -47,7 +47,7 @@ async fn a_restart_changes_nothing_a_client_can_see() {
     // The log's 14 rows hold 6 that later ones replaced: d's waiting, a's
     // booked and cancelled, c's waiting, x's booked, y's waiting. Recovery
     // found them; the idle store deletes them, leaving one row per user.
-    assert_eq!(compacted_rows(&app, 6.0).await, 6.0);
+    assert_eq!(app.metric_reaching(COMPACTED, 6.0).await, 6.0);
     assert_eq!(order_rows(&app), 8);
     assert_eq!(
         (
@@ -75,21 +75,8 @@ async fn a_restart_changes_nothing_a_client_can_see() {
     }
 }
 
-const COMPACTED: &str = "booking_order_log_compacted_rows_total";
-
 /// Rows of the order log deleted by compaction since the server started.
-/// Compaction runs shortly after recovery: waits up to 10 s for `expected`.
-async fn compacted_rows(app: &TestApp, expected: f64) -> f64 {
-    let mut rows = 0.0;
-    for _ in 0..200 {
-        rows = app.metrics().await.get(COMPACTED).copied().unwrap_or(0.0);
-        if rows >= expected {
-            break;
-        }
-        actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    rows
-}
+const COMPACTED: &str = "booking_order_log_compacted_rows_total";
 
 fn order_rows(app: &TestApp) -> i64 {
     let db = rusqlite::Connection::open(app.database()).unwrap();
@@ -119,7 +106,7 @@ async fn compaction_deletes_every_superseded_row_and_keeps_every_booking() {
         join_all((0..20).map(|i| app.book(json!("fest"), json!(format!("new-{i}"))))).await;
     assert!(answers.iter().all(|a| a.body["status"] == "booked"));
     assert_eq!(
-        compacted_rows(&app, CHURNED.into()).await,
+        app.metric_reaching(COMPACTED, CHURNED.into()).await,
         f64::from(CHURNED)
     );
     assert_eq!(order_rows(&app), i64::from(CHURNED) + 20);

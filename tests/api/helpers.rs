@@ -263,6 +263,20 @@ impl TestApp {
             .collect()
     }
 
+    /// The metric `name` once it reaches `expected`, or after 10 s as it is
+    /// then (0 if absent): for what the server does in the background.
+    pub async fn metric_reaching(&self, name: &str, expected: f64) -> f64 {
+        let mut value = 0.0;
+        for _ in 0..200 {
+            value = self.metrics().await.get(name).copied().unwrap_or(0.0);
+            if value >= expected {
+                break;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        value
+    }
+
     pub async fn initialize(&self, event: Value, total_tickets: u64) -> Answer {
         self.post(
             "/api/initialize",

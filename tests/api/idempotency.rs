@@ -307,3 +307,60 @@ async fn answers_are_forgotten_after_the_retention_period() {
         "executed again: u1 is already booked"
     );
 }
+
+/// Answers kept in the `idempotency` table.
+fn stored_answers(app: &TestApp) -> i64 {
+    let db = rusqlite::Connection::open(app.database()).unwrap();
+    db.query_row("SELECT COUNT(*) FROM idempotency", [], |row| row.get(0))
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn over_the_cap_on_keys_the_oldest_answers_are_forgotten_in_memory_and_on_disk() {
+    let mut app = spawn_app_with(&[("BOOKING_IDEMPOTENCY__MAX_KEYS", "3")]);
+    app.initialize(json!(1), 10).await;
+    let body = |n: usize| json!({"eventId": 1, "userId": format!("u{n}")});
+    let mut first = Vec::new();
+    for n in 1..=5 {
+        let answer = post_with_key(&app, "/api/book", &format!("k{n}"), body(n)).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        first.push(answer);
+    }
+    // The cap is checked every second; the two oldest answers go, and their rows.
+    assert_eq!(
+        app.metric_reaching("booking_idempotency_keys_evicted_total", 2.0)
+            .await,
+        2.0
+    );
+    assert_eq!(
+        app.metrics().await.get("booking_idempotency_keys"),
+        Some(&3.0)
+    );
+    for _ in 0..100 {
+        if stored_answers(&app) == 3 {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stored_answers(&app), 3);
+
+    // The three newest still replay, after a restart too.
+    app.restart();
+    for n in 3..=5 {
+        let retry = post_with_key(&app, "/api/book", &format!("k{n}"), body(n)).await;
+        assert_replay_of(&retry, &first[n - 1]);
+    }
+    // A retry of a forgotten one runs anew: u1 is booked already.
+    let late = post_with_key(&app, "/api/book", "k1", body(1)).await;
+    assert_eq!((late.status, replayed(&late)), (409, false), "{late:?}");
+    assert_eq!(app.counts("1").await, (5, 0));
+
+    // A lower cap applies to the answers kept from before a restart: only
+    // the newest, k1's 409, is left.
+    app.set_env("BOOKING_IDEMPOTENCY__MAX_KEYS", Some("1"));
+    app.restart();
+    let retry = post_with_key(&app, "/api/book", "k1", body(1)).await;
+    assert_replay_of(&retry, &late);
+    let retry = post_with_key(&app, "/api/book", "k5", body(5)).await;
+    assert_eq!((retry.status, replayed(&retry)), (409, false), "{retry:?}");
+}
