@@ -103,8 +103,6 @@ pub struct EventActor {
     me: EventAddr,
     state: EventState,
     store: Addr<OrderStore>,
-    /// Messages this actor's mailbox holds before senders are refused.
-    mailbox_capacity: usize,
     /// Counts failed commits; a change carries the generation it was decided
     /// in, so the store can refuse the ones decided on top of a failure.
     generation: u64,
@@ -115,19 +113,12 @@ pub struct EventActor {
 }
 
 impl EventActor {
-    pub fn new(
-        id: EventId,
-        state: EventState,
-        store: Addr<OrderStore>,
-        mailbox_capacity: usize,
-        me: EventAddr,
-    ) -> Self {
+    pub fn new(id: EventId, state: EventState, store: Addr<OrderStore>, me: EventAddr) -> Self {
         EventActor {
             id,
             me,
             state,
             store,
-            mailbox_capacity,
             generation: 0,
             stale: false,
         }
@@ -242,11 +233,6 @@ impl EventActor {
 
 impl Actor for EventActor {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        // Routes send with `try_send`, which refuses once this many wait.
-        ctx.set_mailbox_capacity(self.mailbox_capacity);
-    }
 }
 
 impl Handler<Book> for EventActor {

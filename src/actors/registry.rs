@@ -77,10 +77,13 @@ impl EventRegistry {
     /// thread to place them on has started, then lets the waiting requests in.
     pub async fn recover(&self, events: Vec<(EventId, EventState)>) {
         self.threads.all_started().await;
+        let mut starting = Vec::with_capacity(events.len());
         for (id, state) in events {
-            let actor = self.start_actor(id.clone(), state);
+            let (actor, started) = self.start_actor(id.clone(), state);
             self.events.insert(id, Slot::Ready(actor));
+            starting.push(started);
         }
+        futures::future::join_all(starting).await;
         self.recovered.open();
     }
 
@@ -135,7 +138,8 @@ impl EventRegistry {
         let persisted = self.persist(Some(change), answer).await;
         match persisted {
             Ok(()) => {
-                let actor = self.start_actor(id.clone(), EventState::new(total_tickets));
+                let (actor, started) = self.start_actor(id.clone(), EventState::new(total_tickets));
+                let _ = started.await;
                 self.events.insert(id, Slot::Ready(actor));
             }
             Err(_) => {
@@ -246,18 +250,27 @@ impl EventRegistry {
         async move { timed.await.unwrap_or(Err(BookingError::TimedOut)) }
     }
 
-    fn start_actor(&self, id: EventId, state: EventState) -> EventAddr {
+    /// Starts the event's actor on its thread. Requests may reach it once
+    /// the receiver answers: its mailbox then has its capacity, which routes'
+    /// `try_send` checks. Until then it has actix's default of 16, and a
+    /// burst just after a start would be refused as busy.
+    fn start_actor(&self, id: EventId, state: EventState) -> (EventAddr, oneshot::Receiver<()>) {
         let thread = self.threads.pick(self.placement.hash_one(&id));
         let store = self.store.clone();
         let capacity = self.limits.mailbox_capacity;
-        Arc::new(EventActor::start_in_arbiter(&thread, move |ctx| {
-            EventActor::new(id, state, store, capacity, Arc::new(ctx.address()))
-        }))
+        let (started, on_start) = oneshot::channel();
+        let actor = EventActor::start_in_arbiter(&thread, move |ctx| {
+            ctx.set_mailbox_capacity(capacity);
+            let _ = started.send(());
+            EventActor::new(id, state, store, Arc::new(ctx.address()))
+        });
+        (Arc::new(actor), on_start)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::pin::Pin;
     use std::sync::mpsc;
     use std::task::Poll;
 
@@ -272,11 +285,9 @@ mod tests {
     use crate::storage::Database;
     use crate::telemetry::StoreMetrics;
 
-    /// A registry with an event `gig`, whose one worker thread is the
-    /// `Arbiter` returned; the directory holds its database.
-    async fn registry_with_event(
-        mailbox_capacity: usize,
-    ) -> (EventRegistry, Arbiter, tempfile::TempDir) {
+    /// A registry not yet recovered, whose one worker thread is the `Arbiter`
+    /// returned; the directory holds its database.
+    async fn new_registry(mailbox_capacity: usize) -> (EventRegistry, Arbiter, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let worker = Arbiter::new();
         let settings = Settings {
@@ -300,21 +311,31 @@ mod tests {
             store_backlog: 1000,
             request_timeout: Duration::from_secs(10),
         };
-        let registry = EventRegistry::new(store, threads, limits);
+        (EventRegistry::new(store, threads, limits), worker, dir)
+    }
+
+    /// As [`new_registry`], recovered from an empty database.
+    async fn empty_registry(
+        mailbox_capacity: usize,
+    ) -> (EventRegistry, Arbiter, tempfile::TempDir) {
+        let (registry, worker, dir) = new_registry(mailbox_capacity).await;
         registry.recover(Vec::new()).await;
+        (registry, worker, dir)
+    }
+
+    /// As [`empty_registry`], with an event `gig`.
+    async fn registry_with_event(
+        mailbox_capacity: usize,
+    ) -> (EventRegistry, Arbiter, tempfile::TempDir) {
+        let (registry, worker, dir) = empty_registry(mailbox_capacity).await;
         let gig = EventId::parse("gig").unwrap();
         registry.initialize(gig, 100, None).await.unwrap();
         (registry, worker, dir)
     }
 
-    #[actix_web::test]
-    async fn a_full_mailbox_refuses_at_once_and_the_refused_change_nothing() {
-        const MAILBOX: usize = 4;
-        let (registry, worker, _dir) = registry_with_event(MAILBOX).await;
-        let actor = registry.get(&EventId::parse("gig").unwrap()).unwrap();
-        // An answer shows the actor started, and so has set its mailbox's capacity.
-        registry.ask(&actor, GetSummary).await.unwrap();
-        // The event's thread stops, as behind a long burst: its mailbox fills.
+    /// Stops `worker`'s thread, as a long burst would, until the sender is
+    /// dropped or sent to.
+    async fn block(worker: &Arbiter) -> mpsc::Sender<()> {
         let (blocking, blocked) = oneshot::channel();
         let (release, held) = mpsc::channel::<()>();
         worker.spawn(async move {
@@ -322,22 +343,92 @@ mod tests {
             let _ = held.recv();
         });
         blocked.await.unwrap();
+        release
+    }
 
+    /// A booking admitted into the event's mailbox, waiting for its answer.
+    type Admitted<'a> = Pin<Box<dyn Future<Output = Result<BookOutcome, BookingError>> + 'a>>;
+
+    /// A booking of `user` through the routes' path, polled once: admitted,
+    /// or refused at once.
+    async fn book_once<'a>(
+        registry: &'a EventRegistry,
+        actor: &'a EventAddr,
+        user: &str,
+    ) -> Result<Admitted<'a>, BookingError> {
+        let user: Arc<str> = user.into();
+        let mut booking: Admitted<'a> = Box::pin(registry.forward(actor, |reply, slot| Book {
+            user,
+            reply,
+            recorder: None,
+            slot,
+        }));
+        // The first poll sends the message, or is refused without waiting.
+        match futures::poll!(&mut booking) {
+            Poll::Pending => Ok(booking),
+            Poll::Ready(Err(error)) => Err(error),
+            Poll::Ready(Ok(outcome)) => panic!("answered at once: {outcome:?}"),
+        }
+    }
+
+    #[actix_web::test]
+    async fn a_new_event_is_reachable_only_once_its_mailbox_has_its_capacity() {
+        let (registry, worker, _dir) = empty_registry(64).await;
+        let gig = EventId::parse("gig").unwrap();
+        // The event's thread is busy as the event is created: its actor cannot start yet.
+        let release = block(&worker).await;
+        let mut initialize = Box::pin(registry.initialize(gig.clone(), 100, None));
+        let waited =
+            actix_web::rt::time::timeout(Duration::from_millis(100), &mut initialize).await;
+        drop(release);
+        assert!(waited.is_err(), "created before its actor started");
+        initialize.await.unwrap();
+
+        // Its mailbox holds 64, not actix's default of 16.
+        let actor = registry.get(&gig).expect("created");
+        let release = block(&worker).await;
+        let mut admitted = Vec::new();
+        for n in 0..40 {
+            admitted.push(book_once(&registry, &actor, &format!("u{n}")).await);
+        }
+        drop(release);
+        let refused = admitted.iter().filter(|booking| booking.is_err()).count();
+        assert_eq!(refused, 0, "refused as busy with 40 in a mailbox of 64");
+        for booking in admitted {
+            assert_eq!(booking.unwrap().await, Ok(BookOutcome::Booked));
+        }
+    }
+
+    #[actix_web::test]
+    async fn recovery_lets_requests_in_only_once_every_mailbox_has_its_capacity() {
+        let (registry, worker, _dir) = new_registry(64).await;
+        let gig = EventId::parse("gig").unwrap();
+        let release = block(&worker).await;
+        let mut recover = Box::pin(registry.recover(vec![(gig.clone(), EventState::new(100))]));
+        let waited = actix_web::rt::time::timeout(Duration::from_millis(100), &mut recover).await;
+        drop(release);
+        assert!(
+            waited.is_err(),
+            "recovered before the event's actor started"
+        );
+        recover.await;
+        assert!(registry.is_recovered());
+    }
+
+    #[actix_web::test]
+    async fn a_full_mailbox_refuses_at_once_and_the_refused_change_nothing() {
+        const MAILBOX: usize = 4;
+        let (registry, worker, _dir) = registry_with_event(MAILBOX).await;
+        let actor = registry.get(&EventId::parse("gig").unwrap()).unwrap();
+        // The event's thread stops, as behind a long burst: its mailbox fills.
+        let release = block(&worker).await;
         let mut admitted = Vec::new();
         let mut refused = 0;
         for n in 0..64 {
-            let user: Arc<str> = format!("u{n}").into();
-            let mut booking = Box::pin(registry.forward(&actor, |reply, slot| Book {
-                user,
-                reply,
-                recorder: None,
-                slot,
-            }));
-            // The first poll sends the message, or is refused without waiting.
-            match futures::poll!(&mut booking) {
-                Poll::Pending => admitted.push(booking),
-                Poll::Ready(Err(BookingError::Busy)) => refused += 1,
-                Poll::Ready(other) => panic!("neither admitted nor refused: {other:?}"),
+            match book_once(&registry, &actor, &format!("u{n}")).await {
+                Ok(booking) => admitted.push(booking),
+                Err(BookingError::Busy) => refused += 1,
+                Err(other) => panic!("neither admitted nor refused: {other:?}"),
             }
         }
         // Let the thread go before asserting: a failure must not leave it blocked.

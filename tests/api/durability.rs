@@ -104,7 +104,9 @@ async fn compaction_deletes_every_superseded_row_and_keeps_every_booking() {
     // Bookings as compaction starts: each is decided and stored as usual.
     let answers =
         join_all((0..20).map(|i| app.book(json!("fest"), json!(format!("new-{i}"))))).await;
-    assert!(answers.iter().all(|a| a.body["status"] == "booked"));
+    for answer in &answers {
+        assert_eq!(answer.body["status"], "booked", "{answer:?}");
+    }
     assert_eq!(
         app.metric_reaching(COMPACTED, CHURNED.into()).await,
         f64::from(CHURNED)

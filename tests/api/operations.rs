@@ -116,7 +116,8 @@ async fn ready_says_unavailable_while_the_database_is_locked() {
     intruder.execute_batch("BEGIN EXCLUSIVE").unwrap();
     let ready = app.get("/ready").await;
     assert_eq!(ready.status, 503, "{:?}", ready.body);
-    assert!(ready.body["reason"].as_str().unwrap().contains("locked"));
+    let reason = ready.body["reason"].as_str().expect("a reason");
+    assert!(reason.contains("locked"), "{reason}");
     intruder.execute_batch("ROLLBACK").unwrap();
     assert_eq!(app.get("/ready").await.status, 200);
 }
