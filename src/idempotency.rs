@@ -111,6 +111,13 @@ pub enum Begin {
     Replay { seq: i64 },
 }
 
+/// Shards of the map of keys. A pass over every key (the cap, every second
+/// while over it; the expiry, every minute) locks one shard at a time, and a
+/// request whose key falls in it waits: with a million keys, dashmap's
+/// default of 8 shards made that up to 20 ms (p99.9 of a keyed drop over the
+/// cap, against 4.5 ms under it); with 256 each pass is short.
+const SHARDS: usize = 256;
+
 /// Every key seen within the retention period.
 pub struct Idempotency {
     entries: DashMap<KeyDigest, KeyState>,
@@ -125,7 +132,7 @@ impl Idempotency {
     /// Empty until [`restore`](Self::restore) adds the answers recovered from SQLite.
     pub fn new(retention: Duration, max_keys: usize) -> Self {
         Idempotency {
-            entries: DashMap::new(),
+            entries: DashMap::with_shard_amount(SHARDS),
             retention,
             max_keys,
         }

@@ -113,10 +113,9 @@ impl Application {
                 }
             }
         });
-        // Housekeeping: idle rate-limit clients and expired keys in memory every
-        // minute (a pass over every key); the cap on idempotency keys, and the
-        // rows to delete, every second, as keyed requests may arrive by the
-        // ten thousand a second.
+        // Housekeeping: idle rate-limit clients and expired idempotency answers
+        // every minute (a pass over every key); the cap on idempotency keys
+        // every second, as keyed requests may arrive by the ten thousand a second.
         telemetry::keys_evicted(0); // The series exists before the first eviction.
         actix_web::rt::spawn({
             let (access, idempotency, store) = (access.clone(), idempotency.clone(), store.clone());
@@ -124,11 +123,12 @@ impl Application {
                 let mut every_second = actix_web::rt::time::interval(Duration::from_secs(1));
                 for tick in 0u64.. {
                     every_second.tick().await;
-                    if tick % 60 == 0 {
+                    let expiry = tick % 60 == 0;
+                    if expiry {
                         access.forget_idle_clients();
                         idempotency.forget_expired();
                     }
-                    forget_answers(&idempotency, &store);
+                    forget_answers(&idempotency, &store, expiry);
                 }
             }
         });
@@ -226,15 +226,18 @@ impl Application {
 }
 
 /// Forgets the answers over the cap on idempotency keys (the oldest) in
-/// memory, and has the store delete their rows and the expired ones. With
-/// nothing to delete, that costs the store one look at the oldest rows.
-fn forget_answers(idempotency: &Idempotency, store: &Addr<OrderStore>) {
+/// memory, and has the store delete their rows, and with `expiry` the
+/// expired ones. Only then: a delete is a write, and waits like one when
+/// another process locks the database.
+fn forget_answers(idempotency: &Idempotency, store: &Addr<OrderStore>, expiry: bool) {
     let first_kept = idempotency.evict_over_cap();
     telemetry::idempotency_keys(idempotency.keys_kept());
-    store.do_send(ForgetAnswers {
-        cutoff: idempotency.cutoff(),
-        first_kept: first_kept.unwrap_or(0),
-    });
+    if expiry || first_kept.is_some() {
+        store.do_send(ForgetAnswers {
+            cutoff: idempotency.cutoff(),
+            first_kept: first_kept.unwrap_or(0),
+        });
+    }
 }
 
 /// Reads every event and the idempotency answers (on the store's thread),
@@ -262,7 +265,7 @@ fn recover(
         // Answers first: a retry let in by the registry must find its answer.
         idempotency.restore(answers);
         // A lowered cap, or a stop before the last eviction reached the disk.
-        forget_answers(&idempotency, &store);
+        forget_answers(&idempotency, &store, false);
         registry.recover(events).await;
         log::info!(
             "database {path}: recovered {count} events in {:?}",
