@@ -22,6 +22,7 @@ pub struct Settings {
     pub workers: usize,
     pub synchronous: Synchronous,
     pub commit_batch_limit: usize,
+    pub compaction_interval_rows: u64,
     pub busy_timeout_ms: u64,
     pub max_page_count: u32,
     pub body_limit: usize,

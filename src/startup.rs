@@ -82,9 +82,17 @@ impl Application {
 
         // SQLite calls block: the store gets a thread of its own.
         let store_thread = Arbiter::new();
-        let batch_limit = settings.commit_batch_limit;
+        let (batch_limit, compaction_interval) = (
+            settings.commit_batch_limit,
+            settings.compaction_interval_rows,
+        );
         let store = OrderStore::start_in_arbiter(&store_thread.handle(), move |_| {
-            OrderStore::new(database, batch_limit, StoreMetrics::new())
+            OrderStore::new(
+                database,
+                batch_limit,
+                compaction_interval,
+                StoreMetrics::new(),
+            )
         });
         // Event actors run on the HTTP workers' threads, which announce
         // themselves as they start (see `WorkerThreads`).

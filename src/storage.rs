@@ -7,8 +7,8 @@
 //! about it; the waiting list is the waiting users in the order of the rows
 //! that put them there, so nothing is ever renumbered. The only rows ever
 //! deleted are those that a later row of the same user replaced (compaction,
-//! after recovery). These functions block: the persistence actor calls them
-//! on a blocking thread.
+//! after recovery or a later read of the whole log). These functions block:
+//! the persistence actor calls them on a thread of its own.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -408,6 +408,8 @@ pub struct StoredOrders {
     /// alone, so these can be deleted without changing it: the log's
     /// compaction.
     pub superseded: Vec<i64>,
+    /// Rows of the log: one per user of each event, and the superseded.
+    pub rows: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -462,6 +464,8 @@ impl Loader {
     }
 
     fn finish(self) -> Result<StoredOrders, StorageError> {
+        let users: usize = self.events.values().map(|event| event.users.len()).sum();
+        let rows = (users + self.superseded.len()) as u64;
         let events = self
             .events
             .into_iter()
@@ -494,7 +498,11 @@ impl Loader {
             .collect::<Result<_, _>>()?;
         let mut superseded = self.superseded;
         superseded.sort_unstable();
-        Ok(StoredOrders { events, superseded })
+        Ok(StoredOrders {
+            events,
+            superseded,
+            rows,
+        })
     }
 }
 

@@ -9,7 +9,10 @@
 //! as many bookings as arrived during the last one, and each change's `done`
 //! callback answers its request straight from this thread once `COMMIT` returned.
 //!
-//! When it has nothing to commit, it deletes rows no longer needed: see [`Tidy`].
+//! When it has nothing to commit, it deletes rows no longer needed: see
+//! [`Tidy`]. Rows of the order log that later ones replaced are found by
+//! recovery, and again after every `compaction_interval_rows` cancellations
+//! (see [`OrderStore::scan_later`]).
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -171,10 +174,17 @@ pub struct CheckWritable;
 #[rtype(result = "()")]
 struct CommitQueued;
 
+/// From the thread that read the order log again: the rows that later ones
+/// replaced, in ascending order, and how long the read took.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Scanned(Result<Vec<i64>, StorageError>, Duration);
+
 /// Deletes the next chunk of rows no longer needed: idempotency answers to
-/// forget, then rows of the order log that recovery found superseded (sent
-/// to itself). A chunk runs when nothing waits to be committed, or if the
-/// last one ran a second ago or more, so that it goes on under any load.
+/// forget, then rows of the order log found superseded by recovery or a later
+/// read of the log (sent to itself). A chunk runs when nothing waits to be
+/// committed, or if the last one ran a second ago or more, so that it goes on
+/// under any load.
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Tidy;
@@ -208,6 +218,17 @@ pub struct OrderStore {
     forget: Option<ForgetAnswers>,
     /// A `Tidy` is on its way.
     tidy_scheduled: bool,
+    /// Rows replaced since the log was last read for them, counted from the
+    /// cancellations committed.
+    replaced_since_scan: u64,
+    /// Rows the order log holds: as recovery read them, plus those committed
+    /// since, minus those compacted.
+    log_rows: u64,
+    /// At this many replaced rows, if they are a quarter of the log or more,
+    /// the log is read again (0: only at a start).
+    compaction_interval: u64,
+    /// The log is being read again, on a thread of its own.
+    scanning: bool,
     /// When the last chunk was deleted, or recovery ended.
     last_tidied: Instant,
     /// Per event, the first generation whose changes may still be written.
@@ -219,7 +240,12 @@ pub struct OrderStore {
 }
 
 impl OrderStore {
-    pub fn new(database: Database, batch_limit: usize, metrics: StoreMetrics) -> Self {
+    pub fn new(
+        database: Database,
+        batch_limit: usize,
+        compaction_interval: u64,
+        metrics: StoreMetrics,
+    ) -> Self {
         OrderStore {
             database,
             queue: Vec::new(),
@@ -228,6 +254,10 @@ impl OrderStore {
             superseded: Vec::new(),
             forget: None,
             tidy_scheduled: false,
+            replaced_since_scan: 0,
+            log_rows: 0,
+            compaction_interval,
+            scanning: false,
             last_tidied: Instant::now(),
             valid_from: HashMap::new(),
             metrics,
@@ -268,12 +298,52 @@ impl OrderStore {
                 for persist in writes {
                     if let Some(change) = &persist.change {
                         self.metrics.stored(change);
+                        if let Change::Order { update, .. } = change {
+                            self.log_rows += update.rows();
+                            self.replaced_since_scan += update.rows_replaced();
+                        }
                     }
                     let row = persist.answer.as_ref().and_then(|_| rows.next());
                     persist.settle(Ok(row));
                 }
             }
             Err(error) => self.fail(error, writes),
+        }
+    }
+
+    /// Once enough rows were replaced, and they are a quarter of the log or
+    /// more, reads the whole log again for them, as recovery does, on a
+    /// thread of its own: reading a million rows takes about a second, which
+    /// commits must not wait for. The quarter bounds the cost: at most four
+    /// rows read per row deleted, and the users whose state the read rebuilds
+    /// for a while (as much memory as the bookings take) are at most three
+    /// per row deleted. (A cancelled user keeps one row, so a log where every
+    /// user booked and cancelled is half replaced at most.) Rows it finds stay
+    /// replaced whatever is committed meanwhile (a user's last row is never
+    /// among them), and no row of the log is deleted until it is done: it
+    /// starts only once the rows of the last read are all deleted.
+    fn scan_later(&mut self, ctx: &mut Context<Self>) {
+        if self.compaction_interval == 0
+            || self.scanning
+            || !self.superseded.is_empty()
+            || self.replaced_since_scan < self.compaction_interval
+            || self.replaced_since_scan * 4 < self.log_rows
+        {
+            return;
+        }
+        self.scanning = true;
+        self.replaced_since_scan = 0;
+        let (database, store) = (self.database.clone(), ctx.address());
+        let reading = std::thread::Builder::new()
+            .name("log-compaction".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let found = database.load_all().map(|stored| stored.superseded);
+                store.do_send(Scanned(found, started.elapsed()));
+            });
+        if let Err(error) = reading {
+            log::warn!("could not start reading the order log for compaction: {error}");
+            self.scanning = false;
         }
     }
 
@@ -309,6 +379,7 @@ impl OrderStore {
         match self.database.delete_superseded(&chunk) {
             Ok(deleted) => {
                 self.metrics.compacted(deleted);
+                self.log_rows = self.log_rows.saturating_sub(deleted as u64);
                 if self.superseded.is_empty() {
                     // `split_off` kept the whole allocation.
                     self.superseded = Vec::new();
@@ -316,9 +387,9 @@ impl OrderStore {
                 }
             }
             Err(error) => {
-                // Harmless: the rows stay, and the next start finds them again.
+                // Harmless: the rows stay, and the next read of the log finds them again.
                 log::warn!(
-                    "compacting the order log failed, stopped until the next start: {error}"
+                    "compacting the order log failed, stopped until the log is read again: {error}"
                 );
                 self.superseded = Vec::new();
             }
@@ -383,7 +454,29 @@ impl Handler<CommitQueued> for OrderStore {
     fn handle(&mut self, _: CommitQueued, ctx: &mut Context<Self>) {
         self.commit_scheduled = false;
         self.commit_all();
+        self.scan_later(ctx);
         self.tidy_later(ctx);
+    }
+}
+
+impl Handler<Scanned> for OrderStore {
+    type Result = ();
+
+    fn handle(&mut self, Scanned(found, took): Scanned, ctx: &mut Context<Self>) {
+        self.scanning = false;
+        match found {
+            Ok(rows) if rows.is_empty() => {}
+            Ok(rows) => {
+                log::info!(
+                    "compacting the order log: {} rows are superseded by later ones (read in {took:?})",
+                    rows.len()
+                );
+                self.superseded = rows;
+                self.tidy_later(ctx);
+            }
+            // Harmless: the rows stay until the next read finds them.
+            Err(error) => log::warn!("reading the order log for compaction failed: {error}"),
+        }
     }
 }
 
@@ -422,7 +515,12 @@ impl Handler<Recover> for OrderStore {
     type Result = Result<Recovered, StorageError>;
 
     fn handle(&mut self, recover: Recover, ctx: &mut Context<Self>) -> Self::Result {
-        let StoredOrders { events, superseded } = self.database.load_all()?;
+        let StoredOrders {
+            events,
+            superseded,
+            rows,
+        } = self.database.load_all()?;
+        self.log_rows = rows;
         let answers = self.database.load_answers(recover.answers_since)?;
         self.metrics
             .recovered(events.iter().map(|(_, state)| state.summary()));
@@ -609,7 +707,7 @@ mod tests {
         const CHURNED: usize = 600; // two chunks
         let dir = tempfile::tempdir().unwrap();
         let (database, rows) = churned_database(&dir, CHURNED);
-        let store = OrderStore::new(database, 64, StoreMetrics::new()).start();
+        let store = OrderStore::new(database, 64, 0, StoreMetrics::new()).start();
         let recovered = store.send(Recover { answers_since: 0 });
         // Queued behind recovery, so ahead of the compaction it schedules.
         let (heard, hear) = futures::channel::oneshot::channel();
@@ -652,7 +750,7 @@ mod tests {
         // On a thread of its own, as in the server: changes arrive during its commits.
         let thread = Arbiter::new();
         let store = OrderStore::start_in_arbiter(&thread.handle(), move |_| {
-            OrderStore::new(database, 64, StoreMetrics::new())
+            OrderStore::new(database, 64, 0, StoreMetrics::new())
         });
         store
             .send(Recover { answers_since: 0 })

@@ -295,7 +295,7 @@ mod tests {
             ..Settings::default()
         };
         let database = Database::open(&settings).expect("the database opens");
-        let store = OrderStore::new(database, 64, StoreMetrics::new()).start();
+        let store = OrderStore::new(database, 64, 0, StoreMetrics::new()).start();
         let threads = Arc::new(WorkerThreads::new(1));
         let (announced, done) = oneshot::channel();
         worker.spawn({

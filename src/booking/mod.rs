@@ -56,6 +56,29 @@ pub enum OrderUpdate {
     },
 }
 
+impl OrderUpdate {
+    /// Rows it appends to the order log.
+    pub fn rows(&self) -> u64 {
+        match self {
+            OrderUpdate::Reassigned { .. } => 2,
+            _ => 1,
+        }
+    }
+
+    /// Rows of the order log this update replaces for good: a cancellation
+    /// replaces the user's booked or waiting row, a reassignment the promoted
+    /// user's waiting row as well. A booking replaces the row of a user who
+    /// cancelled before, if there is one: not counted here, and never more
+    /// than the cancellations.
+    pub fn rows_replaced(&self) -> u64 {
+        match self {
+            OrderUpdate::Booked(_) | OrderUpdate::Waiting(_) => 0,
+            OrderUpdate::Cancelled(_) | OrderUpdate::LeftWaitingList(_) => 1,
+            OrderUpdate::Reassigned { .. } => 2,
+        }
+    }
+}
+
 /// A user's standing at an event, as the status endpoint reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserStatus {

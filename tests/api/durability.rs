@@ -85,6 +85,74 @@ fn order_rows(app: &TestApp) -> i64 {
 }
 
 #[actix_web::test]
+async fn a_running_server_compacts_its_log_after_enough_cancellations() {
+    const CHURNED: usize = 150;
+    let mut app = spawn_app_with(&[("BOOKING_COMPACTION_INTERVAL_ROWS", "100")]);
+    app.initialize(json!("fest"), 1).await;
+    for user in ["holder", "w1", "w2", "w3"] {
+        app.book(json!("fest"), json!(user)).await;
+    }
+    // Each churned user joins the queue and leaves it: its second row
+    // replaces its first. At 100 the log is read again, without a restart.
+    let churned: Vec<String> = (0..CHURNED).map(|i| format!("churned-{i}")).collect();
+    for user in &churned {
+        let joined = app.book(json!("fest"), json!(user)).await;
+        assert_eq!(joined.body["status"], "waiting", "{joined:?}");
+        assert_eq!(app.cancel(json!("fest"), json!(user)).await.status, 200);
+    }
+    let mut users = vec!["holder", "w1", "w2", "w3"];
+    users.extend(churned.iter().map(String::as_str));
+    let before = snapshot(&app, "fest", &users).await;
+    let compacted = app.metric_reaching(COMPACTED, 100.0).await;
+    assert!(
+        (100.0..=CHURNED as f64).contains(&compacted),
+        "{compacted} rows compacted"
+    );
+    assert_eq!(
+        order_rows(&app),
+        (4 + 2 * CHURNED) as i64 - compacted as i64
+    );
+    assert_eq!(snapshot(&app, "fest", &users).await, before);
+
+    // The queue order survived: the ticket goes to w1, then w2.
+    app.restart();
+    assert_eq!(snapshot(&app, "fest", &users).await, before);
+    for (holder, next) in [("holder", "w1"), ("w1", "w2")] {
+        let reassigned = app.cancel(json!("fest"), json!(holder)).await;
+        assert_eq!(reassigned.body["userId"], next, "{reassigned:?}");
+    }
+}
+
+#[actix_web::test]
+async fn the_log_is_read_again_only_once_a_quarter_of_it_is_replaced() {
+    let app = spawn_app_with(&[("BOOKING_COMPACTION_INTERVAL_ROWS", "100")]);
+    app.initialize(json!("fest"), 400).await;
+    let users: Vec<String> = (0..400).map(|i| format!("u{i}")).collect();
+    join_all(
+        users
+            .iter()
+            .map(|user| app.book(json!("fest"), json!(user))),
+    )
+    .await;
+    // 120 cancellations: past the interval, but 120 of 520 rows are less
+    // than a quarter. Reading 520 rows to delete 120 is not worth it yet.
+    for user in &users[..120] {
+        assert_eq!(app.cancel(json!("fest"), json!(user)).await.status, 200);
+    }
+    actix_web::rt::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(app.metrics().await.get(COMPACTED), Some(&0.0));
+    // At 134 of 534 rows it is a quarter: the log is read again. A few
+    // more may be committed before the read starts.
+    for user in &users[120..150] {
+        assert_eq!(app.cancel(json!("fest"), json!(user)).await.status, 200);
+    }
+    let compacted = app.metric_reaching(COMPACTED, 134.0).await;
+    assert!((134.0..=150.0).contains(&compacted), "{compacted}");
+    assert_eq!(order_rows(&app), 550 - compacted as i64);
+    assert_eq!(app.counts("fest").await, (250, 0));
+}
+
+#[actix_web::test]
 async fn compaction_deletes_every_superseded_row_and_keeps_every_booking() {
     const CHURNED: u32 = 3_000;
     let mut app = spawn_app();
