@@ -338,7 +338,10 @@ impl OrderStore {
             .name("log-compaction".into())
             .spawn(move || {
                 let started = Instant::now();
-                let found = database.load_all().map(|stored| stored.superseded);
+                // Answered even if it panics: else no read would start again.
+                let found = catch_unwind(AssertUnwindSafe(|| database.load_all()))
+                    .unwrap_or_else(|_| Err(StorageError::Inconsistent("the read panicked".into())))
+                    .map(|stored| stored.superseded);
                 store.do_send(Scanned(found, started.elapsed()));
             });
         if let Err(error) = reading {
