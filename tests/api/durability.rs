@@ -48,7 +48,7 @@ async fn a_restart_changes_nothing_a_client_can_see() {
     // booked and cancelled, c's waiting, x's booked, y's waiting. Recovery
     // found them; the idle store deletes them, leaving one row per user.
     assert_eq!(app.metric_reaching(COMPACTED, 6.0).await, 6.0);
-    assert_eq!(order_rows(&app), 8);
+    assert_eq!(app.rows_in("order_log"), 8);
     assert_eq!(
         (
             snapshot(&app, "1", &users).await,
@@ -78,12 +78,6 @@ async fn a_restart_changes_nothing_a_client_can_see() {
 /// Rows of the order log deleted by compaction since the server started.
 const COMPACTED: &str = "booking_order_log_compacted_rows_total";
 
-fn order_rows(app: &TestApp) -> i64 {
-    let db = rusqlite::Connection::open(app.database()).unwrap();
-    db.query_row("SELECT COUNT(*) FROM order_log", [], |row| row.get(0))
-        .unwrap()
-}
-
 #[actix_web::test]
 async fn a_running_server_compacts_its_log_after_enough_cancellations() {
     const CHURNED: usize = 150;
@@ -109,7 +103,7 @@ async fn a_running_server_compacts_its_log_after_enough_cancellations() {
         "{compacted} rows compacted"
     );
     assert_eq!(
-        order_rows(&app),
+        app.rows_in("order_log"),
         (4 + 2 * CHURNED) as i64 - compacted as i64
     );
     assert_eq!(snapshot(&app, "fest", &users).await, before);
@@ -148,7 +142,7 @@ async fn the_log_is_read_again_only_once_a_quarter_of_it_is_replaced() {
     }
     let compacted = app.metric_reaching(COMPACTED, 134.0).await;
     assert!((134.0..=150.0).contains(&compacted), "{compacted}");
-    assert_eq!(order_rows(&app), 550 - compacted as i64);
+    assert_eq!(app.rows_in("order_log"), 550 - compacted as i64);
     assert_eq!(app.counts("fest").await, (250, 0));
 }
 
@@ -179,7 +173,7 @@ async fn compaction_deletes_every_superseded_row_and_keeps_every_booking() {
         app.metric_reaching(COMPACTED, CHURNED.into()).await,
         f64::from(CHURNED)
     );
-    assert_eq!(order_rows(&app), i64::from(CHURNED) + 20);
+    assert_eq!(app.rows_in("order_log"), i64::from(CHURNED) + 20);
 
     app.restart();
     assert_eq!(app.counts("fest").await, (20, 0));

@@ -74,6 +74,13 @@ impl TestApp {
         self.dir.path().join("data").join("bookings.db")
     }
 
+    /// Rows of `table` in the database, read beside the running server.
+    pub fn rows_in(&self, table: &str) -> i64 {
+        let db = rusqlite::Connection::open(self.database()).unwrap();
+        let count = format!("SELECT COUNT(*) FROM {table}");
+        db.query_row(&count, [], |row| row.get(0)).unwrap()
+    }
+
     /// Starts the server and returns once it printed the address it listens on.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "the server is already running");

@@ -308,13 +308,6 @@ async fn answers_are_forgotten_after_the_retention_period() {
     );
 }
 
-/// Answers kept in the `idempotency` table.
-fn stored_answers(app: &TestApp) -> i64 {
-    let db = rusqlite::Connection::open(app.database()).unwrap();
-    db.query_row("SELECT COUNT(*) FROM idempotency", [], |row| row.get(0))
-        .unwrap()
-}
-
 #[actix_web::test]
 async fn over_the_cap_on_keys_the_oldest_answers_are_forgotten_in_memory_and_on_disk() {
     let mut app = spawn_app_with(&[("BOOKING_IDEMPOTENCY__MAX_KEYS", "3")]);
@@ -337,12 +330,12 @@ async fn over_the_cap_on_keys_the_oldest_answers_are_forgotten_in_memory_and_on_
         Some(&3.0)
     );
     for _ in 0..100 {
-        if stored_answers(&app) == 3 {
+        if app.rows_in("idempotency") == 3 {
             break;
         }
         actix_web::rt::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(stored_answers(&app), 3);
+    assert_eq!(app.rows_in("idempotency"), 3);
 
     // The three newest still replay, after a restart too.
     app.restart();
