@@ -294,6 +294,20 @@ impl Database {
 
     /// Reads every event with its holders and its queue in order: one pass over the log.
     pub fn load_all(&self) -> Result<StoredOrders, StorageError> {
+        self.read_log()?.finish()
+    }
+
+    /// The rows of the log that a later row of the same user replaced
+    /// (ascending), as [`load_all`](Self::load_all) finds them, without
+    /// building the events' states: about half the memory for a while.
+    pub fn superseded_rows(&self) -> Result<Vec<i64>, StorageError> {
+        let mut superseded = self.read_log()?.superseded;
+        superseded.sort_unstable();
+        Ok(superseded)
+    }
+
+    /// One ordered pass over the log: each user's last row, and the rows replaced.
+    fn read_log(&self) -> Result<Loader, StorageError> {
         let conn = self.pool.get()?;
         let mut loader = Loader::default();
         let mut events = conn.prepare("SELECT id, total_tickets FROM events")?;
@@ -313,7 +327,7 @@ impl Database {
             );
             loader.order(seq, event, user, status.as_str()?)?;
         }
-        loader.finish()
+        Ok(loader)
     }
 
     /// Deletes `rows` of the order log in one transaction; returns how many
@@ -596,6 +610,9 @@ mod tests {
         // Rows 1-8: a booked, z, b and m waiting, a cancelled and z booked,
         // b cancelled, b waiting again. Each user's last row is the state.
         assert_eq!(recovered.superseded, [1, 2, 3, 7]);
+        assert_eq!(recovered.rows, 8);
+        // The lighter read of a running server's compaction finds the same.
+        assert_eq!(db.superseded_rows().unwrap(), [1, 2, 3, 7]);
         assert_eq!(db.delete_superseded(&recovered.superseded).unwrap(), 4);
         let compacted = db.load_all().unwrap();
         assert!(compacted.superseded.is_empty());

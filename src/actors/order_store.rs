@@ -312,13 +312,13 @@ impl OrderStore {
     }
 
     /// Once enough rows were replaced, and they are a quarter of the log or
-    /// more, reads the whole log again for them, as recovery does, on a
-    /// thread of its own: reading a million rows takes about a second, which
-    /// commits must not wait for. The quarter bounds the cost: at most four
-    /// rows read per row deleted, and the users whose state the read rebuilds
-    /// for a while (as much memory as the bookings take) are at most three
-    /// per row deleted. (A cancelled user keeps one row, so a log where every
-    /// user booked and cancelled is half replaced at most.) Rows it finds stay
+    /// more, reads the whole log again for them, in one ordered pass as
+    /// recovery does, on a thread of its own: reading a million rows takes
+    /// about a second, which commits must not wait for. The read holds each
+    /// user's last row for a while, not the events' states. The quarter
+    /// bounds the cost: at most four rows read, and three users held, per row
+    /// deleted. (A cancelled user keeps one row, so a log where every user
+    /// booked and cancelled is half replaced at most.) Rows it finds stay
     /// replaced whatever is committed meanwhile (a user's last row is never
     /// among them), and no row of the log is deleted until it is done: it
     /// starts only once the rows of the last read are all deleted.
@@ -339,9 +339,10 @@ impl OrderStore {
             .spawn(move || {
                 let started = Instant::now();
                 // Answered even if it panics: else no read would start again.
-                let found = catch_unwind(AssertUnwindSafe(|| database.load_all()))
-                    .unwrap_or_else(|_| Err(StorageError::Inconsistent("the read panicked".into())))
-                    .map(|stored| stored.superseded);
+                let found = catch_unwind(AssertUnwindSafe(|| database.superseded_rows()))
+                    .unwrap_or_else(|_| {
+                        Err(StorageError::Inconsistent("the read panicked".into()))
+                    });
                 store.do_send(Scanned(found, started.elapsed()));
             });
         if let Err(error) = reading {
