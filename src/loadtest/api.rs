@@ -69,7 +69,12 @@ pub struct Api {
 
 impl Api {
     pub fn new(base: &str, connections: usize) -> Self {
-        let connector = awc::Connector::new().limit(connections);
+        // An idle connection is dropped after 2 s, before the server's
+        // keep-alive (5 s by default) closes it: awc would reuse a closed one
+        // as a `Connect(Disconnected)` error instead of connecting again.
+        let connector = awc::Connector::new()
+            .limit(connections)
+            .conn_keep_alive(Duration::from_secs(2));
         let client = awc::Client::builder()
             .connector(connector)
             .timeout(Duration::from_secs(30))

@@ -61,7 +61,14 @@ pub fn spawn_app_with(env: &[(&str, &str)]) -> TestApp {
         child: None,
         address: String::new(),
         client: awc::Client::builder()
-            .connector(awc::Connector::new().limit(0))
+            // Idle pooled connections are dropped before the server's own
+            // keep-alive (5 s) closes them: awc reuses a closed one as a
+            // `Connect(Disconnected)` error instead of connecting again.
+            .connector(
+                awc::Connector::new()
+                    .limit(0)
+                    .conn_keep_alive(Duration::from_secs(2)),
+            )
             .timeout(Duration::from_secs(60))
             .finish(),
     };
