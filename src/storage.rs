@@ -299,14 +299,13 @@ impl Database {
 
     /// The rows of the log that a later row of the same user replaced
     /// (ascending), as [`load_all`](Self::load_all) finds them, without
-    /// building the events' states: about half the memory for a while.
+    /// building the events' states: it holds only each user's last row.
     pub fn superseded_rows(&self) -> Result<Vec<i64>, StorageError> {
-        let mut superseded = self.read_log()?.superseded;
-        superseded.sort_unstable();
-        Ok(superseded)
+        Ok(self.read_log()?.superseded)
     }
 
-    /// One ordered pass over the log: each user's last row, and the rows replaced.
+    /// One ordered pass over the log: each user's last row, and the rows
+    /// replaced (sorted).
     fn read_log(&self) -> Result<Loader, StorageError> {
         let conn = self.pool.get()?;
         let mut loader = Loader::default();
@@ -327,6 +326,7 @@ impl Database {
             );
             loader.order(seq, event, user, status.as_str()?)?;
         }
+        loader.superseded.sort_unstable();
         Ok(loader)
     }
 
@@ -510,11 +510,9 @@ impl Loader {
                 ))
             })
             .collect::<Result<_, _>>()?;
-        let mut superseded = self.superseded;
-        superseded.sort_unstable();
         Ok(StoredOrders {
             events,
-            superseded,
+            superseded: self.superseded,
             rows,
         })
     }

@@ -11,7 +11,7 @@
 //!
 //! When it has nothing to commit, it deletes rows no longer needed: see
 //! [`Tidy`]. Rows of the order log that later ones replaced are found by
-//! recovery, and again after every `compaction_interval_rows` cancellations
+//! recovery, and again once cancellations have replaced enough of the log
 //! (see [`OrderStore::scan_later`]).
 
 use std::collections::HashMap;
