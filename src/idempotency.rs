@@ -20,6 +20,7 @@
 //! can retry.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -67,8 +68,18 @@ pub struct Answer {
     pub body: web::Bytes,
 }
 
-/// Digest of a request (route and body): a retry must match it.
+/// Digest of a request (route and canonical body): a retry must match it.
 pub type Fingerprint = [u8; 32];
+
+/// SHA-256 of the route and a body.
+fn fingerprint(req: &HttpRequest, body: &[u8]) -> Fingerprint {
+    Sha256::new()
+        .chain_update(req.path())
+        .chain_update(b"\n")
+        .chain_update(body)
+        .finalize()
+        .into()
+}
 
 /// One answer, as written to SQLite.
 #[derive(Debug, Clone)]
@@ -126,6 +137,11 @@ pub struct Idempotency {
     /// retention period, so without a cap a storm of keyed requests could
     /// fill it long before the first one expires.
     max_keys: usize,
+    /// Answers in rows before this one were stored with a fingerprint of
+    /// the body as it was sent, before fingerprints were taken over the
+    /// canonical request (schema version 4): a retry of one is matched
+    /// that way, so that it replays across the upgrade. Set by `restore`.
+    raw_fingerprints_before: AtomicI64,
 }
 
 impl Idempotency {
@@ -135,6 +151,7 @@ impl Idempotency {
             entries: DashMap::with_shard_amount(SHARDS),
             retention,
             max_keys,
+            raw_fingerprints_before: AtomicI64::new(0),
         }
     }
 
@@ -143,8 +160,12 @@ impl Idempotency {
         self.entries.len()
     }
 
-    /// Adds the keys whose answers were stored before the restart: retries of them replay.
-    pub fn restore(&self, recovered: Vec<StoredKey>) {
+    /// Adds the keys whose answers were stored before the restart: retries
+    /// of them replay. Those in rows before `raw_fingerprints_before` hold a
+    /// fingerprint of the body as sent (see the field of that name).
+    pub fn restore(&self, recovered: Vec<StoredKey>, raw_fingerprints_before: i64) {
+        self.raw_fingerprints_before
+            .store(raw_fingerprints_before, Ordering::Relaxed);
         for StoredKey {
             id,
             fingerprint,
@@ -164,12 +185,15 @@ impl Idempotency {
     }
 
     /// For a request with an `Idempotency-Key`: execute it, replay its
-    /// answer, or refuse (422 for a different body, 409 while in flight).
-    /// `None` when the request has no key.
+    /// answer, or refuse (422 for a different request, 409 while in flight).
+    /// `None` when the request has no key. A request is the route and its
+    /// `canonical` body (see `routes::extract::FromJsonObject::canonical`); `sent`, the body
+    /// as it came, only matters for answers stored before that.
     pub fn begin(
         self: &Arc<Self>,
         req: &HttpRequest,
-        body: &[u8],
+        canonical: impl FnOnce() -> Vec<u8>,
+        sent: &[u8],
     ) -> Result<Option<Begin>, ApiError> {
         let Some(header) = req.headers().get(HEADER) else {
             return Ok(None);
@@ -187,12 +211,8 @@ impl Idempotency {
             scope: scope_of(req),
             key: String::from_utf8_lossy(key).into_owned(),
         };
-        let fingerprint: Fingerprint = Sha256::new()
-            .chain_update(req.path())
-            .chain_update(b"\n")
-            .chain_update(body)
-            .finalize()
-            .into();
+        let fingerprint = fingerprint(req, &canonical());
+        let raw_before = self.raw_fingerprints_before.load(Ordering::Relaxed);
         let digest = id.digest();
         match self.entries.entry(digest) {
             Entry::Occupied(mut entry) => match entry.get() {
@@ -203,7 +223,11 @@ impl Idempotency {
                     fingerprint: first,
                     seq,
                     ..
-                } if *first == fingerprint => return Ok(Some(Begin::Replay { seq: *seq })),
+                } if *first == fingerprint
+                    || (*seq < raw_before && *first == self::fingerprint(req, sent)) =>
+                {
+                    return Ok(Some(Begin::Replay { seq: *seq }))
+                }
                 KeyState::InFlight { fingerprint: first } if *first == fingerprint => {
                     return Err(ApiError::IdempotencyInFlight)
                 }
@@ -371,7 +395,9 @@ mod tests {
 
     /// `key`'s answer, committed in row `seq`.
     fn answered(idempotency: &Arc<Idempotency>, key: &str, seq: i64) {
-        let Ok(Some(Begin::Execute(ticket))) = idempotency.begin(&with_key(key), b"{}") else {
+        let Ok(Some(Begin::Execute(ticket))) =
+            idempotency.begin(&with_key(key), || b"{}".to_vec(), b"{}")
+        else {
             panic!("{key} is new");
         };
         let answer = Answer {
@@ -383,7 +409,7 @@ mod tests {
 
     /// The row `key`'s retry would replay, or `None` if it would run anew.
     fn replayed_row(idempotency: &Arc<Idempotency>, key: &str) -> Option<i64> {
-        match idempotency.begin(&with_key(key), b"{}") {
+        match idempotency.begin(&with_key(key), || b"{}".to_vec(), b"{}") {
             Ok(Some(Begin::Replay { seq })) => Some(seq),
             Ok(Some(Begin::Execute(_))) => None,
             _ => panic!("{key}: neither a replay nor a new request"),
@@ -396,7 +422,9 @@ mod tests {
         for (key, seq) in [("a", 14), ("b", 11), ("c", 13), ("d", 12)] {
             answered(&idempotency, key, seq);
         }
-        let Ok(Some(Begin::Execute(_running))) = idempotency.begin(&with_key("e"), b"{}") else {
+        let Ok(Some(Begin::Execute(_running))) =
+            idempotency.begin(&with_key("e"), || b"{}".to_vec(), b"{}")
+        else {
             panic!("e is new");
         };
         // Five keys, three kept: the two oldest answers go, not the one running.
@@ -407,7 +435,7 @@ mod tests {
         assert_eq!(rows, [Some(14), None, Some(13), None]);
         assert_eq!(
             idempotency
-                .begin(&with_key("e"), b"{}")
+                .begin(&with_key("e"), || b"{}".to_vec(), b"{}")
                 .err()
                 .map(|e| e.to_string()),
             Some(ApiError::IdempotencyInFlight.to_string())
@@ -419,10 +447,14 @@ mod tests {
         let idempotency = Arc::new(Idempotency::new(Duration::from_secs(60), 1));
         answered(&idempotency, "a", 1);
         answered(&idempotency, "b", 2);
-        let Ok(Some(Begin::Execute(_first))) = idempotency.begin(&with_key("c"), b"{}") else {
+        let Ok(Some(Begin::Execute(_first))) =
+            idempotency.begin(&with_key("c"), || b"{}".to_vec(), b"{}")
+        else {
             panic!("c is new");
         };
-        let Ok(Some(Begin::Execute(_second))) = idempotency.begin(&with_key("d"), b"{}") else {
+        let Ok(Some(Begin::Execute(_second))) =
+            idempotency.begin(&with_key("d"), || b"{}".to_vec(), b"{}")
+        else {
             panic!("d is new");
         };
         assert_eq!(idempotency.evict_over_cap(), Some(3));

@@ -7,8 +7,11 @@ use std::borrow::Borrow;
 use std::fmt;
 use std::sync::Arc;
 
+use icu_normalizer::ComposingNormalizerBorrowed;
+use icu_properties::props::{DefaultIgnorableCodePoint, WhiteSpace};
+use icu_properties::CodePointSetData;
 use serde::{Serialize, Serializer};
-use serde_json::Value;
+use serde_json::{Number, Value};
 
 /// Largest integer a JSON client in JavaScript can hold exactly (2^53 - 1).
 pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
@@ -16,14 +19,50 @@ pub const MAX_TOTAL_TICKETS: u64 = 10_000_000;
 const MAX_EVENT_ID_LEN: usize = 64;
 const MAX_USER_ID_LEN: usize = 256;
 
-/// A JSON number that is a whole number, as JSON Schema and JavaScript see
-/// it: `7` and `7.0` both, `7.5` not. `None` for negatives and fractions.
-fn whole(number: &serde_json::Number) -> Option<u64> {
-    number.as_u64().or_else(|| {
-        let float = number.as_f64()?;
-        (float >= 0.0 && float.fract() == 0.0 && float <= MAX_SAFE_INTEGER as f64)
-            .then_some(float as u64)
-    })
+/// The one reading of every integer field (`eventId`, `userId`,
+/// `totalTickets`): JSON has a single kind of number, and an integral
+/// spelling of one (`7`, `7.0`, `7e0`, `0.7e1`) is that integer, as in JSON
+/// Schema and in JavaScript. A spelling with a fraction or an exponent is
+/// read as an IEEE 754 double, as JavaScript's `JSON.parse` reads it; an
+/// integer spelling is read exactly. The value must lie in `min..=max`.
+///
+/// On failure, the `details` of a 400 naming the rule broken: negative,
+/// not whole, too large (with the bound), zero.
+fn integer(field: &str, number: &Number, min: u64, max: u64) -> Result<u64, String> {
+    let value = match number.as_u64() {
+        Some(n) => n,
+        // Only a negative integer spelling is an i64 and not a u64.
+        None if number.is_i64() => {
+            return Err(format!("{field} must not be negative, not {number}"))
+        }
+        None => {
+            let float = number.as_f64().unwrap_or(f64::NAN);
+            if float < 0.0 {
+                return Err(format!("{field} must not be negative, not {number}"));
+            }
+            if float.fract() != 0.0 {
+                return Err(format!("{field} must be a whole number, not {number}"));
+            }
+            if float > max as f64 {
+                return Err(too_large(field, max, number));
+            }
+            float as u64
+        }
+    };
+    if value > max {
+        return Err(too_large(field, max, number));
+    }
+    if value < min {
+        return Err(match value {
+            0 => format!("{field} must not be zero"),
+            _ => format!("{field} must be at least {min}, not {number}"),
+        });
+    }
+    Ok(value)
+}
+
+fn too_large(field: &str, max: u64, number: &Number) -> String {
+    format!("{field} is too large: at most {max}, not {number}")
 }
 
 /// An event id in canonical text form: the integer `7` and the string `"7"` are both `7`.
@@ -45,16 +84,8 @@ impl EventId {
     pub fn from_json(value: &Value) -> Result<Self, String> {
         const EXPECTED: &str = "eventId must be a positive integer or a string of 1-64 characters from A-Z a-z 0-9 . _ ~ -";
         match value {
-            Value::Number(number) => match whole(number) {
-                Some(n) if (1..=MAX_SAFE_INTEGER).contains(&n) => Ok(EventId(n.to_string().into())),
-                Some(0) => Err("eventId must be a positive integer, not 0".into()),
-                _ if number.is_i64() => {
-                    Err("eventId must be a positive integer, not negative".into())
-                }
-                _ => Err(format!(
-                    "eventId must be a whole number from 1 to {MAX_SAFE_INTEGER}, not {number}"
-                )),
-            },
+            Value::Number(number) => integer("eventId", number, 1, MAX_SAFE_INTEGER)
+                .map(|n| EventId(n.to_string().into())),
             Value::String(text) => Self::parse(text),
             Value::Null => Err("eventId must not be null".into()),
             _ => Err(format!("{EXPECTED}, not {}", kind_of(value))),
@@ -135,28 +166,27 @@ pub struct UserId {
 impl UserId {
     pub fn from_json(value: &Value) -> Result<Self, String> {
         match value {
-            Value::Number(number) => match whole(number) {
-                Some(n) if n <= MAX_SAFE_INTEGER => Ok(UserId { key: n.to_string().into(), numeric: true }),
-                _ if number.is_i64() => Err("userId must not be negative".into()),
-                _ => Err(format!("userId must be a string or a whole number from 0 to {MAX_SAFE_INTEGER}, not {number}")),
-            },
+            Value::Number(number) => {
+                let n = integer("userId", number, 0, MAX_SAFE_INTEGER)?;
+                Ok(UserId {
+                    key: n.to_string().into(),
+                    numeric: true,
+                })
+            }
             Value::String(text) => Self::parse(text),
             Value::Null => Err("userId must not be null".into()),
-            _ => Err(format!("userId must be a string or a non-negative integer, not {}", kind_of(value))),
+            _ => Err(format!(
+                "userId must be a string or a non-negative integer, not {}",
+                kind_of(value)
+            )),
         }
     }
 
-    /// Parses the text form, as in a URL path segment.
+    /// Parses the text form, as in a URL path segment: normalized to NFC
+    /// first, then checked (see [`normalize`] and [`check_user_text`]).
     pub fn parse(text: &str) -> Result<Self, String> {
-        let length = text.chars().count();
-        if length == 0 || length > MAX_USER_ID_LEN {
-            return Err(format!(
-                "userId must be 1-{MAX_USER_ID_LEN} characters long, not {length}"
-            ));
-        }
-        if text.chars().any(char::is_control) {
-            return Err("userId must not contain control characters".into());
-        }
+        let text = normalize(text);
+        check_user_text(&text)?;
         Ok(UserId {
             key: text.into(),
             numeric: false,
@@ -188,15 +218,90 @@ impl Serialize for UserId {
 
 /// Number of tickets an event is initialized with.
 pub fn total_tickets_from_json(value: &Value) -> Result<u32, String> {
-    let range = format!("totalTickets must be a whole number from 1 to {MAX_TOTAL_TICKETS}");
     match value {
-        Value::Number(number) => match whole(number) {
-            Some(n) if (1..=MAX_TOTAL_TICKETS).contains(&n) => Ok(n as u32),
-            _ => Err(format!("{range}, not {number}")),
-        },
+        Value::Number(number) => {
+            integer("totalTickets", number, 1, MAX_TOTAL_TICKETS).map(|n| n as u32)
+        }
         Value::Null => Err("totalTickets must not be null".into()),
-        _ => Err(format!("{range}, not {}", kind_of(value))),
+        _ => Err(format!(
+            "totalTickets must be a whole number from 1 to {MAX_TOTAL_TICKETS}, not {}",
+            kind_of(value)
+        )),
     }
+}
+
+/// A user id's text in Unicode Normalization Form C (canonical composition,
+/// [UAX #15](https://www.unicode.org/reports/tr15/)): `"ju\u{308}rgen"` and
+/// `"j\u{fc}rgen"`, which look the same on every screen, are one user, and so
+/// are U+212B ANGSTROM SIGN and U+00C5. Only canonical equivalence: the
+/// compatibility forms (`"ｕ１"` and `"u1"`) and case stay distinct. Borrowed
+/// when the text is already in NFC, as ASCII always is.
+pub fn normalize(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.is_ascii() {
+        return text.into();
+    }
+    ComposingNormalizerBorrowed::new_nfc().normalize(text)
+}
+
+/// The rules of a user id's (normalized) text, so that no id can be told
+/// apart from another, or from nothing, only by what does not show:
+/// 1-256 characters, no control characters, not blank (only White_Space
+/// and Default_Ignorable_Code_Point characters, such as U+200B ZERO WIDTH
+/// SPACE), no whitespace at either end, and no invisible character at
+/// either end other than the variation selectors and tags that close an
+/// emoji. Inside an id they stay: emoji and some scripts need joiners.
+/// Properties from the Unicode Character Database, through ICU4X.
+fn check_user_text(text: &str) -> Result<(), String> {
+    let length = text.chars().count();
+    if length == 0 {
+        return Err("userId must not be empty".into());
+    }
+    if length > MAX_USER_ID_LEN {
+        return Err(format!(
+            "userId must be 1-{MAX_USER_ID_LEN} characters long, not {length}"
+        ));
+    }
+    if text.chars().any(char::is_control) {
+        return Err("userId must not contain control characters".into());
+    }
+    const BLANK: &str =
+        "userId must not be blank: it holds only whitespace or invisible characters";
+    const PADDED: &str = "userId must not begin or end with whitespace";
+    if text.is_ascii() {
+        // Without control characters, ASCII's only whitespace is the space,
+        // and none of it is invisible: the common case needs no look-ups.
+        if text.bytes().all(|b| b == b' ') {
+            return Err(BLANK.into());
+        }
+        if text.starts_with(' ') || text.ends_with(' ') {
+            return Err(PADDED.into());
+        }
+        return Ok(());
+    }
+    let whitespace = CodePointSetData::new::<WhiteSpace>();
+    let ignorable = CodePointSetData::new::<DefaultIgnorableCodePoint>();
+    if text
+        .chars()
+        .all(|c| whitespace.contains(c) || ignorable.contains(c))
+    {
+        return Err(BLANK.into());
+    }
+    let (first, last) = (text.chars().next(), text.chars().next_back());
+    if first.is_some_and(|c| whitespace.contains(c)) || last.is_some_and(|c| whitespace.contains(c))
+    {
+        return Err(PADDED.into());
+    }
+    let closes_emoji = |c: char| matches!(c, '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}' | '\u{E0020}'..='\u{E007F}');
+    for (end, c) in [("begin", first), ("end", last)] {
+        if let Some(c) = c.filter(|&c| ignorable.contains(c) && !(end == "end" && closes_emoji(c)))
+        {
+            return Err(format!(
+                "userId must not {end} with an invisible character, not U+{:04X}",
+                c as u32
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn kind_of(value: &Value) -> &'static str {

@@ -19,7 +19,8 @@
 //!   on, and the persistence actor.
 //! - [`booking`]: the booking rules of one event as plain data, and the waiting list.
 //! - [`storage`]: the SQLite schema, batched commits and recovery.
-//! - [`ids`]: event and user ids, validated at the edge.
+//! - [`ids`]: event and user ids, validated (and user ids normalized) at the edge.
+//! - [`open_files`]: the limit on open files, raised, and the connections it allows.
 //! - [`idempotency`]: idempotent retries: keys in flight, answers to replay.
 //! - [`error`]: the one JSON error shape of the API.
 //! - [`telemetry`]: Prometheus metrics (`GET /metrics`) and the per-request log line.
@@ -35,6 +36,7 @@ pub mod error;
 pub mod idempotency;
 pub mod ids;
 pub mod loadtest;
+pub mod open_files;
 pub mod probe;
 pub mod routes;
 pub mod startup;

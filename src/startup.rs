@@ -19,6 +19,7 @@ use crate::actors::{
 };
 use crate::configuration::Settings;
 use crate::idempotency::Idempotency;
+use crate::open_files::OpenFiles;
 use crate::routes::{self, Access, BodyLimit};
 use crate::storage::{Database, StorageError};
 use crate::telemetry::{self, StoreMetrics};
@@ -68,12 +69,14 @@ impl Application {
         })?;
         let path = std::fs::canonicalize(&settings.database)
             .map_or_else(|_| settings.database.clone(), |p| p.display().to_string());
+        let workers = or_cores(settings.workers);
+        let (max_connections, backlog) = connection_limits(&settings, workers);
         let configured = SocketAddr::new(settings.host, settings.port);
         let listen_error = |source| ServerError::Listen {
             address: configured.to_string(),
             source,
         };
-        let listener = listen(configured).map_err(listen_error)?;
+        let listener = listen(configured, backlog).map_err(listen_error)?;
         let address = listener.local_addr().map_err(listen_error)?;
         let retention = Duration::from_secs(settings.idempotency.retention_secs);
         let idempotency =
@@ -96,7 +99,6 @@ impl Application {
         });
         // Event actors run on the HTTP workers' threads, which announce
         // themselves as they start (see `WorkerThreads`).
-        let workers = or_cores(settings.workers);
         let threads = Arc::new(WorkerThreads::new(workers));
         let limits = Limits {
             mailbox_capacity: settings.mailbox_capacity,
@@ -167,11 +169,12 @@ impl Application {
                     !cors.allowed_origins.is_empty(),
                     routes::cors(&cors),
                 ))
+                .wrap(from_fn(routes::head_as_get))
                 .wrap(from_fn(routes::json_errors))
                 .wrap(from_fn(routes::observe))
         })
         .workers(workers)
-        .max_connections(settings.max_connections)
+        .max_connections(max_connections)
         .client_request_timeout(Duration::from_millis(settings.client_request_timeout_ms))
         .keep_alive(Duration::from_secs(settings.keep_alive_secs))
         .shutdown_timeout(settings.shutdown_timeout_secs)
@@ -261,7 +264,11 @@ fn recover(
         let recover = Recover {
             answers_since: idempotency.cutoff(),
         };
-        let Recovered { events, answers } = store
+        let Recovered {
+            events,
+            answers,
+            raw_fingerprints_before,
+        } = store
             .send(recover)
             .await
             .map_err(|_| ServerError::StoreStopped)?
@@ -271,7 +278,7 @@ fn recover(
             })?;
         let count = events.len();
         // Answers first: a retry let in by the registry must find its answer.
-        idempotency.restore(answers);
+        idempotency.restore(answers, raw_fingerprints_before);
         // A lowered cap, or a stop before the last eviction reached the disk.
         forget_answers(&idempotency, &store, false);
         registry.recover(events).await;
@@ -283,6 +290,31 @@ fn recover(
     })
 }
 
+/// Raises the limit on open files (see [`OpenFiles`]) and fits the
+/// connections to it: each worker's `max_connections`, and the listen backlog.
+fn connection_limits(settings: &Settings, workers: usize) -> (usize, i32) {
+    let Some(files) = OpenFiles::raise() else {
+        return (settings.max_connections, LISTEN_BACKLOG);
+    };
+    let per_worker = files.connections_per_worker(settings.max_connections, workers);
+    let backlog = files.backlog(LISTEN_BACKLOG);
+    log::info!(
+        "open files: at most {} (the soft limit was {}); connections: at most {per_worker} per worker, {} in all",
+        files.limit,
+        files.was,
+        per_worker * workers
+    );
+    if per_worker < settings.max_connections {
+        log::warn!(
+            "max_connections lowered from {} to {per_worker} per worker to fit {} open files; \
+             raise the hard limit (docker run --ulimit nofile=..., systemd LimitNOFILE=...) for more",
+            settings.max_connections,
+            files.limit
+        );
+    }
+    (per_worker, backlog)
+}
+
 /// Connections the kernel completes before the server accepts them; the
 /// kernel caps it at `net.core.somaxconn` (4096 on current Linux). std's
 /// `bind` asks for 128: a burst of a few hundred clients connecting at once,
@@ -291,8 +323,9 @@ fn recover(
 const LISTEN_BACKLOG: i32 = 4096;
 
 /// Binds `address` as actix-web's own `bind` would (`SO_REUSEADDR`, so a
-/// restart can listen while the old connections linger), with a deep accept queue.
-fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+/// restart can listen while the old connections linger), with an accept
+/// queue of `backlog` connections.
+fn listen(address: SocketAddr, backlog: i32) -> std::io::Result<TcpListener> {
     let socket = Socket::new(
         Domain::for_address(address),
         Type::STREAM,
@@ -300,7 +333,7 @@ fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
     )?;
     socket.set_reuse_address(true)?;
     socket.bind(&address.into())?;
-    socket.listen(LISTEN_BACKLOG)?;
+    socket.listen(backlog)?;
     Ok(socket.into())
 }
 
@@ -319,7 +352,8 @@ mod tests {
 
     #[test]
     fn hundreds_of_clients_connecting_at_once_all_get_through_before_any_is_accepted() {
-        let listener = listen(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("listens");
+        let listener =
+            listen(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), LISTEN_BACKLOG).expect("listens");
         let address = listener.local_addr().expect("bound");
         // Nothing accepts: each connection waits in the accept queue. With
         // std's 128 the 130th SYN is dropped and its connect times out.

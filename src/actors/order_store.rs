@@ -162,6 +162,8 @@ pub struct Recover {
 pub struct Recovered {
     pub events: Vec<(EventId, EventState)>,
     pub answers: Vec<StoredKey>,
+    /// See [`Database::raw_fingerprints_before`].
+    pub raw_fingerprints_before: i64,
 }
 
 /// Readiness: can a transaction that needs new pages commit? `Err` says why not.
@@ -526,6 +528,7 @@ impl Handler<Recover> for OrderStore {
         } = self.database.load_all()?;
         self.log_rows = rows;
         let answers = self.database.load_answers(recover.answers_since)?;
+        let raw_fingerprints_before = self.database.raw_fingerprints_before()?;
         self.metrics
             .recovered(events.iter().map(|(_, state)| state.summary()));
         if !superseded.is_empty() {
@@ -537,7 +540,11 @@ impl Handler<Recover> for OrderStore {
         }
         self.last_tidied = Instant::now();
         self.tidy_later(ctx);
-        Ok(Recovered { events, answers })
+        Ok(Recovered {
+            events,
+            answers,
+            raw_fingerprints_before,
+        })
     }
 }
 
@@ -614,7 +621,8 @@ mod tests {
         for stored in [Ok(()), Err(NotStored)] {
             let idempotency = Arc::new(Idempotency::new(Duration::from_secs(60), 0));
             let backlog = Backlog::new(1);
-            let Ok(Some(Begin::Execute(ticket))) = idempotency.begin(&keyed_request(), b"{}")
+            let Ok(Some(Begin::Execute(ticket))) =
+                idempotency.begin(&keyed_request(), || b"{}".to_vec(), b"{}")
             else {
                 panic!("a new key executes");
             };
@@ -623,7 +631,8 @@ mod tests {
             let done: OnCommit = Box::new({
                 let (idempotency, backlog) = (idempotency.clone(), backlog.clone());
                 move |outcome| {
-                    let retry = match idempotency.begin(&keyed_request(), b"{}") {
+                    let retry = match idempotency.begin(&keyed_request(), || b"{}".to_vec(), b"{}")
+                    {
                         Ok(Some(Begin::Execute(_))) => "executes",
                         Ok(Some(Begin::Replay { seq: 7 })) => "replays row 7",
                         _ => "is refused",

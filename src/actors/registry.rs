@@ -468,7 +468,9 @@ mod tests {
             .uri("/api/book")
             .insert_header(("idempotency-key", "k"))
             .to_http_request();
-        let Ok(Some(Begin::Execute(ticket))) = idempotency.begin(&request, b"{}") else {
+        let Ok(Some(Begin::Execute(ticket))) =
+            idempotency.begin(&request, || b"{}".to_vec(), b"{}")
+        else {
             panic!("a new key executes");
         };
         let answer = Answer {
@@ -479,7 +481,8 @@ mod tests {
             .store_answer(ticket.answer(answer.clone()))
             .await
             .unwrap();
-        let Ok(Some(Begin::Replay { seq })) = idempotency.begin(&request, b"{}") else {
+        let Ok(Some(Begin::Replay { seq })) = idempotency.begin(&request, || b"{}".to_vec(), b"{}")
+        else {
             panic!("a stored key replays");
         };
         assert_eq!(registry.stored_answer(seq).await, Ok(answer));

@@ -1,6 +1,9 @@
 //! Request bodies: read within the size limit, parsed as a JSON object, and
 //! validated field by field, so each route receives only well-formed ids.
 
+use std::cell::RefCell;
+use std::fmt;
+
 use actix_web::dev::Payload;
 use actix_web::error::PayloadError;
 use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -8,7 +11,9 @@ use actix_web::web::BytesMut;
 use actix_web::{web, FromRequest, HttpRequest};
 use futures::future::LocalBoxFuture;
 use futures::StreamExt;
-use serde_json::{Map, Value};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::map::Entry;
+use serde_json::{json, Map, Number, Value};
 
 use crate::error::ApiError;
 use crate::ids::{total_tickets_from_json, EventId, UserId};
@@ -16,10 +21,19 @@ use crate::ids::{total_tickets_from_json, EventId, UserId};
 /// A request body type built from the fields of a JSON object.
 pub trait FromJsonObject: Sized {
     fn from_object(object: &Map<String, Value>) -> Result<Self, ApiError>;
+
+    /// The request as the server reads it, in one spelling (JSON of its
+    /// normalized fields): the fingerprint of an idempotent request is taken
+    /// over this, so that a retry that differs only in how it is written
+    /// (member order, spaces, `1.0` for `1`, a user id not in NFC) is the
+    /// same request.
+    fn canonical(&self) -> Vec<u8>;
 }
 
 /// Extracts a `T` from a JSON body, answering 400 or 413 with the reason;
-/// the raw body comes along for the fingerprint of an idempotent request.
+/// the raw body comes along for the answers that were stored with a
+/// fingerprint of it, before fingerprints were canonical (see
+/// [`Idempotency::begin`](crate::idempotency::Idempotency::begin)).
 pub struct Valid<T>(pub T, pub web::Bytes);
 
 impl<T: FromJsonObject + 'static> FromRequest for Valid<T> {
@@ -55,10 +69,7 @@ impl<T: FromJsonObject + 'static> FromRequest for Valid<T> {
                     "the request body is empty; send a JSON object".into(),
                 ));
             }
-            let value: Value = serde_json::from_slice(&bytes).map_err(|error| {
-                ApiError::InvalidInput(format!("the request body is not valid JSON: {error}"))
-            })?;
-            match value {
+            match parse_json(&bytes)? {
                 Value::Object(object) => {
                     T::from_object(&object).map(|request| Valid(request, bytes))
                 }
@@ -67,6 +78,122 @@ impl<T: FromJsonObject + 'static> FromRequest for Valid<T> {
                 )),
             }
         })
+    }
+}
+
+/// The body as JSON, with exactly one reading: an object that names a
+/// member twice, at any depth, is refused (`duplicate field `userId``).
+/// Parsers differ on which duplicate wins ([RFC 8259, section
+/// 4](https://www.rfc-editor.org/rfc/rfc8259#section-4) leaves it open), so a
+/// proxy, a log or a firewall could otherwise read another request than the
+/// one executed. Member names are compared as decoded: `"user\u0049d"` is `userId`.
+fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
+    let problem = RefCell::new(None);
+    let mut reader = serde_json::Deserializer::from_slice(bytes);
+    let parsed = UniqueMembers(&problem)
+        .deserialize(&mut reader)
+        .and_then(|value| reader.end().map(|()| value));
+    parsed.map_err(|error| {
+        ApiError::InvalidInput(match problem.take() {
+            Some(Problem::Duplicate(name)) => format!("duplicate field `{name}`"),
+            // Beyond what an f64 holds (1e400): too large for any field.
+            Some(Problem::In(name)) if error.to_string().starts_with("number out of range") => {
+                format!("{name} is too large: {error}")
+            }
+            _ => format!("the request body is not valid JSON: {error}"),
+        })
+    })
+}
+
+/// Why [`UniqueMembers`] stopped, beyond what serde_json's error says.
+enum Problem {
+    /// A member name seen twice in one object.
+    Duplicate(String),
+    /// The value of this member (the innermost) could not be read.
+    In(String),
+}
+
+/// Builds a `serde_json::Value` as `serde_json::from_slice` would, except
+/// that a member name seen twice in one object stops the parse. What
+/// stopped it is written to the cell: serde_json's error would add a
+/// position to the text, and does not name the member.
+#[derive(Clone, Copy)]
+struct UniqueMembers<'a>(&'a RefCell<Option<Problem>>);
+
+impl<'de> DeserializeSeed<'de> for UniqueMembers<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for UniqueMembers<'_> {
+    type Value = Value;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
+        Ok(Value::Bool(value))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
+        // serde_json refuses what a finite f64 cannot hold, so this is a number.
+        Ok(Number::from_f64(value).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
+        Ok(Value::String(value.to_owned()))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Value, E> {
+        Ok(Value::String(value))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Value, A::Error> {
+        let mut array = Vec::new();
+        while let Some(item) = items.next_element_seed(self)? {
+            array.push(item);
+        }
+        Ok(Value::Array(array))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(name) = members.next_key::<String>()? {
+            let value = match members.next_value_seed(self) {
+                Ok(value) => value,
+                Err(error) => {
+                    let mut problem = self.0.borrow_mut();
+                    problem.get_or_insert(Problem::In(name));
+                    return Err(error);
+                }
+            };
+            match object.entry(name) {
+                Entry::Vacant(entry) => {
+                    entry.insert(value);
+                }
+                Entry::Occupied(entry) => {
+                    *self.0.borrow_mut() = Some(Problem::Duplicate(entry.key().clone()));
+                    return Err(de::Error::custom("duplicate member"));
+                }
+            }
+        }
+        Ok(Value::Object(object))
     }
 }
 
@@ -141,25 +268,42 @@ impl FromJsonObject for OrderRequest {
             user: UserId::from_json(field(object, "userId")?).map_err(ApiError::InvalidInput)?,
         })
     }
+
+    fn canonical(&self) -> Vec<u8> {
+        let fields = json!({"eventId": self.event, "userId": self.user});
+        serde_json::to_vec(&fields).expect("ids serialize")
+    }
 }
 
 /// The body of `initialize`.
 pub struct InitializeRequest {
     pub event: EventId,
-    /// The id as the client wrote it (`"7"` or `7`), echoed back as the Node.js original did.
+    /// The id as the client wrote it, a string (`"7"`) or a number (`7`),
+    /// echoed back in that form as the Node.js original did; a number in its
+    /// canonical spelling (`7.0` and `7e0` come back as `7`).
     pub event_as_sent: Value,
     pub total_tickets: u32,
 }
 
 impl FromJsonObject for InitializeRequest {
     fn from_object(object: &Map<String, Value>) -> Result<Self, ApiError> {
-        let event_as_sent = field(object, "eventId")?;
+        let sent = field(object, "eventId")?;
+        let event = EventId::from_json(sent).map_err(ApiError::InvalidInput)?;
+        let event_as_sent = match sent {
+            Value::Number(_) => json!(event),
+            _ => sent.clone(),
+        };
         Ok(InitializeRequest {
-            event: EventId::from_json(event_as_sent).map_err(ApiError::InvalidInput)?,
-            event_as_sent: event_as_sent.clone(),
+            event,
+            event_as_sent,
             total_tickets: total_tickets_from_json(field(object, "totalTickets")?)
                 .map_err(ApiError::InvalidInput)?,
         })
+    }
+
+    fn canonical(&self) -> Vec<u8> {
+        let fields = json!({"eventId": self.event_as_sent, "totalTickets": self.total_tickets});
+        serde_json::to_vec(&fields).expect("ids serialize")
     }
 }
 

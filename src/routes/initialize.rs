@@ -54,15 +54,15 @@ pub async fn initialize(
     req: HttpRequest,
     Valid(request, body): Valid<InitializeRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    let ticket = match begin(&registry, &idempotency, &req, &request, &body).await? {
+        Ok(ticket) => ticket,
+        Err(replayed) => return Ok(replayed),
+    };
     let InitializeRequest {
         event,
         event_as_sent,
         total_tickets,
     } = request;
-    let ticket = match begin(&registry, &idempotency, &req, &body).await? {
-        Ok(ticket) => ticket,
-        Err(replayed) => return Ok(replayed),
-    };
     let recorder = ticket.map(|ticket| {
         let event_as_sent = event_as_sent.clone();
         Box::new(move |created: Result<&(), Refusal>| {

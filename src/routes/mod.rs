@@ -5,6 +5,7 @@ mod access;
 mod book;
 mod cancel;
 mod extract;
+mod head;
 mod initialize;
 mod json_errors;
 mod observe;
@@ -33,7 +34,8 @@ use crate::idempotency::{self, Answer, Begin, Idempotency, Ticket};
 use crate::ids::UserId;
 pub use access::Access;
 pub use extract::BodyLimit;
-use extract::{OrderRequest, Valid};
+use extract::{FromJsonObject, OrderRequest, Valid};
+pub use head::head_as_get;
 pub use json_errors::json_errors;
 pub use observe::observe;
 
@@ -44,9 +46,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     // /health, so it comes before the /api scope and its guard. The docs
     // page comes last: its pattern is a regular expression, which every
     // booking would otherwise be matched against first.
-    cfg.service(resource("/health", "GET").route(web::get().to(operations::health)))
-        .service(resource("/ready", "GET").route(web::get().to(operations::ready)))
-        .service(resource("/metrics", "GET").route(web::get().to(operations::metrics)))
+    cfg.service(resource("/health", GET).route(web::get().to(operations::health)))
+        .service(resource("/ready", GET).route(web::get().to(operations::ready)))
+        .service(resource("/metrics", GET).route(web::get().to(operations::metrics)))
         .service(openapi::document_resource())
         .service(
             web::scope("/api")
@@ -59,10 +61,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(resource("/book", "POST").route(web::post().to(book::book)))
                 .service(resource("/cancel", "POST").route(web::post().to(cancel::cancel)))
                 .service(
-                    resource("/status/{eventId}", "GET").route(web::get().to(status::event_status)),
+                    resource("/status/{eventId}", GET).route(web::get().to(status::event_status)),
                 )
                 .service(
-                    resource("/status/{eventId}/{userId}", "GET")
+                    resource("/status/{eventId}/{userId}", GET)
                         .route(web::get().to(status::user_status)),
                 ),
         )
@@ -92,6 +94,9 @@ pub fn cors(settings: &CorsSettings) -> Cors {
     }
     cors
 }
+
+/// What `Allow` lists for a `GET` route: `HEAD` is answered wherever `GET` is (see `head_as_get`).
+const GET: &str = "GET, HEAD";
 
 /// A resource that answers a JSON 405, with `Allow`, to the methods it has no route for.
 fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
@@ -159,14 +164,19 @@ async fn begin(
     registry: &EventRegistry,
     idempotency: &web::Data<Idempotency>,
     req: &HttpRequest,
-    body: &[u8],
+    request: &impl FromJsonObject,
+    sent: &[u8],
 ) -> Result<Result<Option<Ticket>, HttpResponse>, ApiError> {
-    Ok(match idempotency.begin(req, body)? {
-        None => Ok(None),
-        Some(Begin::Execute(ticket)) => Ok(Some(ticket)),
-        // Boxed: a rare path, kept out of every booking's future (see `order`).
-        Some(Begin::Replay { seq }) => Err(replay(&Box::pin(registry.stored_answer(seq)).await?)),
-    })
+    Ok(
+        match idempotency.begin(req, || request.canonical(), sent)? {
+            None => Ok(None),
+            Some(Begin::Execute(ticket)) => Ok(Some(ticket)),
+            // Boxed: a rare path, kept out of every booking's future (see `order`).
+            Some(Begin::Replay { seq }) => {
+                Err(replay(&Box::pin(registry.stored_answer(seq)).await?))
+            }
+        },
+    )
 }
 
 /// The path shared by book and cancel: idempotency, the event's actor, the
@@ -191,7 +201,7 @@ where
     EventActor: Handler<M>,
     T: Send + 'static,
 {
-    let ticket = match begin(registry, idempotency, req, &body).await? {
+    let ticket = match begin(registry, idempotency, req, &request, &body).await? {
         Ok(ticket) => ticket,
         Err(replayed) => return Ok(replayed),
     };

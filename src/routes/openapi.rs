@@ -53,6 +53,16 @@ impl ToSchema for EventId {
     }
 }
 
+/// What a user id's text may be (see `ids::check_user_text`): its first
+/// and last characters neither whitespace nor invisible (Default_Ignorable
+/// in the Basic Multilingual Plane, besides variation selectors at the end),
+/// none a control character.
+const USER_ID_PATTERN: &str = concat!(
+    "^[^\\s\\u0000-\\u001F\\u007F-\\u009F\\u00AD\\u034F\\u061C\\u115F\\u1160\\u17B4\\u17B5\\u180B-\\u180F\\u200B-\\u200F\\u202A-\\u202E\\u2060-\\u206F\\u3164\\uFE00-\\uFE0F\\uFEFF\\uFFA0\\uFFF0-\\uFFF8]",
+    "([^\\u0000-\\u001F\\u007F-\\u009F]{0,254}",
+    "[^\\s\\u0000-\\u001F\\u007F-\\u009F\\u00AD\\u034F\\u061C\\u115F\\u1160\\u17B4\\u17B5\\u180B-\\u180F\\u200B-\\u200F\\u202A-\\u202E\\u2060-\\u206F\\u3164\\uFEFF\\uFFA0\\uFFF0-\\uFFF8])?$"
+);
+
 /// A user id.
 pub struct UserId;
 
@@ -60,8 +70,8 @@ impl PartialSchema for UserId {
     fn schema() -> RefOr<Schema> {
         integer_or_string(
             0,
-            "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,256}$",
-            "1-256 characters without control characters, or a non-negative integer (the same user as its decimal text).",
+            USER_ID_PATTERN,
+            "1-256 characters (after NFC normalization) without control characters, neither beginning nor ending with whitespace or an invisible character; or a non-negative integer (the same user as its decimal text).",
         )
     }
 }
@@ -271,7 +281,15 @@ impl Modify for BearerKeys {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "event-booking", description = "Sells event tickets: events, bookings, a FIFO waiting list."),
+    info(title = "event-booking", description = "Sells event tickets: events, bookings, a FIFO waiting list.
+
+**Bodies** are JSON objects with exactly one reading: an object that names a member twice, at any depth, is refused with 400 and `details` such as ``duplicate field `userId` ``.
+
+**Integers** (`eventId`, `userId`, `totalTickets`): JSON has one kind of number, so an integral spelling such as `1.0`, `1e2` or `0.5e1` is that integer, as in JSON Schema and JavaScript, and every answer carries it in canonical form (`1`, `100`, `5`). A spelling with a fraction or an exponent is read as an IEEE 754 double, as JavaScript reads it. Refused with 400, the `details` naming the rule broken: a negative number, zero (where the least is 1), a fraction (`1.5`: not a whole number), or a number above the field's bound (too large, with the bound: 9007199254740991 = 2^53 - 1 for ids, the largest integer JavaScript holds exactly; 10000000 tickets).
+
+**User ids** given as strings are normalized to Unicode NFC (UAX #15) in bodies and paths alike, before any check: canonically equivalent spellings (`j\\u00fcrgen` and `ju\\u0308rgen`, U+212B ANGSTROM SIGN and U+00C5) are one user, and answers carry the NFC form. Compatibility forms (`\\uff55\\uff11` and `u1`) and case stay distinct. Refused with 400: an empty or blank id (only whitespace or invisible characters such as U+200B ZERO WIDTH SPACE), an id that begins or ends with whitespace, or with an invisible character (other than the variation selectors and tags that end an emoji), and control characters. Length (1-256 characters) is counted after normalization.
+
+Every `GET` route answers `HEAD` as well, with the same status and headers and no body."),
     paths(
         super::initialize::initialize,
         super::book::book,
@@ -295,7 +313,7 @@ pub fn document_resource() -> actix_web::Resource {
     let document = web::Bytes::from(
         serde_json::to_vec(&ApiDoc::openapi()).expect("the OpenAPI document serializes"),
     );
-    super::resource(DOCUMENT_PATH, "GET").route(web::get().to(move || {
+    super::resource(DOCUMENT_PATH, super::GET).route(web::get().to(move || {
         let document = document.clone();
         async move {
             HttpResponse::Ok()

@@ -42,7 +42,7 @@ async fn the_openapi_document_lists_every_route_without_a_key() {
     assert!(document.body["components"]["securitySchemes"]["bearer"].is_object());
     let posted = app.post("/api/openapi.json", &serde_json::json!({})).await;
     assert_eq!(posted.status, 405);
-    assert_eq!(posted.header("allow"), Some("GET"));
+    assert_eq!(posted.header("allow"), Some("GET, HEAD"));
 }
 
 #[actix_web::test]

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -21,6 +22,8 @@ pub struct TestApp {
     /// `BOOKING_*` settings of every start, besides the port and database.
     env: Vec<(String, String)>,
     child: Option<Child>,
+    /// The soft limit on open files the process starts with, if not ours.
+    pub soft_open_files: Option<u64>,
     /// `http://127.0.0.1:<port>` of the running process (the port changes on restart).
     pub address: String,
     client: awc::Client,
@@ -52,13 +55,22 @@ pub fn spawn_app() -> TestApp {
 /// tests log at `info` unless `RUST_LOG` is given; an empty `RUST_LOG` leaves
 /// it unset, for the server's own default.
 pub fn spawn_app_with(env: &[(&str, &str)]) -> TestApp {
-    let mut app = TestApp {
+    let mut app = unstarted_app_with(env);
+    app.start();
+    app
+}
+
+/// As [`spawn_app_with`], not started yet: for the settings of
+/// [`TestApp::start`] that are not environment variables.
+pub fn unstarted_app_with(env: &[(&str, &str)]) -> TestApp {
+    TestApp {
         dir: tempfile::tempdir().expect("a temporary folder"),
         env: env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         child: None,
+        soft_open_files: None,
         address: String::new(),
         client: awc::Client::builder()
             // Idle pooled connections are dropped before the server's own
@@ -71,9 +83,7 @@ pub fn spawn_app_with(env: &[(&str, &str)]) -> TestApp {
             )
             .timeout(Duration::from_secs(60))
             .finish(),
-    };
-    app.start();
-    app
+    }
 }
 
 impl TestApp {
@@ -109,6 +119,13 @@ impl TestApp {
             .any(|(k, v)| k == "RUST_LOG" && v.is_empty())
         {
             command.env_remove("RUST_LOG");
+        }
+        if let Some(soft) = self.soft_open_files {
+            let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
+            // SAFETY: setrlimit is one system call, safe between fork and exec.
+            unsafe {
+                command.pre_exec(move || rlimit::setrlimit(rlimit::Resource::NOFILE, soft, hard));
+            }
         }
         let mut child = command
             .stdout(Stdio::piped())
@@ -236,9 +253,27 @@ impl TestApp {
         content_type: Option<&str>,
         body: impl Into<Vec<u8>>,
     ) -> Answer {
-        let mut request = self.client.post(format!("{}{path}", self.address));
-        if let Some(content_type) = content_type {
-            request = request.insert_header(("content-type", content_type));
+        let headers: &[(&str, &str)] = match content_type {
+            Some(content_type) => &[("content-type", content_type)],
+            None => &[],
+        };
+        self.request_raw("POST", path, headers, body).await
+    }
+
+    /// Any request, with these headers and exactly these bytes as its body.
+    pub async fn request_raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Vec<u8>>,
+    ) -> Answer {
+        let method = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address));
+        for header in headers {
+            request = request.insert_header(*header);
         }
         answer(request.send_body(body.into()).await).await
     }

@@ -1,13 +1,17 @@
 //! A write that cannot be stored is answered 503 and leaves no trace; reads
 //! go on working, and writes work again once the cause is gone.
 
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use futures::future::join_all;
 use rusqlite::Connection;
 use serde_json::json;
 
-use crate::helpers::{spawn_app, spawn_app_with};
+use crate::helpers::{spawn_app, spawn_app_with, TestApp};
 
 const UNAVAILABLE: &str = "Storage unavailable";
 
@@ -51,36 +55,69 @@ async fn a_database_locked_too_long_refuses_writes_until_released() {
     assert_eq!(app.user_status("1", "s1").await.status, 404);
 }
 
-#[actix_web::test]
-async fn a_full_disk_refuses_writes_and_acknowledges_only_what_is_stored() {
-    // A database capped at 12 pages of 4 KiB fills up after some 150 long-named bookings.
-    let mut app = spawn_app_with(&[("BOOKING_MAX_PAGE_COUNT", "12")]);
-    app.initialize(json!(1), 100_000).await;
+/// Books users named `width` characters long at event 1 until a booking is
+/// refused for want of room; returns those acknowledged, and the refused one.
+async fn book_until_full(app: &TestApp, width: usize) -> (Vec<String>, String) {
     let mut acknowledged = Vec::new();
     let refused = loop {
-        let user = format!("{:0>200}", acknowledged.len());
+        let user = format!("{:0>width$}", acknowledged.len());
         let answer = app.book(json!(1), json!(user)).await;
         match answer.status {
             200 => acknowledged.push(user),
             503 => break user,
             other => panic!("unexpected {other}: {:?}", answer.body),
         }
-        assert!(acknowledged.len() < 5_000, "the size cap never took effect");
+        assert!(acknowledged.len() < 20_000, "the database never filled up");
     };
     assert!(!acknowledged.is_empty());
+    assert_eq!(
+        app.book(json!(1), json!(refused)).await.body,
+        json!({"error": UNAVAILABLE}),
+        "still no room"
+    );
+    (acknowledged, refused)
+}
+
+/// A server on a full database: every acknowledged booking is there and
+/// readable, nothing else; a write is refused; `/ready` says why.
+async fn assert_full_but_readable(app: &TestApp, acknowledged: &[String], refused: &str) {
     let stored = acknowledged.len() as u64;
     assert_eq!(
         app.counts("1").await,
         (stored, 0),
-        "nothing unstored is counted"
+        "exactly what was acknowledged"
     );
-    assert_eq!(app.user_status("1", &refused).await.status, 404);
-    // The same row still does not fit: refused again, still not counted.
+    for user in [&acknowledged[0], &acknowledged[acknowledged.len() - 1]] {
+        assert_eq!(app.user_status("1", user).await.body["status"], "booked");
+    }
+    assert_eq!(app.user_status("1", refused).await.status, 404);
     assert_eq!(
         app.book(json!(1), json!(refused)).await.body,
         json!({"error": UNAVAILABLE})
     );
     assert_eq!(app.counts("1").await, (stored, 0));
+    let ready = app.get("/ready").await;
+    assert_eq!(ready.status, 503, "{:?}", ready.body);
+    let reason = ready.body["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("full"),
+        "the reason names the full disk: {reason:?}"
+    );
+    assert_eq!(app.get("/health").await.status, 200);
+}
+
+#[actix_web::test]
+async fn a_full_disk_refuses_writes_and_acknowledges_only_what_is_stored() {
+    // A database capped at 12 pages of 4 KiB fills up after some 150 long-named bookings.
+    let mut app = spawn_app_with(&[("BOOKING_MAX_PAGE_COUNT", "12")]);
+    app.initialize(json!(1), 100_000).await;
+    let (acknowledged, refused) = book_until_full(&app, 200).await;
+    assert_full_but_readable(&app, &acknowledged, &refused).await;
+    let stored = acknowledged.len() as u64;
+
+    // A restart on the full database starts, reads everything, and refuses writes.
+    app.restart();
+    assert_full_but_readable(&app, &acknowledged, &refused).await;
 
     // Room again (here: the cap lifted), and writes work; every acknowledged booking is there.
     app.set_env("BOOKING_MAX_PAGE_COUNT", None);
@@ -173,4 +210,101 @@ async fn a_database_that_cannot_be_recovered_stops_the_server_before_it_is_ready
         log.contains("cannot recover from the database") && log.contains("ghost"),
         "{log}"
     );
+}
+
+/// A tmpfs of a few MiB, mounted for one test and unmounted after it.
+struct SmallDisk {
+    path: PathBuf,
+}
+
+impl SmallDisk {
+    /// Mounts one at `path`; `Err` says why it could not (not root, no
+    /// permission in a container).
+    fn mount(path: PathBuf, size: &str) -> Result<SmallDisk, String> {
+        std::fs::create_dir_all(&path).map_err(|error| error.to_string())?;
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .output()
+            .map_err(|error| error.to_string())?;
+        if !mounted.status.success() {
+            return Err(String::from_utf8_lossy(&mounted.stderr).trim().to_string());
+        }
+        Ok(SmallDisk { path })
+    }
+
+    /// Writes to `name` until the disk has no byte left.
+    fn fill(&self, name: &str) {
+        let mut file = File::create(self.path.join(name)).unwrap();
+        for chunk in [64 << 10, 4 << 10, 1] {
+            while file.write_all(&vec![0; chunk]).is_ok() {}
+        }
+        let _ = file.sync_all();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+#[actix_web::test]
+async fn a_server_restarts_on_a_full_disk_and_takes_writes_again_once_space_is_freed() {
+    let folder = tempfile::tempdir().unwrap();
+    let disk = match SmallDisk::mount(folder.path().join("disk"), "3m") {
+        Ok(disk) => disk,
+        Err(why) => {
+            eprintln!(
+                "skipped: cannot mount a tmpfs here ({why}); \
+                 a_full_disk_refuses_writes_and_acknowledges_only_what_is_stored covers the restart with a size cap"
+            );
+            return;
+        }
+    };
+    // Room to free later, taken before the server fills the rest.
+    std::fs::write(disk.path.join("ballast"), vec![1; 512 << 10]).unwrap();
+    let database = disk.path.join("bookings.db");
+    let mut app = spawn_app_with(&[("BOOKING_DATABASE", database.to_str().unwrap())]);
+    assert_eq!(app.initialize(json!(1), 1_000_000).await.status, 201);
+    let (acknowledged, refused) = book_until_full(&app, 16).await;
+    // Every last byte taken, as on a disk that filled up for good.
+    disk.fill("filler");
+    let stopped = app.stop_with("TERM");
+    assert!(stopped.success(), "stopped with {stopped}");
+    let wal = std::fs::metadata(disk.path.join("bookings.db-wal")).map_or(0, |m| m.len());
+    assert!(wal > 0, "the last orders are in the WAL only");
+
+    // It starts (no write at start-up), recovers the WAL's orders too, and refuses writes.
+    app.start();
+    assert_full_but_readable(&app, &acknowledged, &refused).await;
+
+    // Space freed: writes succeed again, and the server is ready, with no restart.
+    std::fs::remove_file(disk.path.join("filler")).unwrap();
+    std::fs::remove_file(disk.path.join("ballast")).unwrap();
+    let mut booked = None;
+    for _ in 0..100 {
+        let answer = app.book(json!(1), json!(refused)).await;
+        if answer.status == 200 {
+            booked = Some(answer);
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(booked.is_some(), "writes never resumed");
+    let mut ready = 0;
+    for _ in 0..100 {
+        ready = app.get("/ready").await.status;
+        if ready == 200 {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready, 200);
+    let stored = acknowledged.len() as u64 + 1;
+    assert_eq!(app.counts("1").await, (stored, 0));
+    app.restart();
+    assert_eq!(app.counts("1").await, (stored, 0));
+    drop(app);
+    drop(disk);
 }
