@@ -1,6 +1,7 @@
 //! Idempotent retries: a POST with an `Idempotency-Key` header is executed
 //! once; its final answer is stored in the same SQLite transaction as the
-//! change it made, and a retry with the same key and body gets that answer
+//! change it made, and a retry with the same key and request (route and
+//! normalized fields: see `routes::extract::FromJsonObject::canonical`) gets that answer
 //! again, byte for byte.
 //!
 //! Keys live in memory (loaded from SQLite on start), so that a request is

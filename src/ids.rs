@@ -8,7 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use icu_normalizer::ComposingNormalizerBorrowed;
-use icu_properties::props::{DefaultIgnorableCodePoint, WhiteSpace};
+use icu_properties::props::{DefaultIgnorableCodePoint, Emoji, Ideographic, WhiteSpace};
 use icu_properties::CodePointSetData;
 use serde::{Serialize, Serializer};
 use serde_json::{Number, Value};
@@ -198,8 +198,10 @@ impl UserId {
     }
 }
 
-impl From<Arc<str>> for UserId {
-    fn from(key: Arc<str>) -> Self {
+impl UserId {
+    /// Takes text that was validated before it was stored (or, from before
+    /// ids were normalized, kept as it was: see `storage::normalize_stored_users`).
+    pub(crate) fn stored(key: Arc<str>) -> Self {
         UserId {
             key,
             numeric: false,
@@ -236,7 +238,7 @@ pub fn total_tickets_from_json(value: &Value) -> Result<u32, String> {
 /// are U+212B ANGSTROM SIGN and U+00C5. Only canonical equivalence: the
 /// compatibility forms (`"ｕ１"` and `"u1"`) and case stay distinct. Borrowed
 /// when the text is already in NFC, as ASCII always is.
-pub fn normalize(text: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn normalize(text: &str) -> std::borrow::Cow<'_, str> {
     if text.is_ascii() {
         return text.into();
     }
@@ -247,9 +249,10 @@ pub fn normalize(text: &str) -> std::borrow::Cow<'_, str> {
 /// apart from another, or from nothing, only by what does not show:
 /// 1-256 characters, no control characters, not blank (only White_Space
 /// and Default_Ignorable_Code_Point characters, such as U+200B ZERO WIDTH
-/// SPACE), no whitespace at either end, and no invisible character at
-/// either end other than the variation selectors and tags that close an
-/// emoji. Inside an id they stay: emoji and some scripts need joiners.
+/// SPACE), no whitespace at either end, and no invisible character but the
+/// joiners that emoji and some scripts need (not at either end) and the
+/// variation selectors and tags that choose how an emoji or an ideograph is
+/// drawn (after one).
 /// Properties from the Unicode Character Database, through ICU4X.
 fn check_user_text(text: &str) -> Result<(), String> {
     let length = text.chars().count();
@@ -291,17 +294,46 @@ fn check_user_text(text: &str) -> Result<(), String> {
     {
         return Err(PADDED.into());
     }
-    let closes_emoji = |c: char| matches!(c, '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}' | '\u{E0020}'..='\u{E007F}');
-    for (end, c) in [("begin", first), ("end", last)] {
-        if let Some(c) = c.filter(|&c| ignorable.contains(c) && !(end == "end" && closes_emoji(c)))
-        {
-            return Err(format!(
-                "userId must not {end} with an invisible character, not U+{:04X}",
-                c as u32
-            ));
-        }
+    // Variation selectors and tags pick how the character before them is
+    // drawn (an emoji, a glyph of an ideograph, a flag's region); joiners
+    // join emoji and the letters of some scripts. Every other invisible
+    // character (zero-width spaces, bidi controls, fillers) only hides, so
+    // an id holding one could pass for another.
+    let selects = |c: char| matches!(c, '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}' | '\u{E0020}'..='\u{E007F}');
+    let joins = |c: char| {
+        matches!(
+            c,
+            '\u{200C}' | '\u{200D}' | '\u{034F}' | '\u{180B}'..='\u{180F}'
+        )
+    };
+    let invisible = |c: char| ignorable.contains(c);
+    if let Some(c) = text
+        .chars()
+        .find(|&c| invisible(c) && !selects(c) && !joins(c))
+    {
+        return Err(invisible_error("contain", c));
     }
-    Ok(())
+    if let Some(c) = first.filter(|&c| invisible(c)) {
+        return Err(invisible_error("begin with", c));
+    }
+    // ...and they may end an id only after what they choose the drawing of.
+    let base = text.chars().rev().find(|&c| !selects(c));
+    let drawn = |base: char| {
+        CodePointSetData::new::<Emoji>().contains(base)
+            || CodePointSetData::new::<Ideographic>().contains(base)
+    };
+    match last {
+        Some(c) if selects(c) && !base.is_some_and(drawn) => Err(invisible_error("end with", c)),
+        Some(c) if !selects(c) && invisible(c) => Err(invisible_error("end with", c)),
+        _ => Ok(()),
+    }
+}
+
+fn invisible_error(rule: &str, c: char) -> String {
+    format!(
+        "userId must not {rule} an invisible character, not U+{:04X}",
+        c as u32
+    )
 }
 
 fn kind_of(value: &Value) -> &'static str {

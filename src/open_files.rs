@@ -7,9 +7,10 @@
 //! release wait unanswered. The hard limit is usually far higher.
 
 /// Files the server holds besides its connections: the database, its WAL and
-/// its shared memory for each pooled connection, the listener, an epoll and
-/// an eventfd or two for each worker and arbiter thread, stdio. Generous.
-const RESERVED: u64 = 128;
+/// its shared memory for each pooled connection, the listener, stdio...
+const RESERVED: u64 = 64;
+/// ...and an epoll, an eventfd or two and a timer for each worker. Generous.
+const RESERVED_PER_WORKER: u64 = 4;
 
 /// The open-files limit the server runs with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +28,10 @@ impl OpenFiles {
     /// `rlimit` crate. `None` where the platform has no such limit.
     pub fn raise() -> Option<OpenFiles> {
         let (was, _hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).ok()?;
-        let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(was);
+        let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or_else(|error| {
+            log::warn!("cannot raise the limit on open files above {was}: {error}");
+            was
+        });
         Some(OpenFiles { limit, was })
     }
 
@@ -37,15 +41,22 @@ impl OpenFiles {
     /// [`backlog`](Self::backlog)) until one closes, rather than being
     /// accepted into an error.
     pub fn connections_per_worker(&self, configured: usize, workers: usize) -> usize {
-        let room = self.limit.saturating_sub(RESERVED).max(workers as u64);
+        let room = self.room(workers).max(workers as u64);
         configured.min((room / workers as u64) as usize).max(1)
     }
 
-    /// The listen backlog: `wanted`, or less where the limit could not take
-    /// that many connections in anyway.
-    pub fn backlog(&self, wanted: i32) -> i32 {
-        let room = self.limit.saturating_sub(RESERVED).max(1);
+    /// The listen backlog: `wanted`, or no more than the connections the
+    /// limit lets the server take in at once; the kernel holds the rest
+    /// until a connection closes, and then they are served.
+    pub fn backlog(&self, wanted: i32, workers: usize) -> i32 {
+        let room = self.room(workers).max(1);
         wanted.min(i32::try_from(room).unwrap_or(i32::MAX))
+    }
+
+    /// Files left for connections.
+    fn room(&self, workers: usize) -> u64 {
+        self.limit
+            .saturating_sub(RESERVED + RESERVED_PER_WORKER * workers as u64)
     }
 }
 
@@ -59,18 +70,21 @@ mod tests {
             limit: 1024,
             was: 1024,
         };
-        assert_eq!(low.connections_per_worker(25_000, 2), 448);
-        assert_eq!(low.backlog(4096), 896);
+        // 1024 - 64 - 2 * 4 files for connections, shared by the workers.
+        assert_eq!(low.connections_per_worker(25_000, 2), 476);
+        assert_eq!(low.backlog(4096, 2), 952);
+        // More workers hold more files of their own.
+        assert_eq!(low.connections_per_worker(25_000, 64), 11);
         let high = OpenFiles {
             limit: 1 << 20,
             was: 1024,
         };
         assert_eq!(high.connections_per_worker(25_000, 2), 25_000);
-        assert_eq!(high.backlog(4096), 4096);
+        assert_eq!(high.backlog(4096, 2), 4096);
         // Never none at all, however low the limit.
         let tiny = OpenFiles { limit: 10, was: 10 };
         assert_eq!(tiny.connections_per_worker(25_000, 4), 1);
-        assert_eq!(tiny.backlog(4096), 1);
+        assert_eq!(tiny.backlog(4096, 4), 1);
     }
 
     #[test]

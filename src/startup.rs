@@ -297,17 +297,18 @@ fn connection_limits(settings: &Settings, workers: usize) -> (usize, i32) {
         return (settings.max_connections, LISTEN_BACKLOG);
     };
     let per_worker = files.connections_per_worker(settings.max_connections, workers);
-    let backlog = files.backlog(LISTEN_BACKLOG);
+    let backlog = files.backlog(LISTEN_BACKLOG, workers);
     log::info!(
         "open files: at most {} (the soft limit was {}); connections: at most {per_worker} per worker, {} in all",
         files.limit,
         files.was,
         per_worker * workers
     );
-    if per_worker < settings.max_connections {
+    if per_worker < settings.max_connections || backlog < LISTEN_BACKLOG {
         log::warn!(
-            "max_connections lowered from {} to {per_worker} per worker to fit {} open files; \
-             raise the hard limit (docker run --ulimit nofile=..., systemd LimitNOFILE=...) for more",
+            "max_connections lowered from {} to {per_worker} per worker, and the listen backlog \
+             from {LISTEN_BACKLOG} to {backlog}, to fit {} open files; raise the hard limit \
+             (docker run --ulimit nofile=..., systemd LimitNOFILE=...) for more",
             settings.max_connections,
             files.limit
         );

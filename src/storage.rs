@@ -824,6 +824,22 @@ mod tests {
     }
 
     #[test]
+    fn opening_a_current_database_writes_nothing() {
+        // A disk with no room left: a start-up must still read what is stored.
+        let dir = tempfile::tempdir().unwrap();
+        let settings = settings(&dir);
+        drop(Database::open(&settings).unwrap());
+        let mut conn = Connection::open(&settings.database).unwrap();
+        conn.pragma_update(None, "query_only", true).unwrap();
+        migrate(&mut conn).expect("a current schema is only read");
+        // An older one needs the write, and says so.
+        conn.pragma_update(None, "query_only", false).unwrap();
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.pragma_update(None, "query_only", true).unwrap();
+        assert!(migrate(&mut conn).is_err());
+    }
+
+    #[test]
     fn a_database_of_another_schema_version_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let settings = settings(&dir);

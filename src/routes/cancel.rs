@@ -34,7 +34,7 @@ fn answer(user: &UserId, decided: Result<&CancelOutcome, Refusal>) -> Answer {
         }
         Ok(CancelOutcome::Reassigned { to }) => {
             let reassigned = Cancelled::Reassigned {
-                user_id: UserId::from(to.clone()),
+                user_id: UserId::stored(to.clone()),
                 cancelled_user_id: user,
             };
             success(StatusCode::OK, &reassigned)

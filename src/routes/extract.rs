@@ -1,20 +1,18 @@
 //! Request bodies: read within the size limit, parsed as a JSON object, and
 //! validated field by field, so each route receives only well-formed ids.
 
-use std::cell::RefCell;
-use std::fmt;
-
 use actix_web::dev::Payload;
 use actix_web::error::PayloadError;
 use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::web::BytesMut;
 use actix_web::{web, FromRequest, HttpRequest};
-use futures::future::LocalBoxFuture;
+use futures::future::{ready, LocalBoxFuture, Ready};
 use futures::StreamExt;
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::map::Entry;
-use serde_json::{json, Map, Number, Value};
+use percent_encoding::percent_decode_str;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Map, Value};
 
+use super::strict_json::parse_json;
 use crate::error::ApiError;
 use crate::ids::{total_tickets_from_json, EventId, UserId};
 
@@ -81,122 +79,6 @@ impl<T: FromJsonObject + 'static> FromRequest for Valid<T> {
     }
 }
 
-/// The body as JSON, with exactly one reading: an object that names a
-/// member twice, at any depth, is refused (`duplicate field `userId``).
-/// Parsers differ on which duplicate wins ([RFC 8259, section
-/// 4](https://www.rfc-editor.org/rfc/rfc8259#section-4) leaves it open), so a
-/// proxy, a log or a firewall could otherwise read another request than the
-/// one executed. Member names are compared as decoded: `"user\u0049d"` is `userId`.
-fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
-    let problem = RefCell::new(None);
-    let mut reader = serde_json::Deserializer::from_slice(bytes);
-    let parsed = UniqueMembers(&problem)
-        .deserialize(&mut reader)
-        .and_then(|value| reader.end().map(|()| value));
-    parsed.map_err(|error| {
-        ApiError::InvalidInput(match problem.take() {
-            Some(Problem::Duplicate(name)) => format!("duplicate field `{name}`"),
-            // Beyond what an f64 holds (1e400): too large for any field.
-            Some(Problem::In(name)) if error.to_string().starts_with("number out of range") => {
-                format!("{name} is too large: {error}")
-            }
-            _ => format!("the request body is not valid JSON: {error}"),
-        })
-    })
-}
-
-/// Why [`UniqueMembers`] stopped, beyond what serde_json's error says.
-enum Problem {
-    /// A member name seen twice in one object.
-    Duplicate(String),
-    /// The value of this member (the innermost) could not be read.
-    In(String),
-}
-
-/// Builds a `serde_json::Value` as `serde_json::from_slice` would, except
-/// that a member name seen twice in one object stops the parse. What
-/// stopped it is written to the cell: serde_json's error would add a
-/// position to the text, and does not name the member.
-#[derive(Clone, Copy)]
-struct UniqueMembers<'a>(&'a RefCell<Option<Problem>>);
-
-impl<'de> DeserializeSeed<'de> for UniqueMembers<'_> {
-    type Value = Value;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for UniqueMembers<'_> {
-    type Value = Value;
-
-    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
-        formatter.write_str("any JSON value")
-    }
-
-    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
-        Ok(Value::Bool(value))
-    }
-
-    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
-        Ok(Value::from(value))
-    }
-
-    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
-        Ok(Value::from(value))
-    }
-
-    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
-        // serde_json refuses what a finite f64 cannot hold, so this is a number.
-        Ok(Number::from_f64(value).map_or(Value::Null, Value::Number))
-    }
-
-    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
-        Ok(Value::String(value.to_owned()))
-    }
-
-    fn visit_string<E>(self, value: String) -> Result<Value, E> {
-        Ok(Value::String(value))
-    }
-
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Value, A::Error> {
-        let mut array = Vec::new();
-        while let Some(item) = items.next_element_seed(self)? {
-            array.push(item);
-        }
-        Ok(Value::Array(array))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<Value, A::Error> {
-        let mut object = Map::new();
-        while let Some(name) = members.next_key::<String>()? {
-            let value = match members.next_value_seed(self) {
-                Ok(value) => value,
-                Err(error) => {
-                    let mut problem = self.0.borrow_mut();
-                    problem.get_or_insert(Problem::In(name));
-                    return Err(error);
-                }
-            };
-            match object.entry(name) {
-                Entry::Vacant(entry) => {
-                    entry.insert(value);
-                }
-                Entry::Occupied(entry) => {
-                    *self.0.borrow_mut() = Some(Problem::Duplicate(entry.key().clone()));
-                    return Err(de::Error::custom("duplicate member"));
-                }
-            }
-        }
-        Ok(Value::Object(object))
-    }
-}
-
 /// The whole body, or `Overflow` once it passes `limit` bytes. A body that
 /// arrives in one piece, as a small JSON object usually does, is kept as that
 /// piece, without a copy: actix's `Bytes` extractor would copy it into a new
@@ -222,6 +104,31 @@ async fn read_body(mut payload: Payload, limit: usize) -> Result<web::Bytes, Pay
         }
     }
     Ok(joined.map_or(whole, BytesMut::freeze))
+}
+
+/// The segments of the request's path, as `web::Path<T>` gives them, once
+/// the whole path is known to percent-decode to UTF-8. actix decodes what is
+/// not UTF-8 to U+FFFD, so `%FF` and `%E9` would both name the user "\u{FFFD}".
+pub struct PathSegments<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest for PathSegments<T> {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(
+            if percent_decode_str(req.uri().path()).decode_utf8().is_err() {
+                Err(ApiError::InvalidInput(
+                    "the path is not UTF-8 once percent-decoded".into(),
+                ))
+            } else {
+                req.match_info()
+                    .load()
+                    .map(PathSegments)
+                    .map_err(|error| ApiError::InvalidInput(format!("the path: {error}")))
+            },
+        )
+    }
 }
 
 /// The most bytes a request body may have; beyond, 413.
@@ -270,7 +177,9 @@ impl FromJsonObject for OrderRequest {
     }
 
     fn canonical(&self) -> Vec<u8> {
-        let fields = json!({"eventId": self.event, "userId": self.user});
+        // The user's key: `7` and `"7"` are one user, so one request (a
+        // retry replays the first answer, in the form it was sent).
+        let fields = json!({"eventId": self.event, "userId": self.user.key().as_ref()});
         serde_json::to_vec(&fields).expect("ids serialize")
     }
 }

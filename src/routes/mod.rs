@@ -13,6 +13,7 @@ mod openapi;
 mod operations;
 mod recovery;
 mod status;
+mod strict_json;
 
 use std::sync::Arc;
 
@@ -46,9 +47,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     // /health, so it comes before the /api scope and its guard. The docs
     // page comes last: its pattern is a regular expression, which every
     // booking would otherwise be matched against first.
-    cfg.service(resource("/health", GET).route(web::get().to(operations::health)))
-        .service(resource("/ready", GET).route(web::get().to(operations::ready)))
-        .service(resource("/metrics", GET).route(web::get().to(operations::metrics)))
+    cfg.service(resource("/health", ALLOW_GET).route(web::get().to(operations::health)))
+        .service(resource("/ready", ALLOW_GET).route(web::get().to(operations::ready)))
+        .service(resource("/metrics", ALLOW_GET).route(web::get().to(operations::metrics)))
         .service(openapi::document_resource())
         .service(
             web::scope("/api")
@@ -61,10 +62,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(resource("/book", "POST").route(web::post().to(book::book)))
                 .service(resource("/cancel", "POST").route(web::post().to(cancel::cancel)))
                 .service(
-                    resource("/status/{eventId}", GET).route(web::get().to(status::event_status)),
+                    resource("/status/{eventId}", ALLOW_GET)
+                        .route(web::get().to(status::event_status)),
                 )
                 .service(
-                    resource("/status/{eventId}/{userId}", GET)
+                    resource("/status/{eventId}/{userId}", ALLOW_GET)
                         .route(web::get().to(status::user_status)),
                 ),
         )
@@ -96,7 +98,7 @@ pub fn cors(settings: &CorsSettings) -> Cors {
 }
 
 /// What `Allow` lists for a `GET` route: `HEAD` is answered wherever `GET` is (see `head_as_get`).
-const GET: &str = "GET, HEAD";
+const ALLOW_GET: &str = "GET, HEAD";
 
 /// A resource that answers a JSON 405, with `Allow`, to the methods it has no route for.
 fn resource(path: &str, allow: &'static str) -> actix_web::Resource {

@@ -87,7 +87,9 @@ impl ToSchema for UserId {
 #[into_params(parameter_in = Header)]
 pub struct IdempotencyKey {
     /// 1-255 printable ASCII characters, not starting or ending with a space
-    /// (HTTP drops those): a retry with the same key and body gets the first
+    /// (HTTP drops those): a retry with the same key and request (the same
+    /// route and fields, however spelled: member order, `1.0` for `1`, NFC)
+    /// gets the first
     /// answer again
     #[param(
         rename = "Idempotency-Key",
@@ -116,7 +118,7 @@ pub struct OrderRequest {
 pub struct Initialized {
     #[schema(example = "Event initialized")]
     message: String,
-    /// As sent.
+    /// As sent: a string as it was, a number in canonical form (`1.0` comes back as `1`).
     eventId: EventId,
     totalTickets: u32,
 }
@@ -287,7 +289,7 @@ impl Modify for BearerKeys {
 
 **Integers** (`eventId`, `userId`, `totalTickets`): JSON has one kind of number, so an integral spelling such as `1.0`, `1e2` or `0.5e1` is that integer, as in JSON Schema and JavaScript, and every answer carries it in canonical form (`1`, `100`, `5`). A spelling with a fraction or an exponent is read as an IEEE 754 double, as JavaScript reads it. Refused with 400, the `details` naming the rule broken: a negative number, zero (where the least is 1), a fraction (`1.5`: not a whole number), or a number above the field's bound (too large, with the bound: 9007199254740991 = 2^53 - 1 for ids, the largest integer JavaScript holds exactly; 10000000 tickets).
 
-**User ids** given as strings are normalized to Unicode NFC (UAX #15) in bodies and paths alike, before any check: canonically equivalent spellings (`j\\u00fcrgen` and `ju\\u0308rgen`, U+212B ANGSTROM SIGN and U+00C5) are one user, and answers carry the NFC form. Compatibility forms (`\\uff55\\uff11` and `u1`) and case stay distinct. Refused with 400: an empty or blank id (only whitespace or invisible characters such as U+200B ZERO WIDTH SPACE), an id that begins or ends with whitespace, or with an invisible character (other than the variation selectors and tags that end an emoji), and control characters. Length (1-256 characters) is counted after normalization.
+**User ids** given as strings are normalized to Unicode NFC (UAX #15) in bodies and paths alike, before any check: canonically equivalent spellings (`j\\u00fcrgen` and `ju\\u0308rgen`, U+212B ANGSTROM SIGN and U+00C5) are one user, and answers carry the NFC form. Compatibility forms (`\\uff55\\uff11` and `u1`) and case stay distinct. Refused with 400: an empty or blank id (only whitespace or invisible characters such as U+200B ZERO WIDTH SPACE), an id that begins or ends with whitespace, an invisible character anywhere but the joiners emoji and some scripts need (ZWJ, ZWNJ) and the variation selectors and tags that choose how an emoji or an ideograph is drawn (after one), and control characters. The pattern below states this for the Basic Multilingual Plane only; invisible characters beyond it (tags, U+1D173...) are refused all the same. A path that does not percent-decode to UTF-8 is refused. Length (1-256 characters) is counted after normalization.
 
 Every `GET` route answers `HEAD` as well, with the same status and headers and no body."),
     paths(
@@ -313,7 +315,7 @@ pub fn document_resource() -> actix_web::Resource {
     let document = web::Bytes::from(
         serde_json::to_vec(&ApiDoc::openapi()).expect("the OpenAPI document serializes"),
     );
-    super::resource(DOCUMENT_PATH, super::GET).route(web::get().to(move || {
+    super::resource(DOCUMENT_PATH, super::ALLOW_GET).route(web::get().to(move || {
         let document = document.clone();
         async move {
             HttpResponse::Ok()

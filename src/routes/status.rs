@@ -1,6 +1,7 @@
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
+use super::extract::PathSegments;
 use super::openapi;
 use crate::actors::{EventRegistry, GetSummary, GetUserStatus};
 use crate::booking::UserStatus;
@@ -42,9 +43,9 @@ struct UserStatusBody {
 )]
 pub async fn event_status(
     registry: web::Data<EventRegistry>,
-    path: web::Path<String>,
+    PathSegments(event): PathSegments<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let event = EventId::parse(&path).map_err(ApiError::InvalidInput)?;
+    let event = EventId::parse(&event).map_err(ApiError::InvalidInput)?;
     let actor = registry.get(&event).ok_or(ApiError::EventNotFound)?;
     let summary = registry.ask(&actor, GetSummary).await?;
     Ok(HttpResponse::Ok().json(EventStatus {
@@ -74,9 +75,8 @@ pub async fn event_status(
 )]
 pub async fn user_status(
     registry: web::Data<EventRegistry>,
-    path: web::Path<(String, String)>,
+    PathSegments((event, user)): PathSegments<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let (event, user) = path.into_inner();
     let event = EventId::parse(&event).map_err(ApiError::InvalidInput)?;
     let user = UserId::parse(&user).map_err(ApiError::InvalidInput)?;
     let actor = registry.get(&event).ok_or(ApiError::EventNotFound)?;

@@ -177,6 +177,16 @@ async fn integral_spellings_are_the_integer_everywhere_and_come_back_canonical()
         let answer = app.book(json!(1), same.clone()).await;
         assert_eq!(answer.status, 409, "{same}: {:?}", answer.body);
     }
+    // Read as JavaScript reads them: the nearest double is the integer.
+    for (spelling, integer) in [
+        ("9007199254740991.0", 9_007_199_254_740_991u64),
+        ("9211975.99999999917", 9_211_976),
+    ] {
+        let body = format!(r#"{{"eventId": 1, "userId": {spelling}}}"#);
+        let booked = app.post_raw("/api/book", JSON, body).await;
+        assert_eq!(booked.body["userId"], json!(integer), "{spelling}");
+        assert_eq!(app.book(json!(1), json!(integer)).await.status, 409);
+    }
     let status = app.user_status("1", "100").await;
     assert_eq!(
         status.body,
@@ -188,7 +198,7 @@ async fn integral_spellings_are_the_integer_everywhere_and_come_back_canonical()
     assert_eq!(cancelled.status, 200, "{:?}", cancelled.body);
     assert_eq!(cancelled.body["userId"], json!(100));
     assert!(!String::from_utf8(cancelled.raw).unwrap().contains("100.0"));
-    assert_eq!(app.counts("1").await, (0, 0));
+    assert_eq!(app.counts("1").await, (2, 0));
 }
 
 #[actix_web::test]
@@ -216,11 +226,26 @@ async fn every_integer_field_refusal_names_the_rule_broken() {
             "negative",
         ),
         ("eventId", "1e20", vec!["too large", max], "whole"),
+        // Beyond any double: not a number any field could hold.
         (
             "eventId",
             "1e400",
-            vec!["eventId", "too large"],
+            vec!["too large", "1e400"],
             "not valid JSON",
+        ),
+        ("userId", "-1e400", vec!["negative", "-1e400"], "too large"),
+        // Read to the nearest double, as JavaScript reads it: these are not whole.
+        (
+            "userId",
+            "4503599627370495.5",
+            vec!["whole number"],
+            "negative",
+        ),
+        (
+            "userId",
+            "9.999999999999999",
+            vec!["whole number"],
+            "negative",
         ),
         ("eventId", "-1", vec!["negative"], "too large"),
         (
@@ -307,8 +332,13 @@ async fn the_api_description_states_the_number_policy() {
     let app = spawn_app();
     let document: Value = app.get("/api/openapi.json").await.body;
     let description = document["info"]["description"].as_str().unwrap_or_default();
-    assert!(
-        description.contains("1.0") && description.contains("integer"),
-        "{description}"
-    );
+    for stated in [
+        "duplicate field `userId`",
+        "`1.0`, `1e2` or `0.5e1` is that integer",
+        "9007199254740991",
+        "10000000",
+        "NFC",
+    ] {
+        assert!(description.contains(stated), "{stated:?} in {description}");
+    }
 }

@@ -256,8 +256,9 @@ async fn a_server_restarts_on_a_full_disk_and_takes_writes_again_once_space_is_f
         Ok(disk) => disk,
         Err(why) => {
             eprintln!(
-                "skipped: cannot mount a tmpfs here ({why}); \
-                 a_full_disk_refuses_writes_and_acknowledges_only_what_is_stored covers the restart with a size cap"
+                "skipped: cannot mount a tmpfs here ({why}); a restart at the size cap runs in \
+                 a_full_disk_refuses_writes_and_acknowledges_only_what_is_stored, and the unit test \
+                 storage::tests::opening_a_current_database_writes_nothing shows start-up writes nothing"
             );
             return;
         }

@@ -85,6 +85,16 @@ async fn ids_indistinguishable_from_another_or_from_nothing_are_refused() {
         ("a\u{200b}", "invisible"),
         ("a\u{200d}", "invisible"),
         ("\u{fe0f}a", "invisible"),
+        // A variation selector or tag shows nothing after what is no emoji or ideograph.
+        ("abc\u{fe0f}", "invisible"),
+        ("abc\u{e007f}", "invisible"),
+        ("abc \u{fe0f}", "invisible"),
+        ("abc\u{200b}\u{fe0f}", "invisible"),
+        // Inside an id, what only hides: "ab", "a b" and a reversed "ba" to the eye.
+        ("a\u{200b}b", "contain an invisible"),
+        ("a\u{00ad}b", "contain an invisible"),
+        ("a\u{202e}b", "contain an invisible"),
+        ("a\u{3164}b", "contain an invisible"),
     ];
     for (user, rule) in cases {
         let answer = app.book(json!(1), json!(user)).await;
@@ -108,11 +118,35 @@ async fn ids_indistinguishable_from_another_or_from_nothing_are_refused() {
     for user in [
         "\u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467}",
         "\u{2764}\u{FE0F}",
+        // The flag of Scotland: a black flag and tags; a variant of an ideograph.
+        "\u{1F3F4}\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}",
+        "\u{8FBB}\u{E0100}",
         "\u{0645}\u{06cc}\u{200c}\u{062e}\u{0648}\u{0627}\u{0647}\u{0645}",
     ] {
         let answer = app.book(json!(1), json!(user)).await;
         assert_eq!(answer.body, json!({"status": "booked", "userId": user}));
     }
+}
+
+#[actix_web::test]
+async fn a_path_that_is_not_utf8_is_refused_not_read_as_replacement_characters() {
+    let app = spawn_app();
+    app.initialize(json!(1), 10).await;
+    assert_eq!(app.book(json!(1), json!("\u{fffd}")).await.status, 200);
+    // A Latin-1 byte, a lone byte, an overlong "/", a surrogate: none is U+FFFD.
+    for path in ["%E9", "%FF", "%C0%AF", "%ED%A0%80"] {
+        let answer = app.user_status("1", path).await;
+        assert_eq!(answer.status, 400, "{path}: {:?}", answer.body);
+        assert_eq!(
+            answer.body["details"], "the path is not UTF-8 once percent-decoded",
+            "{path}"
+        );
+    }
+    assert_eq!(app.get("/api/status/%FF").await.status, 400);
+    assert_eq!(
+        app.user_status("1", "%EF%BF%BD").await.body["status"],
+        "booked"
+    );
 }
 
 #[actix_web::test]
@@ -164,11 +198,12 @@ async fn a_retry_is_the_same_request_however_it_is_spelled() {
     }
     let other = keyed(&app, "k1", r#"{"eventId": 1, "userId": "jurgen"}"#).await;
     assert_eq!(other.status, 422, "{:?}", other.body);
-    // A number and its decimal text are one user, but not one answer: not the same request.
+    // A number and its decimal text are one user: the first answer comes back.
     let number = keyed(&app, "k2", r#"{"eventId": 1, "userId": 7}"#).await;
     assert_eq!(number.body["userId"], json!(7));
     let text = keyed(&app, "k2", r#"{"eventId": 1, "userId": "7"}"#).await;
-    assert_eq!(text.status, 422, "{:?}", text.body);
+    assert_eq!(text.header("idempotent-replayed"), Some("true"));
+    assert_eq!(text.raw, number.raw);
     assert_eq!(app.counts("1").await, (2, 0));
 }
 
@@ -187,12 +222,14 @@ async fn answers_stored_before_canonical_fingerprints_still_replay_to_the_same_b
         .chain_update(body)
         .finalize()
         .to_vec();
+    // A database of schema version 3, as that version left it.
     let db = Connection::open(app.database()).unwrap();
     db.execute("UPDATE idempotency SET fingerprint = ?1", [&raw])
         .unwrap();
-    db.execute_batch("UPDATE fingerprints SET raw_before = (SELECT max(seq) + 1 FROM idempotency)")
+    db.execute_batch("DROP TABLE fingerprints; PRAGMA user_version = 3;")
         .unwrap();
     drop(db);
+    // The migration marks the answers stored until then.
     app.start();
     let replayed = keyed(&app, "old", body).await;
     assert_eq!(replayed.header("idempotent-replayed"), Some("true"));
@@ -200,19 +237,31 @@ async fn answers_stored_before_canonical_fingerprints_still_replay_to_the_same_b
     // Only the body as it was sent matches such an answer.
     let reordered = keyed(&app, "old", r#"{"userId": "u1", "eventId": 1}"#).await;
     assert_eq!(reordered.status, 422, "{:?}", reordered.body);
+    // Answers stored from now on are matched by what they read.
+    let new = keyed(&app, "new", r#"{"eventId": 1, "userId": "u2"}"#).await;
+    assert_eq!(new.status, 200);
+    app.restart();
+    let reordered = keyed(&app, "new", r#"{"userId": "u2", "eventId": 1.0}"#).await;
+    assert_eq!(reordered.header("idempotent-replayed"), Some("true"));
+    assert_eq!(reordered.raw, new.raw);
+    assert_eq!(keyed(&app, "old", body).await.raw, first.raw);
 }
 
 /// The state of the event of the test below, after the migration.
 async fn expect_migrated_state(app: &TestApp) {
-    // The acknowledged standing is whole: 3 tickets held, one waiting.
-    assert_eq!(app.counts("e").await, (3, 1));
+    // The acknowledged standing is whole: 8 tickets held, one waiting.
+    assert_eq!(app.counts("e").await, (8, 1));
     let standing = app.user_status("e", "ju%CC%88rgen").await;
     assert_eq!(standing.body["userId"], "j\u{00fc}rgen");
     assert_eq!(standing.body["status"], "booked");
-    assert_eq!(
-        app.user_status("e", "%C3%85").await.body["status"],
-        "booked"
-    );
+    // U+1E0D U+0307, the NFC of both stored spellings of d with two dots.
+    for user in ["%C3%85", "K", "%E1%B8%8D%CC%87"] {
+        assert_eq!(
+            app.user_status("e", user).await.body["status"],
+            "booked",
+            "{user}"
+        );
+    }
     let queued = app.user_status("e", "%C3%B6").await.body;
     assert_eq!(
         (&queued["status"], &queued["position"]),
@@ -223,21 +272,29 @@ async fn expect_migrated_state(app: &TestApp) {
 #[actix_web::test]
 async fn ids_stored_before_normalization_are_normalized_once_and_collisions_keep_their_standing() {
     let mut app = spawn_app();
-    app.initialize(json!("e"), 3).await;
+    app.initialize(json!("e"), 8).await;
     app.stop_with("TERM");
     // A database of schema version 3, written before ids were normalized.
     let db = Connection::open(app.database()).unwrap();
-    db.execute_batch(
-        "DROP TABLE fingerprints;
-         PRAGMA user_version = 3;",
-    )
-    .unwrap();
+    db.execute_batch("DROP TABLE fingerprints; PRAGMA user_version = 3;")
+        .unwrap();
     let rows = [
-        ("ju\u{0308}rgen", "booked"), // only stored decomposed: renamed to NFC
-        ("\u{00C5}", "booked"),       // NFC spelling ...
-        ("\u{212B}", "booked"),       // ... and another: NFC keeps the id
-        ("o\u{0308}", "waiting"),     // a queue place, renamed
-        ("ju\u{0308}rgen", "cancelled"), // a later row of a renamed user
+        // Only stored decomposed: renamed to NFC, all its rows.
+        ("ju\u{0308}rgen", "booked"),
+        // An NFC spelling and two others: the NFC one keeps the id.
+        ("\u{00C5}", "booked"),
+        ("\u{212B}", "booked"),
+        ("A\u{030A}", "booked"),
+        // KELVIN SIGN, whose NFC is the ASCII "K", stored too: "K" keeps it.
+        ("\u{212A}", "booked"),
+        ("K", "booked"),
+        // Two spellings, neither NFC: the first stored keeps the id.
+        ("d\u{0307}\u{0323}", "booked"),
+        ("\u{1E0B}\u{0323}", "booked"),
+        // A queue place, renamed.
+        ("o\u{0308}", "waiting"),
+        // Later rows of a renamed user.
+        ("ju\u{0308}rgen", "cancelled"),
         ("ju\u{0308}rgen", "booked"),
     ];
     for (user, status) in rows {
@@ -251,15 +308,12 @@ async fn ids_stored_before_normalization_are_normalized_once_and_collisions_keep
 
     app.start();
     expect_migrated_state(&app).await;
-    assert!(
-        app.log().contains("one user in NFC"),
-        "the collision is logged:\n{}",
-        app.log()
-    );
+    let collisions = app.log().matches("one user in NFC").count();
+    assert_eq!(collisions, 4, "each collision is logged:\n{}", app.log());
     let stored: Vec<String> = {
         let db = Connection::open(app.database()).unwrap();
         let mut query = db
-            .prepare("SELECT user_id FROM order_log ORDER BY seq")
+            .prepare("SELECT DISTINCT user_id FROM order_log")
             .unwrap();
         query
             .query_map([], |row| row.get(0))
@@ -267,16 +321,18 @@ async fn ids_stored_before_normalization_are_normalized_once_and_collisions_keep
             .collect::<Result<_, _>>()
             .unwrap()
     };
-    assert!(
-        !stored
-            .iter()
-            .any(|u| u == "ju\u{0308}rgen" || u == "o\u{0308}"),
-        "{stored:?}"
-    );
-    assert!(
-        stored.iter().any(|u| u == "\u{212B}"),
-        "the other spelling keeps its rows: {stored:?}"
-    );
+    for renamed in ["ju\u{0308}rgen", "o\u{0308}", "d\u{0307}\u{0323}"] {
+        assert!(
+            !stored.iter().any(|u| u == renamed),
+            "{renamed:?}: {stored:?}"
+        );
+    }
+    for kept in ["\u{212B}", "A\u{030A}", "\u{212A}", "\u{1E0B}\u{0323}"] {
+        assert!(
+            stored.iter().any(|u| u == kept),
+            "{kept:?} keeps its rows: {stored:?}"
+        );
+    }
     // The same after another restart (the migration ran once), and the
     // renamed user acts as one: a cancel frees the ticket for the queue.
     app.restart();
@@ -288,7 +344,7 @@ async fn ids_stored_before_normalization_are_normalized_once_and_collisions_keep
         "booked"
     );
     app.restart();
-    assert_eq!(app.counts("e").await, (3, 0));
+    assert_eq!(app.counts("e").await, (8, 0));
     assert_eq!(
         app.user_status("e", "j%C3%BCrgen").await.body["status"],
         "cancelled"
