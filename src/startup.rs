@@ -304,12 +304,23 @@ fn connection_limits(settings: &Settings, workers: usize) -> (usize, i32) {
         files.was,
         per_worker * workers
     );
-    if per_worker < settings.max_connections || backlog < LISTEN_BACKLOG {
+    let mut lowered = Vec::new();
+    if per_worker < settings.max_connections {
+        let configured = settings.max_connections;
+        lowered.push(format!(
+            "max_connections from {configured} to {per_worker} per worker"
+        ));
+    }
+    if backlog < LISTEN_BACKLOG {
+        lowered.push(format!(
+            "the listen backlog from {LISTEN_BACKLOG} to {backlog}"
+        ));
+    }
+    if !lowered.is_empty() {
         log::warn!(
-            "max_connections lowered from {} to {per_worker} per worker, and the listen backlog \
-             from {LISTEN_BACKLOG} to {backlog}, to fit {} open files; raise the hard limit \
+            "lowered {} to fit {} open files; raise the hard limit \
              (docker run --ulimit nofile=..., systemd LimitNOFILE=...) for more",
-            settings.max_connections,
+            lowered.join(" and "),
             files.limit
         );
     }

@@ -126,9 +126,12 @@ impl Database {
             max_page_count: settings.max_page_count,
         };
         // A plain first connection reports a bad path at once; the pool would retry for its timeout.
-        let mut first = Connection::open(path)?;
-        pragmas.apply(&mut first)?;
-        migrate(&mut first)?;
+        let first = when_room(|| {
+            let mut first = Connection::open(path)?;
+            pragmas.apply(&mut first)?;
+            migrate(&mut first)?;
+            Ok(first)
+        })?;
         drop(first);
 
         let manager =
@@ -392,6 +395,48 @@ impl Database {
         }
         Ok(loader.finish()?.events.pop().map(|(_, state)| state))
     }
+}
+
+/// How often a start that found no room on the disk tries again.
+const ROOM_RETRY: Duration = Duration::from_secs(1);
+
+/// `open`, tried again every [`ROOM_RETRY`] while the disk (or
+/// `max_page_count`) has no room for it, so that a server started on a full
+/// disk starts once space is freed instead of exiting (and a container
+/// restarting in a loop). Opening writes only where it must: a schema
+/// upgrade, or SQLite's shared-memory file (`-shm`, 32 KiB) where it was
+/// deleted, which SQLite needs before it reads the WAL.
+fn when_room<T>(mut open: impl FnMut() -> Result<T, StorageError>) -> Result<T, StorageError> {
+    let mut waiting = false;
+    loop {
+        match open() {
+            Err(StorageError::Sqlite(error)) if no_room(&error) => {
+                if !waiting {
+                    log::error!(
+                        "no room to open the database ({error}); \
+                         waiting for space, trying again every {ROOM_RETRY:?}"
+                    );
+                    waiting = true;
+                }
+                std::thread::sleep(ROOM_RETRY);
+            }
+            done => {
+                if waiting && done.is_ok() {
+                    log::info!("the database is open: there is room again");
+                }
+                return done;
+            }
+        }
+    }
+}
+
+/// A full disk, as SQLite reports it: `SQLITE_FULL`, or
+/// `SQLITE_IOERR_SHMSIZE` when its shared-memory file cannot grow.
+fn no_room(error: &rusqlite::Error) -> bool {
+    error.sqlite_error().is_some_and(|error| {
+        error.code == rusqlite::ErrorCode::DiskFull
+            || error.extended_code == rusqlite::ffi::SQLITE_IOERR_SHMSIZE
+    })
 }
 
 /// Creates the schema in a new file, upgrades an older one; refuses a newer

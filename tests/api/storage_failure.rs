@@ -309,3 +309,59 @@ async fn a_server_restarts_on_a_full_disk_and_takes_writes_again_once_space_is_f
     drop(app);
     drop(disk);
 }
+
+#[actix_web::test]
+async fn a_start_that_must_write_waits_on_a_full_disk_for_space_then_starts() {
+    let folder = tempfile::tempdir().unwrap();
+    let disk = match SmallDisk::mount(folder.path().join("disk"), "3m") {
+        Ok(disk) => disk,
+        Err(why) => {
+            eprintln!("skipped: cannot mount a tmpfs here ({why})");
+            return;
+        }
+    };
+    std::fs::write(disk.path.join("ballast"), vec![1; 512 << 10]).unwrap();
+    let database = disk.path.join("bookings.db");
+    let mut app = spawn_app_with(&[("BOOKING_DATABASE", database.to_str().unwrap())]);
+    app.initialize(json!(1), 100).await;
+    for user in 0..20 {
+        assert_eq!(app.book(json!(1), json!(user)).await.status, 200);
+    }
+    assert!(app.stop_with("TERM").success());
+    // As the version before this one left it: its next start must upgrade it.
+    let old = Connection::open(&database).unwrap();
+    old.execute_batch("DROP TABLE fingerprints; PRAGMA user_version = 3;")
+        .unwrap();
+    // The last connection to close checkpoints and deletes the -wal and
+    // -shm files: SQLite must write the -shm again before it reads anything.
+    drop(old);
+    assert!(!disk.path.join("bookings.db-shm").exists());
+    disk.fill("filler");
+
+    // Space is freed once the server says it waits for it, not before.
+    let (log, space) = (app.dir.path().join("server.log"), disk.path.clone());
+    let freer = std::thread::spawn(move || {
+        for _ in 0..600 {
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            if said.contains("no room to open the database") {
+                std::fs::remove_file(space.join("filler")).unwrap();
+                std::fs::remove_file(space.join("ballast")).unwrap();
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    });
+    app.start();
+    assert!(
+        freer.join().unwrap(),
+        "the server never said it waits for room"
+    );
+    assert!(app
+        .log()
+        .contains("the database is open: there is room again"));
+    assert_eq!(app.counts("1").await, (20, 0));
+    assert_eq!(app.book(json!(1), json!("after")).await.status, 200);
+    drop(app);
+    drop(disk);
+}
