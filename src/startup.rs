@@ -169,8 +169,9 @@ impl Application {
                     !cors.allowed_origins.is_empty(),
                     routes::cors(&cors),
                 ))
-                .wrap(from_fn(routes::head_as_get))
                 .wrap(from_fn(routes::json_errors))
+                // Outside json_errors, so that it drops the body of every answer to a HEAD.
+                .wrap(from_fn(routes::head_as_get))
                 .wrap(from_fn(routes::observe))
         })
         .workers(workers)

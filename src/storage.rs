@@ -114,7 +114,8 @@ impl Database {
     /// Opens (creating if needed) the database file and its schema.
     pub fn open(settings: &Settings) -> Result<Self, StorageError> {
         let path = Path::new(&settings.database);
-        if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
+        if let Some(folder) = folder {
             std::fs::create_dir_all(folder).map_err(|source| StorageError::Folder {
                 path: folder.display().to_string(),
                 source,
@@ -125,14 +126,17 @@ impl Database {
             busy_timeout: Duration::from_millis(settings.busy_timeout_ms),
             max_page_count: settings.max_page_count,
         };
+        let room = Room {
+            folder: folder.unwrap_or(Path::new(".")),
+            max_page_count: settings.max_page_count,
+        };
         // A plain first connection reports a bad path at once; the pool would retry for its timeout.
-        let first = when_room(|| {
+        let first = room.wait_for(|| {
             let mut first = Connection::open(path)?;
             pragmas.apply(&mut first)?;
             migrate(&mut first)?;
             Ok(first)
         })?;
-        drop(first);
 
         let manager =
             SqliteConnectionManager::file(path).with_init(move |conn| pragmas.apply(conn));
@@ -143,6 +147,9 @@ impl Database {
             .test_on_check_out(false)
             .connection_timeout(Duration::from_secs(10))
             .build(manager)?;
+        // Closed only now: the last connection to close deletes the -shm
+        // file, which the pool's would then have to write again.
+        drop(first);
         Ok(Database { pool })
     }
 
@@ -400,43 +407,67 @@ impl Database {
 /// How often a start that found no room on the disk tries again.
 const ROOM_RETRY: Duration = Duration::from_secs(1);
 
-/// `open`, tried again every [`ROOM_RETRY`] while the disk (or
-/// `max_page_count`) has no room for it, so that a server started on a full
-/// disk starts once space is freed instead of exiting (and a container
-/// restarting in a loop). Opening writes only where it must: a schema
-/// upgrade, or SQLite's shared-memory file (`-shm`, 32 KiB) where it was
-/// deleted, which SQLite needs before it reads the WAL.
-fn when_room<T>(mut open: impl FnMut() -> Result<T, StorageError>) -> Result<T, StorageError> {
-    let mut waiting = false;
-    loop {
-        match open() {
-            Err(StorageError::Sqlite(error)) if no_room(&error) => {
-                if !waiting {
-                    log::error!(
-                        "no room to open the database ({error}); \
-                         waiting for space, trying again every {ROOM_RETRY:?}"
-                    );
-                    waiting = true;
+/// Where a start looks for room when SQLite finds none.
+struct Room<'a> {
+    /// The database's folder: its file system's free space.
+    folder: &'a Path,
+    /// The configured cap on pages: a full database with a disk that has
+    /// room is the cap, which waiting does not lift.
+    max_page_count: u32,
+}
+
+impl Room<'_> {
+    /// `open`, tried again every [`ROOM_RETRY`] while the disk has no room
+    /// for it, so that a server started on a full disk starts once space is
+    /// freed instead of exiting (and a container restarting in a loop). The
+    /// port stays closed meanwhile. Opening writes only where it must: a
+    /// schema upgrade, or SQLite's shared-memory file (`-shm`, 32 KiB)
+    /// where it was deleted, which SQLite needs before it reads the WAL.
+    fn wait_for<T>(
+        &self,
+        mut open: impl FnMut() -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let mut waiting = false;
+        loop {
+            match open() {
+                Err(StorageError::Sqlite(error)) if self.lacking(&error) => {
+                    if !waiting {
+                        log::error!(
+                            "no room to open the database ({error}); \
+                             waiting for space, trying again every {ROOM_RETRY:?}"
+                        );
+                        waiting = true;
+                    }
+                    std::thread::sleep(ROOM_RETRY);
                 }
-                std::thread::sleep(ROOM_RETRY);
-            }
-            done => {
-                if waiting && done.is_ok() {
-                    log::info!("the database is open: there is room again");
+                done => {
+                    if waiting && done.is_ok() {
+                        log::info!("the database is open: there is room again");
+                    }
+                    return done;
                 }
-                return done;
             }
         }
     }
-}
 
-/// A full disk, as SQLite reports it: `SQLITE_FULL`, or
-/// `SQLITE_IOERR_SHMSIZE` when its shared-memory file cannot grow.
-fn no_room(error: &rusqlite::Error) -> bool {
-    error.sqlite_error().is_some_and(|error| {
-        error.code == rusqlite::ErrorCode::DiskFull
-            || error.extended_code == rusqlite::ffi::SQLITE_IOERR_SHMSIZE
-    })
+    /// Whether `error` is the disk's lack of room, which freeing space
+    /// mends: SQLite's `SQLITE_FULL` (unless the disk has room and the cap
+    /// on pages is what was reached), or `SQLITE_IOERR_SHMSIZE` (its
+    /// shared memory could not grow) on a disk with under 1 MiB free, as
+    /// SQLite reports any failed write of that file so.
+    fn lacking(&self, error: &rusqlite::Error) -> bool {
+        const MIB: u64 = 1 << 20;
+        let Some(error) = error.sqlite_error() else {
+            return false;
+        };
+        let free = rustix::fs::statvfs(self.folder)
+            .map_or(0, |fs| fs.f_bavail.saturating_mul(fs.f_frsize));
+        if error.extended_code == rusqlite::ffi::SQLITE_IOERR_SHMSIZE {
+            return free < MIB;
+        }
+        // With a cap configured, a disk with 64 MiB free is not what filled up.
+        error.code == rusqlite::ErrorCode::DiskFull && (self.max_page_count == 0 || free < 64 * MIB)
+    }
 }
 
 /// Creates the schema in a new file, upgrades an older one; refuses a newer
@@ -466,12 +497,17 @@ fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
     if version < 3 {
         tx.execute_batch(READINESS_SCHEMA)?;
     }
+    let mut notes = Vec::new();
     if version < 4 {
         tx.execute_batch(CANONICAL_SCHEMA)?;
-        normalize_stored_users(&tx)?;
+        notes = normalize_stored_users(&tx)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
+    // Only now: a commit that failed (a full disk) is tried again, and would say it all again.
+    for note in notes {
+        log::warn!("{note}");
+    }
     Ok(())
 }
 
@@ -483,7 +519,8 @@ fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
 /// came first; the other's rows stay as they are, with the ticket or the
 /// place they were acknowledged, but no request can name that user any
 /// more. Each such case is logged. Runs once, in the migration to version 4.
-fn normalize_stored_users(tx: &Connection) -> Result<(), StorageError> {
+/// Returns what to log once the migration is committed.
+fn normalize_stored_users(tx: &Connection) -> Result<Vec<String>, StorageError> {
     // Only ids with a character beyond printable ASCII can change (ASCII is NFC).
     const BEYOND_ASCII: &str = "user_id GLOB '*[^ -~]*'";
     // (event, NFC form) -> the spellings not in NFC, in the order of their first rows.
@@ -510,7 +547,7 @@ fn normalize_stored_users(tx: &Connection) -> Result<(), StorageError> {
         }
     }
     if renamed.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     // Which NFC forms are stored as they are: one more pass (over the whole
     // log only if one of them is ASCII, as U+212A KELVIN SIGN's NFC is "K").
@@ -532,6 +569,7 @@ fn normalize_stored_users(tx: &Connection) -> Result<(), StorageError> {
         }
     }
     let mut rename = tx.prepare("UPDATE order_log SET user_id = ?1 WHERE seq = ?2")?;
+    let mut notes = Vec::new();
     let mut count = 0;
     for ((event, normal), spellings) in renamed {
         let nfc_stored = nfc_stored.contains(&(event.clone(), normal.clone()));
@@ -546,15 +584,15 @@ fn normalize_stored_users(tx: &Connection) -> Result<(), StorageError> {
             count += 1;
         }
         for other in others {
-            log::warn!(
+            notes.push(format!(
                 "event {event}: stored users {other:?} and {normal:?} are one user in NFC; \
                  {:?} keeps the id, {other:?} keeps its rows and standing but can no longer be named",
                 keeper.unwrap_or(&normal)
-            );
+            ));
         }
     }
-    log::info!("user ids in NFC: {count} stored users renamed");
-    Ok(())
+    notes.push(format!("user ids in NFC: {count} stored users renamed"));
+    Ok(notes)
 }
 
 /// Replays the log: a user's last row is its status, and the waiting list is

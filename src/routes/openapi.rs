@@ -53,14 +53,16 @@ impl ToSchema for EventId {
     }
 }
 
-/// What a user id's text may be (see `ids::check_user_text`): its first
-/// and last characters neither whitespace nor invisible (Default_Ignorable
-/// in the Basic Multilingual Plane, besides variation selectors at the end),
-/// none a control character.
+/// What a user id's text may be (see `ids::check_user_text`), in the Basic
+/// Multilingual Plane: no control character; no invisible character but
+/// the joiners and selectors that emoji and some scripts need, and none of
+/// those first or last; neither whitespace first or last. Stricter than the
+/// server at the end (which takes a selector after an emoji), so that an id
+/// made from it is always taken.
 const USER_ID_PATTERN: &str = concat!(
     "^[^\\s\\u0000-\\u001F\\u007F-\\u009F\\u00AD\\u034F\\u061C\\u115F\\u1160\\u17B4\\u17B5\\u180B-\\u180F\\u200B-\\u200F\\u202A-\\u202E\\u2060-\\u206F\\u3164\\uFE00-\\uFE0F\\uFEFF\\uFFA0\\uFFF0-\\uFFF8]",
-    "([^\\u0000-\\u001F\\u007F-\\u009F]{0,254}",
-    "[^\\s\\u0000-\\u001F\\u007F-\\u009F\\u00AD\\u034F\\u061C\\u115F\\u1160\\u17B4\\u17B5\\u180B-\\u180F\\u200B-\\u200F\\u202A-\\u202E\\u2060-\\u206F\\u3164\\uFEFF\\uFFA0\\uFFF0-\\uFFF8])?$"
+    "([^\\u0000-\\u001F\\u007F-\\u009F\\u00AD\\u061C\\u115F\\u1160\\u17B4\\u17B5\\u200B\\u200E\\u200F\\u202A-\\u202E\\u2060-\\u206F\\u3164\\uFEFF\\uFFA0\\uFFF0-\\uFFF8]{0,254}",
+    "[^\\s\\u0000-\\u001F\\u007F-\\u009F\\u00AD\\u034F\\u061C\\u115F\\u1160\\u17B4\\u17B5\\u180B-\\u180F\\u200B-\\u200F\\u202A-\\u202E\\u2060-\\u206F\\u3164\\uFE00-\\uFE0F\\uFEFF\\uFFA0\\uFFF0-\\uFFF8])?$"
 );
 
 /// A user id.
@@ -289,7 +291,7 @@ impl Modify for BearerKeys {
 
 **Integers** (`eventId`, `userId`, `totalTickets`): JSON has one kind of number, so an integral spelling such as `1.0`, `1e2` or `0.5e1` is that integer, as in JSON Schema and JavaScript, and every answer carries it in canonical form (`1`, `100`, `5`). A spelling with a fraction or an exponent is read as an IEEE 754 double, as JavaScript reads it. Refused with 400, the `details` naming the rule broken: a negative number, zero (where the least is 1), a fraction (`1.5`: not a whole number), or a number above the field's bound (too large, with the bound: 9007199254740991 = 2^53 - 1 for ids, the largest integer JavaScript holds exactly; 10000000 tickets).
 
-**User ids** given as strings are normalized to Unicode NFC (UAX #15) in bodies and paths alike, before any check: canonically equivalent spellings (`j\\u00fcrgen` and `ju\\u0308rgen`, U+212B ANGSTROM SIGN and U+00C5) are one user, and answers carry the NFC form. Compatibility forms (`\\uff55\\uff11` and `u1`) and case stay distinct. Refused with 400: an empty or blank id (only whitespace or invisible characters such as U+200B ZERO WIDTH SPACE), an id that begins or ends with whitespace, an invisible character anywhere but the joiners emoji and some scripts need (ZWJ, ZWNJ) and the variation selectors and tags that choose how an emoji or an ideograph is drawn (after one), and control characters. The pattern below states this for the Basic Multilingual Plane only; invisible characters beyond it (tags, U+1D173...) are refused all the same. A path that does not percent-decode to UTF-8 is refused. Length (1-256 characters) is counted after normalization.
+**User ids** given as strings are normalized to Unicode NFC (UAX #15) in bodies and paths alike, before any check: canonically equivalent spellings (`j\\u00fcrgen` and `ju\\u0308rgen`, U+212B ANGSTROM SIGN and U+00C5) are one user, and answers carry the NFC form. Compatibility forms (`\\uff55\\uff11` and `u1`) and case stay distinct. Refused with 400: an empty or blank id (only whitespace or invisible characters such as U+200B ZERO WIDTH SPACE), an id that begins or ends with whitespace, an invisible character anywhere but the joiners that emoji and some scripts need (ZWJ, ZWNJ, the combining grapheme joiner, Mongolian selectors; never first or last) and the variation selectors and tags that choose how an emoji or an ideograph is drawn (after one), and control characters. The `UserId` pattern states this for the Basic Multilingual Plane; invisible characters beyond it (tags, U+1D173...) follow the same rules. A path that does not percent-decode to UTF-8 is refused. Length (1-256 characters) is counted after normalization.
 
 Every `GET` route answers `HEAD` as well, with the same status and headers and no body."),
     paths(

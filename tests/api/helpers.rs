@@ -47,6 +47,17 @@ impl Answer {
     }
 }
 
+/// A test that cannot run here (it needs root: to mount a file system, to
+/// raise a hard limit) says why and passes, unless
+/// `BOOKING_TESTS_REQUIRE_ROOT` is set, as CI, which runs as root, sets it.
+pub fn skip(why: String) {
+    assert!(
+        std::env::var_os("BOOKING_TESTS_REQUIRE_ROOT").is_none(),
+        "required, and cannot run: {why}"
+    );
+    eprintln!("skipped: {why}");
+}
+
 pub fn spawn_app() -> TestApp {
     spawn_app_with(&[])
 }
@@ -100,6 +111,36 @@ impl TestApp {
 
     /// Starts the server and returns once it printed the address it listens on.
     pub fn start(&mut self) {
+        let mut child = self.launch();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(address) = line.strip_prefix(LISTENING) {
+                    let _ = tx.send(address.to_string());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(address) => self.address = address,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the server did not start; its log:\n{}", self.log())
+            }
+        }
+        self.child = Some(child);
+    }
+
+    /// Starts the server where it is expected to exit before it listens,
+    /// and waits for that (`wait_exit`'s deadline).
+    pub fn start_to_exit(&mut self) -> ExitStatus {
+        self.child = Some(self.launch());
+        self.wait_exit()
+    }
+
+    /// The server process, its stdout piped, its stderr appended to the log.
+    fn launch(&mut self) -> Child {
         assert!(self.child.is_none(), "the server is already running");
         let log = File::options()
             .create(true)
@@ -127,25 +168,11 @@ impl TestApp {
                 command.pre_exec(move || rlimit::setrlimit(rlimit::Resource::NOFILE, soft, hard));
             }
         }
-        let mut child = command
+        command
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
-            .expect("the server binary starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(address) = line.strip_prefix(LISTENING) {
-                    let _ = tx.send(address.to_string());
-                }
-            }
-        });
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(address) => self.address = address,
-            Err(_) => panic!("the server did not start; its log:\n{}", self.log()),
-        }
-        self.child = Some(child);
+            .expect("the server binary starts")
     }
 
     /// Sends `signal` ("KILL", "TERM", "INT") without waiting, so it can be

@@ -342,3 +342,86 @@ async fn the_api_description_states_the_number_policy() {
         assert!(description.contains(stated), "{stated:?} in {description}");
     }
 }
+
+#[actix_web::test]
+async fn the_error_texts_the_readme_quotes_are_what_the_server_answers() {
+    let app = prepared_app().await;
+    let cases = [
+        (
+            "/api/book",
+            json!({"eventId": 9_007_199_254_740_993u64, "userId": "a"}),
+            "eventId is too large: at most 9007199254740991, not 9007199254740993",
+        ),
+        (
+            "/api/initialize",
+            json!({"eventId": 2, "totalTickets": 10_000_001}),
+            "totalTickets is too large: at most 10000000, not 10000001",
+        ),
+        (
+            "/api/book",
+            json!({"eventId": 1, "userId": -1}),
+            "userId must not be negative, not -1",
+        ),
+        (
+            "/api/book",
+            json!({"eventId": 0, "userId": "a"}),
+            "eventId must not be zero",
+        ),
+        (
+            "/api/book",
+            json!({"eventId": 1.5, "userId": "a"}),
+            "eventId must be a whole number, not 1.5",
+        ),
+        (
+            "/api/book",
+            json!({"eventId": 1, "userId": ""}),
+            "userId must not be empty",
+        ),
+        (
+            "/api/book",
+            json!({"eventId": 1, "userId": "   "}),
+            "userId must not be blank: it holds only whitespace or invisible characters",
+        ),
+        (
+            "/api/book",
+            json!({"eventId": 1, "userId": "\u{200b}"}),
+            "userId must not be blank: it holds only whitespace or invisible characters",
+        ),
+        (
+            "/api/book",
+            json!({"eventId": 1, "userId": " user1"}),
+            "userId must not begin or end with whitespace",
+        ),
+        (
+            "/api/book",
+            json!({"eventId": 1, "userId": "user1 "}),
+            "userId must not begin or end with whitespace",
+        ),
+        (
+            "/api/book",
+            json!({"eventId": 1, "userId": "\u{200d}user1"}),
+            "userId must not begin with an invisible character, not U+200D",
+        ),
+        (
+            "/api/book",
+            json!({"eventId": 1, "userId": "us\u{200b}er1"}),
+            "userId must not contain an invisible character, not U+200B",
+        ),
+        (
+            "/api/book",
+            json!({"eventId": 1, "userId": "tab\there"}),
+            "userId must not contain control characters",
+        ),
+    ];
+    for (route, body, details) in cases {
+        let answer = app.post(route, &body).await;
+        assert_eq!(
+            (answer.status, &answer.body),
+            (400, &json!({"error": "Invalid input", "details": details})),
+            "{body}"
+        );
+        let readme = include_str!("../../README.md");
+        assert!(readme.contains(details), "the README quotes {details:?}");
+    }
+    assert_unchanged(&app).await;
+}

@@ -11,7 +11,7 @@ use futures::future::join_all;
 use rusqlite::Connection;
 use serde_json::json;
 
-use crate::helpers::{spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{skip, spawn_app, spawn_app_with, TestApp};
 
 const UNAVAILABLE: &str = "Storage unavailable";
 
@@ -255,12 +255,11 @@ async fn a_server_restarts_on_a_full_disk_and_takes_writes_again_once_space_is_f
     let disk = match SmallDisk::mount(folder.path().join("disk"), "3m") {
         Ok(disk) => disk,
         Err(why) => {
-            eprintln!(
-                "skipped: cannot mount a tmpfs here ({why}); a restart at the size cap runs in \
+            return skip(format!(
+                "cannot mount a tmpfs here ({why}); a restart at the size cap runs in \
                  a_full_disk_refuses_writes_and_acknowledges_only_what_is_stored, and the unit test \
                  storage::tests::opening_a_current_database_writes_nothing shows start-up writes nothing"
-            );
-            return;
+            ))
         }
     };
     // Room to free later, taken before the server fills the rest.
@@ -315,10 +314,7 @@ async fn a_start_that_must_write_waits_on_a_full_disk_for_space_then_starts() {
     let folder = tempfile::tempdir().unwrap();
     let disk = match SmallDisk::mount(folder.path().join("disk"), "3m") {
         Ok(disk) => disk,
-        Err(why) => {
-            eprintln!("skipped: cannot mount a tmpfs here ({why})");
-            return;
-        }
+        Err(why) => return skip(format!("cannot mount a tmpfs here ({why})")),
     };
     std::fs::write(disk.path.join("ballast"), vec![1; 512 << 10]).unwrap();
     let database = disk.path.join("bookings.db");
@@ -364,4 +360,36 @@ async fn a_start_that_must_write_waits_on_a_full_disk_for_space_then_starts() {
     assert_eq!(app.book(json!(1), json!("after")).await.status, 200);
     drop(app);
     drop(disk);
+}
+
+#[actix_web::test]
+async fn a_start_that_the_size_cap_leaves_no_room_for_exits_instead_of_waiting() {
+    let mut app = spawn_app_with(&[("BOOKING_MAX_PAGE_COUNT", "12")]);
+    app.initialize(json!(1), 100_000).await;
+    book_until_full(&app, 200).await;
+    app.stop_with("TERM");
+    // An older schema, in a file at its cap: the upgrade needs a page the
+    // cap refuses, on a disk with room. Waiting for space would be for ever.
+    let old = Connection::open(app.database()).unwrap();
+    old.execute_batch(
+        "DROP TABLE fingerprints; PRAGMA user_version = 3; PRAGMA max_page_count = 12;",
+    )
+    .unwrap();
+    for n in 0.. {
+        let user = format!("{n:x>200}");
+        let row = "INSERT INTO order_log (event_id, user_id, status) VALUES ('1', ?1, 'cancelled')";
+        if old.execute(row, [user]).is_err() {
+            break;
+        }
+    }
+    drop(old);
+    let exited = app.start_to_exit();
+    assert!(!exited.success(), "exit status {exited}");
+    let log = app.log();
+    assert!(log.contains("database or disk is full"), "{log}");
+    assert!(!log.contains("waiting for space"), "{log}");
+    // With the cap raised, it upgrades and starts.
+    app.set_env("BOOKING_MAX_PAGE_COUNT", Some("1000"));
+    app.start();
+    assert_eq!(app.status("1").await.status, 200);
 }
