@@ -259,6 +259,15 @@ impl TestApp {
         headers: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Answer {
+        let request = self.build(method, path, headers);
+        answer(match body {
+            Some(body) => request.send_json(body).await,
+            None => request.send().await,
+        })
+        .await
+    }
+
+    fn build(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> awc::ClientRequest {
         let method = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
         let mut request = self
             .client
@@ -266,11 +275,7 @@ impl TestApp {
         for header in headers {
             request = request.insert_header(*header);
         }
-        answer(match body {
-            Some(body) => request.send_json(body).await,
-            None => request.send().await,
-        })
-        .await
+        request
     }
 
     /// A POST with exactly these bytes and content type (none if `None`).
@@ -295,13 +300,7 @@ impl TestApp {
         headers: &[(&str, &str)],
         body: impl Into<Vec<u8>>,
     ) -> Answer {
-        let method = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut request = self
-            .client
-            .request(method, format!("{}{path}", self.address));
-        for header in headers {
-            request = request.insert_header(*header);
-        }
+        let request = self.build(method, path, headers);
         answer(request.send_body(body.into()).await).await
     }
 
