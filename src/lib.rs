@@ -25,9 +25,8 @@
 //! - [`error`]: the one JSON error shape of the API.
 //! - [`telemetry`]: Prometheus metrics (`GET /metrics`) and the per-request log line.
 //! - [`probe`]: a dependency-free `GET`, for the `healthcheck` command and
-//!   for waiting until a started server is ready.
-//! - [`loadtest`]: the load generator behind `src/bin/loadtest.rs`, which
-//!   verifies the booking invariants after the load.
+//!   for waiting until a started server is ready (the load generator, in
+//!   `loadtest/`, its own crate, uses it too).
 
 pub mod actors;
 pub mod booking;
@@ -35,7 +34,6 @@ pub mod configuration;
 pub mod error;
 pub mod idempotency;
 pub mod ids;
-pub mod loadtest;
 pub mod open_files;
 pub mod probe;
 pub mod routes;

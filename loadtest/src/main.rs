@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use event_booking::loadtest::{self, bench, Options};
+use loadtest::{bench, Options};
 
 /// Load the booking server, then verify that what it stores is what its clients were told.
 #[derive(Parser)]

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use serde_json::{json, Value};
 
+/// The load generator; `--spawn` starts the server binary beside it, which
+/// `cargo test` at the workspace root builds too (`-p loadtest` alone does not).
 const LOADTEST: &str = env!("CARGO_BIN_EXE_loadtest");
 
 fn loadtest(args: &[&str]) -> Output {

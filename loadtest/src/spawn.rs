@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::probe;
-use crate::startup::LISTENING;
+use event_booking::probe;
+use event_booking::startup::LISTENING;
 
 /// A server process of our own, stopped (SIGTERM) when dropped.
 pub struct SpawnedServer {
