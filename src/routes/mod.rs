@@ -189,7 +189,7 @@ async fn begin(
 /// largest state it awaits. The rare paths it awaits (a replay, a stored
 /// refusal) box their own, which keeps a booking's under 1 KB: glibc serves
 /// that from its per-thread cache, a larger block from its slower general
-/// path (it was 2 KB; see README, *What limits a durable booking*).
+/// path (it was 2 KB; see docs/performance.md).
 async fn order<M, T>(
     registry: &EventRegistry,
     idempotency: &web::Data<Idempotency>,

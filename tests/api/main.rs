@@ -13,6 +13,7 @@ mod head;
 mod helpers;
 mod idempotency;
 mod initialize;
+mod markdown;
 mod one_reading;
 mod open_files;
 mod operations;

@@ -344,7 +344,7 @@ async fn the_api_description_states_the_number_policy() {
 }
 
 #[actix_web::test]
-async fn the_error_texts_the_readme_quotes_are_what_the_server_answers() {
+async fn the_error_texts_the_api_docs_quote_are_what_the_server_answers() {
     let app = prepared_app().await;
     let cases = [
         (
@@ -420,8 +420,8 @@ async fn the_error_texts_the_readme_quotes_are_what_the_server_answers() {
             (400, &json!({"error": "Invalid input", "details": details})),
             "{body}"
         );
-        let readme = include_str!("../../README.md");
-        assert!(readme.contains(details), "the README quotes {details:?}");
+        let api_docs = include_str!("../../docs/api.md");
+        assert!(api_docs.contains(details), "docs/api.md quotes {details:?}");
     }
     assert_unchanged(&app).await;
 }
