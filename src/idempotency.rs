@@ -16,7 +16,7 @@
 //! keyed requests arrive within the retention period.
 //!
 //! A key is *in flight* from the first request until its answer is
-//! committed; the [`Ticket`] that marks it frees the key again if the answer
+//! committed; the [`KeyClaim`] that marks it frees the key again if the answer
 //! is never stored (a 5xx, or a request dropped on the way), so the client
 //! can retry.
 
@@ -117,8 +117,8 @@ enum KeyState {
 
 /// What to do with a request that carries a key.
 pub enum Begin {
-    /// First time: execute it, and store its answer with the ticket.
-    Execute(Ticket),
+    /// First time: execute it, and store its answer with the claim.
+    Execute(KeyClaim),
     /// Seen before: send again the answer stored in row `seq`.
     Replay { seq: i64 },
 }
@@ -238,7 +238,7 @@ impl Idempotency {
                 entry.insert(KeyState::InFlight { fingerprint });
             }
         }
-        Ok(Some(Begin::Execute(Ticket {
+        Ok(Some(Begin::Execute(KeyClaim {
             cache: self.clone(),
             id,
             digest,
@@ -301,9 +301,9 @@ impl Idempotency {
     }
 }
 
-/// Marks a key in flight. Turned into a [`StoredAnswer`] that rides with the
+/// A claim on an idempotency key: marks the key in flight. Turned into a [`StoredAnswer`] that rides with the
 /// change to the database; if it is dropped instead, the key is free again.
-pub struct Ticket {
+pub struct KeyClaim {
     cache: Arc<Idempotency>,
     id: KeyId,
     digest: KeyDigest,
@@ -311,11 +311,11 @@ pub struct Ticket {
     settled: bool,
 }
 
-impl Ticket {
-    /// The answer to store, and the ticket that completes it once stored.
+impl KeyClaim {
+    /// The answer to store, and the claim that completes it once stored.
     pub fn answer(mut self, answer: Answer) -> Pending {
         let stored = StoredAnswer {
-            // The ticket keeps only the digest from here on.
+            // The claim keeps only the digest from here on.
             id: std::mem::take(&mut self.id),
             fingerprint: self.fingerprint,
             answer,
@@ -323,12 +323,12 @@ impl Ticket {
         };
         Pending {
             stored,
-            ticket: self,
+            claim: self,
         }
     }
 }
 
-impl Drop for Ticket {
+impl Drop for KeyClaim {
     fn drop(&mut self) {
         if !self.settled {
             self.cache.entries.remove_if(&self.digest, |_, entry| {
@@ -341,16 +341,16 @@ impl Drop for Ticket {
 /// An answer on its way to the database with its change.
 pub struct Pending {
     pub stored: StoredAnswer,
-    ticket: Ticket,
+    claim: KeyClaim,
 }
 
 impl Pending {
     /// Called once the transaction holding the answer committed it as row
     /// `seq`: retries replay it.
     pub fn committed(mut self, seq: i64) {
-        self.ticket.settled = true;
-        self.ticket.cache.entries.insert(
-            self.ticket.digest,
+        self.claim.settled = true;
+        self.claim.cache.entries.insert(
+            self.claim.digest,
             KeyState::Done {
                 fingerprint: self.stored.fingerprint,
                 seq,
@@ -396,7 +396,7 @@ mod tests {
 
     /// `key`'s answer, committed in row `seq`.
     fn answered(idempotency: &Arc<Idempotency>, key: &str, seq: i64) {
-        let Ok(Some(Begin::Execute(ticket))) =
+        let Ok(Some(Begin::Execute(claim))) =
             idempotency.begin(&with_key(key), || b"{}".to_vec(), b"{}")
         else {
             panic!("{key} is new");
@@ -405,7 +405,7 @@ mod tests {
             status: 200,
             body: "{}".into(),
         };
-        ticket.answer(answer).committed(seq);
+        claim.answer(answer).committed(seq);
     }
 
     /// The row `key`'s retry would replay, or `None` if it would run anew.

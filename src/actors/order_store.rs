@@ -621,7 +621,7 @@ mod tests {
         for stored in [Ok(()), Err(NotStored)] {
             let idempotency = Arc::new(Idempotency::new(Duration::from_secs(60), 0));
             let backlog = Backlog::new(1);
-            let Ok(Some(Begin::Execute(ticket))) =
+            let Ok(Some(Begin::Execute(claim))) =
                 idempotency.begin(&keyed_request(), || b"{}".to_vec(), b"{}")
             else {
                 panic!("a new key executes");
@@ -646,7 +646,7 @@ mod tests {
             };
             Persist {
                 change: None,
-                answer: Some(ticket.answer(answer)),
+                answer: Some(claim.answer(answer)),
                 origin: None,
                 done,
                 slot: backlog.reserve().expect("room"),

@@ -468,8 +468,7 @@ mod tests {
             .uri("/api/book")
             .insert_header(("idempotency-key", "k"))
             .to_http_request();
-        let Ok(Some(Begin::Execute(ticket))) =
-            idempotency.begin(&request, || b"{}".to_vec(), b"{}")
+        let Ok(Some(Begin::Execute(claim))) = idempotency.begin(&request, || b"{}".to_vec(), b"{}")
         else {
             panic!("a new key executes");
         };
@@ -478,7 +477,7 @@ mod tests {
             body: "{}".into(),
         };
         registry
-            .store_answer(ticket.answer(answer.clone()))
+            .store_answer(claim.answer(answer.clone()))
             .await
             .unwrap();
         let Ok(Some(Begin::Replay { seq })) = idempotency.begin(&request, || b"{}".to_vec(), b"{}")

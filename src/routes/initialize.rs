@@ -54,8 +54,8 @@ pub async fn initialize(
     req: HttpRequest,
     Valid(request, body): Valid<InitializeRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let ticket = match begin(&registry, &idempotency, &req, &request, &body).await? {
-        Ok(ticket) => ticket,
+    let claim = match begin(&registry, &idempotency, &req, &request, &body).await? {
+        Ok(claim) => claim,
         Err(replayed) => return Ok(replayed),
     };
     let InitializeRequest {
@@ -63,10 +63,10 @@ pub async fn initialize(
         event_as_sent,
         total_tickets,
     } = request;
-    let recorder = ticket.map(|ticket| {
+    let recorder = claim.map(|claim| {
         let event_as_sent = event_as_sent.clone();
         Box::new(move |created: Result<&(), Refusal>| {
-            ticket.answer(answer(&event_as_sent, total_tickets, created))
+            claim.answer(answer(&event_as_sent, total_tickets, created))
         }) as Recorder<(), Refusal>
     });
     // A task of its own, so that neither a client hanging up nor the time-out

@@ -31,7 +31,7 @@ use crate::actors::{EventActor, EventRegistry, QueueSlot, Recorder, Reply};
 use crate::booking::Refusal;
 use crate::configuration::CorsSettings;
 use crate::error::ApiError;
-use crate::idempotency::{self, Answer, Begin, Idempotency, Ticket};
+use crate::idempotency::{self, Answer, Begin, Idempotency, KeyClaim};
 use crate::ids::UserId;
 pub use access::Access;
 pub use extract::BodyLimit;
@@ -149,17 +149,17 @@ fn failure(error: &ApiError) -> Answer {
 /// Refuses with `error`; for an idempotent request, once the refusal is stored.
 async fn refuse(
     registry: &EventRegistry,
-    ticket: Option<Ticket>,
+    claim: Option<KeyClaim>,
     error: ApiError,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(ticket) = ticket {
+    if let Some(claim) = claim {
         // Boxed: a rare path, kept out of every booking's future (see `order`).
-        Box::pin(registry.within(registry.store_answer(ticket.answer(failure(&error))))).await?;
+        Box::pin(registry.within(registry.store_answer(claim.answer(failure(&error))))).await?;
     }
     Err(error)
 }
 
-/// For a request with an `Idempotency-Key`: the ticket to execute it with,
+/// For a request with an `Idempotency-Key`: the claim to execute it with,
 /// or the stored answer, read back from its row, to replay (`Err` holds the
 /// ready response).
 async fn begin(
@@ -168,11 +168,11 @@ async fn begin(
     req: &HttpRequest,
     request: &impl FromJsonObject,
     sent: &[u8],
-) -> Result<Result<Option<Ticket>, HttpResponse>, ApiError> {
+) -> Result<Result<Option<KeyClaim>, HttpResponse>, ApiError> {
     Ok(
         match idempotency.begin(req, || request.canonical(), sent)? {
             None => Ok(None),
-            Some(Begin::Execute(ticket)) => Ok(Some(ticket)),
+            Some(Begin::Execute(claim)) => Ok(Some(claim)),
             // Boxed: a rare path, kept out of every booking's future (see `order`).
             Some(Begin::Replay { seq }) => {
                 Err(replay(&Box::pin(registry.stored_answer(seq)).await?))
@@ -203,16 +203,16 @@ where
     EventActor: Handler<M>,
     T: Send + 'static,
 {
-    let ticket = match begin(registry, idempotency, req, &request, &body).await? {
-        Ok(ticket) => ticket,
+    let claim = match begin(registry, idempotency, req, &request, &body).await? {
+        Ok(claim) => claim,
         Err(replayed) => return Ok(replayed),
     };
     let Some(actor) = registry.get(&request.event) else {
-        return refuse(registry, ticket, ApiError::EventNotFound).await;
+        return refuse(registry, claim, ApiError::EventNotFound).await;
     };
-    let recorder = ticket.map(|ticket| {
+    let recorder = claim.map(|claim| {
         let user = request.user.clone();
-        Box::new(move |decided: Result<&T, Refusal>| ticket.answer(answer(&user, decided)))
+        Box::new(move |decided: Result<&T, Refusal>| claim.answer(answer(&user, decided)))
             as Recorder<T, Refusal>
     });
     let user = request.user.key().clone();
