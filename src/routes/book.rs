@@ -3,7 +3,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
 use super::extract::{OrderRequest, Valid};
-use super::{failure, openapi, order, success};
+use super::openapi;
+use super::order::{failure, order, success};
 use crate::actors::{Book, EventRegistry};
 use crate::booking::{BookOutcome, Refusal};
 use crate::error::ApiError;

@@ -4,7 +4,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::extract::{InitializeRequest, Valid};
-use super::{begin, failure, openapi, respond, success};
+use super::openapi;
+use super::order::{begin, failure, respond, success};
 use crate::actors::{BookingError, EventRegistry, Recorder};
 use crate::booking::Refusal;
 use crate::error::ApiError;

@@ -1,0 +1,129 @@
+//! The pipeline every route that changes something shares: an idempotent
+//! request's claim or replay (`begin`), the event's actor (`order`, for book
+//! and cancel), and one rendering of each answer, sent and stored alike
+//! (`respond`, `success`, `failure`, `refuse`).
+
+use std::sync::Arc;
+
+use actix::{Handler, Message};
+use actix_web::http::header::{ContentType, HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+
+use super::extract::{FromJsonObject, OrderRequest, Valid};
+use crate::actors::{EventActor, EventRegistry, QueueSlot, Recorder, Reply};
+use crate::booking::Refusal;
+use crate::error::ApiError;
+use crate::idempotency::{Answer, Begin, Idempotency, KeyClaim};
+use crate::ids::UserId;
+
+/// The answer as it goes out, and as an idempotent request's answer is stored.
+pub(super) fn respond(answer: &Answer) -> HttpResponse {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    HttpResponse::build(status)
+        .content_type(ContentType::json())
+        .body(answer.body.clone())
+}
+
+/// A stored answer sent again to a retry.
+fn replay(answer: &Answer) -> HttpResponse {
+    let mut response = respond(answer);
+    response.headers_mut().insert(
+        HeaderName::from_static("idempotent-replayed"),
+        HeaderValue::from_static("true"),
+    );
+    response
+}
+
+/// A success answer: `status` and the JSON of `body`.
+pub(super) fn success<T: serde::Serialize>(status: StatusCode, body: &T) -> Answer {
+    let body = serde_json::to_vec(body).expect("an answer serializes");
+    Answer {
+        status: status.as_u16(),
+        body: body.into(),
+    }
+}
+
+/// An error answer, exactly as `ApiError` sends it.
+pub(super) fn failure(error: &ApiError) -> Answer {
+    Answer {
+        status: error.status_code().as_u16(),
+        body: error.body().into(),
+    }
+}
+
+/// Refuses with `error`; for an idempotent request, once the refusal is stored.
+async fn refuse(
+    registry: &EventRegistry,
+    claim: Option<KeyClaim>,
+    error: ApiError,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(claim) = claim {
+        // Boxed: a rare path, kept out of every booking's future (see `order`).
+        Box::pin(registry.within(registry.store_answer(claim.answer(failure(&error))))).await?;
+    }
+    Err(error)
+}
+
+/// For a request with an `Idempotency-Key`: the claim to execute it with,
+/// or the stored answer, read back from its row, to replay (`Err` holds the
+/// ready response).
+pub(super) async fn begin(
+    registry: &EventRegistry,
+    idempotency: &web::Data<Idempotency>,
+    req: &HttpRequest,
+    request: &impl FromJsonObject,
+    sent: &[u8],
+) -> Result<Result<Option<KeyClaim>, HttpResponse>, ApiError> {
+    Ok(
+        match idempotency.begin(req, || request.canonical(), sent)? {
+            None => Ok(None),
+            Some(Begin::Execute(claim)) => Ok(Some(claim)),
+            // Boxed: a rare path, kept out of every booking's future (see `order`).
+            Some(Begin::Replay { seq }) => {
+                Err(replay(&Box::pin(registry.stored_answer(seq)).await?))
+            }
+        },
+    )
+}
+
+/// The path shared by book and cancel: idempotency, the event's actor, the
+/// message (built by `message` from the user, reply channel and recorder),
+/// and the answer as `answer` renders it, both sent and stored.
+///
+/// actix boxes the future of every request, and its size is that of the
+/// largest state it awaits. The rare paths it awaits (a replay, a stored
+/// refusal) box their own, which keeps a booking's under 1 KB: glibc serves
+/// that from its per-thread cache, a larger block from its slower general
+/// path (it was 2 KB; see docs/performance.md).
+pub(super) async fn order<M, T>(
+    registry: &EventRegistry,
+    idempotency: &web::Data<Idempotency>,
+    req: &HttpRequest,
+    Valid(request, body): Valid<OrderRequest>,
+    answer: fn(&UserId, Result<&T, Refusal>) -> Answer,
+    message: impl FnOnce(Arc<str>, Reply<T>, Option<Recorder<T, Refusal>>, QueueSlot) -> M,
+) -> Result<HttpResponse, ApiError>
+where
+    M: Message<Result = ()> + Send + 'static,
+    EventActor: Handler<M>,
+    T: Send + 'static,
+{
+    let claim = match begin(registry, idempotency, req, &request, &body).await? {
+        Ok(claim) => claim,
+        Err(replayed) => return Ok(replayed),
+    };
+    let Some(actor) = registry.get(&request.event) else {
+        return refuse(registry, claim, ApiError::EventNotFound).await;
+    };
+    let recorder = claim.map(|claim| {
+        let user = request.user.clone();
+        Box::new(move |decided: Result<&T, Refusal>| claim.answer(answer(&user, decided)))
+            as Recorder<T, Refusal>
+    });
+    let user = request.user.key().clone();
+    let outcome = registry
+        .forward(&actor, |reply, slot| message(user, reply, recorder, slot))
+        .await?;
+    Ok(respond(&answer(&request.user, Ok(&outcome))))
+}
