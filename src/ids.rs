@@ -200,7 +200,7 @@ impl UserId {
 
 impl UserId {
     /// Takes text that was validated before it was stored (or, from before
-    /// ids were normalized, kept as it was: see `storage::normalize_stored_users`).
+    /// ids were normalized, kept as it was: see `storage::schema::normalize_stored_users`).
     pub(crate) fn stored(key: Arc<str>) -> Self {
         UserId {
             key,

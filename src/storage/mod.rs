@@ -1,4 +1,6 @@
-//! SQLite: the schema, one transaction per batch of changes, and recovery.
+//! SQLite: one transaction per batch of changes, reads, and recovery; the
+//! schema and its migrations in [`schema`], the replay of the log in
+//! [`replay`], a start on a full disk in [`room`].
 //!
 //! Every change appends rows to `order_log` (event, user, new status), and
 //! its rowid is the order of commits. A transaction therefore writes to the
@@ -10,9 +12,7 @@
 //! after recovery or a later read of the whole log). These functions block:
 //! the persistence actor calls them on a thread of its own.
 
-use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use r2d2_sqlite::SqliteConnectionManager;
@@ -22,58 +22,14 @@ use crate::booking::{EventState, OrderUpdate};
 use crate::configuration::{Settings, Synchronous};
 use crate::idempotency::{Answer, KeyId, StoredAnswer, StoredKey};
 use crate::ids::EventId;
+use replay::Loader;
+pub use replay::StoredOrders;
+use room::Room;
+use schema::{migrate, SCHEMA_VERSION};
 
-/// Stored in `PRAGMA user_version`; a file with a newer version is refused.
-const SCHEMA_VERSION: i64 = 4;
-
-const SCHEMA: &str = "
-CREATE TABLE events (
-    id            TEXT PRIMARY KEY,
-    total_tickets INTEGER NOT NULL CHECK (total_tickets > 0)
-) WITHOUT ROWID;
-CREATE TABLE order_log (
-    seq      INTEGER PRIMARY KEY,
-    event_id TEXT NOT NULL REFERENCES events (id),
-    user_id  TEXT NOT NULL,
-    -- Not `status IN (...)`: SQLite builds a temporary index for that on every insert.
-    status   TEXT NOT NULL CHECK (status = 'booked' OR status = 'waiting' OR status = 'cancelled')
-);
-";
-
-/// Version 2: the answers of idempotent requests, appended in commit order,
-/// so `stored_at` grows with the rowid and the oldest rows are the expired ones.
-const IDEMPOTENCY_SCHEMA: &str = "
-CREATE TABLE idempotency (
-    seq         INTEGER PRIMARY KEY,
-    scope       TEXT NOT NULL,
-    key         TEXT NOT NULL,
-    fingerprint BLOB NOT NULL,
-    status      INTEGER NOT NULL,
-    body        BLOB NOT NULL,
-    stored_at   INTEGER NOT NULL
-);
-";
-
-/// Version 3: one row that the readiness probe rewrites, so that `/ready`
-/// proves a transaction really reaches the disk.
-const READINESS_SCHEMA: &str = "
-CREATE TABLE readiness (
-    id         INTEGER PRIMARY KEY,
-    checked_at INTEGER NOT NULL,
-    -- Only ever written in a savepoint that is rolled back: the room test.
-    room       BLOB
-);
-INSERT INTO readiness (id, checked_at) VALUES (1, 0);
-";
-
-/// Version 4: the fingerprints of idempotent requests are taken over the
-/// canonical request, no longer over the body as sent; the answers stored
-/// before (rows below `raw_before`) keep theirs, and are matched that way.
-/// And user ids are in NFC: see [`normalize_stored_users`].
-const CANONICAL_SCHEMA: &str = "
-CREATE TABLE fingerprints (raw_before INTEGER NOT NULL);
-INSERT INTO fingerprints SELECT coalesce(max(seq), 0) + 1 FROM idempotency;
-";
+mod replay;
+mod room;
+mod schema;
 
 /// Room the readiness probe asks for, in pages: a few bookings' worth.
 const PROBE_PAGES: i64 = 4;
@@ -404,316 +360,6 @@ impl Database {
     }
 }
 
-/// How often a start that found no room on the disk tries again.
-const ROOM_RETRY: Duration = Duration::from_secs(1);
-
-/// Where a start looks for room when SQLite finds none.
-struct Room<'a> {
-    /// The database's folder: its file system's free space.
-    folder: &'a Path,
-    /// The configured cap on pages: a full database with a disk that has
-    /// room is the cap, which waiting does not lift.
-    max_page_count: u32,
-}
-
-impl Room<'_> {
-    /// `open`, tried again every [`ROOM_RETRY`] while the disk has no room
-    /// for it, so that a server started on a full disk starts once space is
-    /// freed instead of exiting (and a container restarting in a loop). The
-    /// port stays closed meanwhile. Opening writes only where it must: a
-    /// schema upgrade, or SQLite's shared-memory file (`-shm`, 32 KiB)
-    /// where it was deleted, which SQLite needs before it reads the WAL.
-    fn wait_for<T>(
-        &self,
-        mut open: impl FnMut() -> Result<T, StorageError>,
-    ) -> Result<T, StorageError> {
-        let mut waiting = false;
-        loop {
-            match open() {
-                Err(StorageError::Sqlite(error)) if self.lacking(&error) => {
-                    if !waiting {
-                        log::error!(
-                            "no room to open the database ({error}); \
-                             waiting for space, trying again every {ROOM_RETRY:?}"
-                        );
-                        waiting = true;
-                    }
-                    std::thread::sleep(ROOM_RETRY);
-                }
-                done => {
-                    if waiting && done.is_ok() {
-                        log::info!("the database is open: there is room again");
-                    }
-                    return done;
-                }
-            }
-        }
-    }
-
-    /// Whether `error` is the disk's lack of room, which freeing space
-    /// mends: SQLite's `SQLITE_FULL` (unless the disk has room and the cap
-    /// on pages is what was reached), or `SQLITE_IOERR_SHMSIZE` (its
-    /// shared memory could not grow) on a disk with under 1 MiB free, as
-    /// SQLite reports any failed write of that file so.
-    fn lacking(&self, error: &rusqlite::Error) -> bool {
-        const MIB: u64 = 1 << 20;
-        let Some(error) = error.sqlite_error() else {
-            return false;
-        };
-        let free = rustix::fs::statvfs(self.folder)
-            .map_or(0, |fs| fs.f_bavail.saturating_mul(fs.f_frsize));
-        if error.extended_code == rusqlite::ffi::SQLITE_IOERR_SHMSIZE {
-            return free < MIB;
-        }
-        // With a cap configured, a disk with 64 MiB free is not what filled up.
-        error.code == rusqlite::ErrorCode::DiskFull && (self.max_page_count == 0 || free < 64 * MIB)
-    }
-}
-
-/// Creates the schema in a new file, upgrades an older one; refuses a newer
-/// one. A file already at this version is only read: a server must be able
-/// to start, and read what it stored, on a disk with no room for a write.
-fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
-    let version = |conn: &Connection| {
-        conn.pragma_query_value(None, "user_version", |row| row.get::<_, i64>(0))
-    };
-    match version(conn)? {
-        SCHEMA_VERSION => return Ok(()),
-        newer if newer > SCHEMA_VERSION => return Err(StorageError::SchemaVersion(newer)),
-        _ => {}
-    }
-    // Read again inside the write lock: another process may have migrated meanwhile.
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let version = version(&tx)?;
-    if version >= SCHEMA_VERSION {
-        return Ok(());
-    }
-    if version < 1 {
-        tx.execute_batch(SCHEMA)?;
-    }
-    if version < 2 {
-        tx.execute_batch(IDEMPOTENCY_SCHEMA)?;
-    }
-    if version < 3 {
-        tx.execute_batch(READINESS_SCHEMA)?;
-    }
-    let mut notes = Vec::new();
-    if version < 4 {
-        tx.execute_batch(CANONICAL_SCHEMA)?;
-        notes = normalize_stored_users(&tx)?;
-    }
-    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-    tx.commit()?;
-    // Only now: a commit that failed (a full disk) is tried again, and would say it all again.
-    for note in notes {
-        log::warn!("{note}");
-    }
-    Ok(())
-}
-
-/// Rewrites the stored user ids that are not in NFC (written before ids
-/// were normalized: see [`crate::ids::normalize`]), so that each user's rows
-/// carry one spelling, the one requests now arrive in. Where two stored
-/// spellings of one event's user are the same id in NFC (two users then,
-/// one now), the NFC spelling keeps the id, else the one whose first row
-/// came first; the other's rows stay as they are, with the ticket or the
-/// place they were acknowledged, but no request can name that user any
-/// more. Each such case is logged. Runs once, in the migration to version 4.
-/// Returns what to log once the migration is committed.
-fn normalize_stored_users(tx: &Connection) -> Result<Vec<String>, StorageError> {
-    // Only ids with a character beyond printable ASCII can change (ASCII is NFC).
-    const BEYOND_ASCII: &str = "user_id GLOB '*[^ -~]*'";
-    // (event, NFC form) -> the spellings not in NFC, in the order of their first rows.
-    let mut renamed: HashMap<(String, String), Vec<String>> = HashMap::new();
-    let mut rows: HashMap<(String, String), Vec<i64>> = HashMap::new();
-    {
-        let mut scan = tx.prepare(&format!(
-            "SELECT seq, event_id, user_id FROM order_log WHERE {BEYOND_ASCII} ORDER BY seq"
-        ))?;
-        let mut found = scan.query([])?;
-        while let Some(row) = found.next()? {
-            let (seq, event, user): (i64, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
-            let normal = crate::ids::normalize(&user);
-            if normal == user {
-                continue;
-            }
-            let spellings = renamed
-                .entry((event.clone(), normal.into_owned()))
-                .or_default();
-            if !spellings.contains(&user) {
-                spellings.push(user.clone());
-            }
-            rows.entry((event, user)).or_default().push(seq);
-        }
-    }
-    if renamed.is_empty() {
-        return Ok(Vec::new());
-    }
-    // Which NFC forms are stored as they are: one more pass (over the whole
-    // log only if one of them is ASCII, as U+212A KELVIN SIGN's NFC is "K").
-    let mut nfc_stored = HashSet::new();
-    {
-        let filter = match renamed.keys().any(|(_, normal)| normal.is_ascii()) {
-            true => "1",
-            false => BEYOND_ASCII,
-        };
-        let mut scan = tx.prepare(&format!(
-            "SELECT event_id, user_id FROM order_log WHERE {filter}"
-        ))?;
-        let mut found = scan.query([])?;
-        while let Some(row) = found.next()? {
-            let key = (row.get::<_, String>(0)?, row.get::<_, String>(1)?);
-            if renamed.contains_key(&key) {
-                nfc_stored.insert(key);
-            }
-        }
-    }
-    let mut rename = tx.prepare("UPDATE order_log SET user_id = ?1 WHERE seq = ?2")?;
-    let mut notes = Vec::new();
-    let mut count = 0;
-    for ((event, normal), spellings) in renamed {
-        let nfc_stored = nfc_stored.contains(&(event.clone(), normal.clone()));
-        let (keeper, others) = match nfc_stored {
-            true => (None, &spellings[..]),
-            false => (Some(&spellings[0]), &spellings[1..]),
-        };
-        if let Some(keeper) = keeper {
-            for seq in &rows[&(event.clone(), keeper.clone())] {
-                rename.execute(params![normal, seq])?;
-            }
-            count += 1;
-        }
-        for other in others {
-            notes.push(format!(
-                "event {event}: stored users {other:?} and {normal:?} are one user in NFC; \
-                 {:?} keeps the id, {other:?} keeps its rows and standing but can no longer be named",
-                keeper.unwrap_or(&normal)
-            ));
-        }
-    }
-    notes.push(format!("user ids in NFC: {count} stored users renamed"));
-    Ok(notes)
-}
-
-/// Replays the log: a user's last row is its status, and the waiting list is
-/// the waiting users in the order of the rows that made them wait.
-#[derive(Default)]
-struct Loader {
-    events: HashMap<EventId, StoredEvent>,
-    /// Rows a later row of the same user replaced, in the order found.
-    superseded: Vec<i64>,
-}
-
-struct StoredEvent {
-    total_tickets: u32,
-    /// Each user's last status, with its row (`seq`): the replay order.
-    users: HashMap<Arc<str>, (Stored, i64)>,
-}
-
-/// What the order log holds, as one pass over it reads it.
-pub struct StoredOrders {
-    pub events: Vec<(EventId, EventState)>,
-    /// Rows (`seq`, ascending) that a later row of the same user at the same
-    /// event replaced. The state above is read from each user's last row
-    /// alone, so these can be deleted without changing it: the log's
-    /// compaction.
-    pub superseded: Vec<i64>,
-    /// Rows of the log: one per user of each event, and the superseded.
-    pub rows: u64,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Stored {
-    Booked,
-    Waiting,
-    Cancelled,
-}
-
-impl Loader {
-    fn event(&mut self, id: &str, total_tickets: u32) {
-        self.events.insert(
-            EventId::stored(id),
-            StoredEvent {
-                total_tickets,
-                users: HashMap::new(),
-            },
-        );
-    }
-
-    /// Replays row `seq`; rows come in ascending `seq`.
-    fn order(
-        &mut self,
-        seq: i64,
-        event: &str,
-        user: &str,
-        status: &str,
-    ) -> Result<(), StorageError> {
-        let stored = self.events.get_mut(event).ok_or_else(|| {
-            StorageError::Inconsistent(format!("order of {user:?} at unknown event {event}"))
-        })?;
-        let status = match status {
-            "booked" => Stored::Booked,
-            "waiting" => Stored::Waiting,
-            "cancelled" => Stored::Cancelled,
-            other => {
-                return Err(StorageError::Inconsistent(format!(
-                    "order of {user:?} has status {other:?}"
-                )))
-            }
-        };
-        match stored.users.get_mut(user) {
-            Some(last) => {
-                self.superseded.push(last.1);
-                *last = (status, seq);
-            }
-            None => {
-                stored.users.insert(Arc::from(user), (status, seq));
-            }
-        }
-        Ok(())
-    }
-
-    fn finish(self) -> Result<StoredOrders, StorageError> {
-        let users: usize = self.events.values().map(|event| event.users.len()).sum();
-        let rows = (users + self.superseded.len()) as u64;
-        let events = self
-            .events
-            .into_iter()
-            .map(|(id, stored)| {
-                let mut booked = Vec::new();
-                let mut waiting = Vec::new();
-                let mut cancelled = Vec::new();
-                for (user, (status, row)) in stored.users {
-                    match status {
-                        Stored::Booked => booked.push(user),
-                        Stored::Waiting => waiting.push((row, user)),
-                        Stored::Cancelled => cancelled.push(user),
-                    }
-                }
-                if booked.len() > stored.total_tickets as usize {
-                    let message = format!(
-                        "event {id} has {} holders of {} tickets",
-                        booked.len(),
-                        stored.total_tickets
-                    );
-                    return Err(StorageError::Inconsistent(message));
-                }
-                waiting.sort_unstable_by_key(|(row, _)| *row);
-                let waiting = waiting.into_iter().map(|(_, user)| user);
-                Ok((
-                    id,
-                    EventState::restore(stored.total_tickets, booked, waiting, cancelled),
-                ))
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(StoredOrders {
-            events,
-            superseded: self.superseded,
-            rows,
-        })
-    }
-}
-
 /// Settings applied to every connection, the pool's and the first.
 #[derive(Clone, Copy)]
 struct Pragmas {
@@ -738,6 +384,9 @@ impl Pragmas {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use super::schema::SCHEMA;
     use super::*;
     use crate::booking::UserStatus;
 

@@ -1,0 +1,128 @@
+//! Recovery's replay of the order log: each user's last row is its status,
+//! and the waiting list is the waiting users in row order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::StorageError;
+use crate::booking::EventState;
+use crate::ids::EventId;
+
+/// Replays the log: a user's last row is its status, and the waiting list is
+/// the waiting users in the order of the rows that made them wait.
+#[derive(Default)]
+pub(super) struct Loader {
+    pub(super) events: HashMap<EventId, StoredEvent>,
+    /// Rows a later row of the same user replaced, in the order found.
+    pub(super) superseded: Vec<i64>,
+}
+
+pub(super) struct StoredEvent {
+    total_tickets: u32,
+    /// Each user's last status, with its row (`seq`): the replay order.
+    users: HashMap<Arc<str>, (Stored, i64)>,
+}
+
+/// What the order log holds, as one pass over it reads it.
+pub struct StoredOrders {
+    pub events: Vec<(EventId, EventState)>,
+    /// Rows (`seq`, ascending) that a later row of the same user at the same
+    /// event replaced. The state above is read from each user's last row
+    /// alone, so these can be deleted without changing it: the log's
+    /// compaction.
+    pub superseded: Vec<i64>,
+    /// Rows of the log: one per user of each event, and the superseded.
+    pub rows: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    Booked,
+    Waiting,
+    Cancelled,
+}
+
+impl Loader {
+    pub(super) fn event(&mut self, id: &str, total_tickets: u32) {
+        self.events.insert(
+            EventId::stored(id),
+            StoredEvent {
+                total_tickets,
+                users: HashMap::new(),
+            },
+        );
+    }
+
+    /// Replays row `seq`; rows come in ascending `seq`.
+    pub(super) fn order(
+        &mut self,
+        seq: i64,
+        event: &str,
+        user: &str,
+        status: &str,
+    ) -> Result<(), StorageError> {
+        let stored = self.events.get_mut(event).ok_or_else(|| {
+            StorageError::Inconsistent(format!("order of {user:?} at unknown event {event}"))
+        })?;
+        let status = match status {
+            "booked" => Stored::Booked,
+            "waiting" => Stored::Waiting,
+            "cancelled" => Stored::Cancelled,
+            other => {
+                return Err(StorageError::Inconsistent(format!(
+                    "order of {user:?} has status {other:?}"
+                )))
+            }
+        };
+        match stored.users.get_mut(user) {
+            Some(last) => {
+                self.superseded.push(last.1);
+                *last = (status, seq);
+            }
+            None => {
+                stored.users.insert(Arc::from(user), (status, seq));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn finish(self) -> Result<StoredOrders, StorageError> {
+        let users: usize = self.events.values().map(|event| event.users.len()).sum();
+        let rows = (users + self.superseded.len()) as u64;
+        let events = self
+            .events
+            .into_iter()
+            .map(|(id, stored)| {
+                let mut booked = Vec::new();
+                let mut waiting = Vec::new();
+                let mut cancelled = Vec::new();
+                for (user, (status, row)) in stored.users {
+                    match status {
+                        Stored::Booked => booked.push(user),
+                        Stored::Waiting => waiting.push((row, user)),
+                        Stored::Cancelled => cancelled.push(user),
+                    }
+                }
+                if booked.len() > stored.total_tickets as usize {
+                    let message = format!(
+                        "event {id} has {} holders of {} tickets",
+                        booked.len(),
+                        stored.total_tickets
+                    );
+                    return Err(StorageError::Inconsistent(message));
+                }
+                waiting.sort_unstable_by_key(|(row, _)| *row);
+                let waiting = waiting.into_iter().map(|(_, user)| user);
+                Ok((
+                    id,
+                    EventState::restore(stored.total_tickets, booked, waiting, cancelled),
+                ))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(StoredOrders {
+            events,
+            superseded: self.superseded,
+            rows,
+        })
+    }
+}

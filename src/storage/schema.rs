@@ -1,0 +1,185 @@
+//! The schema of the database and its migrations, versioned in
+//! `PRAGMA user_version`.
+
+use std::collections::{HashMap, HashSet};
+
+use rusqlite::{params, Connection, TransactionBehavior};
+
+use super::StorageError;
+
+/// Stored in `PRAGMA user_version`; a file with a newer version is refused.
+pub(super) const SCHEMA_VERSION: i64 = 4;
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE events (
+    id            TEXT PRIMARY KEY,
+    total_tickets INTEGER NOT NULL CHECK (total_tickets > 0)
+) WITHOUT ROWID;
+CREATE TABLE order_log (
+    seq      INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL REFERENCES events (id),
+    user_id  TEXT NOT NULL,
+    -- Not `status IN (...)`: SQLite builds a temporary index for that on every insert.
+    status   TEXT NOT NULL CHECK (status = 'booked' OR status = 'waiting' OR status = 'cancelled')
+);
+";
+
+/// Version 2: the answers of idempotent requests, appended in commit order,
+/// so `stored_at` grows with the rowid and the oldest rows are the expired ones.
+const IDEMPOTENCY_SCHEMA: &str = "
+CREATE TABLE idempotency (
+    seq         INTEGER PRIMARY KEY,
+    scope       TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    fingerprint BLOB NOT NULL,
+    status      INTEGER NOT NULL,
+    body        BLOB NOT NULL,
+    stored_at   INTEGER NOT NULL
+);
+";
+
+/// Version 3: one row that the readiness probe rewrites, so that `/ready`
+/// proves a transaction really reaches the disk.
+const READINESS_SCHEMA: &str = "
+CREATE TABLE readiness (
+    id         INTEGER PRIMARY KEY,
+    checked_at INTEGER NOT NULL,
+    -- Only ever written in a savepoint that is rolled back: the room test.
+    room       BLOB
+);
+INSERT INTO readiness (id, checked_at) VALUES (1, 0);
+";
+
+/// Version 4: the fingerprints of idempotent requests are taken over the
+/// canonical request, no longer over the body as sent; the answers stored
+/// before (rows below `raw_before`) keep theirs, and are matched that way.
+/// And user ids are in NFC: see [`normalize_stored_users`].
+const CANONICAL_SCHEMA: &str = "
+CREATE TABLE fingerprints (raw_before INTEGER NOT NULL);
+INSERT INTO fingerprints SELECT coalesce(max(seq), 0) + 1 FROM idempotency;
+";
+
+/// Creates the schema in a new file, upgrades an older one; refuses a newer
+/// one. A file already at this version is only read: a server must be able
+/// to start, and read what it stored, on a disk with no room for a write.
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
+    let version = |conn: &Connection| {
+        conn.pragma_query_value(None, "user_version", |row| row.get::<_, i64>(0))
+    };
+    match version(conn)? {
+        SCHEMA_VERSION => return Ok(()),
+        newer if newer > SCHEMA_VERSION => return Err(StorageError::SchemaVersion(newer)),
+        _ => {}
+    }
+    // Read again inside the write lock: another process may have migrated meanwhile.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version = version(&tx)?;
+    if version >= SCHEMA_VERSION {
+        return Ok(());
+    }
+    if version < 1 {
+        tx.execute_batch(SCHEMA)?;
+    }
+    if version < 2 {
+        tx.execute_batch(IDEMPOTENCY_SCHEMA)?;
+    }
+    if version < 3 {
+        tx.execute_batch(READINESS_SCHEMA)?;
+    }
+    let mut notes = Vec::new();
+    if version < 4 {
+        tx.execute_batch(CANONICAL_SCHEMA)?;
+        notes = normalize_stored_users(&tx)?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    // Only now: a commit that failed (a full disk) is tried again, and would say it all again.
+    for note in notes {
+        log::warn!("{note}");
+    }
+    Ok(())
+}
+
+/// Rewrites the stored user ids that are not in NFC (written before ids
+/// were normalized: see [`crate::ids::normalize`]), so that each user's rows
+/// carry one spelling, the one requests now arrive in. Where two stored
+/// spellings of one event's user are the same id in NFC (two users then,
+/// one now), the NFC spelling keeps the id, else the one whose first row
+/// came first; the other's rows stay as they are, with the ticket or the
+/// place they were acknowledged, but no request can name that user any
+/// more. Each such case is logged. Runs once, in the migration to version 4.
+/// Returns what to log once the migration is committed.
+fn normalize_stored_users(tx: &Connection) -> Result<Vec<String>, StorageError> {
+    // Only ids with a character beyond printable ASCII can change (ASCII is NFC).
+    const BEYOND_ASCII: &str = "user_id GLOB '*[^ -~]*'";
+    // (event, NFC form) -> the spellings not in NFC, in the order of their first rows.
+    let mut renamed: HashMap<(String, String), Vec<String>> = HashMap::new();
+    let mut rows: HashMap<(String, String), Vec<i64>> = HashMap::new();
+    {
+        let mut scan = tx.prepare(&format!(
+            "SELECT seq, event_id, user_id FROM order_log WHERE {BEYOND_ASCII} ORDER BY seq"
+        ))?;
+        let mut found = scan.query([])?;
+        while let Some(row) = found.next()? {
+            let (seq, event, user): (i64, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
+            let normal = crate::ids::normalize(&user);
+            if normal == user {
+                continue;
+            }
+            let spellings = renamed
+                .entry((event.clone(), normal.into_owned()))
+                .or_default();
+            if !spellings.contains(&user) {
+                spellings.push(user.clone());
+            }
+            rows.entry((event, user)).or_default().push(seq);
+        }
+    }
+    if renamed.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Which NFC forms are stored as they are: one more pass (over the whole
+    // log only if one of them is ASCII, as U+212A KELVIN SIGN's NFC is "K").
+    let mut nfc_stored = HashSet::new();
+    {
+        let filter = match renamed.keys().any(|(_, normal)| normal.is_ascii()) {
+            true => "1",
+            false => BEYOND_ASCII,
+        };
+        let mut scan = tx.prepare(&format!(
+            "SELECT event_id, user_id FROM order_log WHERE {filter}"
+        ))?;
+        let mut found = scan.query([])?;
+        while let Some(row) = found.next()? {
+            let key = (row.get::<_, String>(0)?, row.get::<_, String>(1)?);
+            if renamed.contains_key(&key) {
+                nfc_stored.insert(key);
+            }
+        }
+    }
+    let mut rename = tx.prepare("UPDATE order_log SET user_id = ?1 WHERE seq = ?2")?;
+    let mut notes = Vec::new();
+    let mut count = 0;
+    for ((event, normal), spellings) in renamed {
+        let nfc_stored = nfc_stored.contains(&(event.clone(), normal.clone()));
+        let (keeper, others) = match nfc_stored {
+            true => (None, &spellings[..]),
+            false => (Some(&spellings[0]), &spellings[1..]),
+        };
+        if let Some(keeper) = keeper {
+            for seq in &rows[&(event.clone(), keeper.clone())] {
+                rename.execute(params![normal, seq])?;
+            }
+            count += 1;
+        }
+        for other in others {
+            notes.push(format!(
+                "event {event}: stored users {other:?} and {normal:?} are one user in NFC; \
+                 {:?} keeps the id, {other:?} keeps its rows and standing but can no longer be named",
+                keeper.unwrap_or(&normal)
+            ));
+        }
+    }
+    notes.push(format!("user ids in NFC: {count} stored users renamed"));
+    Ok(notes)
+}
