@@ -1,5 +1,6 @@
 //! Request bodies: read within the size limit, parsed as a JSON object, and
-//! validated field by field, so each route receives only well-formed ids.
+//! validated field by field; and path segments, decoded only from UTF-8. So
+//! each route receives only well-formed ids.
 
 use actix_web::dev::Payload;
 use actix_web::error::PayloadError;
@@ -211,7 +212,9 @@ impl FromJsonObject for InitializeRequest {
     }
 
     fn canonical(&self) -> Vec<u8> {
-        let fields = json!({"eventId": self.event_as_sent, "totalTickets": self.total_tickets});
+        // The event, not its spelling: `7` and `"7"` are one event, as one
+        // user is one user in `OrderRequest::canonical`.
+        let fields = json!({"eventId": self.event, "totalTickets": self.total_tickets});
         serde_json::to_vec(&fields).expect("ids serialize")
     }
 }

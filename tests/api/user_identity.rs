@@ -204,6 +204,30 @@ async fn a_retry_is_the_same_request_however_it_is_spelled() {
     let text = keyed(&app, "k2", r#"{"eventId": 1, "userId": "7"}"#).await;
     assert_eq!(text.header("idempotent-replayed"), Some("true"));
     assert_eq!(text.raw, number.raw);
+    // And so are `2` and `"2"` as an event: a retried initialize replays.
+    let headers = [
+        ("Idempotency-Key", "k3"),
+        ("Content-Type", "application/json"),
+    ];
+    let created = app
+        .request_raw(
+            "POST",
+            "/api/initialize",
+            &headers,
+            r#"{"eventId": 2, "totalTickets": 5}"#,
+        )
+        .await;
+    assert_eq!(created.status, 201);
+    let retried = app
+        .request_raw(
+            "POST",
+            "/api/initialize",
+            &headers,
+            r#"{"totalTickets": 5.0, "eventId": "2"}"#,
+        )
+        .await;
+    assert_eq!(retried.header("idempotent-replayed"), Some("true"));
+    assert_eq!(retried.raw, created.raw);
     assert_eq!(app.counts("1").await, (2, 0));
 }
 
