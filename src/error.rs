@@ -1,9 +1,11 @@
-//! The one error shape on the wire: `{"error": "...", "details": "..."}`.
+//! The one error shape on the wire: `{"error": "...", "code": "...",
+//! "details": "..."}`, with a stable `code` a client can branch on.
 
 use actix_web::http::header::{ContentType, ALLOW, RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::actors::BookingError;
 use crate::booking::Refusal;
@@ -61,10 +63,82 @@ pub enum ApiError {
     MethodNotAllowed { allow: &'static str },
 }
 
+/// What went wrong, for a program to branch on: one per kind of error,
+/// stable across releases, unlike the English of `error`. Serialized in
+/// snake case (`event_not_found`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400: the body, a path segment or a header is malformed; `details` names it.
+    InvalidInput,
+    /// 401: no API key, or an unknown one.
+    Unauthorized,
+    /// 403: a valid key without the rights for this route.
+    Forbidden,
+    /// 404: no event with this id.
+    EventNotFound,
+    /// 404: the user has no ticket or waiting place at the event.
+    BookingNotFound,
+    /// 404: no route has this path.
+    RouteNotFound,
+    /// 405: the path exists, not with this method; `Allow` lists the ones it has.
+    MethodNotAllowed,
+    /// 409: the event was initialized before.
+    EventExists,
+    /// 409: the user already has a ticket at the event.
+    AlreadyBooked,
+    /// 409: the user is already on the event's waiting list.
+    AlreadyWaiting,
+    /// 409: the first request with this `Idempotency-Key` is still running.
+    IdempotencyKeyInFlight,
+    /// 413: the body is over the limit.
+    PayloadTooLarge,
+    /// 422: this `Idempotency-Key` came with a different request before.
+    IdempotencyKeyReused,
+    /// 429: over the rate limit; `Retry-After` says when to come back.
+    RateLimited,
+    /// 500: an error the server did not foresee.
+    InternalError,
+    /// 503: the change was not committed, so nothing was changed.
+    StorageUnavailable,
+    /// 503: a queue was full; nothing was changed.
+    ServerBusy,
+    /// 503: the stored orders are still being read after a start; nothing was changed.
+    ServerStarting,
+    /// 503: no answer in time; a book or cancel may still be stored.
+    RequestTimedOut,
+    /// 503: the server is stopping.
+    ServiceUnavailable,
+}
+
+impl ErrorCode {
+    /// The code of an error answer that actix-web or a middleware made,
+    /// known only by its status.
+    pub fn of_status(status: StatusCode) -> Self {
+        match status {
+            StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
+            StatusCode::FORBIDDEN => ErrorCode::Forbidden,
+            StatusCode::NOT_FOUND => ErrorCode::RouteNotFound,
+            StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+            StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+            StatusCode::TOO_MANY_REQUESTS => ErrorCode::RateLimited,
+            StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => {
+                ErrorCode::RequestTimedOut
+            }
+            StatusCode::SERVICE_UNAVAILABLE => ErrorCode::ServiceUnavailable,
+            status if status.is_client_error() => ErrorCode::InvalidInput,
+            _ => ErrorCode::InternalError,
+        }
+    }
+}
+
 /// The body of every error answer.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ErrorBody<'a> {
+    /// A short English text, e.g. `Event not found`.
     pub error: String,
+    pub code: ErrorCode,
+    /// What is wrong, naming the field (on 400 and 413), or what to do next.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<&'a str>,
 }
@@ -113,6 +187,31 @@ impl ResponseError for ApiError {
 }
 
 impl ApiError {
+    /// The stable code of this error, sent as `code`.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ApiError::InvalidInput(_) => ErrorCode::InvalidInput,
+            ApiError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            ApiError::EventNotFound => ErrorCode::EventNotFound,
+            ApiError::BookingNotFound => ErrorCode::BookingNotFound,
+            ApiError::EventAlreadyInitialized => ErrorCode::EventExists,
+            ApiError::AlreadyBooked => ErrorCode::AlreadyBooked,
+            ApiError::AlreadyWaiting => ErrorCode::AlreadyWaiting,
+            ApiError::StorageUnavailable => ErrorCode::StorageUnavailable,
+            ApiError::ServiceUnavailable => ErrorCode::ServiceUnavailable,
+            ApiError::ServerBusy => ErrorCode::ServerBusy,
+            ApiError::Starting => ErrorCode::ServerStarting,
+            ApiError::TimedOut => ErrorCode::RequestTimedOut,
+            ApiError::Unauthorized => ErrorCode::Unauthorized,
+            ApiError::Forbidden => ErrorCode::Forbidden,
+            ApiError::TooManyRequests { .. } => ErrorCode::RateLimited,
+            ApiError::IdempotencyInFlight => ErrorCode::IdempotencyKeyInFlight,
+            ApiError::IdempotencyMismatch => ErrorCode::IdempotencyKeyReused,
+            ApiError::RouteNotFound => ErrorCode::RouteNotFound,
+            ApiError::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
+        }
+    }
+
     /// The JSON body of this error, as sent (and stored for idempotent retries).
     pub fn body(&self) -> Vec<u8> {
         let details = match self {
@@ -129,6 +228,7 @@ impl ApiError {
         };
         serde_json::to_vec(&ErrorBody {
             error: self.to_string(),
+            code: self.code(),
             details,
         })
         .expect("an error body serializes")
@@ -158,6 +258,70 @@ impl From<BookingError> for ApiError {
             }
             BookingError::Stopped => ApiError::ServiceUnavailable,
             BookingError::Recovering => ApiError::Starting,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    #[test]
+    fn every_error_body_carries_its_code_beside_its_text() {
+        let all = [
+            ApiError::InvalidInput("x".into()),
+            ApiError::PayloadTooLarge("x".into()),
+            ApiError::EventNotFound,
+            ApiError::BookingNotFound,
+            ApiError::EventAlreadyInitialized,
+            ApiError::AlreadyBooked,
+            ApiError::AlreadyWaiting,
+            ApiError::StorageUnavailable,
+            ApiError::ServiceUnavailable,
+            ApiError::ServerBusy,
+            ApiError::Starting,
+            ApiError::TimedOut,
+            ApiError::Unauthorized,
+            ApiError::Forbidden,
+            ApiError::TooManyRequests {
+                retry_after_secs: 1,
+            },
+            ApiError::IdempotencyInFlight,
+            ApiError::IdempotencyMismatch,
+            ApiError::RouteNotFound,
+            ApiError::MethodNotAllowed { allow: "GET" },
+        ];
+        let mut codes = Vec::new();
+        for error in &all {
+            let body: Value = serde_json::from_slice(&error.body()).unwrap();
+            assert_eq!(body["error"], error.to_string());
+            assert_eq!(body["code"], json!(error.code()));
+            codes.push(body["code"].as_str().unwrap().to_string());
+        }
+        assert_eq!(
+            json!(ApiError::ServiceUnavailable.code()),
+            "service_unavailable"
+        );
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), all.len(), "one code per error: {codes:?}");
+    }
+
+    #[test]
+    fn an_error_known_only_by_its_status_gets_the_code_of_that_status() {
+        for (status, code) in [
+            (StatusCode::BAD_REQUEST, "invalid_input"),
+            (StatusCode::URI_TOO_LONG, "invalid_input"),
+            (StatusCode::NOT_FOUND, "route_not_found"),
+            (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            (StatusCode::REQUEST_TIMEOUT, "request_timed_out"),
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+            (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
+        ] {
+            assert_eq!(json!(ErrorCode::of_status(status)), code, "{status}");
         }
     }
 }

@@ -17,7 +17,7 @@ use futures::channel::oneshot;
 
 use super::order_store::{NotStored, OrderStore, Origin, Persist, QueueSlot, Reload};
 use crate::booking::{
-    BookOutcome, CancelOutcome, EventState, OrderUpdate, Refusal, Summary, UserStatus,
+    BookOutcome, CancelOutcome, EventState, OrderUpdate, Refusal, Standing, Summary,
 };
 use crate::idempotency::Pending;
 use crate::ids::EventId;
@@ -80,8 +80,8 @@ pub struct GetSummary;
 
 /// Where `user` stands; `None` if never seen at this event.
 #[derive(Message)]
-#[rtype(result = "Result<Option<UserStatus>, BookingError>")]
-pub struct GetUserStatus {
+#[rtype(result = "Result<Option<Standing>, BookingError>")]
+pub struct GetStanding {
     pub user: Arc<str>,
 }
 
@@ -278,16 +278,16 @@ impl Handler<GetSummary> for EventActor {
     }
 }
 
-impl Handler<GetUserStatus> for EventActor {
-    type Result = Result<Option<UserStatus>, BookingError>;
+impl Handler<GetStanding> for EventActor {
+    type Result = Result<Option<Standing>, BookingError>;
 
     fn handle(
         &mut self,
-        GetUserStatus { user }: GetUserStatus,
+        GetStanding { user }: GetStanding,
         ctx: &mut Context<Self>,
     ) -> Self::Result {
         self.check_fresh(ctx)?;
-        Ok(self.state.user_status(&user))
+        Ok(self.state.standing(&user))
     }
 }
 

@@ -9,7 +9,7 @@ mod registry;
 mod threads;
 
 pub use event::{
-    Book, BookingError, Cancel, EventActor, GetSummary, GetUserStatus, Recorder, Reply,
+    Book, BookingError, Cancel, EventActor, GetSummary, GetStanding, Recorder, Reply,
 };
 pub use order_store::{
     CheckWritable, Flush, ForgetAnswers, OrderStore, QueueSlot, Recover, Recovered,

@@ -605,7 +605,7 @@ mod tests {
     use actix_web::HttpRequest;
 
     use super::*;
-    use crate::booking::{OrderUpdate, UserStatus};
+    use crate::booking::{OrderUpdate, Standing};
     use crate::configuration::Settings;
     use crate::idempotency::{Begin, Idempotency};
 
@@ -751,8 +751,8 @@ mod tests {
         assert_eq!(rows(), all - CHURNED as i64, "one row per user left");
         let state = store.send(Reload { event: gig() }).await.unwrap();
         let state = state.unwrap().expect("the event is stored");
-        assert_eq!(state.user_status("u0"), Some(UserStatus::Cancelled));
-        assert_eq!(state.user_status("late"), Some(UserStatus::Booked));
+        assert_eq!(state.standing("u0"), Some(Standing::Cancelled));
+        assert_eq!(state.standing("late"), Some(Standing::Booked));
     }
 
     #[actix_web::test]

@@ -79,11 +79,19 @@ impl OrderUpdate {
     }
 }
 
-/// A user's standing at an event, as the status endpoint reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UserStatus {
+/// A user's standing at an event, as the status endpoint reports it: on the
+/// wire, `{"status": "booked"}`, `{"status": "waiting", "position": 2}` or
+/// `{"status": "cancelled"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Standing {
     Booked,
-    Waiting { position: u64 },
+    Waiting {
+        /// 1-based place in the waiting list.
+        #[schema(minimum = 1)]
+        position: u64,
+    },
+    /// Had a ticket or a place, and gave it up.
     Cancelled,
 }
 
@@ -199,13 +207,13 @@ impl EventState {
     }
 
     /// `None` for a user never seen at this event.
-    pub fn user_status(&self, user: &str) -> Option<UserStatus> {
+    pub fn standing(&self, user: &str) -> Option<Standing> {
         Some(match self.users.get(user)? {
-            Seat::Booked => UserStatus::Booked,
-            Seat::Waiting(seq) => UserStatus::Waiting {
+            Seat::Booked => Standing::Booked,
+            Seat::Waiting(seq) => Standing::Waiting {
                 position: self.waiting.position(*seq),
             },
-            Seat::Cancelled => UserStatus::Cancelled,
+            Seat::Cancelled => Standing::Cancelled,
         })
     }
 
@@ -277,12 +285,12 @@ mod tests {
                 promoted: user("b")
             }
         );
-        assert_eq!(state.user_status("b"), Some(UserStatus::Booked));
+        assert_eq!(state.standing("b"), Some(Standing::Booked));
         assert_eq!(
-            state.user_status("c"),
-            Some(UserStatus::Waiting { position: 1 })
+            state.standing("c"),
+            Some(Standing::Waiting { position: 1 })
         );
-        assert_eq!(state.user_status("a"), Some(UserStatus::Cancelled));
+        assert_eq!(state.standing("a"), Some(Standing::Cancelled));
         assert_eq!(
             state.summary(),
             Summary {
@@ -320,8 +328,8 @@ mod tests {
             )
         );
         assert_eq!(
-            state.user_status("d"),
-            Some(UserStatus::Waiting { position: 2 })
+            state.standing("d"),
+            Some(Standing::Waiting { position: 2 })
         );
         assert_eq!(state.summary().waiting, 2);
     }
@@ -333,7 +341,7 @@ mod tests {
         book(&mut state, "a").unwrap();
         state.cancel("a").unwrap();
         assert_eq!(state.cancel("a"), Err(Refusal::BookingNotFound));
-        assert_eq!(state.user_status("nobody"), None);
+        assert_eq!(state.standing("nobody"), None);
     }
 
     #[test]
@@ -361,13 +369,13 @@ mod tests {
             }
         );
         assert_eq!(
-            state.user_status("c"),
-            Some(UserStatus::Waiting { position: 1 })
+            state.standing("c"),
+            Some(Standing::Waiting { position: 1 })
         );
         assert_eq!(
-            state.user_status("b"),
-            Some(UserStatus::Waiting { position: 2 })
+            state.standing("b"),
+            Some(Standing::Waiting { position: 2 })
         );
-        assert_eq!(state.user_status("z"), Some(UserStatus::Cancelled));
+        assert_eq!(state.standing("z"), Some(Standing::Cancelled));
     }
 }

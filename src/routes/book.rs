@@ -1,19 +1,21 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::extract::{OrderRequest, Valid};
 use super::openapi;
 use super::order::{failure, order, success};
 use crate::actors::{Book, EventRegistry};
 use crate::booking::{BookOutcome, Refusal};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::{Answer, Idempotency};
 use crate::ids::UserId;
 
-#[derive(Serialize)]
+/// The body of a booking's `200`: a ticket, or a place in the queue.
+#[derive(Serialize, ToSchema)]
 #[serde(tag = "status", rename_all = "camelCase")]
-enum Booked<'a> {
+pub enum BookResponse<'a> {
     Booked {
         #[serde(rename = "userId")]
         user_id: &'a UserId,
@@ -21,6 +23,8 @@ enum Booked<'a> {
     Waiting {
         #[serde(rename = "userId")]
         user_id: &'a UserId,
+        /// 1-based place in the waiting list.
+        #[schema(minimum = 1)]
         position: u64,
     },
 }
@@ -28,10 +32,10 @@ enum Booked<'a> {
 /// The answer to a booking of `user`: the response body, or the stored one.
 fn answer(user: &UserId, decided: Result<&BookOutcome, Refusal>) -> Answer {
     match decided {
-        Ok(BookOutcome::Booked) => success(StatusCode::OK, &Booked::Booked { user_id: user }),
+        Ok(BookOutcome::Booked) => success(StatusCode::OK, &BookResponse::Booked { user_id: user }),
         Ok(&BookOutcome::Waiting { position }) => success(
             StatusCode::OK,
-            &Booked::Waiting {
+            &BookResponse::Waiting {
                 user_id: user,
                 position,
             },
@@ -45,13 +49,13 @@ fn answer(user: &UserId, decided: Result<&BookOutcome, Refusal>) -> Answer {
     post,
     path = "/api/book",
     tag = "bookings",
-    request_body = openapi::OrderRequest,
+    request_body = OrderRequest,
     params(openapi::IdempotencyKey),
     responses(
-        (status = 200, description = "Booked, or on the waiting list when sold out", body = openapi::BookAnswer, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same key"))),
+        (status = 200, description = "Booked, or on the waiting list when sold out", body = BookResponse, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same key"))),
         openapi::PostErrors,
-        (status = 404, description = "Event not found", body = openapi::Error),
-        (status = 409, description = "The user already has a ticket or a waiting place, or the same Idempotency-Key is still in flight", body = openapi::Error),
+        (status = 404, description = "Event not found (`event_not_found`)", body = ErrorBody),
+        (status = 409, description = "The user already has a ticket or a waiting place (`already_booked`, `already_waiting`), or the same Idempotency-Key is still in flight (`idempotency_key_in_flight`)", body = ErrorBody),
     ),
     security((), ("bearer" = []))
 )]

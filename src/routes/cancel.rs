@@ -1,27 +1,32 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::extract::{OrderRequest, Valid};
 use super::openapi;
 use super::order::{failure, order, success};
 use crate::actors::{Cancel, EventRegistry};
 use crate::booking::{CancelOutcome, Refusal};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::{Answer, Idempotency};
 use crate::ids::UserId;
 
-#[derive(Serialize)]
+/// The body of a cancellation's `200`.
+#[derive(Serialize, ToSchema)]
 #[serde(tag = "status", rename_all = "camelCase")]
-enum Cancelled<'a> {
+pub enum CancelResponse<'a> {
+    /// The ticket is back on sale, or the waiting place is given up.
     Cancelled {
         #[serde(rename = "userId")]
         user_id: &'a UserId,
     },
-    /// As in the Node.js original, `userId` is the new holder of the ticket.
+    /// The ticket went to the head of the queue.
     Reassigned {
+        /// The new holder of the ticket, as in the Node.js original.
         #[serde(rename = "userId")]
         user_id: UserId,
+        /// The user who cancelled.
         #[serde(rename = "cancelledUserId")]
         cancelled_user_id: &'a UserId,
     },
@@ -31,10 +36,10 @@ enum Cancelled<'a> {
 fn answer(user: &UserId, decided: Result<&CancelOutcome, Refusal>) -> Answer {
     match decided {
         Ok(CancelOutcome::Cancelled) => {
-            success(StatusCode::OK, &Cancelled::Cancelled { user_id: user })
+            success(StatusCode::OK, &CancelResponse::Cancelled { user_id: user })
         }
         Ok(CancelOutcome::Reassigned { to }) => {
-            let reassigned = Cancelled::Reassigned {
+            let reassigned = CancelResponse::Reassigned {
                 user_id: UserId::stored(to.clone()),
                 cancelled_user_id: user,
             };
@@ -49,13 +54,13 @@ fn answer(user: &UserId, decided: Result<&CancelOutcome, Refusal>) -> Answer {
     post,
     path = "/api/cancel",
     tag = "bookings",
-    request_body = openapi::OrderRequest,
+    request_body = OrderRequest,
     params(openapi::IdempotencyKey),
     responses(
-        (status = 200, description = "Cancelled (ticket back on sale, or place left), or reassigned to the head of the queue", body = openapi::CancelAnswer, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same key"))),
+        (status = 200, description = "Cancelled (ticket back on sale, or place left), or reassigned to the head of the queue", body = CancelResponse, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same key"))),
         openapi::PostErrors,
-        (status = 404, description = "Event or booking not found", body = openapi::Error),
-        (status = 409, description = "The same Idempotency-Key is still in flight", body = openapi::Error),
+        (status = 404, description = "Event or booking not found (`event_not_found`, `booking_not_found`)", body = ErrorBody),
+        (status = 409, description = "The same Idempotency-Key is still in flight (`idempotency_key_in_flight`)", body = ErrorBody),
     ),
     security((), ("bearer" = []))
 )]

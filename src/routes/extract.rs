@@ -12,6 +12,7 @@ use futures::StreamExt;
 use percent_encoding::percent_decode_str;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
 
 use super::strict_json::parse_json;
 use crate::error::ApiError;
@@ -164,8 +165,11 @@ pub fn field<'a>(object: &'a Map<String, Value>, name: &str) -> Result<&'a Value
 }
 
 /// The body of `book` and `cancel`.
+#[derive(ToSchema)]
 pub struct OrderRequest {
+    #[schema(rename = "eventId")]
     pub event: EventId,
+    #[schema(rename = "userId")]
     pub user: UserId,
 }
 
@@ -186,12 +190,17 @@ impl FromJsonObject for OrderRequest {
 }
 
 /// The body of `initialize`.
+#[derive(ToSchema)]
 pub struct InitializeRequest {
+    #[schema(rename = "eventId")]
     pub event: EventId,
     /// The id as the client wrote it, a string (`"7"`) or a number (`7`),
     /// echoed back in that form as the Node.js original did; a number in its
     /// canonical spelling (`7.0` and `7e0` come back as `7`).
+    #[schema(ignore)]
     pub event_as_sent: Value,
+    /// The tickets for sale.
+    #[schema(rename = "totalTickets", minimum = 1, maximum = 10_000_000)]
     pub total_tickets: u32,
 }
 

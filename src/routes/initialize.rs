@@ -1,6 +1,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
+use utoipa::ToSchema;
 use serde_json::Value;
 
 use super::extract::{InitializeRequest, Valid};
@@ -8,13 +9,18 @@ use super::openapi;
 use super::order::{begin, failure, respond, success};
 use crate::actors::{BookingError, EventRegistry, Recorder};
 use crate::booking::Refusal;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::ids::EventId;
 use crate::idempotency::{Answer, Idempotency};
 
-#[derive(Serialize)]
+/// The body of `initialize`'s `201`.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct Initialized<'a> {
+pub struct InitializeResponse<'a> {
+    #[schema(example = "Event initialized")]
     message: &'static str,
+    /// As sent: a string as it was, a number in canonical form (`1.0` comes back as `1`).
+    #[schema(value_type = EventId)]
     event_id: &'a Value,
     total_tickets: u32,
 }
@@ -23,7 +29,7 @@ struct Initialized<'a> {
 fn answer(event_as_sent: &Value, total_tickets: u32, created: Result<&(), Refusal>) -> Answer {
     match created {
         Ok(()) => {
-            let body = Initialized {
+            let body = InitializeResponse {
                 message: "Event initialized",
                 event_id: event_as_sent,
                 total_tickets,
@@ -39,13 +45,13 @@ fn answer(event_as_sent: &Value, total_tickets: u32, created: Result<&(), Refusa
     post,
     path = "/api/initialize",
     tag = "events",
-    request_body = openapi::InitializeRequest,
+    request_body = InitializeRequest,
     params(openapi::IdempotencyKey),
     responses(
-        (status = 201, description = "Event initialized", body = openapi::Initialized, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same key"))),
+        (status = 201, description = "Event initialized", body = InitializeResponse, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same key"))),
         openapi::PostErrors,
-        (status = 403, description = "A client key on this admin route", body = openapi::Error),
-        (status = 409, description = "Event already initialized, or the same Idempotency-Key still in flight", body = openapi::Error),
+        (status = 403, description = "A client key on this admin route (`forbidden`)", body = ErrorBody),
+        (status = 409, description = "Event already initialized (`event_exists`), or the same Idempotency-Key still in flight (`idempotency_key_in_flight`)", body = ErrorBody),
     ),
     security((), ("bearer" = []))
 )]

@@ -1,6 +1,6 @@
 //! The safety net of the one error shape: an error answer that is not JSON
 //! yet (one that actix-web or a middleware such as CORS made itself) is
-//! rewritten as `{"error": "...", "details": "..."}`, keeping its status and
+//! rewritten as `{"error": "...", "code": "...", "details": "..."}`, keeping its status and
 //! headers. The API's own errors are JSON already and pass through untouched.
 
 use actix_web::body::{self, BoxBody, EitherBody, MessageBody};
@@ -10,7 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpResponse, HttpResponseBuilder, ResponseError};
 
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 
 /// Middleware, outermost: it also sees the errors of the middleware inside it.
 pub async fn json_errors(
@@ -77,7 +77,11 @@ impl Rewritten {
             .unwrap_or("Error")
             .to_string();
         let details = Some(self.details.as_str()).filter(|details| !details.is_empty());
-        response.json(ErrorBody { error, details })
+        response.json(ErrorBody {
+            error,
+            code: ErrorCode::of_status(self.status),
+            details,
+        })
     }
 }
 

@@ -9,7 +9,7 @@ mod head;
 mod initialize;
 mod json_errors;
 mod observe;
-mod openapi;
+pub mod openapi;
 mod operations;
 mod order;
 mod recovery;

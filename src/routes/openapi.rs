@@ -1,9 +1,9 @@
-//! The OpenAPI 3.1 description of the API, generated from the routes with
-//! utoipa and served at `/api/openapi.json`; Swagger UI at `/docs`. The
-//! schema types here exist for the document only: they state what the
-//! validators in `ids` and `extract` accept, so that a client (or a fuzzer)
-//! following the document is not refused.
-#![allow(dead_code, non_snake_case)]
+//! The OpenAPI 3.1 description of the API, served at `/api/openapi.json`;
+//! Swagger UI at `/docs`. utoipa derives it from the routes and from the very
+//! types that read requests and write responses, so a field added to one
+//! appears in the document. What is written here by hand is what no type
+//! says: the patterns the validators in `ids` accept, the `Idempotency-Key`
+//! header, and the errors every route shares.
 
 use std::borrow::Cow;
 
@@ -14,7 +14,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::RefOr;
 use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, PartialSchema, ToSchema};
 
-use crate::ids::MAX_SAFE_INTEGER;
+use crate::error::{ErrorBody, ErrorCode};
+use crate::ids::{EventId, UserId, MAX_SAFE_INTEGER};
 
 /// An integer `from..=MAX_SAFE_INTEGER`, or a string matching `pattern`.
 fn integer_or_string(from: u64, pattern: &str, description: &str) -> RefOr<Schema> {
@@ -33,9 +34,6 @@ fn integer_or_string(from: u64, pattern: &str, description: &str) -> RefOr<Schem
         .description(Some(description))
         .into()
 }
-
-/// An event id.
-pub struct EventId;
 
 impl PartialSchema for EventId {
     fn schema() -> RefOr<Schema> {
@@ -64,9 +62,6 @@ const USER_ID_PATTERN: &str = concat!(
     "([^\\u0000-\\u001F\\u007F-\\u009F\\u00AD\\u061C\\u115F\\u1160\\u17B4\\u17B5\\u200B\\u200E\\u200F\\u202A-\\u202E\\u2060-\\u206F\\u3164\\uFEFF\\uFFA0\\uFFF0-\\uFFF8]{0,254}",
     "[^\\s\\u0000-\\u001F\\u007F-\\u009F\\u00AD\\u034F\\u061C\\u115F\\u1160\\u17B4\\u17B5\\u180B-\\u180F\\u200B-\\u200F\\u202A-\\u202E\\u2060-\\u206F\\u3164\\uFE00-\\uFE0F\\uFEFF\\uFFA0\\uFFF0-\\uFFF8])?$"
 );
-
-/// A user id.
-pub struct UserId;
 
 impl PartialSchema for UserId {
     fn schema() -> RefOr<Schema> {
@@ -98,98 +93,7 @@ pub struct IdempotencyKey {
         nullable = false,
         pattern = r"^[\x21-\x7E]([\x20-\x7E]{0,253}[\x21-\x7E])?$"
     )]
-    idempotency_key: Option<String>,
-}
-
-/// `POST /api/initialize`
-#[derive(ToSchema)]
-pub struct InitializeRequest {
-    eventId: EventId,
-    #[schema(minimum = 1, maximum = 10_000_000)]
-    totalTickets: u32,
-}
-
-/// `POST /api/book` and `POST /api/cancel`
-#[derive(ToSchema)]
-pub struct OrderRequest {
-    eventId: EventId,
-    userId: UserId,
-}
-
-#[derive(ToSchema)]
-pub struct Initialized {
-    #[schema(example = "Event initialized")]
-    message: String,
-    /// As sent: a string as it was, a number in canonical form (`1.0` comes back as `1`).
-    eventId: EventId,
-    totalTickets: u32,
-}
-
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-pub enum BookStatus {
-    Booked,
-    Waiting,
-}
-
-#[derive(ToSchema)]
-pub struct BookAnswer {
-    status: BookStatus,
-    userId: UserId,
-    /// 1-based place in the waiting list; only when `waiting`.
-    #[schema(minimum = 1)]
-    position: Option<u64>,
-}
-
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-pub enum CancelStatus {
-    Cancelled,
-    Reassigned,
-}
-
-#[derive(ToSchema)]
-pub struct CancelAnswer {
-    status: CancelStatus,
-    /// The user who cancelled, or (`reassigned`) the new holder of the ticket.
-    userId: UserId,
-    /// Only when `reassigned`: the user who cancelled.
-    cancelledUserId: Option<UserId>,
-}
-
-#[derive(ToSchema)]
-pub struct EventStatus {
-    eventId: EventId,
-    totalTickets: u32,
-    bookedTickets: u32,
-    availableTickets: u32,
-    waitingListCount: u64,
-}
-
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-pub enum Standing {
-    Booked,
-    Waiting,
-    Cancelled,
-}
-
-#[derive(ToSchema)]
-pub struct UserStatus {
-    eventId: EventId,
-    userId: UserId,
-    status: Standing,
-    /// Only while `waiting`.
-    #[schema(minimum = 1)]
-    position: Option<u64>,
-}
-
-/// Every error answer.
-#[derive(ToSchema)]
-pub struct Error {
-    error: String,
-    /// What is wrong, naming the field (on 400 and 413).
-    details: Option<String>,
+    pub idempotency_key: Option<String>,
 }
 
 /// The error answers every POST route can give, besides its own.
@@ -197,77 +101,57 @@ pub struct Error {
 pub enum PostErrors {
     #[response(
         status = 400,
-        description = "Invalid input, or a malformed Idempotency-Key"
+        description = "Invalid input, or a malformed Idempotency-Key (`invalid_input`)"
     )]
-    InvalidInput(Error),
+    InvalidInput(ErrorBody<'static>),
     #[response(
         status = 401,
-        description = "No or unknown API key (when keys are configured)"
+        description = "No or unknown API key, when keys are configured (`unauthorized`)"
     )]
-    Unauthorized(Error),
-    #[response(status = 413, description = "Body over the limit")]
-    PayloadTooLarge(Error),
+    Unauthorized(ErrorBody<'static>),
+    #[response(status = 413, description = "Body over the limit (`payload_too_large`)")]
+    PayloadTooLarge(ErrorBody<'static>),
     #[response(
         status = 422,
-        description = "Idempotency key reused with a different request"
+        description = "Idempotency key reused with a different request (`idempotency_key_reused`)"
     )]
-    IdempotencyMismatch(Error),
+    IdempotencyMismatch(ErrorBody<'static>),
     #[response(
         status = 429,
-        description = "Too many requests",
+        description = "Too many requests (`rate_limited`)",
         headers(("Retry-After" = u64, description = "Seconds to wait"))
     )]
-    TooManyRequests(Error),
+    TooManyRequests(ErrorBody<'static>),
     #[response(
         status = 503,
-        description = "Storage unavailable, server busy or still starting (nothing was changed), or request timed out (a change may still be stored)",
+        description = "Storage unavailable, server busy or still starting (`storage_unavailable`, `server_busy`, `server_starting`: nothing was changed), request timed out (`request_timed_out`: a change may still be stored), or the server is stopping (`service_unavailable`)",
         headers(("Retry-After" = u64, description = "Seconds to wait, when busy, starting or timed out"))
     )]
-    Unavailable(Error),
+    Unavailable(ErrorBody<'static>),
 }
 
 /// The error answers both status routes can give, besides their own 404.
 #[derive(IntoResponses)]
 pub enum GetErrors {
-    #[response(status = 400, description = "Invalid id in the path")]
-    InvalidInput(Error),
+    #[response(status = 400, description = "Invalid id in the path (`invalid_input`)")]
+    InvalidInput(ErrorBody<'static>),
     #[response(
         status = 401,
-        description = "No or unknown API key (when keys are configured)"
+        description = "No or unknown API key, when keys are configured (`unauthorized`)"
     )]
-    Unauthorized(Error),
+    Unauthorized(ErrorBody<'static>),
     #[response(
         status = 429,
-        description = "Too many requests",
+        description = "Too many requests (`rate_limited`)",
         headers(("Retry-After" = u64, description = "Seconds to wait"))
     )]
-    TooManyRequests(Error),
+    TooManyRequests(ErrorBody<'static>),
     #[response(
         status = 503,
-        description = "Server busy or still starting, or no answer in time",
+        description = "Server busy or still starting, no answer in time, or the server is stopping (`server_busy`, `server_starting`, `request_timed_out`, `service_unavailable`)",
         headers(("Retry-After" = u64, description = "Seconds to wait"))
     )]
-    Unavailable(Error),
-}
-
-#[derive(ToSchema)]
-pub struct Health {
-    #[schema(example = "ok")]
-    status: String,
-}
-
-#[derive(ToSchema)]
-pub struct Ready {
-    #[schema(example = "ready")]
-    status: String,
-}
-
-#[derive(ToSchema)]
-pub struct NotReady {
-    #[schema(example = "unavailable")]
-    status: String,
-    /// Why not, e.g. that the database is full.
-    reason: String,
+    Unavailable(ErrorBody<'static>),
 }
 
 /// The bearer scheme of the API keys (required only when keys are configured).
@@ -304,7 +188,7 @@ Every `GET` route answers `HEAD` as well, with the same status and headers and n
         super::operations::ready,
         super::operations::metrics
     ),
-    components(schemas(EventId, UserId)),
+    components(schemas(EventId, UserId, ErrorCode)),
     modifiers(&BearerKeys)
 )]
 pub struct ApiDoc;

@@ -1,16 +1,18 @@
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::extract::PathSegments;
 use super::openapi;
-use crate::actors::{EventRegistry, GetSummary, GetUserStatus};
-use crate::booking::UserStatus;
-use crate::error::ApiError;
+use crate::actors::{EventRegistry, GetSummary, GetStanding};
+use crate::booking::Standing;
+use crate::error::{ApiError, ErrorBody};
 use crate::ids::{EventId, UserId};
 
-#[derive(Serialize)]
+/// The body of an event's status: its counts.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct EventStatus {
+pub struct EventStatus {
     event_id: EventId,
     total_tickets: u32,
     booked_tickets: u32,
@@ -18,14 +20,14 @@ struct EventStatus {
     waiting_list_count: usize,
 }
 
-#[derive(Serialize)]
+/// The body of a user's status: where they stand at the event.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct UserStatusBody {
+pub struct UserStatus {
     event_id: EventId,
     user_id: UserId,
-    status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    position: Option<u64>,
+    #[serde(flatten)]
+    standing: Standing,
 }
 
 /// `GET /api/status/{eventId}`: ticket and waiting-list counts.
@@ -33,10 +35,10 @@ struct UserStatusBody {
     get,
     path = "/api/status/{eventId}",
     tag = "events",
-    params(("eventId" = openapi::EventId, Path, description = "The event")),
+    params(("eventId" = EventId, Path, description = "The event")),
     responses(
-        (status = 200, description = "Counts", body = openapi::EventStatus),
-        (status = 404, description = "Event not found", body = openapi::Error),
+        (status = 200, description = "Counts", body = EventStatus),
+        (status = 404, description = "Event not found (`event_not_found`)", body = ErrorBody),
         openapi::GetErrors,
     ),
     security((), ("bearer" = []))
@@ -63,12 +65,12 @@ pub async fn event_status(
     path = "/api/status/{eventId}/{userId}",
     tag = "bookings",
     params(
-        ("eventId" = openapi::EventId, Path, description = "The event"),
-        ("userId" = openapi::UserId, Path, description = "The user, percent-encoded"),
+        ("eventId" = EventId, Path, description = "The event"),
+        ("userId" = UserId, Path, description = "The user, percent-encoded"),
     ),
     responses(
-        (status = 200, description = "The user's standing", body = openapi::UserStatus),
-        (status = 404, description = "Event or booking not found", body = openapi::Error),
+        (status = 200, description = "The user's standing", body = UserStatus),
+        (status = 404, description = "Event or booking not found (`event_not_found`, `booking_not_found`)", body = ErrorBody),
         openapi::GetErrors,
     ),
     security((), ("bearer" = []))
@@ -83,20 +85,14 @@ pub async fn user_status(
     let standing = registry
         .ask(
             &actor,
-            GetUserStatus {
+            GetStanding {
                 user: user.key().clone(),
             },
         )
         .await?;
-    let (status, position) = match standing.ok_or(ApiError::BookingNotFound)? {
-        UserStatus::Booked => ("booked", None),
-        UserStatus::Waiting { position } => ("waiting", Some(position)),
-        UserStatus::Cancelled => ("cancelled", None),
-    };
-    Ok(HttpResponse::Ok().json(UserStatusBody {
+    Ok(HttpResponse::Ok().json(UserStatus {
         event_id: event,
         user_id: user,
-        status,
-        position,
+        standing: standing.ok_or(ApiError::BookingNotFound)?,
     }))
 }

@@ -388,7 +388,7 @@ mod tests {
 
     use super::schema::SCHEMA;
     use super::*;
-    use crate::booking::UserStatus;
+    use crate::booking::Standing;
 
     fn settings(dir: &tempfile::TempDir) -> Settings {
         Settings {
@@ -435,15 +435,15 @@ mod tests {
         let recovered = db.load_all().unwrap();
         let (id, state) = &recovered.events[0];
         assert_eq!(id, &gig);
-        assert_eq!(state.user_status("z"), Some(UserStatus::Booked));
-        assert_eq!(state.user_status("a"), Some(UserStatus::Cancelled));
+        assert_eq!(state.standing("z"), Some(Standing::Booked));
+        assert_eq!(state.standing("a"), Some(Standing::Cancelled));
         assert_eq!(
-            state.user_status("m"),
-            Some(UserStatus::Waiting { position: 1 })
+            state.standing("m"),
+            Some(Standing::Waiting { position: 1 })
         );
         assert_eq!(
-            state.user_status("b"),
-            Some(UserStatus::Waiting { position: 2 })
+            state.standing("b"),
+            Some(Standing::Waiting { position: 2 })
         );
         assert_eq!(
             db.load_event(&gig).unwrap().unwrap().summary(),
@@ -459,7 +459,7 @@ mod tests {
         assert_eq!(db.delete_superseded(&recovered.superseded).unwrap(), 4);
         let compacted = db.load_all().unwrap();
         assert!(compacted.superseded.is_empty());
-        let seen = |state: &EventState| ["a", "b", "m", "z"].map(|name| state.user_status(name));
+        let seen = |state: &EventState| ["a", "b", "m", "z"].map(|name| state.standing(name));
         assert_eq!(seen(&compacted.events[0].1), seen(state));
         assert_eq!(compacted.events[0].1.summary(), state.summary());
     }

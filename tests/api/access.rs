@@ -41,7 +41,7 @@ async fn requests_without_a_valid_key_are_401_and_change_nothing() {
         let answer = post_as(&app, key, "/api/initialize", event.clone()).await;
         assert_eq!(
             (answer.status, &answer.body),
-            (401, &json!({"error": "Unauthorized"})),
+            (401, &json!({"error": "Unauthorized", "code": "unauthorized"})),
             "{key:?}"
         );
         assert_eq!(answer.header("www-authenticate"), Some("Bearer"));
@@ -77,7 +77,7 @@ async fn a_client_key_books_and_reads_but_only_an_admin_key_initializes() {
     .await;
     assert_eq!(
         (forbidden.status, forbidden.body),
-        (403, json!({"error": "Forbidden"}))
+        (403, json!({"error": "Forbidden", "code": "forbidden"}))
     );
     assert_eq!(
         get_as(&app, Some(CLIENT), "/api/status/1").await.status,
@@ -161,7 +161,7 @@ async fn over_the_rate_limit_a_client_gets_429_with_retry_after() {
         "the burst passes: {answers:?}"
     );
     for answer in &refused {
-        assert_eq!(answer.body, json!({"error": "Too many requests"}));
+        assert_eq!(answer.body, json!({"error": "Too many requests", "code": "rate_limited"}));
         let retry_after: u64 = answer
             .header("retry-after")
             .expect("Retry-After")
@@ -288,6 +288,13 @@ async fn a_disallowed_origin_gets_no_cors_headers_and_never_a_5xx() {
         assert!((400..500).contains(&answer.status), "{answer:?}");
         assert!(answer.content_type.starts_with("application/json"));
         assert!(answer.body["error"].is_string());
+        // Rewritten from actix-cors's text 400, or our 405 without CORS at all.
+        let code = if answer.status == 405 {
+            "method_not_allowed"
+        } else {
+            "invalid_input"
+        };
+        assert_eq!(answer.body["code"], code, "{answer:?}");
         assert_eq!(answer.header("access-control-allow-origin"), None);
         let simple = app
             .request(

@@ -15,6 +15,12 @@ fn assert_invalid(answer: &Answer, status: u16, mentions: &str, what: &str) {
         answer.content_type
     );
     assert_eq!(answer.body["error"], "Invalid input", "{what}");
+    let code = if status == 413 {
+        "payload_too_large"
+    } else {
+        "invalid_input"
+    };
+    assert_eq!(answer.body["code"], code, "{what}");
     let details = answer.body["details"].as_str().unwrap_or_default();
     assert!(
         details.contains(mentions),
@@ -344,7 +350,7 @@ async fn unknown_routes_and_wrong_methods_get_json_errors() {
         let answer = app.get(path).await;
         assert_eq!(
             (answer.status, answer.body),
-            (404, json!({"error": "Not found"})),
+            (404, json!({"error": "Not found", "code": "route_not_found"})),
             "{path}"
         );
         assert!(answer.content_type.starts_with("application/json"));
@@ -353,7 +359,7 @@ async fn unknown_routes_and_wrong_methods_get_json_errors() {
         let answer = app.get(path).await;
         assert_eq!(
             (answer.status, answer.body),
-            (405, json!({"error": "Method not allowed"})),
+            (405, json!({"error": "Method not allowed", "code": "method_not_allowed"})),
             "GET {path}"
         );
         assert_eq!(

@@ -36,10 +36,11 @@ async fn a_user_holding_a_ticket_or_a_place_cannot_book_again() {
     app.initialize(json!(1), 1).await;
     app.book(json!(1), json!("holder")).await;
     app.book(json!(1), json!("waiter")).await;
-    for user in ["holder", "waiter"] {
+    for (user, code) in [("holder", "already_booked"), ("waiter", "already_waiting")] {
         let answer = app.book(json!(1), json!(user)).await;
         assert_eq!(answer.status, 409, "{user}");
         assert!(answer.body["error"].is_string());
+        assert_eq!(answer.body["code"], code, "{user}");
     }
     // Nothing changed.
     assert_eq!(app.counts("1").await, (1, 1));
@@ -51,7 +52,7 @@ async fn booking_an_unknown_event_is_404() {
     let answer = app.book(json!(404), json!("someone")).await;
     assert_eq!(
         (answer.status, answer.body),
-        (404, json!({"error": "Event not found"}))
+        (404, json!({"error": "Event not found", "code": "event_not_found"}))
     );
 }
 

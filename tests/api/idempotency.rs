@@ -76,7 +76,7 @@ async fn errors_are_stored_and_replayed_too() {
     let first = post_with_key(&app, "/api/book", "early", body.clone()).await;
     assert_eq!(
         (first.status, &first.body),
-        (404, &json!({"error": "Event not found"}))
+        (404, &json!({"error": "Event not found", "code": "event_not_found"}))
     );
     app.initialize(json!(1), 5).await;
     // The event exists now, but the key's answer was the 404.
@@ -152,7 +152,7 @@ async fn the_same_key_with_another_body_is_422() {
         (reused.status, reused.body),
         (
             422,
-            json!({"error": "Idempotency key reused with a different request"})
+            json!({"error": "Idempotency key reused with a different request", "code": "idempotency_key_reused"})
         )
     );
     let other_route = post_with_key(
@@ -184,6 +184,7 @@ async fn a_retry_while_the_first_is_in_flight_is_409_with_retry_after() {
     };
     let (first, retry) = futures::join!(first, retry_meanwhile);
     assert_eq!(retry.status, 409, "{retry:?}");
+    assert_eq!(retry.body["code"], "idempotency_key_in_flight");
     assert_eq!(retry.header("retry-after"), Some("1"));
     assert_eq!(first.status, 200);
     assert_replay_of(

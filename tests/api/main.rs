@@ -9,6 +9,7 @@ mod configuration;
 mod container;
 mod docs;
 mod durability;
+mod error_codes;
 mod head;
 mod helpers;
 mod idempotency;

@@ -93,7 +93,7 @@ async fn a_member_named_twice_anywhere_is_refused_on_every_route_and_changes_not
             (answer.status, &answer.body),
             (
                 400,
-                &json!({"error": "Invalid input", "details": format!("duplicate field `{name}`")})
+                &json!({"error": "Invalid input", "code": "invalid_input", "details": format!("duplicate field `{name}`")})
             ),
             "{route} {body}"
         );
@@ -308,6 +308,7 @@ async fn every_integer_field_refusal_names_the_rule_broken() {
         }
         assert_eq!(answer.status, 400, "{body}: {:?}", answer.body);
         assert_eq!(answer.body["error"], "Invalid input");
+        assert_eq!(answer.body["code"], "invalid_input");
         let details = answer.body["details"].as_str().unwrap_or_default();
         assert!(
             details.starts_with(field),
@@ -417,7 +418,7 @@ async fn the_error_texts_the_api_docs_quote_are_what_the_server_answers() {
         let answer = app.post(route, &body).await;
         assert_eq!(
             (answer.status, &answer.body),
-            (400, &json!({"error": "Invalid input", "details": details})),
+            (400, &json!({"error": "Invalid input", "code": "invalid_input", "details": details})),
             "{body}"
         );
         let api_docs = include_str!("../../docs/api.md");

@@ -72,6 +72,24 @@ async fn ready_says_recovering_until_the_stored_orders_are_read_while_requests_w
 }
 
 #[actix_web::test]
+async fn a_request_that_outwaits_recovery_is_503_server_starting_and_changes_nothing() {
+    // Long enough for the reads below, far shorter than reading 300,000 orders.
+    let mut app = spawn_app_with(&[("BOOKING_REQUEST_TIMEOUT_MS", "100")]);
+    app.stop_with("TERM");
+    store_orders(&app.database(), "big", 300_000);
+    app.start();
+    let refused = app.book(json!("big"), json!("early")).await;
+    assert_eq!(
+        (refused.status, &refused.body["error"], &refused.body["code"]),
+        (503, &json!("Server starting"), &json!("server_starting")),
+        "{refused:?}"
+    );
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    while app.get("/ready").await.status != 200 {}
+    assert_eq!(app.user_status("big", "early").await.status, 404);
+}
+
+#[actix_web::test]
 async fn sigterm_during_recovery_stops_cleanly_and_loses_nothing() {
     let mut app = spawn_app();
     app.stop_with("TERM");

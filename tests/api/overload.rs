@@ -47,11 +47,11 @@ async fn a_full_store_queue_refuses_at_once_with_server_busy() {
 
     assert_eq!(
         (refused.status, &refused.body),
-        (503, &json!({"error": "Server busy"}))
+        (503, &json!({"error": "Server busy", "code": "server_busy"}))
     );
     assert_eq!(refused.header("retry-after"), Some("1"));
     assert!(took < Duration::from_secs(1), "refused after {took:?}");
-    assert_eq!(refused_too.body, json!({"error": "Server busy"}));
+    assert_eq!(refused_too.body, json!({"error": "Server busy", "code": "server_busy"}));
     // The queued ones were stored and answered; the refused ones changed nothing.
     assert!(
         queued.iter().all(|a| a.body["status"] == "booked"),
@@ -85,6 +85,7 @@ async fn a_stalled_commit_times_out_with_a_clear_error() {
     let took = started.elapsed();
     assert_eq!(timed_out.status, 503);
     assert_eq!(timed_out.body["error"], "Request timed out");
+    assert_eq!(timed_out.body["code"], "request_timed_out");
     assert!(timed_out.body["details"]
         .as_str()
         .unwrap()
@@ -93,6 +94,7 @@ async fn a_stalled_commit_times_out_with_a_clear_error() {
     assert!(took < Duration::from_secs(3), "answered after {took:?}");
     let initialize = app.initialize(json!(2), 1).await;
     assert_eq!(initialize.body["error"], "Request timed out");
+    assert_eq!(initialize.body["code"], "request_timed_out");
 
     // Once the disk answers, what was decided is stored: the time-out said "maybe".
     intruder.execute_batch("ROLLBACK").unwrap();

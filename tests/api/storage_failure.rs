@@ -29,7 +29,7 @@ async fn a_database_locked_too_long_refuses_writes_until_released() {
     let refused = app.book(json!(1), json!("b")).await;
     assert_eq!(
         (refused.status, refused.body),
-        (503, json!({"error": UNAVAILABLE}))
+        (503, json!({"error": UNAVAILABLE, "code": "storage_unavailable"}))
     );
     let storm = join_all((0..20).map(|i| app.book(json!(1), json!(format!("s{i}"))))).await;
     assert!(storm.iter().all(|a| a.status == 503), "{storm:?}");
@@ -72,7 +72,7 @@ async fn book_until_full(app: &TestApp, width: usize) -> (Vec<String>, String) {
     assert!(!acknowledged.is_empty());
     assert_eq!(
         app.book(json!(1), json!(refused)).await.body,
-        json!({"error": UNAVAILABLE}),
+        json!({"error": UNAVAILABLE, "code": "storage_unavailable"}),
         "still no room"
     );
     (acknowledged, refused)
@@ -93,7 +93,7 @@ async fn assert_full_but_readable(app: &TestApp, acknowledged: &[String], refuse
     assert_eq!(app.user_status("1", refused).await.status, 404);
     assert_eq!(
         app.book(json!(1), json!(refused)).await.body,
-        json!({"error": UNAVAILABLE})
+        json!({"error": UNAVAILABLE, "code": "storage_unavailable"})
     );
     assert_eq!(app.counts("1").await, (stored, 0));
     let ready = app.get("/ready").await;
