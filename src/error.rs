@@ -122,9 +122,7 @@ impl ErrorCode {
             StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
             StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
             StatusCode::TOO_MANY_REQUESTS => ErrorCode::RateLimited,
-            StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => {
-                ErrorCode::RequestTimedOut
-            }
+            StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => ErrorCode::RequestTimedOut,
             StatusCode::SERVICE_UNAVAILABLE => ErrorCode::ServiceUnavailable,
             status if status.is_client_error() => ErrorCode::InvalidInput,
             _ => ErrorCode::InternalError,

@@ -8,9 +8,7 @@ mod order_store;
 mod registry;
 mod threads;
 
-pub use event::{
-    Book, BookingError, Cancel, EventActor, GetSummary, GetStanding, Recorder, Reply,
-};
+pub use event::{Book, BookingError, Cancel, EventActor, GetStanding, GetSummary, Recorder, Reply};
 pub use order_store::{
     CheckWritable, Flush, ForgetAnswers, OrderStore, QueueSlot, Recover, Recovered,
 };

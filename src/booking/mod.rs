@@ -286,10 +286,7 @@ mod tests {
             }
         );
         assert_eq!(state.standing("b"), Some(Standing::Booked));
-        assert_eq!(
-            state.standing("c"),
-            Some(Standing::Waiting { position: 1 })
-        );
+        assert_eq!(state.standing("c"), Some(Standing::Waiting { position: 1 }));
         assert_eq!(state.standing("a"), Some(Standing::Cancelled));
         assert_eq!(
             state.summary(),
@@ -327,10 +324,7 @@ mod tests {
                 OrderUpdate::LeftWaitingList(user("c"))
             )
         );
-        assert_eq!(
-            state.standing("d"),
-            Some(Standing::Waiting { position: 2 })
-        );
+        assert_eq!(state.standing("d"), Some(Standing::Waiting { position: 2 }));
         assert_eq!(state.summary().waiting, 2);
     }
 
@@ -368,14 +362,8 @@ mod tests {
                 waiting: 2
             }
         );
-        assert_eq!(
-            state.standing("c"),
-            Some(Standing::Waiting { position: 1 })
-        );
-        assert_eq!(
-            state.standing("b"),
-            Some(Standing::Waiting { position: 2 })
-        );
+        assert_eq!(state.standing("c"), Some(Standing::Waiting { position: 1 }));
+        assert_eq!(state.standing("b"), Some(Standing::Waiting { position: 2 }));
         assert_eq!(state.standing("z"), Some(Standing::Cancelled));
     }
 }

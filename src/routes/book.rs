@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
@@ -5,8 +7,8 @@ use utoipa::ToSchema;
 
 use super::extract::{OrderRequest, Valid};
 use super::openapi;
-use super::order::{failure, order, success};
-use crate::actors::{Book, EventRegistry};
+use super::order::{failure, order, success, OrderMessage};
+use crate::actors::{Book, EventRegistry, QueueSlot, Recorder, Reply};
 use crate::booking::{BookOutcome, Refusal};
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::{Answer, Idempotency};
@@ -29,18 +31,37 @@ pub enum BookResponse<'a> {
     },
 }
 
-/// The answer to a booking of `user`: the response body, or the stored one.
-fn answer(user: &UserId, decided: Result<&BookOutcome, Refusal>) -> Answer {
-    match decided {
-        Ok(BookOutcome::Booked) => success(StatusCode::OK, &BookResponse::Booked { user_id: user }),
-        Ok(&BookOutcome::Waiting { position }) => success(
-            StatusCode::OK,
-            &BookResponse::Waiting {
-                user_id: user,
-                position,
-            },
-        ),
-        Err(refusal) => failure(&refusal.into()),
+impl OrderMessage for Book {
+    type Outcome = BookOutcome;
+
+    fn new(
+        user: Arc<str>,
+        reply: Reply<BookOutcome>,
+        recorder: Option<Recorder<BookOutcome, Refusal>>,
+        slot: QueueSlot,
+    ) -> Self {
+        Book {
+            user,
+            reply,
+            recorder,
+            slot,
+        }
+    }
+
+    fn answer(user: &UserId, decided: Result<&BookOutcome, Refusal>) -> Answer {
+        match decided {
+            Ok(BookOutcome::Booked) => {
+                success(StatusCode::OK, &BookResponse::Booked { user_id: user })
+            }
+            Ok(&BookOutcome::Waiting { position }) => success(
+                StatusCode::OK,
+                &BookResponse::Waiting {
+                    user_id: user,
+                    position,
+                },
+            ),
+            Err(refusal) => failure(&refusal.into()),
+        }
     }
 }
 
@@ -65,11 +86,5 @@ pub async fn book(
     req: HttpRequest,
     request: Valid<OrderRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let message = |user, reply, recorder, slot| Book {
-        user,
-        reply,
-        recorder,
-        slot,
-    };
-    order(&registry, &idempotency, &req, request, answer, message).await
+    order::<Book>(&registry, &idempotency, &req, request).await
 }

@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
@@ -5,8 +7,8 @@ use utoipa::ToSchema;
 
 use super::extract::{OrderRequest, Valid};
 use super::openapi;
-use super::order::{failure, order, success};
-use crate::actors::{Cancel, EventRegistry};
+use super::order::{failure, order, success, OrderMessage};
+use crate::actors::{Cancel, EventRegistry, QueueSlot, Recorder, Reply};
 use crate::booking::{CancelOutcome, Refusal};
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::{Answer, Idempotency};
@@ -32,20 +34,37 @@ pub enum CancelResponse<'a> {
     },
 }
 
-/// The answer to a cancellation by `user`: the response body, or the stored one.
-fn answer(user: &UserId, decided: Result<&CancelOutcome, Refusal>) -> Answer {
-    match decided {
-        Ok(CancelOutcome::Cancelled) => {
-            success(StatusCode::OK, &CancelResponse::Cancelled { user_id: user })
+impl OrderMessage for Cancel {
+    type Outcome = CancelOutcome;
+
+    fn new(
+        user: Arc<str>,
+        reply: Reply<CancelOutcome>,
+        recorder: Option<Recorder<CancelOutcome, Refusal>>,
+        slot: QueueSlot,
+    ) -> Self {
+        Cancel {
+            user,
+            reply,
+            recorder,
+            slot,
         }
-        Ok(CancelOutcome::Reassigned { to }) => {
-            let reassigned = CancelResponse::Reassigned {
-                user_id: UserId::stored(to.clone()),
-                cancelled_user_id: user,
-            };
-            success(StatusCode::OK, &reassigned)
+    }
+
+    fn answer(user: &UserId, decided: Result<&CancelOutcome, Refusal>) -> Answer {
+        match decided {
+            Ok(CancelOutcome::Cancelled) => {
+                success(StatusCode::OK, &CancelResponse::Cancelled { user_id: user })
+            }
+            Ok(CancelOutcome::Reassigned { to }) => {
+                let reassigned = CancelResponse::Reassigned {
+                    user_id: UserId::stored(to.clone()),
+                    cancelled_user_id: user,
+                };
+                success(StatusCode::OK, &reassigned)
+            }
+            Err(refusal) => failure(&refusal.into()),
         }
-        Err(refusal) => failure(&refusal.into()),
     }
 }
 
@@ -70,11 +89,5 @@ pub async fn cancel(
     req: HttpRequest,
     request: Valid<OrderRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let message = |user, reply, recorder, slot| Cancel {
-        user,
-        reply,
-        recorder,
-        slot,
-    };
-    order(&registry, &idempotency, &req, request, answer, message).await
+    order::<Cancel>(&registry, &idempotency, &req, request).await
 }

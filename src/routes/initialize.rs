@@ -1,8 +1,8 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
-use utoipa::ToSchema;
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::extract::{InitializeRequest, Valid};
 use super::openapi;
@@ -10,8 +10,8 @@ use super::order::{begin, failure, respond, success};
 use crate::actors::{BookingError, EventRegistry, Recorder};
 use crate::booking::Refusal;
 use crate::error::{ApiError, ErrorBody};
-use crate::ids::EventId;
 use crate::idempotency::{Answer, Idempotency};
+use crate::ids::EventId;
 
 /// The body of `initialize`'s `201`.
 #[derive(Serialize, ToSchema)]

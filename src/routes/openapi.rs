@@ -109,7 +109,10 @@ pub enum PostErrors {
         description = "No or unknown API key, when keys are configured (`unauthorized`)"
     )]
     Unauthorized(ErrorBody<'static>),
-    #[response(status = 413, description = "Body over the limit (`payload_too_large`)")]
+    #[response(
+        status = 413,
+        description = "Body over the limit (`payload_too_large`)"
+    )]
     PayloadTooLarge(ErrorBody<'static>),
     #[response(
         status = 422,

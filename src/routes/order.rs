@@ -1,7 +1,8 @@
 //! The pipeline every route that changes something shares: an idempotent
 //! request's claim or replay (`begin`), the event's actor (`order`, for book
-//! and cancel), and one rendering of each answer, sent and stored alike
-//! (`respond`, `success`, `failure`, `refuse`).
+//! and cancel, whose messages implement `OrderMessage`), and one rendering of
+//! each answer, sent and stored alike (`respond`, `success`, `failure`,
+//! `refuse`).
 
 use std::sync::Arc;
 
@@ -87,27 +88,42 @@ pub(super) async fn begin(
     )
 }
 
+/// A change book and cancel ask of an event's actor, as a message, and the
+/// answer its decision gets. `Book` and `Cancel` implement it, each in its
+/// route's file, which owns its wire format.
+pub(super) trait OrderMessage: Message<Result = ()> + Send + Sized + 'static {
+    /// What the event decides: `BookOutcome` or `CancelOutcome`.
+    type Outcome: Send + 'static;
+
+    /// The message for `user`: the request waits on `reply`; `recorder`, for
+    /// an idempotent request, renders the answer to store with the change;
+    /// `slot` is the store's room for that change, taken at admission.
+    fn new(
+        user: Arc<str>,
+        reply: Reply<Self::Outcome>,
+        recorder: Option<Recorder<Self::Outcome, Refusal>>,
+        slot: QueueSlot,
+    ) -> Self;
+
+    /// The answer to `user`'s request, sent and stored alike.
+    fn answer(user: &UserId, decided: Result<&Self::Outcome, Refusal>) -> Answer;
+}
+
 /// The path shared by book and cancel: idempotency, the event's actor, the
-/// message (built by `message` from the user, reply channel and recorder),
-/// and the answer as `answer` renders it, both sent and stored.
+/// message `M`, and the answer as `M::answer` renders it, both sent and stored.
 ///
 /// actix boxes the future of every request, and its size is that of the
 /// largest state it awaits. The rare paths it awaits (a replay, a stored
-/// refusal) box their own, which keeps a booking's under 1 KB: glibc serves
-/// that from its per-thread cache, a larger block from its slower general
-/// path (it was 2 KB; see docs/performance.md).
-pub(super) async fn order<M, T>(
+/// refusal) box their own, which keeps a booking's small enough for glibc's
+/// per-thread cache (see docs/performance.md).
+pub(super) async fn order<M: OrderMessage>(
     registry: &EventRegistry,
     idempotency: &web::Data<Idempotency>,
     req: &HttpRequest,
     Valid(request, body): Valid<OrderRequest>,
-    answer: fn(&UserId, Result<&T, Refusal>) -> Answer,
-    message: impl FnOnce(Arc<str>, Reply<T>, Option<Recorder<T, Refusal>>, QueueSlot) -> M,
 ) -> Result<HttpResponse, ApiError>
 where
-    M: Message<Result = ()> + Send + 'static,
     EventActor: Handler<M>,
-    T: Send + 'static,
 {
     let claim = match begin(registry, idempotency, req, &request, &body).await? {
         Ok(claim) => claim,
@@ -118,12 +134,13 @@ where
     };
     let recorder = claim.map(|claim| {
         let user = request.user.clone();
-        Box::new(move |decided: Result<&T, Refusal>| claim.answer(answer(&user, decided)))
-            as Recorder<T, Refusal>
+        Box::new(move |decided: Result<&M::Outcome, Refusal>| {
+            claim.answer(M::answer(&user, decided))
+        }) as Recorder<M::Outcome, Refusal>
     });
     let user = request.user.key().clone();
     let outcome = registry
-        .forward(&actor, |reply, slot| message(user, reply, recorder, slot))
+        .forward(&actor, |reply, slot| M::new(user, reply, recorder, slot))
         .await?;
-    Ok(respond(&answer(&request.user, Ok(&outcome))))
+    Ok(respond(&M::answer(&request.user, Ok(&outcome))))
 }

@@ -4,7 +4,7 @@ use utoipa::ToSchema;
 
 use super::extract::PathSegments;
 use super::openapi;
-use crate::actors::{EventRegistry, GetSummary, GetStanding};
+use crate::actors::{EventRegistry, GetStanding, GetSummary};
 use crate::booking::Standing;
 use crate::error::{ApiError, ErrorBody};
 use crate::ids::{EventId, UserId};

@@ -437,14 +437,8 @@ mod tests {
         assert_eq!(id, &gig);
         assert_eq!(state.standing("z"), Some(Standing::Booked));
         assert_eq!(state.standing("a"), Some(Standing::Cancelled));
-        assert_eq!(
-            state.standing("m"),
-            Some(Standing::Waiting { position: 1 })
-        );
-        assert_eq!(
-            state.standing("b"),
-            Some(Standing::Waiting { position: 2 })
-        );
+        assert_eq!(state.standing("m"), Some(Standing::Waiting { position: 1 }));
+        assert_eq!(state.standing("b"), Some(Standing::Waiting { position: 2 }));
         assert_eq!(
             db.load_event(&gig).unwrap().unwrap().summary(),
             state.summary()

@@ -41,7 +41,10 @@ async fn requests_without_a_valid_key_are_401_and_change_nothing() {
         let answer = post_as(&app, key, "/api/initialize", event.clone()).await;
         assert_eq!(
             (answer.status, &answer.body),
-            (401, &json!({"error": "Unauthorized", "code": "unauthorized"})),
+            (
+                401,
+                &json!({"error": "Unauthorized", "code": "unauthorized"})
+            ),
             "{key:?}"
         );
         assert_eq!(answer.header("www-authenticate"), Some("Bearer"));
@@ -161,7 +164,10 @@ async fn over_the_rate_limit_a_client_gets_429_with_retry_after() {
         "the burst passes: {answers:?}"
     );
     for answer in &refused {
-        assert_eq!(answer.body, json!({"error": "Too many requests", "code": "rate_limited"}));
+        assert_eq!(
+            answer.body,
+            json!({"error": "Too many requests", "code": "rate_limited"})
+        );
         let retry_after: u64 = answer
             .header("retry-after")
             .expect("Retry-After")

@@ -350,7 +350,10 @@ async fn unknown_routes_and_wrong_methods_get_json_errors() {
         let answer = app.get(path).await;
         assert_eq!(
             (answer.status, answer.body),
-            (404, json!({"error": "Not found", "code": "route_not_found"})),
+            (
+                404,
+                json!({"error": "Not found", "code": "route_not_found"})
+            ),
             "{path}"
         );
         assert!(answer.content_type.starts_with("application/json"));
@@ -359,7 +362,10 @@ async fn unknown_routes_and_wrong_methods_get_json_errors() {
         let answer = app.get(path).await;
         assert_eq!(
             (answer.status, answer.body),
-            (405, json!({"error": "Method not allowed", "code": "method_not_allowed"})),
+            (
+                405,
+                json!({"error": "Method not allowed", "code": "method_not_allowed"})
+            ),
             "GET {path}"
         );
         assert_eq!(

@@ -52,7 +52,10 @@ async fn booking_an_unknown_event_is_404() {
     let answer = app.book(json!(404), json!("someone")).await;
     assert_eq!(
         (answer.status, answer.body),
-        (404, json!({"error": "Event not found", "code": "event_not_found"}))
+        (
+            404,
+            json!({"error": "Event not found", "code": "event_not_found"})
+        )
     );
 }
 

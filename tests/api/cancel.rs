@@ -79,7 +79,10 @@ async fn cancelling_without_a_ticket_or_place_is_404() {
     let answer = app.cancel(json!(1), json!("stranger")).await;
     assert_eq!(
         (answer.status, answer.body),
-        (404, json!({"error": "Booking not found", "code": "booking_not_found"}))
+        (
+            404,
+            json!({"error": "Booking not found", "code": "booking_not_found"})
+        )
     );
     assert_eq!(app.cancel(json!(1), json!("a")).await.status, 200);
     assert_eq!(
@@ -90,7 +93,10 @@ async fn cancelling_without_a_ticket_or_place_is_404() {
     let unknown = app.cancel(json!(2), json!("a")).await;
     assert_eq!(
         (unknown.status, unknown.body),
-        (404, json!({"error": "Event not found", "code": "event_not_found"}))
+        (
+            404,
+            json!({"error": "Event not found", "code": "event_not_found"})
+        )
     );
 }
 

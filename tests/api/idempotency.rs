@@ -76,7 +76,10 @@ async fn errors_are_stored_and_replayed_too() {
     let first = post_with_key(&app, "/api/book", "early", body.clone()).await;
     assert_eq!(
         (first.status, &first.body),
-        (404, &json!({"error": "Event not found", "code": "event_not_found"}))
+        (
+            404,
+            &json!({"error": "Event not found", "code": "event_not_found"})
+        )
     );
     app.initialize(json!(1), 5).await;
     // The event exists now, but the key's answer was the 404.

@@ -29,7 +29,10 @@ async fn an_existing_event_cannot_be_initialized_again() {
         let answer = app.initialize(again, 99).await;
         assert_eq!(
             (answer.status, answer.body),
-            (409, json!({"error": "Event already initialized", "code": "event_exists"}))
+            (
+                409,
+                json!({"error": "Event already initialized", "code": "event_exists"})
+            )
         );
     }
     // The first initialization stands.

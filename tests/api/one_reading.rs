@@ -418,7 +418,10 @@ async fn the_error_texts_the_api_docs_quote_are_what_the_server_answers() {
         let answer = app.post(route, &body).await;
         assert_eq!(
             (answer.status, &answer.body),
-            (400, &json!({"error": "Invalid input", "code": "invalid_input", "details": details})),
+            (
+                400,
+                &json!({"error": "Invalid input", "code": "invalid_input", "details": details})
+            ),
             "{body}"
         );
         let api_docs = include_str!("../../docs/api.md");

@@ -51,7 +51,10 @@ async fn a_full_store_queue_refuses_at_once_with_server_busy() {
     );
     assert_eq!(refused.header("retry-after"), Some("1"));
     assert!(took < Duration::from_secs(1), "refused after {took:?}");
-    assert_eq!(refused_too.body, json!({"error": "Server busy", "code": "server_busy"}));
+    assert_eq!(
+        refused_too.body,
+        json!({"error": "Server busy", "code": "server_busy"})
+    );
     // The queued ones were stored and answered; the refused ones changed nothing.
     assert!(
         queued.iter().all(|a| a.body["status"] == "booked"),

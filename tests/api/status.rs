@@ -38,13 +38,19 @@ async fn unknown_users_and_events_are_404() {
     let user = app.user_status("1", "nobody").await;
     assert_eq!(
         (user.status, user.body),
-        (404, json!({"error": "Booking not found", "code": "booking_not_found"}))
+        (
+            404,
+            json!({"error": "Booking not found", "code": "booking_not_found"})
+        )
     );
     for path in ["/api/status/2", "/api/status/2/nobody"] {
         let answer = app.get(path).await;
         assert_eq!(
             (answer.status, answer.body),
-            (404, json!({"error": "Event not found", "code": "event_not_found"})),
+            (
+                404,
+                json!({"error": "Event not found", "code": "event_not_found"})
+            ),
             "{path}"
         );
     }

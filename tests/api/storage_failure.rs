@@ -29,7 +29,10 @@ async fn a_database_locked_too_long_refuses_writes_until_released() {
     let refused = app.book(json!(1), json!("b")).await;
     assert_eq!(
         (refused.status, refused.body),
-        (503, json!({"error": UNAVAILABLE, "code": "storage_unavailable"}))
+        (
+            503,
+            json!({"error": UNAVAILABLE, "code": "storage_unavailable"})
+        )
     );
     let storm = join_all((0..20).map(|i| app.book(json!(1), json!(format!("s{i}"))))).await;
     assert!(storm.iter().all(|a| a.status == 503), "{storm:?}");
