@@ -7,8 +7,8 @@
 //! Keys live in memory (loaded from SQLite on start), so that a request is
 //! told at once whether it is new, a retry, or a clash; a retry's answer is
 //! then read back from its row. A key is kept for the whole retention period,
-//! so memory holds only digests and the row's number (110-180 bytes of RSS a
-//! key, as the benchmark measures it), never the answer itself.
+//! so memory holds only digests and the row's number (its cost per key is in
+//! docs/performance.md), never the answer itself.
 //!
 //! Keys are kept for `retention_secs`, and at most `max_keys` of them: over
 //! the cap, the oldest answers are forgotten early (see
@@ -125,9 +125,9 @@ pub enum Begin {
 
 /// Shards of the map of keys. A pass over every key (the cap, every second
 /// while over it; the expiry, every minute) locks one shard at a time, and a
-/// request whose key falls in it waits: with a million keys, dashmap's
-/// default of 8 shards made that up to 20 ms (p99.9 of a keyed drop over the
-/// cap, against 4.5 ms under it); with 256 each pass is short.
+/// request whose key falls in it waits. With a million keys, dashmap's
+/// default of 8 shards made that wait long enough to show in a keyed drop's
+/// tail (docs/performance.md); with 256 each pass is short.
 const SHARDS: usize = 256;
 
 /// Every key seen within the retention period.

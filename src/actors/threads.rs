@@ -4,9 +4,8 @@
 //! wakeups (worker → actor, and the answer back) on top of the commit. On
 //! the worker threads, a request reaches an actor on its own worker without
 //! waking anyone, and one on the other worker finds that thread mostly busy
-//! anyway. Measured with `loadtest` on 2 cores: 0.29 context switches per
-//! booking instead of 0.77, and 4–12% more durable bookings per second
-//! (drop, churn and spread, run back to back against either build).
+//! anyway. Fewer context switches and more durable bookings per second
+//! followed (figures in docs/performance.md).
 //!
 //! Isolation is kept: a panic in a request's handler ends that request's
 //! task, not the worker thread (tokio catches it), so the actors beside it

@@ -1,0 +1,107 @@
+//! The persistence actor: group commit of every decided change.
+//!
+//! It runs on an arbiter thread of its own and calls SQLite synchronously
+//! there, off the HTTP and event threads. One job per file:
+//!
+//! - `admission`: the bound on requests admitted and not yet answered
+//!   ([`Backlog`], [`QueueSlot`]), checked before an event decides anything.
+//! - `group_commit`: [`Persist`] queues a change, and one transaction takes
+//!   every change that arrived meanwhile; a failed one voids what built on it.
+//! - `reads`: what the others ask of the database through the store, behind
+//!   the changes queued before them: recovery ([`Recover`]), one event's
+//!   [`Reload`], a stored answer ([`LoadAnswer`]), readiness ([`CheckWritable`]).
+//! - `housekeeping`: when it has nothing to commit, it deletes rows no longer
+//!   needed, a chunk at a time: expired idempotency answers
+//!   ([`ForgetAnswers`]) and rows of the order log that later ones replaced.
+
+mod admission;
+mod group_commit;
+mod housekeeping;
+mod reads;
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use actix::prelude::*;
+
+pub use admission::{Backlog, QueueSlot};
+pub use group_commit::{Flush, NotStored, Origin, Persist};
+pub use housekeeping::ForgetAnswers;
+pub use reads::{CheckWritable, LoadAnswer, Recover, Recovered, Reload};
+
+use crate::ids::EventId;
+use crate::storage::Database;
+use crate::telemetry::StoreMetrics;
+
+/// The persistence actor's state, by the job that uses it.
+pub struct OrderStore {
+    database: Database,
+
+    // Group commit (`group_commit`).
+    /// Changes that arrived since the last commit, in arrival order.
+    queue: Vec<Persist>,
+    /// A `CommitQueued` is on its way: more changes just join the queue.
+    commit_scheduled: bool,
+    /// Most changes in one transaction, so one batch cannot grow without bound.
+    batch_limit: usize,
+    /// Per event, the first generation whose changes may still be written.
+    /// Changes decided before an event's failed commit build on state that was
+    /// never stored, so they are refused without being written.
+    valid_from: HashMap<EventId, u64>,
+    /// What was committed, for `/metrics`.
+    metrics: StoreMetrics,
+
+    // Housekeeping (`housekeeping`).
+    /// Rows of the order log that a later row of the same user replaced, found
+    /// by recovery or a later read of the log, not deleted yet (ascending).
+    /// Every change appends a row, so without this the log would grow with
+    /// every cancellation for good, and recovery's time with it.
+    superseded: Vec<i64>,
+    /// Idempotency answers still to delete: expired, or over the cap on keys.
+    forget: Option<ForgetAnswers>,
+    /// A `Tidy` is on its way.
+    tidy_scheduled: bool,
+    /// Rows replaced since the log was last read for them, counted from the
+    /// cancellations committed.
+    replaced_since_scan: u64,
+    /// Rows the order log holds: as recovery read them, plus those committed
+    /// since, minus those compacted.
+    log_rows: u64,
+    /// At this many replaced rows, if they are a quarter of the log or more,
+    /// the log is read again (0: only at a start).
+    compaction_interval: u64,
+    /// The log is being read again, on a thread of its own.
+    scanning: bool,
+    /// When the last chunk was deleted, or recovery ended.
+    last_tidied: Instant,
+}
+
+impl OrderStore {
+    pub fn new(
+        database: Database,
+        batch_limit: usize,
+        compaction_interval: u64,
+        metrics: StoreMetrics,
+    ) -> Self {
+        OrderStore {
+            database,
+            queue: Vec::new(),
+            commit_scheduled: false,
+            batch_limit,
+            valid_from: HashMap::new(),
+            metrics,
+            superseded: Vec::new(),
+            forget: None,
+            tidy_scheduled: false,
+            replaced_since_scan: 0,
+            log_rows: 0,
+            compaction_interval,
+            scanning: false,
+            last_tidied: Instant::now(),
+        }
+    }
+}
+
+impl Actor for OrderStore {
+    type Context = Context<Self>;
+}

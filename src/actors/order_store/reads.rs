@@ -1,0 +1,106 @@
+//! What the rest of the server reads (or, for readiness, tries to write)
+//! through the store. Each runs on the store's thread, after the changes
+//! queued before it are committed where that matters, so that it sees them.
+
+use actix::prelude::*;
+
+use super::{NotStored, OrderStore};
+use crate::booking::EventState;
+use crate::idempotency::{Answer, StoredKey};
+use crate::ids::EventId;
+use crate::storage::{StorageError, StoredOrders};
+
+/// Read one event as stored, after every change queued before this message.
+#[derive(Message)]
+#[rtype(result = "Result<Option<EventState>, NotStored>")]
+pub struct Reload {
+    pub event: EventId,
+}
+
+/// The stored answer of an idempotent request, in row `seq`, to replay it;
+/// `None` once it expired.
+#[derive(Message)]
+#[rtype(result = "Result<Option<Answer>, NotStored>")]
+pub struct LoadAnswer {
+    pub seq: i64,
+}
+
+/// Reads everything stored, before any change is queued: every event, and
+/// the answers of idempotent requests stored at `answers_since` (unix
+/// seconds) or later. The gauges of `/metrics` start from what it read.
+#[derive(Message)]
+#[rtype(result = "Result<Recovered, StorageError>")]
+pub struct Recover {
+    pub answers_since: i64,
+}
+
+/// What [`Recover`] read.
+pub struct Recovered {
+    pub events: Vec<(EventId, EventState)>,
+    pub answers: Vec<StoredKey>,
+    /// See [`Database::raw_fingerprints_before`](crate::storage::Database::raw_fingerprints_before).
+    pub raw_fingerprints_before: i64,
+}
+
+/// Readiness: can a transaction that needs new pages commit? `Err` says why not.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct CheckWritable;
+
+impl Handler<Reload> for OrderStore {
+    type Result = Result<Option<EventState>, NotStored>;
+
+    fn handle(&mut self, Reload { event }: Reload, _: &mut Context<Self>) -> Self::Result {
+        self.commit_all();
+        self.database.load_event(&event).map_err(|error| {
+            log::error!("reloading event {event} failed: {error}");
+            NotStored
+        })
+    }
+}
+
+impl Handler<Recover> for OrderStore {
+    type Result = Result<Recovered, StorageError>;
+
+    fn handle(&mut self, recover: Recover, ctx: &mut Context<Self>) -> Self::Result {
+        let StoredOrders {
+            events,
+            superseded,
+            rows,
+        } = self.database.load_all()?;
+        let answers = self.database.load_answers(recover.answers_since)?;
+        let raw_fingerprints_before = self.database.raw_fingerprints_before()?;
+        self.metrics
+            .recovered(events.iter().map(|(_, state)| state.summary()));
+        self.tidy_after_recovery(rows, superseded, ctx);
+        Ok(Recovered {
+            events,
+            answers,
+            raw_fingerprints_before,
+        })
+    }
+}
+
+impl Handler<LoadAnswer> for OrderStore {
+    type Result = Result<Option<Answer>, NotStored>;
+
+    fn handle(&mut self, LoadAnswer { seq }: LoadAnswer, _: &mut Context<Self>) -> Self::Result {
+        self.database.load_answer(seq).map_err(|error| {
+            log::error!("reading the stored answer {seq} failed: {error}");
+            NotStored
+        })
+    }
+}
+
+impl Handler<CheckWritable> for OrderStore {
+    type Result = Result<(), String>;
+
+    fn handle(&mut self, _: CheckWritable, _: &mut Context<Self>) -> Self::Result {
+        // Behind the changes already queued: the probe waits its turn like a booking.
+        self.commit_all();
+        self.database.check_writable().map_err(|error| {
+            log::warn!("not ready: the database cannot be written: {error}");
+            error.to_string()
+        })
+    }
+}
