@@ -12,6 +12,7 @@ use actix_web::dev::Server;
 use actix_web::middleware::{from_fn, Condition};
 use actix_web::{web, App, HttpServer};
 use futures::future::{select, Either, LocalBoxFuture};
+use metrics_exporter_prometheus::PrometheusHandle;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::actors::{
@@ -63,130 +64,23 @@ impl Application {
     /// prepares the recovery that [`run_until`](Self::run_until) runs while
     /// already answering `/health` and `/ready`. Must run inside an actix `System`.
     pub fn build(settings: Settings) -> Result<Self, ServerError> {
-        let database = Database::open(&settings).map_err(|source| ServerError::Database {
-            path: settings.database.clone(),
-            source,
-        })?;
-        let path = std::fs::canonicalize(&settings.database)
-            .map_or_else(|_| settings.database.clone(), |p| p.display().to_string());
+        let (database, path) = open_database(&settings)?;
         let workers = or_cores(settings.workers);
-        let (max_connections, backlog) = connection_limits(&settings, workers);
-        let configured = SocketAddr::new(settings.host, settings.port);
-        let listen_error = |source| ServerError::Listen {
-            address: configured.to_string(),
-            source,
-        };
-        let listener = listen(configured, backlog).map_err(listen_error)?;
-        let address = listener.local_addr().map_err(listen_error)?;
-        let retention = Duration::from_secs(settings.idempotency.retention_secs);
-        let idempotency =
-            web::Data::new(Idempotency::new(retention, settings.idempotency.max_keys));
+        let (listener, address, max_connections) = bind(&settings, workers)?;
+        // Before anything records a metric: until then, records go nowhere.
         let metrics = telemetry::install();
-
-        // SQLite calls block: the store gets a thread of its own.
-        let store_thread = Arbiter::new();
-        let (batch_limit, compaction_interval) = (
-            settings.commit_batch_limit,
-            settings.compaction_interval_rows,
+        let (store, store_thread) = start_store(database, &settings);
+        let state = SharedState::new(&settings, &store, workers, metrics);
+        warn_if_exposed(&settings, &state.access);
+        spawn_metrics_upkeep(&state);
+        spawn_housekeeping(&state);
+        let recovery = recover(
+            path,
+            store.clone(),
+            state.registry.clone(),
+            state.idempotency.clone(),
         );
-        let store = OrderStore::start_in_arbiter(&store_thread.handle(), move |_| {
-            OrderStore::new(
-                database,
-                batch_limit,
-                compaction_interval,
-                StoreMetrics::new(),
-            )
-        });
-        // Event actors run on the HTTP workers' threads, which announce
-        // themselves as they start (see `WorkerThreads`).
-        let threads = Arc::new(WorkerThreads::new(workers));
-        let limits = Limits {
-            mailbox_capacity: settings.mailbox_capacity,
-            store_backlog: settings.store_backlog,
-            request_timeout: Duration::from_millis(settings.request_timeout_ms),
-        };
-        let registry = web::Data::new(EventRegistry::new(store.clone(), threads.clone(), limits));
-        let recovery = recover(path, store.clone(), registry.clone(), idempotency.clone());
-
-        let access = web::Data::new(Access::new(&settings.auth, &settings.rate_limit));
-        if access.is_open() {
-            log::warn!("no API keys configured: anyone who reaches this server may create events and cancel bookings");
-        }
-        // Histograms are buffered until drained; scrapes drain them too, but may not come.
-        actix_web::rt::spawn({
-            let metrics = metrics.clone();
-            async move {
-                let mut every_5s = actix_web::rt::time::interval(Duration::from_secs(5));
-                loop {
-                    every_5s.tick().await;
-                    metrics.run_upkeep();
-                }
-            }
-        });
-        // Housekeeping: idle rate-limit clients and expired idempotency answers
-        // every minute (a pass over every key); the cap on idempotency keys
-        // every second, as keyed requests may arrive by the ten thousand a second.
-        telemetry::keys_evicted(0); // The series exists before the first eviction.
-        actix_web::rt::spawn({
-            let (access, idempotency, store) = (access.clone(), idempotency.clone(), store.clone());
-            async move {
-                let mut every_second = actix_web::rt::time::interval(Duration::from_secs(1));
-                for tick in 0u64.. {
-                    every_second.tick().await;
-                    let expiry = tick % 60 == 0;
-                    if expiry {
-                        access.forget_idle_clients();
-                        idempotency.forget_expired();
-                    }
-                    forget_answers(&idempotency, &store, expiry);
-                }
-            }
-        });
-        if settings
-            .cors
-            .allowed_origins
-            .iter()
-            .any(|origin| origin == "*")
-        {
-            log::warn!("CORS allows any origin: pages on every site may call this API");
-        }
-        let (body_limit, cors) = (settings.body_limit, settings.cors.clone());
-        let (metrics, probe_store) = (web::Data::new(metrics), web::Data::new(store.clone()));
-        let server = HttpServer::new(move || {
-            // Runs on each worker's thread as it starts.
-            threads.announce_current();
-            App::new()
-                .app_data(registry.clone())
-                .app_data(access.clone())
-                .app_data(idempotency.clone())
-                .app_data(metrics.clone())
-                .app_data(probe_store.clone())
-                .app_data(BodyLimit(body_limit))
-                .configure(routes::configure)
-                .default_service(web::to(routes::route_not_found))
-                // Without allowed origins the API is same-origin only: nothing for CORS to add.
-                .wrap(Condition::new(
-                    !cors.allowed_origins.is_empty(),
-                    routes::cors(&cors),
-                ))
-                .wrap(from_fn(routes::json_errors))
-                // Outside json_errors, so that it drops the body of every answer to a HEAD.
-                .wrap(from_fn(routes::head_as_get))
-                .wrap(from_fn(routes::observe))
-        })
-        .workers(workers)
-        .max_connections(max_connections)
-        .client_request_timeout(Duration::from_millis(settings.client_request_timeout_ms))
-        .keep_alive(Duration::from_secs(settings.keep_alive_secs))
-        .shutdown_timeout(settings.shutdown_timeout_secs)
-        // Signals are ours: the store must flush before the System stops.
-        .disable_signals()
-        .listen(listener)
-        .map_err(|source| ServerError::Listen {
-            address: address.to_string(),
-            source,
-        })?
-        .run();
+        let server = serve(listener, &settings, workers, max_connections, state)?;
         Ok(Application {
             address,
             server,
@@ -235,6 +129,196 @@ impl Application {
         log::info!("stopped; every acknowledged change is stored");
         outcome
     }
+}
+
+/// The shared state every worker's `App` gets a handle to: created once,
+/// here, so that it exists once, not once per worker.
+struct SharedState {
+    registry: web::Data<EventRegistry>,
+    idempotency: web::Data<Idempotency>,
+    access: web::Data<Access>,
+    /// What `/metrics` renders.
+    metrics: web::Data<PrometheusHandle>,
+    /// The persistence actor: `/ready` sends its probe through it, and
+    /// housekeeping its deletes.
+    store: web::Data<Addr<OrderStore>>,
+    /// The HTTP workers' threads, where event actors run; each worker
+    /// announces its own as it starts (see `WorkerThreads`).
+    threads: Arc<WorkerThreads>,
+}
+
+impl SharedState {
+    fn new(
+        settings: &Settings,
+        store: &Addr<OrderStore>,
+        workers: usize,
+        metrics: PrometheusHandle,
+    ) -> Self {
+        let threads = Arc::new(WorkerThreads::new(workers));
+        let limits = Limits {
+            mailbox_capacity: settings.mailbox_capacity,
+            store_backlog: settings.store_backlog,
+            request_timeout: Duration::from_millis(settings.request_timeout_ms),
+        };
+        let retention = Duration::from_secs(settings.idempotency.retention_secs);
+        SharedState {
+            registry: web::Data::new(EventRegistry::new(store.clone(), threads.clone(), limits)),
+            idempotency: web::Data::new(Idempotency::new(retention, settings.idempotency.max_keys)),
+            access: web::Data::new(Access::new(&settings.auth, &settings.rate_limit)),
+            metrics: web::Data::new(metrics),
+            store: web::Data::new(store.clone()),
+            threads,
+        }
+    }
+}
+
+/// Opens (creating or migrating) the database, and names it as logs will:
+/// by its full path where it has one.
+fn open_database(settings: &Settings) -> Result<(Database, String), ServerError> {
+    let database = Database::open(settings).map_err(|source| ServerError::Database {
+        path: settings.database.clone(),
+        source,
+    })?;
+    let path = std::fs::canonicalize(&settings.database)
+        .map_or_else(|_| settings.database.clone(), |p| p.display().to_string());
+    Ok((database, path))
+}
+
+/// Binds the configured address with connections fitted to the open-files
+/// limit: the listener, the address it got (the real port when the
+/// configured one was 0), and the connections each worker may hold.
+fn bind(
+    settings: &Settings,
+    workers: usize,
+) -> Result<(TcpListener, SocketAddr, usize), ServerError> {
+    let (max_connections, backlog) = connection_limits(settings, workers);
+    let configured = SocketAddr::new(settings.host, settings.port);
+    let listen_error = |source| ServerError::Listen {
+        address: configured.to_string(),
+        source,
+    };
+    let listener = listen(configured, backlog).map_err(listen_error)?;
+    let address = listener.local_addr().map_err(listen_error)?;
+    Ok((listener, address, max_connections))
+}
+
+/// Starts the persistence actor on a thread of its own: SQLite calls block.
+fn start_store(database: Database, settings: &Settings) -> (Addr<OrderStore>, Arbiter) {
+    let store_thread = Arbiter::new();
+    let (batch_limit, compaction_interval) = (
+        settings.commit_batch_limit,
+        settings.compaction_interval_rows,
+    );
+    let store = OrderStore::start_in_arbiter(&store_thread.handle(), move |_| {
+        OrderStore::new(
+            database,
+            batch_limit,
+            compaction_interval,
+            StoreMetrics::new(),
+        )
+    });
+    (store, store_thread)
+}
+
+/// Says so in the log when the configuration leaves the API open to anyone.
+fn warn_if_exposed(settings: &Settings, access: &Access) {
+    if access.is_open() {
+        log::warn!("no API keys configured: anyone who reaches this server may create events and cancel bookings");
+    }
+    if settings
+        .cors
+        .allowed_origins
+        .iter()
+        .any(|origin| origin == "*")
+    {
+        log::warn!("CORS allows any origin: pages on every site may call this API");
+    }
+}
+
+/// Drains the metrics' histograms every 5 s: they are buffered until
+/// drained, and scrapes, which drain them too, may not come.
+fn spawn_metrics_upkeep(state: &SharedState) {
+    let metrics = state.metrics.clone();
+    actix_web::rt::spawn(async move {
+        let mut every_5s = actix_web::rt::time::interval(Duration::from_secs(5));
+        loop {
+            every_5s.tick().await;
+            metrics.run_upkeep();
+        }
+    });
+}
+
+/// Idle rate-limit clients and expired idempotency answers every minute (a
+/// pass over every key); the cap on idempotency keys every second, as keyed
+/// requests may arrive by the ten thousand a second.
+fn spawn_housekeeping(state: &SharedState) {
+    telemetry::keys_evicted(0); // The series exists before the first eviction.
+    let (access, idempotency, store) = (
+        state.access.clone(),
+        state.idempotency.clone(),
+        state.store.clone(),
+    );
+    actix_web::rt::spawn(async move {
+        let mut every_second = actix_web::rt::time::interval(Duration::from_secs(1));
+        for tick in 0u64.. {
+            every_second.tick().await;
+            let expiry = tick % 60 == 0;
+            if expiry {
+                access.forget_idle_clients();
+                idempotency.forget_expired();
+            }
+            forget_answers(&idempotency, &store, expiry);
+        }
+    });
+}
+
+/// The HTTP server on `listener`, with `workers` workers of at most
+/// `max_connections` each and its middleware in order; started, but serving
+/// only once polled.
+fn serve(
+    listener: TcpListener,
+    settings: &Settings,
+    workers: usize,
+    max_connections: usize,
+    state: SharedState,
+) -> Result<Server, ServerError> {
+    let address = listener.local_addr()?;
+    let (body_limit, cors) = (settings.body_limit, settings.cors.clone());
+    let server = HttpServer::new(move || {
+        // Runs on each worker's thread as it starts.
+        state.threads.announce_current();
+        App::new()
+            .app_data(state.registry.clone())
+            .app_data(state.access.clone())
+            .app_data(state.idempotency.clone())
+            .app_data(state.metrics.clone())
+            .app_data(state.store.clone())
+            .app_data(BodyLimit(body_limit))
+            .configure(routes::configure)
+            .default_service(web::to(routes::route_not_found))
+            // Without allowed origins the API is same-origin only: nothing for CORS to add.
+            .wrap(Condition::new(
+                !cors.allowed_origins.is_empty(),
+                routes::cors(&cors),
+            ))
+            .wrap(from_fn(routes::json_errors))
+            // Outside json_errors, so that it drops the body of every answer to a HEAD.
+            .wrap(from_fn(routes::head_as_get))
+            .wrap(from_fn(routes::observe))
+    })
+    .workers(workers)
+    .max_connections(max_connections)
+    .client_request_timeout(Duration::from_millis(settings.client_request_timeout_ms))
+    .keep_alive(Duration::from_secs(settings.keep_alive_secs))
+    .shutdown_timeout(settings.shutdown_timeout_secs)
+    // Signals are ours: the store must flush before the System stops.
+    .disable_signals()
+    .listen(listener)
+    .map_err(|source| ServerError::Listen {
+        address: address.to_string(),
+        source,
+    })?;
+    Ok(server.run())
 }
 
 /// Forgets the answers over the cap on idempotency keys (the oldest) in
