@@ -124,10 +124,10 @@ impl EventActor {
         }
     }
 
-    /// Answers a decided book or cancel. A change, or the answer of an
+    /// Replies to a decided book or cancel: a change, or the answer of an
     /// idempotent request, goes to the store, which replies once they are
-    /// committed; a plain refusal is answered at once.
-    fn answer<T: Send + 'static>(
+    /// committed; a plain refusal is replied to at once.
+    fn commit_then_reply<T: Send + 'static>(
         &self,
         decided: Result<(T, OrderUpdate), Refusal>,
         reply: Reply<T>,
@@ -220,7 +220,7 @@ impl EventActor {
         match self.check_fresh(ctx) {
             Ok(()) => {
                 let decided = decision(&mut self.state);
-                self.answer(decided, reply, recorder, slot);
+                self.commit_then_reply(decided, reply, recorder, slot);
             }
             Err(error) => {
                 // The key and the place are freed before the client hears the 503 and retries.
