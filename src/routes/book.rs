@@ -75,6 +75,7 @@ impl OrderMessage for Book {
     responses(
         (status = 200, description = "Booked, or on the waiting list when sold out", body = BookResponse, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same key"))),
         openapi::PostErrors,
+        openapi::AccessErrors,
         (status = 404, description = "Event not found (`event_not_found`)", body = ErrorBody),
         (status = 409, description = "The user already has a ticket or a waiting place (`already_booked`, `already_waiting`), or the same Idempotency-Key is still in flight (`idempotency_key_in_flight`)", body = ErrorBody),
     ),

@@ -78,6 +78,7 @@ impl OrderMessage for Cancel {
     responses(
         (status = 200, description = "Cancelled (ticket back on sale, or place left), or reassigned to the head of the queue", body = CancelResponse, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same key"))),
         openapi::PostErrors,
+        openapi::AccessErrors,
         (status = 404, description = "Event or booking not found (`event_not_found`, `booking_not_found`)", body = ErrorBody),
         (status = 409, description = "The same Idempotency-Key is still in flight (`idempotency_key_in_flight`)", body = ErrorBody),
     ),

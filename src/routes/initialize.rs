@@ -50,6 +50,7 @@ fn answer(event_as_sent: &Value, total_tickets: u32, created: Result<&(), Refusa
     responses(
         (status = 201, description = "Event initialized", body = InitializeResponse, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same key"))),
         openapi::PostErrors,
+        openapi::AccessErrors,
         (status = 403, description = "A client key on this admin route (`forbidden`)", body = ErrorBody),
         (status = 409, description = "Event already initialized (`event_exists`), or the same Idempotency-Key still in flight (`idempotency_key_in_flight`)", body = ErrorBody),
     ),

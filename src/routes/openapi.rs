@@ -96,6 +96,22 @@ pub struct IdempotencyKey {
     pub idempotency_key: Option<String>,
 }
 
+/// The error answers of the access guard, on every route under `/api`.
+#[derive(IntoResponses)]
+pub enum AccessErrors {
+    #[response(
+        status = 401,
+        description = "No or unknown API key, when keys are configured (`unauthorized`)"
+    )]
+    Unauthorized(ErrorBody<'static>),
+    #[response(
+        status = 429,
+        description = "Too many requests (`rate_limited`)",
+        headers(("Retry-After" = u64, description = "Seconds to wait"))
+    )]
+    TooManyRequests(ErrorBody<'static>),
+}
+
 /// The error answers every POST route can give, besides its own.
 #[derive(IntoResponses)]
 pub enum PostErrors {
@@ -104,11 +120,6 @@ pub enum PostErrors {
         description = "Invalid input, or a malformed Idempotency-Key (`invalid_input`)"
     )]
     InvalidInput(ErrorBody<'static>),
-    #[response(
-        status = 401,
-        description = "No or unknown API key, when keys are configured (`unauthorized`)"
-    )]
-    Unauthorized(ErrorBody<'static>),
     #[response(
         status = 413,
         description = "Body over the limit (`payload_too_large`)"
@@ -119,12 +130,6 @@ pub enum PostErrors {
         description = "Idempotency key reused with a different request (`idempotency_key_reused`)"
     )]
     IdempotencyMismatch(ErrorBody<'static>),
-    #[response(
-        status = 429,
-        description = "Too many requests (`rate_limited`)",
-        headers(("Retry-After" = u64, description = "Seconds to wait"))
-    )]
-    TooManyRequests(ErrorBody<'static>),
     #[response(
         status = 503,
         description = "Storage unavailable, server busy or still starting (`storage_unavailable`, `server_busy`, `server_starting`: nothing was changed), request timed out (`request_timed_out`: a change may still be stored), or the server is stopping (`service_unavailable`)",
@@ -138,17 +143,6 @@ pub enum PostErrors {
 pub enum GetErrors {
     #[response(status = 400, description = "Invalid id in the path (`invalid_input`)")]
     InvalidInput(ErrorBody<'static>),
-    #[response(
-        status = 401,
-        description = "No or unknown API key, when keys are configured (`unauthorized`)"
-    )]
-    Unauthorized(ErrorBody<'static>),
-    #[response(
-        status = 429,
-        description = "Too many requests (`rate_limited`)",
-        headers(("Retry-After" = u64, description = "Seconds to wait"))
-    )]
-    TooManyRequests(ErrorBody<'static>),
     #[response(
         status = 503,
         description = "Server busy or still starting, no answer in time, or the server is stopping (`server_busy`, `server_starting`, `request_timed_out`, `service_unavailable`)",

@@ -40,6 +40,7 @@ pub struct UserStatus {
         (status = 200, description = "Counts", body = EventStatus),
         (status = 404, description = "Event not found (`event_not_found`)", body = ErrorBody),
         openapi::GetErrors,
+        openapi::AccessErrors,
     ),
     security((), ("bearer" = []))
 )]
@@ -72,6 +73,7 @@ pub async fn event_status(
         (status = 200, description = "The user's standing", body = UserStatus),
         (status = 404, description = "Event or booking not found (`event_not_found`, `booking_not_found`)", body = ErrorBody),
         openapi::GetErrors,
+        openapi::AccessErrors,
     ),
     security((), ("bearer" = []))
 )]
