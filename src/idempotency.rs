@@ -230,9 +230,9 @@ impl Idempotency {
                     return Ok(Some(Begin::Replay { seq: *seq }))
                 }
                 KeyState::InFlight { fingerprint: first } if *first == fingerprint => {
-                    return Err(ApiError::IdempotencyInFlight)
+                    return Err(ApiError::IdempotencyKeyInFlight)
                 }
-                _ => return Err(ApiError::IdempotencyMismatch),
+                _ => return Err(ApiError::IdempotencyKeyReused),
             },
             Entry::Vacant(entry) => {
                 entry.insert(KeyState::InFlight { fingerprint });
@@ -439,7 +439,7 @@ mod tests {
                 .begin(&with_key("e"), || b"{}".to_vec(), b"{}")
                 .err()
                 .map(|e| e.to_string()),
-            Some(ApiError::IdempotencyInFlight.to_string())
+            Some(ApiError::IdempotencyKeyInFlight.to_string())
         );
     }
 

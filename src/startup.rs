@@ -80,7 +80,13 @@ impl Application {
             state.registry.clone(),
             state.idempotency.clone(),
         );
-        let server = serve(listener, &settings, workers, max_connections, state)?;
+        let server = serve(
+            (listener, address),
+            &settings,
+            workers,
+            max_connections,
+            state,
+        )?;
         Ok(Application {
             address,
             server,
@@ -272,17 +278,16 @@ fn spawn_housekeeping(state: &SharedState) {
     });
 }
 
-/// The HTTP server on `listener`, with `workers` workers of at most
-/// `max_connections` each and its middleware in order; started, but serving
-/// only once polled.
+/// The HTTP server on `listener` (bound to `address`), with `workers`
+/// workers of at most `max_connections` each and its middleware in order;
+/// started, but serving only once polled.
 fn serve(
-    listener: TcpListener,
+    (listener, address): (TcpListener, SocketAddr),
     settings: &Settings,
     workers: usize,
     max_connections: usize,
     state: SharedState,
 ) -> Result<Server, ServerError> {
-    let address = listener.local_addr()?;
     let (body_limit, cors) = (settings.body_limit, settings.cors.clone());
     let server = HttpServer::new(move || {
         // Runs on each worker's thread as it starts.

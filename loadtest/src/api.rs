@@ -20,7 +20,7 @@ pub enum Outcome {
     },
     /// `GET /health` answered 200.
     Healthy,
-    /// Turned away before anything was decided: 503 "Server busy" or 429,
+    /// Turned away before anything was decided: 503 `server_busy` or 429,
     /// with the server's `Retry-After`. Overload answered honestly; nothing changed.
     Refused {
         retry_after_secs: u64,
@@ -48,7 +48,8 @@ pub struct EventCounts {
 #[derive(Deserialize)]
 struct Reply {
     status: Option<String>,
-    error: Option<String>,
+    /// An error's stable code (`server_busy`).
+    code: Option<String>,
     #[serde(rename = "userId")]
     user_id: Option<Value>,
     position: Option<u64>,
@@ -176,9 +177,9 @@ impl Api {
             (
                 Some(503),
                 Ok(Reply {
-                    error: Some(error), ..
+                    code: Some(code), ..
                 }),
-            ) if error == "Server busy" => Outcome::Refused { retry_after_secs },
+            ) if code == "server_busy" => Outcome::Refused { retry_after_secs },
             (Some(429), _) => Outcome::Refused { retry_after_secs },
             _ => Outcome::Error,
         };

@@ -66,7 +66,7 @@ pub struct Options {
     /// Send an `Idempotency-Key` (unique per request) with every book and cancel.
     #[arg(long)]
     pub idempotency_keys: bool,
-    /// A refused request (503 "Server busy", 429) makes its connection wait
+    /// A refused request (503 `server_busy`, 429) makes its connection wait
     /// the `Retry-After` the server sent, plus a random share of it again,
     /// as a well-behaved client does.
     #[arg(long)]

@@ -89,7 +89,7 @@ pub struct OutcomeCounts {
     pub waiting: u64,
     pub reassigned: u64,
     pub cancelled: u64,
-    /// Turned away by overload protection (503 "Server busy", 429): nothing changed.
+    /// Turned away by overload protection (503 `server_busy`, 429): nothing changed.
     pub refused: u64,
     pub errors: u64,
 }

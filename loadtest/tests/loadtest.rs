@@ -398,7 +398,7 @@ fn verification_catches_promotions_that_skip_the_head_of_the_queue() {
 #[test]
 fn refusals_under_overload_are_counted_apart_and_changed_nothing() {
     // A store backlog of 2 for 32 connections: most bookings are refused with
-    // 503 "Server busy".
+    // 503 `server_busy`.
     let output = loadtest_with(
         &[("BOOKING_STORE_BACKLOG", "2")],
         &[

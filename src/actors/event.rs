@@ -51,7 +51,8 @@ pub type Reply<T> = oneshot::Sender<Result<T, BookingError>>;
 /// owns the wire format; the actor only calls it.
 pub type Recorder<T, E> = Box<dyn FnOnce(Result<&T, E>) -> Pending + Send>;
 
-/// Book a ticket for `user`, or a waiting place when sold out.
+/// Book a ticket for `user`, or a waiting place when sold out. Built, and
+/// its decision rendered, by its `OrderMessage` impl in `routes/book.rs`.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Book {
@@ -62,7 +63,8 @@ pub struct Book {
     pub slot: QueueSlot,
 }
 
-/// Cancel `user`'s ticket or waiting place.
+/// Cancel `user`'s ticket or waiting place. Built, and its decision
+/// rendered, by its `OrderMessage` impl in `routes/cancel.rs`.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Cancel {

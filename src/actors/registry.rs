@@ -206,7 +206,7 @@ impl EventRegistry {
         EventActor: Handler<M>,
     {
         let slot = self.backlog.reserve().ok_or(BookingError::Busy)?;
-        let (reply, answer) = oneshot::channel();
+        let (reply, replied) = oneshot::channel();
         match actor.try_send(message(reply, slot)) {
             Ok(()) => {}
             Err(SendError::Full(_)) => {
@@ -215,7 +215,7 @@ impl EventRegistry {
             }
             Err(SendError::Closed(_)) => return Err(BookingError::Stopped),
         }
-        self.within(async { answer.await.unwrap_or(Err(BookingError::Stopped)) })
+        self.within(async { replied.await.unwrap_or(Err(BookingError::Stopped)) })
             .await
     }
 

@@ -110,7 +110,7 @@ impl Access {
             };
             if let Err(not_until) = limiter.check_key(&client) {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
-                return Err(ApiError::TooManyRequests {
+                return Err(ApiError::RateLimited {
                     retry_after_secs: wait.as_secs() + 1,
                 });
             }

@@ -9,6 +9,7 @@ mod head;
 mod initialize;
 mod json_errors;
 mod observe;
+// Public: `openapi::ApiDoc::openapi()` gives the document without a server.
 pub mod openapi;
 mod operations;
 mod order;

@@ -86,8 +86,7 @@ pub struct IdempotencyKey {
     /// 1-255 printable ASCII characters, not starting or ending with a space
     /// (HTTP drops those): a retry with the same key and request (the same
     /// route and fields, however spelled: member order, `1.0` for `1`, NFC)
-    /// gets the first
-    /// answer again
+    /// gets the first answer again.
     #[param(
         rename = "Idempotency-Key",
         nullable = false,
@@ -109,7 +108,7 @@ pub enum AccessErrors {
         description = "Too many requests (`rate_limited`)",
         headers(("Retry-After" = u64, description = "Seconds to wait"))
     )]
-    TooManyRequests(ErrorBody<'static>),
+    RateLimited(ErrorBody<'static>),
 }
 
 /// The error answers every POST route can give, besides its own.
@@ -129,7 +128,7 @@ pub enum PostErrors {
         status = 422,
         description = "Idempotency key reused with a different request (`idempotency_key_reused`)"
     )]
-    IdempotencyMismatch(ErrorBody<'static>),
+    IdempotencyKeyReused(ErrorBody<'static>),
     #[response(
         status = 503,
         description = "Storage unavailable, server busy or still starting (`storage_unavailable`, `server_busy`, `server_starting`: nothing was changed), request timed out (`request_timed_out`: a change may still be stored), or the server is stopping (`service_unavailable`)",
@@ -145,8 +144,8 @@ pub enum GetErrors {
     InvalidInput(ErrorBody<'static>),
     #[response(
         status = 503,
-        description = "Server busy or still starting, no answer in time, or the server is stopping (`server_busy`, `server_starting`, `request_timed_out`, `service_unavailable`)",
-        headers(("Retry-After" = u64, description = "Seconds to wait"))
+        description = "The event is reloading after a failed commit, the server is still starting, no answer in time, or the server is stopping (`storage_unavailable`, `server_starting`, `request_timed_out`, `service_unavailable`)",
+        headers(("Retry-After" = u64, description = "Seconds to wait, when starting or timed out"))
     )]
     Unavailable(ErrorBody<'static>),
 }

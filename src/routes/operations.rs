@@ -18,9 +18,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Serialize, ToSchema)]
 pub struct ProbeStatus {
     /// `ok` (liveness), `ready` or `unavailable` (readiness).
-    #[schema(example = "ready")]
     status: &'static str,
-    /// Why not ready, e.g. that the database is full.
+    /// Only when `unavailable`: why, e.g. that the database is full.
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
 }

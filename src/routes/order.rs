@@ -114,8 +114,9 @@ pub(super) trait OrderMessage: Message<Result = ()> + Send + Sized + 'static {
 ///
 /// actix boxes the future of every request, and its size is that of the
 /// largest state it awaits. The rare paths it awaits (a replay, a stored
-/// refusal) box their own, which keeps a booking's small enough for glibc's
-/// per-thread cache (see docs/performance.md).
+/// refusal) box their own, which keeps a booking's under 1 KB, the most
+/// glibc serves from its per-thread cache (see docs/performance.md). Keep
+/// new rare paths boxed too.
 pub(super) async fn order<M: OrderMessage>(
     registry: &EventRegistry,
     idempotency: &web::Data<Idempotency>,

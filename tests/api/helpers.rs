@@ -338,6 +338,18 @@ impl TestApp {
             .collect()
     }
 
+    /// Returns once `/ready` answers 200 (recovery is over), polling every
+    /// 10 ms; fails after 60 s.
+    pub async fn until_ready(&self) {
+        for _ in 0..6000 {
+            if self.get("/ready").await.status == 200 {
+                return;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("not ready after 60 s; log:\n{}", self.log());
+    }
+
     /// The metric `name` once it reaches `expected`, or after 10 s as it is
     /// then (0 if absent): for what the server does in the background.
     pub async fn metric_reaching(&self, name: &str, expected: f64) -> f64 {

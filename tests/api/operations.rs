@@ -89,7 +89,7 @@ async fn a_request_that_outwaits_recovery_is_503_server_starting_and_changes_not
         "{refused:?}"
     );
     assert_eq!(refused.header("retry-after"), Some("1"));
-    while app.get("/ready").await.status != 200 {}
+    app.until_ready().await;
     assert_eq!(app.user_status("big", "early").await.status, 404);
 }
 
@@ -135,7 +135,7 @@ async fn ready_says_unavailable_when_the_database_is_full() {
 async fn ready_says_unavailable_while_the_database_is_locked() {
     let app = spawn_app_with(&[("BOOKING_BUSY_TIMEOUT_MS", "100")]);
     // Recovered first: a lock taken during recovery would read as "recovering".
-    while app.get("/ready").await.status != 200 {}
+    app.until_ready().await;
     let intruder = rusqlite::Connection::open(app.database()).unwrap();
     intruder.execute_batch("BEGIN EXCLUSIVE").unwrap();
     let ready = app.get("/ready").await;
