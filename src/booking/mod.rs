@@ -57,6 +57,18 @@ pub enum OrderUpdate {
 }
 
 impl OrderUpdate {
+    /// What it changes in the event's counts: (booked tickets, waiting users).
+    pub fn counts(&self) -> (i64, i64) {
+        match self {
+            OrderUpdate::Booked(_) => (1, 0),
+            OrderUpdate::Waiting(_) => (0, 1),
+            OrderUpdate::Cancelled(_) => (-1, 0),
+            OrderUpdate::LeftWaitingList(_) => (0, -1),
+            // The ticket changes hands; the queue is one shorter.
+            OrderUpdate::Reassigned { .. } => (0, -1),
+        }
+    }
+
     /// Rows it appends to the order log.
     pub fn rows(&self) -> u64 {
         match self {

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{params, Connection, DropBehavior, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::booking::{EventState, OrderUpdate};
 use crate::configuration::{Settings, Synchronous};
@@ -58,6 +58,25 @@ pub enum StorageError {
 pub enum Change {
     CreateEvent { event: EventId, total_tickets: u32 },
     Order { event: EventId, update: OrderUpdate },
+}
+
+/// Every stored event, and their counts as committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    pub events: u64,
+    pub booked: u64,
+    pub waiting: u64,
+}
+
+/// One stored event as listed: its counts as committed, without its orders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub id: EventId,
+    /// Its place in creation order (1, 2, ...): the cursor of a listing.
+    pub created: i64,
+    pub total_tickets: u32,
+    pub booked_tickets: u32,
+    pub waiting: u64,
 }
 
 /// A pool of SQLite connections, each with the configured pragmas.
@@ -120,11 +139,15 @@ impl Database {
         let mut conn = self.pool.get()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
-            let mut create =
-                tx.prepare_cached("INSERT INTO events (id, total_tickets) VALUES (?1, ?2)")?;
+            let mut create = tx.prepare_cached(
+                "INSERT INTO events (id, total_tickets, created)
+                 VALUES (?1, ?2, (SELECT coalesce(max(created), 0) + 1 FROM events))",
+            )?;
             let mut append = tx.prepare_cached(
                 "INSERT INTO order_log (event_id, user_id, status) VALUES (?1, ?2, ?3)",
             )?;
+            // Each event's counts move once per transaction, however many of its changes it holds.
+            let mut counts: Vec<(&str, i64, i64)> = Vec::new();
             for change in changes {
                 match change {
                     Change::CreateEvent {
@@ -135,6 +158,11 @@ impl Database {
                     }
                     Change::Order { event, update } => {
                         let event = event.as_str();
+                        let (booked, waiting) = update.counts();
+                        match counts.iter_mut().find(|(id, ..)| *id == event) {
+                            Some((_, b, w)) => (*b, *w) = (*b + booked, *w + waiting),
+                            None => counts.push((event, booked, waiting)),
+                        }
                         match update {
                             OrderUpdate::Booked(user) => {
                                 append.execute(params![event, user.as_ref(), "booked"])?
@@ -155,6 +183,12 @@ impl Database {
                         };
                     }
                 }
+            }
+            let mut count = tx.prepare_cached(
+                "UPDATE events SET booked = booked + ?2, waiting = waiting + ?3 WHERE id = ?1",
+            )?;
+            for (event, booked, waiting) in counts {
+                count.execute(params![event, booked, waiting])?;
             }
         }
         let mut rows = Vec::new();
@@ -185,27 +219,25 @@ impl Database {
         Ok(rows)
     }
 
-    /// The readiness probe: a transaction that must find room for a few new
-    /// pages (tried in a savepoint and rolled back, so the file does not grow)
-    /// and then commits a one-row update, through the WAL and its fsync.
-    /// Fails when the database is full (`max_page_count`, or the disk) or
-    /// cannot be written at all.
+    /// The readiness probe: commits a row of a few pages (more than a
+    /// booking writes), through the WAL and its fsync, and deletes it again.
+    /// Fails when the database is full (`max_page_count`, or a disk with no
+    /// room for those pages in the WAL) or cannot be written at all. Pages
+    /// only tried in a savepoint would not do: they never reach the disk.
     pub fn check_writable(&self) -> Result<(), StorageError> {
         let mut conn = self.pool.get()?;
-        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut room = tx.savepoint()?;
-        room.set_drop_behavior(DropBehavior::Rollback);
-        room.execute(
-            "INSERT INTO readiness (id, checked_at, room)
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO readiness (id, checked_at, room)
              VALUES (2, 0, zeroblob(?1 * (SELECT page_size FROM pragma_page_size())))",
             [PROBE_PAGES],
         )?;
-        room.finish()?;
         tx.execute(
             "UPDATE readiness SET checked_at = unixepoch() WHERE id = 1",
             [],
         )?;
         tx.commit()?;
+        conn.execute("DELETE FROM readiness WHERE id = 2", [])?;
         Ok(())
     }
 
@@ -286,30 +318,9 @@ impl Database {
         Ok(self.read_log()?.superseded)
     }
 
-    /// One ordered pass over the log: each user's last row, and the rows
-    /// replaced (sorted).
     fn read_log(&self) -> Result<Loader, StorageError> {
         let conn = self.pool.get()?;
-        let mut loader = Loader::default();
-        let mut events = conn.prepare("SELECT id, total_tickets FROM events")?;
-        let mut rows = events.query([])?;
-        while let Some(row) = rows.next()? {
-            loader.event(row.get_ref(0)?.as_str()?, row.get(1)?);
-        }
-        let mut log =
-            conn.prepare("SELECT seq, event_id, user_id, status FROM order_log ORDER BY seq")?;
-        let mut rows = log.query([])?;
-        while let Some(row) = rows.next()? {
-            let (seq, event, user, status) = (
-                row.get(0)?,
-                row.get_ref(1)?.as_str()?,
-                row.get_ref(2)?.as_str()?,
-                row.get_ref(3)?,
-            );
-            loader.order(seq, event, user, status.as_str()?)?;
-        }
-        loader.superseded.sort_unstable();
-        Ok(loader)
+        read_log(&conn)
     }
 
     /// Deletes `rows` of the order log in one transaction; returns how many
@@ -330,8 +341,47 @@ impl Database {
         Ok(deleted)
     }
 
+    /// Every stored event, its booked tickets and its waiting users, as
+    /// committed: for the gauges of `/metrics`, without reading any order.
+    pub fn totals(&self) -> Result<Totals, StorageError> {
+        let conn = self.pool.get()?;
+        Ok(conn.query_row(
+            "SELECT count(*), coalesce(sum(booked), 0), coalesce(sum(waiting), 0) FROM events",
+            [],
+            |row| {
+                let count = |column| row.get::<_, i64>(column).map(|n| n.max(0) as u64);
+                Ok(Totals {
+                    events: count(0)?,
+                    booked: count(1)?,
+                    waiting: count(2)?,
+                })
+            },
+        )?)
+    }
+
+    /// Up to `limit` events created after the one in place `after` of the
+    /// creation order (0: from the first), in that order, with their counts
+    /// as committed. Events created meanwhile come after every one listed.
+    pub fn list_events(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StorageError> {
+        let conn = self.pool.get()?;
+        let mut query = conn.prepare_cached(
+            "SELECT id, created, total_tickets, booked, waiting FROM events
+             WHERE created > ?1 ORDER BY created LIMIT ?2",
+        )?;
+        let rows = query.query_map(params![after, limit], |row| {
+            Ok(StoredEvent {
+                id: EventId::stored(row.get_ref(0)?.as_str()?),
+                created: row.get(1)?,
+                total_tickets: row.get(2)?,
+                booked_tickets: row.get(3)?,
+                waiting: row.get::<_, i64>(4)?.max(0) as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Reads one event as it is stored; `None` if it was never committed.
-    /// Scans the log: it only runs after a failed commit.
+    /// Reads only that event's rows of the log, in order (by its index).
     pub fn load_event(&self, event: &EventId) -> Result<Option<EventState>, StorageError> {
         let conn = self.pool.get()?;
         let total: Option<u32> = conn
@@ -358,6 +408,31 @@ impl Database {
         }
         Ok(loader.finish()?.events.pop().map(|(_, state)| state))
     }
+}
+
+/// One ordered pass over the log: each user's last row, and the rows
+/// replaced (sorted).
+fn read_log(conn: &Connection) -> Result<Loader, StorageError> {
+    let mut loader = Loader::default();
+    let mut events = conn.prepare("SELECT id, total_tickets FROM events")?;
+    let mut rows = events.query([])?;
+    while let Some(row) = rows.next()? {
+        loader.event(row.get_ref(0)?.as_str()?, row.get(1)?);
+    }
+    let mut log =
+        conn.prepare("SELECT seq, event_id, user_id, status FROM order_log ORDER BY seq")?;
+    let mut rows = log.query([])?;
+    while let Some(row) = rows.next()? {
+        let (seq, event, user, status) = (
+            row.get(0)?,
+            row.get_ref(1)?.as_str()?,
+            row.get_ref(2)?.as_str()?,
+            row.get_ref(3)?,
+        );
+        loader.order(seq, event, user, status.as_str()?)?;
+    }
+    loader.superseded.sort_unstable();
+    Ok(loader)
 }
 
 /// Settings applied to every connection, the pool's and the first.
@@ -426,7 +501,7 @@ mod tests {
                     promoted: user("z"),
                 },
             ),
-            order(&gig, OrderUpdate::Cancelled(user("b"))),
+            order(&gig, OrderUpdate::LeftWaitingList(user("b"))),
         ];
         db.commit(&changes, []).unwrap();
         // A cancelled user who books again goes to the back.
@@ -442,6 +517,23 @@ mod tests {
         assert_eq!(
             db.load_event(&gig).unwrap().unwrap().summary(),
             state.summary()
+        );
+        // The counts kept beside the event are those the log replays to.
+        let listed = db.list_events(0, 10).unwrap();
+        assert_eq!(
+            (listed[0].booked_tickets, listed[0].waiting),
+            (
+                state.summary().booked_tickets,
+                state.summary().waiting as u64
+            )
+        );
+        assert_eq!(
+            db.totals().unwrap(),
+            Totals {
+                events: 1,
+                booked: 1,
+                waiting: 2
+            }
         );
 
         // Rows 1-8: a booked, z, b and m waiting, a cancelled and z booked,
@@ -541,12 +633,48 @@ mod tests {
         let settings = settings(&dir);
         let old = Connection::open(&settings.database).unwrap();
         old.execute_batch(SCHEMA).unwrap();
-        old.execute_batch("INSERT INTO events VALUES ('gig', 5); PRAGMA user_version = 1;")
-            .unwrap();
+        old.execute_batch(
+            "INSERT INTO events VALUES ('quiet', 5), ('gig', 1), ('empty', 3);
+             INSERT INTO order_log (event_id, user_id, status) VALUES
+                 ('gig', 'a', 'booked'), ('gig', 'b', 'waiting'), ('gig', 'c', 'waiting'),
+                 ('quiet', 'q', 'booked'), ('gig', 'b', 'cancelled');
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
         drop(old);
         let db = Database::open(&settings).unwrap();
-        assert_eq!(db.load_all().unwrap().events.len(), 1);
+        assert_eq!(db.load_all().unwrap().events.len(), 3);
         assert!(db.load_answers(0).unwrap().is_empty());
+        // Version 5: counts from each user's last row, and creation in the
+        // order of each event's first row (events without one last).
+        let listed: Vec<_> = db
+            .list_events(0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|e| {
+                (
+                    e.id.as_str().to_string(),
+                    e.created,
+                    e.booked_tickets,
+                    e.waiting,
+                )
+            })
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("gig".to_string(), 1, 1, 1),
+                ("quiet".to_string(), 2, 1, 0),
+                ("empty".to_string(), 3, 0, 0)
+            ]
+        );
+        let gig = EventId::parse("new").unwrap();
+        let create = Change::CreateEvent {
+            event: gig,
+            total_tickets: 1,
+        };
+        db.commit([&create], []).unwrap();
+        assert_eq!(db.list_events(3, 10).unwrap()[0].created, 4);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, TransactionBehavior};
 use super::StorageError;
 
 /// Stored in `PRAGMA user_version`; a file with a newer version is refused.
-pub(super) const SCHEMA_VERSION: i64 = 4;
+pub(super) const SCHEMA_VERSION: i64 = 5;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE events (
@@ -44,7 +44,7 @@ const READINESS_SCHEMA: &str = "
 CREATE TABLE readiness (
     id         INTEGER PRIMARY KEY,
     checked_at INTEGER NOT NULL,
-    -- Only ever written in a savepoint that is rolled back: the room test.
+    -- The room test: a row of a few pages, committed and deleted again.
     room       BLOB
 );
 INSERT INTO readiness (id, checked_at) VALUES (1, 0);
@@ -57,6 +57,18 @@ INSERT INTO readiness (id, checked_at) VALUES (1, 0);
 const CANONICAL_SCHEMA: &str = "
 CREATE TABLE fingerprints (raw_before INTEGER NOT NULL);
 INSERT INTO fingerprints SELECT coalesce(max(seq), 0) + 1 FROM idempotency;
+";
+
+/// Version 5: events are read one at a time, when first asked for (see
+/// `EventRegistry`), so the log has an index by event; and each event keeps
+/// its counts of the last commit and its place in creation order, so that
+/// events can be counted and listed without reading their orders. Filled in
+/// by [`count_stored_orders`].
+const EVENT_INDEX_SCHEMA: &str = "
+CREATE INDEX order_log_by_event ON order_log (event_id, seq);
+ALTER TABLE events ADD COLUMN created INTEGER;
+ALTER TABLE events ADD COLUMN booked INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE events ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0;
 ";
 
 /// Creates the schema in a new file, upgrades an older one; refuses a newer
@@ -90,6 +102,11 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
     if version < 4 {
         tx.execute_batch(CANONICAL_SCHEMA)?;
         notes = normalize_stored_users(&tx)?;
+    }
+    if version < 5 {
+        tx.execute_batch(EVENT_INDEX_SCHEMA)?;
+        count_stored_orders(&tx)?;
+        tx.execute_batch("CREATE UNIQUE INDEX events_by_creation ON events (created);")?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
@@ -182,4 +199,34 @@ fn normalize_stored_users(tx: &Connection) -> Result<Vec<String>, StorageError> 
     }
     notes.push(format!("user ids in NFC: {count} stored users renamed"));
     Ok(notes)
+}
+
+/// Gives each stored event its counts, from one replay of the log, and its
+/// place in creation order: the order of its first row in the log (events
+/// with none after, by id). Runs once, in the migration to version 5.
+fn count_stored_orders(tx: &Connection) -> Result<(), StorageError> {
+    let stored = super::read_log(tx)?.finish()?;
+    let mut first_rows = tx.prepare(
+        "SELECT id, (SELECT min(seq) FROM order_log WHERE event_id = events.id) FROM events",
+    )?;
+    let mut order: Vec<(Option<i64>, String)> = first_rows
+        .query_map([], |row| Ok((row.get(1)?, row.get(0)?)))?
+        .collect::<Result<_, _>>()?;
+    order.sort_by(|(a_row, a_id), (b_row, b_id)| {
+        (a_row.is_none(), a_row, a_id).cmp(&(b_row.is_none(), b_row, b_id))
+    });
+    let counts: HashMap<&str, _> = stored
+        .events
+        .iter()
+        .map(|(id, state)| (id.as_str(), state.summary()))
+        .collect();
+    let mut update =
+        tx.prepare("UPDATE events SET created = ?2, booked = ?3, waiting = ?4 WHERE id = ?1")?;
+    for (created, (_, id)) in (1i64..).zip(&order) {
+        let (booked, waiting) = counts
+            .get(id.as_str())
+            .map_or((0, 0), |summary| (summary.booked_tickets, summary.waiting));
+        update.execute(params![id, created, booked, waiting as i64])?;
+    }
+    Ok(())
 }

@@ -47,6 +47,18 @@ impl Answer {
     }
 }
 
+/// Turns a current database into one of schema version 3, as the server of
+/// that version left it: its next start must upgrade it (versions 4 and 5).
+pub const BACK_TO_VERSION_3: &str = "
+    DROP INDEX events_by_creation;
+    DROP INDEX order_log_by_event;
+    ALTER TABLE events DROP COLUMN created;
+    ALTER TABLE events DROP COLUMN booked;
+    ALTER TABLE events DROP COLUMN waiting;
+    DROP TABLE fingerprints;
+    PRAGMA user_version = 3;
+";
+
 /// A test that cannot run here (it needs root: to mount a file system, to
 /// raise a hard limit) says why and passes, unless
 /// `BOOKING_TESTS_REQUIRE_ROOT` is set, as CI, which runs as root, sets it.

@@ -11,7 +11,7 @@ use futures::future::join_all;
 use rusqlite::Connection;
 use serde_json::json;
 
-use crate::helpers::{skip, spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{skip, spawn_app, spawn_app_with, TestApp, BACK_TO_VERSION_3};
 
 const UNAVAILABLE: &str = "Storage unavailable";
 
@@ -329,8 +329,7 @@ async fn a_start_that_must_write_waits_on_a_full_disk_for_space_then_starts() {
     assert!(app.stop_with("TERM").success());
     // As the version before this one left it: its next start must upgrade it.
     let old = Connection::open(&database).unwrap();
-    old.execute_batch("DROP TABLE fingerprints; PRAGMA user_version = 3;")
-        .unwrap();
+    old.execute_batch(BACK_TO_VERSION_3).unwrap();
     // The last connection to close checkpoints and deletes the -wal and
     // -shm files: SQLite must write the -shm again before it reads anything.
     drop(old);
@@ -374,10 +373,8 @@ async fn a_start_that_the_size_cap_leaves_no_room_for_exits_instead_of_waiting()
     // An older schema, in a file at its cap: the upgrade needs a page the
     // cap refuses, on a disk with room. Waiting for space would be for ever.
     let old = Connection::open(app.database()).unwrap();
-    old.execute_batch(
-        "DROP TABLE fingerprints; PRAGMA user_version = 3; PRAGMA max_page_count = 12;",
-    )
-    .unwrap();
+    old.execute_batch(&format!("{BACK_TO_VERSION_3}; PRAGMA max_page_count = 12;"))
+        .unwrap();
     for n in 0.. {
         let user = format!("{n:x>200}");
         let row = "INSERT INTO order_log (event_id, user_id, status) VALUES ('1', ?1, 'cancelled')";

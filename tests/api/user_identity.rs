@@ -6,7 +6,7 @@ use rusqlite::Connection;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{spawn_app, TestApp};
+use crate::helpers::{spawn_app, TestApp, BACK_TO_VERSION_3};
 
 #[actix_web::test]
 async fn canonically_equivalent_ids_are_one_user_in_bodies_and_paths() {
@@ -250,8 +250,7 @@ async fn answers_stored_before_canonical_fingerprints_still_replay_to_the_same_b
     let db = Connection::open(app.database()).unwrap();
     db.execute("UPDATE idempotency SET fingerprint = ?1", [&raw])
         .unwrap();
-    db.execute_batch("DROP TABLE fingerprints; PRAGMA user_version = 3;")
-        .unwrap();
+    db.execute_batch(BACK_TO_VERSION_3).unwrap();
     drop(db);
     // The migration marks the answers stored until then.
     app.start();
@@ -300,8 +299,7 @@ async fn ids_stored_before_normalization_are_normalized_once_and_collisions_keep
     app.stop_with("TERM");
     // A database of schema version 3, written before ids were normalized.
     let db = Connection::open(app.database()).unwrap();
-    db.execute_batch("DROP TABLE fingerprints; PRAGMA user_version = 3;")
-        .unwrap();
+    db.execute_batch(BACK_TO_VERSION_3).unwrap();
     let rows = [
         // Only stored decomposed: renamed to NFC, all its rows.
         ("ju\u{0308}rgen", "booked"),
