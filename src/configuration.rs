@@ -29,6 +29,8 @@ pub struct Settings {
     pub mailbox_capacity: usize,
     pub store_backlog: usize,
     pub request_timeout_ms: u64,
+    /// An event's actor stops after this many seconds without a message; 0: never.
+    pub passivate_after_secs: u64,
     pub client_request_timeout_ms: u64,
     pub keep_alive_secs: u64,
     pub max_connections: usize,
@@ -237,6 +239,7 @@ mod tests {
         assert_eq!(settings.database, "data/bookings.db");
         assert_eq!(settings.synchronous, Synchronous::Full);
         assert_eq!(settings.body_limit, 16384);
+        assert_eq!(settings.passivate_after_secs, 300);
         assert!(settings.auth.admin_keys.is_empty() && settings.auth.client_keys.is_empty());
         assert!(!settings.rate_limit.enabled);
         assert!(settings.cors.allowed_origins.is_empty());

@@ -37,7 +37,7 @@ pub enum ApiError {
     /// A queue was full: refused at once, nothing changed.
     #[error("Server busy")]
     ServerBusy,
-    /// The stored orders are still being read (just after a start).
+    /// Still starting: the idempotency keys are being read (just after a start).
     #[error("Server starting")]
     ServerStarting,
     /// No answer in time; a book or cancel may still be stored.
@@ -103,7 +103,7 @@ pub enum ErrorCode {
     StorageUnavailable,
     /// 503: a queue was full; nothing was changed.
     ServerBusy,
-    /// 503: the stored orders are still being read after a start; nothing was changed.
+    /// 503: still starting (the idempotency keys are being read); nothing was changed.
     ServerStarting,
     /// 503: no answer in time; a book or cancel may still be stored.
     RequestTimedOut,
@@ -216,7 +216,7 @@ impl ApiError {
                 Some(details.as_str())
             }
             ApiError::ServerStarting => {
-                Some("the stored orders are still being loaded; nothing was changed, retry shortly")
+                Some("the server is still starting; nothing was changed, retry shortly")
             }
             ApiError::RequestTimedOut => Some(
                 "no answer in time; a book or cancel may still be stored: check the status, or retry with the same Idempotency-Key",
@@ -247,6 +247,7 @@ impl From<BookingError> for ApiError {
     fn from(error: BookingError) -> Self {
         match error {
             BookingError::Refused(refusal) => refusal.into(),
+            BookingError::EventNotFound => ApiError::EventNotFound,
             BookingError::StorageUnavailable => ApiError::StorageUnavailable,
             BookingError::Busy => ApiError::ServerBusy,
             BookingError::TimedOut => {

@@ -69,8 +69,8 @@ impl Application {
         let (listener, address, max_connections) = bind(&settings, workers)?;
         // Before anything records a metric: until then, records go nowhere.
         let metrics = telemetry::install();
-        let (store, store_thread) = start_store(database, &settings);
-        let state = SharedState::new(&settings, &store, workers, metrics);
+        let (store, store_thread) = start_store(database.clone(), &settings);
+        let state = SharedState::new(&settings, &store, database, workers, metrics);
         warn_if_exposed(&settings, &state.access);
         spawn_metrics_upkeep(&state);
         spawn_housekeeping(&state);
@@ -157,6 +157,7 @@ impl SharedState {
     fn new(
         settings: &Settings,
         store: &Addr<OrderStore>,
+        database: Database,
         workers: usize,
         metrics: PrometheusHandle,
     ) -> Self {
@@ -165,10 +166,13 @@ impl SharedState {
             mailbox_capacity: settings.mailbox_capacity,
             store_backlog: settings.store_backlog,
             request_timeout: Duration::from_millis(settings.request_timeout_ms),
+            passivate_after: (settings.passivate_after_secs > 0)
+                .then(|| Duration::from_secs(settings.passivate_after_secs)),
         };
         let retention = Duration::from_secs(settings.idempotency.retention_secs);
+        let registry = EventRegistry::new(store.clone(), database, threads.clone(), limits);
         SharedState {
-            registry: web::Data::new(EventRegistry::new(store.clone(), threads.clone(), limits)),
+            registry: web::Data::new(registry),
             idempotency: web::Data::new(Idempotency::new(retention, settings.idempotency.max_keys)),
             access: web::Data::new(Access::new(&settings.auth, &settings.rate_limit)),
             metrics: web::Data::new(metrics),
@@ -341,8 +345,9 @@ fn forget_answers(idempotency: &Idempotency, store: &Addr<OrderStore>, expiry: b
     }
 }
 
-/// Reads every event and the idempotency answers (on the store's thread),
-/// then starts the events' actors: the API waits until it is done.
+/// Reads the idempotency answers and the events' counts (on the store's
+/// thread), then lets requests for events in: the API waits until it is
+/// done. Events themselves are read when first asked for.
 fn recover(
     path: String,
     store: Addr<OrderStore>,
@@ -355,7 +360,7 @@ fn recover(
             answers_since: idempotency.cutoff(),
         };
         let Recovered {
-            events,
+            totals,
             answers,
             raw_fingerprints_before,
         } = store
@@ -366,14 +371,16 @@ fn recover(
                 path: path.clone(),
                 source,
             })?;
-        let count = events.len();
         // Answers first: a retry let in by the registry must find its answer.
         idempotency.restore(answers, raw_fingerprints_before);
         // A lowered cap, or a stop before the last eviction reached the disk.
         forget_answers(&idempotency, &store, false);
-        registry.recover(events).await;
+        registry.recover().await;
         log::info!(
-            "database {path}: recovered {count} events in {:?}",
+            "database {path}: {} events stored ({} tickets booked, {} users waiting); ready in {:?}",
+            totals.events,
+            totals.booked,
+            totals.waiting,
             started.elapsed()
         );
         Ok(())

@@ -3,7 +3,7 @@
 //! Every metric is named here, once. The domain figures count what was
 //! *committed*: the store records them after `COMMIT`, so they never include
 //! a decision that a failed transaction voided, and the gauges follow the
-//! database exactly (they start from what recovery loaded).
+//! database exactly (they start from the stored events' counts).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -15,8 +15,8 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 use metrics::{Counter, Gauge, Histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::booking::{OrderUpdate, Summary};
-use crate::storage::Change;
+use crate::booking::OrderUpdate;
+use crate::storage::{Change, Totals};
 
 /// The log target of the one line per request; quiet by default (see `log_requests`).
 pub const REQUEST_LOG: &str = "event_booking::request";
@@ -28,6 +28,9 @@ pub const WAITING_LIST_JOINS: &str = "booking_waiting_list_joins_total";
 pub const CANCELLATIONS: &str = "booking_cancellations_total";
 pub const REASSIGNMENTS: &str = "booking_reassignments_total";
 pub const EVENTS: &str = "booking_events";
+pub const ACTIVE_EVENTS: &str = "booking_active_events";
+pub const ACTIVATIONS: &str = "booking_event_activations_total";
+pub const PASSIVATIONS: &str = "booking_event_passivations_total";
 pub const BOOKED_TICKETS: &str = "booking_booked_tickets";
 pub const WAITING_USERS: &str = "booking_waiting_users";
 pub const COMMIT_BATCH_SIZE: &str = "booking_commit_batch_size";
@@ -95,6 +98,18 @@ fn describe() {
         "Cancelled tickets handed to the head of the waiting list (committed)"
     );
     describe_gauge!(EVENTS, "Events initialized");
+    describe_gauge!(
+        ACTIVE_EVENTS,
+        "Events with an actor in memory (the others are read when first asked for)"
+    );
+    describe_counter!(
+        ACTIVATIONS,
+        "Event actors started from the database (or for a new event)"
+    );
+    describe_counter!(
+        PASSIVATIONS,
+        "Event actors stopped after passivate_after_secs without a message"
+    );
     describe_gauge!(BOOKED_TICKETS, "Tickets held, over all events");
     describe_gauge!(WAITING_USERS, "Users waiting, over all events");
     describe_histogram!(
@@ -194,6 +209,18 @@ pub fn queue_full(queue: &'static str) {
     counter!(MAILBOX_REJECTIONS, "queue" => queue).increment(1);
 }
 
+/// An event's actor started: read from the database, or just created.
+pub fn event_activated() {
+    counter!(ACTIVATIONS).increment(1);
+    gauge!(ACTIVE_EVENTS).increment(1.0);
+}
+
+/// An idle event's actor stopped.
+pub fn event_passivated() {
+    counter!(PASSIVATIONS).increment(1);
+    gauge!(ACTIVE_EVENTS).decrement(1.0);
+}
+
 /// Idempotency keys kept now.
 pub fn idempotency_keys(kept: usize) {
     gauge!(IDEMPOTENCY_KEYS).set(kept as f64);
@@ -237,17 +264,15 @@ impl StoreMetrics {
         }
     }
 
-    /// Sets the gauges to what recovery loaded.
-    pub fn recovered(&self, summaries: impl Iterator<Item = Summary>) {
-        let (mut events, mut booked, mut waiting) = (0.0, 0.0, 0.0);
-        for summary in summaries {
-            events += 1.0;
-            booked += f64::from(summary.booked_tickets);
-            waiting += summary.waiting as f64;
-        }
-        self.events.set(events);
-        self.booked.set(booked);
-        self.waiting.set(waiting);
+    /// Sets the gauges to the stored events' counts, and makes the series
+    /// of active events and their moves exist before the first one.
+    pub fn recovered(&self, totals: Totals) {
+        self.events.set(totals.events as f64);
+        self.booked.set(totals.booked as f64);
+        self.waiting.set(totals.waiting as f64);
+        gauge!(ACTIVE_EVENTS).set(0.0);
+        counter!(ACTIVATIONS).increment(0);
+        counter!(PASSIVATIONS).increment(0);
     }
 
     /// A transaction of `size` changes committed in `took`.

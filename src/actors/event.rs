@@ -9,12 +9,18 @@
 //! store keeps each actor's changes in order, so what is committed is always a
 //! prefix of what was decided. If a commit fails, the store voids every change
 //! decided since, and the actor reloads its state from the database.
+//!
+//! An actor lives only while its event is in use: the [`Directory`] starts
+//! it from the database on the first message, and it stops itself once idle
+//! for `passivate_after` (see `directory` for the order of both).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use futures::channel::oneshot;
 
+use super::directory::Directory;
 use super::order_store::{NotStored, OrderStore, Origin, Persist, QueueSlot, Reload};
 use crate::booking::{
     BookOutcome, CancelOutcome, EventState, OrderUpdate, Refusal, Standing, Summary,
@@ -27,6 +33,8 @@ use crate::storage::Change;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BookingError {
     Refused(Refusal),
+    /// No event with this id is stored.
+    EventNotFound,
     /// The change, or a change it built on, was not stored.
     StorageUnavailable,
     /// A queue on the way (the event's mailbox, the store's backlog) was
@@ -37,7 +45,7 @@ pub enum BookingError {
     TimedOut,
     /// The actor is gone: the server is stopping.
     Stopped,
-    /// The stored events were still being read when the time-out passed.
+    /// The server was still starting (reading the idempotency keys) when the time-out passed.
     Recovering,
 }
 
@@ -76,12 +84,12 @@ pub struct Cancel {
 }
 
 /// The event's ticket and queue counts.
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "Result<Summary, BookingError>")]
 pub struct GetSummary;
 
 /// Where `user` stands; `None` if never seen at this event.
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "Result<Option<Standing>, BookingError>")]
 pub struct GetStanding {
     pub user: Arc<str>,
@@ -93,6 +101,17 @@ pub struct GetStanding {
 pub(super) struct StorageFailed {
     pub generation: u64,
 }
+
+/// Sent by an idle actor to itself once it left the directory: it is the
+/// last message in its mailbox, so the actor stops after handling the rest.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Passivate;
+
+/// How many checks in a row must find an actor idle for it to passivate: it
+/// is checked every `passivate_after / IDLE_CHECKS`, so it stops after between
+/// `passivate_after` and a quarter more without a message.
+const IDLE_CHECKS: u32 = 4;
 
 /// An event actor's address, shared. Cloning an `Addr` allocates (actix gives
 /// every sender its own parking state); cloning this only counts a reference.
@@ -112,10 +131,26 @@ pub struct EventActor {
     /// changes that were never stored: nothing is answered from it until a
     /// reload succeeds.
     stale: bool,
+    /// Where it takes itself out when idle.
+    directory: Arc<Directory>,
+    /// Idle this long, it stops; `None`: never.
+    passivate_after: Option<Duration>,
+    /// Checks in a row that found no message since the one before (every
+    /// message sets it back to 0: cheaper than reading the clock).
+    idle_checks: u32,
+    /// Set once it left the directory: told when the actor has stopped.
+    passivating: Option<oneshot::Sender<()>>,
 }
 
 impl EventActor {
-    pub fn new(id: EventId, state: EventState, store: Addr<OrderStore>, me: EventAddr) -> Self {
+    pub(super) fn new(
+        id: EventId,
+        state: EventState,
+        store: Addr<OrderStore>,
+        me: EventAddr,
+        directory: Arc<Directory>,
+        passivate_after: Option<Duration>,
+    ) -> Self {
         EventActor {
             id,
             me,
@@ -123,6 +158,27 @@ impl EventActor {
             store,
             generation: 0,
             stale: false,
+            directory,
+            passivate_after,
+            idle_checks: 0,
+            passivating: None,
+        }
+    }
+
+    /// Every `passivate_after / IDLE_CHECKS`: once idle for `passivate_after`,
+    /// leaves the directory and sends itself `Passivate`.
+    fn check_idle(&mut self, _: &mut Context<Self>) {
+        if self.passivating.is_some() {
+            return;
+        }
+        self.idle_checks += 1;
+        if self.idle_checks < IDLE_CHECKS {
+            return;
+        }
+        if let Some(stopped) = self.directory.begin_passivation(&self.id, &self.me) {
+            self.passivating = Some(stopped);
+            // Behind every message sent before it left the directory, and no message comes after.
+            self.me.do_send(Passivate);
         }
     }
 
@@ -235,6 +291,27 @@ impl EventActor {
 
 impl Actor for EventActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(after) = self.passivate_after {
+            let every = (after / IDLE_CHECKS).max(Duration::from_millis(10));
+            ctx.run_interval(every, Self::check_idle);
+        }
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        if let Some(stopped) = self.passivating.take() {
+            self.directory.finish_passivation(&self.id, stopped);
+        }
+    }
+}
+
+impl Handler<Passivate> for EventActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Passivate, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
 }
 
 impl Handler<Book> for EventActor {
@@ -250,6 +327,7 @@ impl Handler<Book> for EventActor {
         }: Book,
         ctx: &mut Context<Self>,
     ) {
+        self.idle_checks = 0;
         self.decide(reply, recorder, slot, ctx, |state| state.book(&user));
     }
 }
@@ -267,6 +345,7 @@ impl Handler<Cancel> for EventActor {
         }: Cancel,
         ctx: &mut Context<Self>,
     ) {
+        self.idle_checks = 0;
         self.decide(reply, recorder, slot, ctx, |state| state.cancel(&user));
     }
 }
@@ -275,6 +354,7 @@ impl Handler<GetSummary> for EventActor {
     type Result = Result<Summary, BookingError>;
 
     fn handle(&mut self, _: GetSummary, ctx: &mut Context<Self>) -> Self::Result {
+        self.idle_checks = 0;
         self.check_fresh(ctx)?;
         Ok(self.state.summary())
     }
@@ -288,6 +368,7 @@ impl Handler<GetStanding> for EventActor {
         GetStanding { user }: GetStanding,
         ctx: &mut Context<Self>,
     ) -> Self::Result {
+        self.idle_checks = 0;
         self.check_fresh(ctx)?;
         Ok(self.state.standing(&user))
     }

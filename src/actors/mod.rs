@@ -2,6 +2,7 @@
 //! the [`EventRegistry`] and run on the HTTP workers' [`WorkerThreads`], and
 //! one [`OrderStore`], on a thread of its own, that commits their changes.
 
+mod directory;
 mod event;
 mod gate;
 mod order_store;

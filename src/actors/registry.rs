@@ -1,24 +1,26 @@
-//! Finds an event's actor by its id, and creates events.
+//! The booking path's way to events: sends a request to its event's actor
+//! (activating the event if it is not active), creates events, and stores
+//! the answers of idempotent requests that reach no event.
 
 use std::future::Future;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::dev::SendError;
 use actix::prelude::*;
-use dashmap::mapref::entry::Entry;
-use dashmap::DashMap;
+use dashmap::Entry;
 use futures::channel::oneshot;
+use futures::FutureExt;
 
-use super::event::{BookingError, EventActor, EventAddr, Recorder, Reply};
+use super::directory::{Directory, Slot, Waiting};
+use super::event::{BookingError, EventActor, Recorder, Reply};
 use super::gate::Gate;
 use super::order_store::{Backlog, LoadAnswer, NotStored, OrderStore, Persist, QueueSlot};
 use super::threads::WorkerThreads;
 use crate::booking::{EventState, Refusal};
 use crate::idempotency::{Answer, Pending};
 use crate::ids::EventId;
-use crate::storage::Change;
+use crate::storage::{Change, Database};
 use crate::telemetry;
 
 /// The limits of the booking path, from the settings.
@@ -28,31 +30,24 @@ pub struct Limits {
     pub mailbox_capacity: usize,
     /// Changes waiting for the store before requests are refused.
     pub store_backlog: usize,
-    /// Longest wait for an actor's answer before the request gets 503.
+    /// Longest wait for an actor's answer (its activation included) before
+    /// the request gets 503.
     pub request_timeout: Duration,
+    /// An event actor idle this long stops (passivation); `None`: never.
+    pub passivate_after: Option<Duration>,
 }
 
-enum Slot {
-    /// Its creation is being committed: taken for a second initialize, not
-    /// yet there for bookings (it is not acknowledged).
-    Initializing,
-    Ready(EventAddr),
-}
-
-/// Every event's actor, by id. A sharded map: looking up one event never
-/// waits for another, and actors are only added, never removed.
+/// Finds each event's actor by its id, through the [`Directory`] of active
+/// events, and activates the event when it has none.
 ///
-/// It starts empty, while the server already answers probes, and is filled
-/// once by [`recover`](Self::recover). Requests for events must wait for
-/// that ([`recovered`](Self::recovered)): before it, a known event would look
-/// unknown, and could even be initialized a second time.
+/// Nothing is read at start: requests wait only until every worker thread
+/// has started and the idempotency keys are loaded ([`recover`](Self::recover)),
+/// so that events spread over every worker from the first.
 pub struct EventRegistry {
-    events: DashMap<EventId, Slot>,
-    /// Opened once every stored event has its actor; requests wait for it.
+    directory: Arc<Directory>,
+    /// Opened once the server can take requests for events; they wait for it.
     recovered: Gate,
-    /// The threads that run event actors; an event's thread is chosen by a hash of its id.
     threads: Arc<WorkerThreads>,
-    placement: RandomState,
     store: Addr<OrderStore>,
     /// The bound on the store's queue: book and cancel requests take a place here.
     backlog: Arc<Backlog>,
@@ -60,34 +55,38 @@ pub struct EventRegistry {
 }
 
 impl EventRegistry {
-    /// An empty registry, not yet recovered, whose actors run on `threads`.
-    pub fn new(store: Addr<OrderStore>, threads: Arc<WorkerThreads>, limits: Limits) -> Self {
+    /// A registry not yet recovered, whose actors run on `threads` and are
+    /// read from `database`.
+    pub fn new(
+        store: Addr<OrderStore>,
+        database: Database,
+        threads: Arc<WorkerThreads>,
+        limits: Limits,
+    ) -> Self {
+        let directory = Directory::new(
+            store.clone(),
+            database,
+            threads.clone(),
+            limits.mailbox_capacity,
+            limits.passivate_after,
+        );
         EventRegistry {
-            events: DashMap::new(),
+            directory: Arc::new(directory),
             recovered: Gate::default(),
             threads,
-            placement: RandomState::new(),
             store,
             backlog: Backlog::new(limits.store_backlog),
             limits,
         }
     }
 
-    /// Starts an actor for each event read from the database, once every
-    /// thread to place them on has started, then lets the waiting requests in.
-    pub async fn recover(&self, events: Vec<(EventId, EventState)>) {
+    /// Lets the waiting requests in, once every thread to place actors on has started.
+    pub async fn recover(&self) {
         self.threads.all_started().await;
-        let mut starting = Vec::with_capacity(events.len());
-        for (id, state) in events {
-            let (actor, started) = self.start_actor(id.clone(), state);
-            self.events.insert(id, Slot::Ready(actor));
-            starting.push(started);
-        }
-        futures::future::join_all(starting).await;
         self.recovered.open();
     }
 
-    /// Whether every stored event has its actor.
+    /// Whether requests for events are let in.
     pub fn is_recovered(&self) -> bool {
         self.recovered.is_open()
     }
@@ -99,60 +98,241 @@ impl EventRegistry {
             .map_err(|_| BookingError::Recovering)
     }
 
-    /// The actor of an initialized event.
-    pub fn get(&self, id: &EventId) -> Option<EventAddr> {
-        match self.events.get(id)?.value() {
-            Slot::Ready(actor) => Some(actor.clone()),
-            Slot::Initializing => None,
-        }
+    /// Whether the event has an actor now (no activation to wait for).
+    pub fn is_active(&self, id: &EventId) -> bool {
+        self.directory
+            .slots
+            .get(id)
+            .is_some_and(|slot| matches!(slot.value(), Slot::Active(_)))
+    }
+
+    /// `Ok` if the event exists (activating it), `EventNotFound` if not.
+    pub async fn find(&self, id: &EventId) -> Result<(), BookingError> {
+        self.within(async {
+            loop {
+                let waiting = match self.directory.slots.get(id) {
+                    Some(slot) => match slot.value() {
+                        Slot::Active(_) => return Ok(()),
+                        other => other.waiting(),
+                    },
+                    None => self.directory.activate(id),
+                };
+                waiting.over().await?;
+            }
+        })
+        .await
+    }
+
+    /// Admits a book or cancel (a place in the store's queue), sends it to
+    /// the event's actor, activating the event first if needed, and waits for
+    /// its answer, which comes once the change is committed (or at once if it
+    /// is refused). A full store queue or mailbox refuses at once; a slow
+    /// answer times out.
+    pub async fn forward<M, T>(
+        &self,
+        id: &EventId,
+        message: impl FnOnce(Reply<T>, QueueSlot) -> M,
+    ) -> Result<T, BookingError>
+    where
+        M: Message<Result = ()> + Send + 'static,
+        EventActor: Handler<M>,
+    {
+        let slot = self.backlog.reserve().ok_or(BookingError::Busy)?;
+        let (reply, replied) = oneshot::channel();
+        let mut message = Some(message(reply, slot));
+        self.within(async move {
+            while let Some(waiting) = self.try_send(id, &mut message)? {
+                // Boxed: a rare path, kept out of every booking's future (see `routes::order`).
+                Box::pin(waiting.over()).await?;
+            }
+            replied.await.unwrap_or(Err(BookingError::Stopped))
+        })
+        .await
+    }
+
+    /// Sends `message` to the event's actor if it is active, else says what
+    /// to wait for (starting its activation if nobody has).
+    fn try_send<M>(
+        &self,
+        id: &EventId,
+        message: &mut Option<M>,
+    ) -> Result<Option<Waiting>, BookingError>
+    where
+        M: Message<Result = ()> + Send + 'static,
+        EventActor: Handler<M>,
+    {
+        let waiting = match self.directory.slots.get(id) {
+            Some(slot) => match slot.value() {
+                // Sent under the map's lock: the actor cannot begin to
+                // passivate between the look-up and the send, so it will
+                // handle this message before it stops.
+                Slot::Active(actor) => match actor.try_send(message.take().expect("sent once")) {
+                    Ok(()) => return Ok(None),
+                    Err(SendError::Full(_)) => {
+                        telemetry::queue_full("event");
+                        return Err(BookingError::Busy);
+                    }
+                    Err(SendError::Closed(unsent)) => {
+                        *message = Some(unsent);
+                        drop(slot);
+                        self.forget_dead(id);
+                        Waiting::Nothing
+                    }
+                },
+                other => other.waiting(),
+            },
+            None => self.directory.activate(id),
+        };
+        Ok(Some(waiting))
+    }
+
+    /// Asks the event's actor a question (a read), activating the event if
+    /// needed, and waits at most the time-out. Asked again if the actor
+    /// stopped before it answered.
+    pub async fn ask<M, T>(&self, id: &EventId, message: M) -> Result<T, BookingError>
+    where
+        M: Message<Result = Result<T, BookingError>> + Clone + Send + 'static,
+        M::Result: Send,
+        EventActor: Handler<M>,
+    {
+        self.within(async {
+            loop {
+                let waiting = match self.directory.slots.get(id) {
+                    Some(slot) => match slot.value() {
+                        Slot::Active(actor) => Ok(actor.send(message.clone())),
+                        other => Err(other.waiting()),
+                    },
+                    None => Err(self.directory.activate(id)),
+                };
+                match waiting {
+                    Ok(asked) => match asked.await {
+                        Ok(answer) => return answer,
+                        // It passivated with the question unread, or died: ask again.
+                        Err(MailboxError::Closed) => self.forget_dead(id),
+                        Err(MailboxError::Timeout) => return Err(BookingError::TimedOut),
+                    },
+                    Err(waiting) => Box::pin(waiting.over()).await?,
+                }
+            }
+        })
+        .await
+    }
+
+    /// Empties the slot of an actor whose mailbox is closed though it is
+    /// active (it died: a panic in a handler), so that the next request
+    /// activates the event again from what is stored.
+    fn forget_dead(&self, id: &EventId) {
+        self.directory.slots.remove_if(
+            id,
+            |_, slot| matches!(slot, Slot::Active(actor) if !actor.connected()),
+        );
     }
 
     /// Creates the event, answering once it is committed (with the answer of
-    /// an idempotent request, if `recorder` renders one). Run it as a task of
-    /// its own: a client hanging up must not leave the slot `Initializing`.
+    /// an idempotent request, if `recorder` renders one); refuses if it is
+    /// stored already, active or not. Run it as a task of its own: a client
+    /// hanging up must not leave the event's slot `Starting`.
     pub async fn initialize(
         &self,
         id: EventId,
         total_tickets: u32,
         recorder: Option<Recorder<(), Refusal>>,
     ) -> Result<(), BookingError> {
-        let taken = match self.events.entry(id.clone()) {
-            Entry::Occupied(_) => true,
-            Entry::Vacant(slot) => {
-                slot.insert(Slot::Initializing);
-                false
+        // Its place in the store's queue first: a full queue refuses at once.
+        let place = self.backlog.reserve().ok_or(BookingError::Busy)?;
+        let (started, starting) = oneshot::channel();
+        let starting = starting.shared();
+        // Takes the event's slot, unless the event exists or another request has the slot.
+        loop {
+            let waiting = match self.directory.slots.entry(id.clone()) {
+                Entry::Vacant(slot) => {
+                    slot.insert(Slot::Starting(starting.clone()));
+                    break;
+                }
+                Entry::Occupied(slot) => match slot.get() {
+                    Slot::Active(_) | Slot::Passivating(_) => {
+                        return self.refuse(Refusal::AlreadyInitialized, recorder).await
+                    }
+                    Slot::Starting(other) => Waiting::Start(other.clone()),
+                },
+            };
+            match waiting.over().await {
+                Ok(()) => return self.refuse(Refusal::AlreadyInitialized, recorder).await,
+                // The other start found no such event: this one may create it.
+                Err(BookingError::EventNotFound) => {}
+                Err(error) => return Err(error),
             }
-        };
-        if taken {
-            let refusal = Refusal::AlreadyInitialized;
-            if let Some(record) = recorder {
-                self.store_answer(record(Err(refusal))).await?;
-            }
-            return Err(BookingError::Refused(refusal));
         }
+        // The slot is this request's: the event may be stored, though not active.
+        let mut recorder = recorder;
+        let (outcome, result) = match self.directory.read(&id).await {
+            Ok(Some(state)) => {
+                let actor = self.directory.start_actor(id.clone(), state).await;
+                let exists = BookingError::Refused(Refusal::AlreadyInitialized);
+                (Ok(Some(actor)), Err(exists))
+            }
+            Ok(None) => match self
+                .create(&id, total_tickets, recorder.take(), place)
+                .await
+            {
+                Ok(()) => {
+                    let state = EventState::new(total_tickets);
+                    let actor = self.directory.start_actor(id.clone(), state).await;
+                    (Ok(Some(actor)), Ok(()))
+                }
+                Err(error) => (Ok(None), Err(error)),
+            },
+            Err(error) => (Err(error), Err(error)),
+        };
+        match &outcome {
+            Ok(Some(actor)) => {
+                self.directory.slots.insert(id, Slot::Active(actor.clone()));
+                telemetry::event_activated();
+            }
+            _ => {
+                self.directory.slots.remove(&id);
+            }
+        }
+        let _ = started.send(outcome);
+        match result {
+            Err(BookingError::Refused(refusal)) => self.refuse(refusal, recorder).await,
+            result => result,
+        }
+    }
+
+    /// Commits the event's creation, with the answer `recorder` renders.
+    async fn create(
+        &self,
+        id: &EventId,
+        total_tickets: u32,
+        recorder: Option<Recorder<(), Refusal>>,
+        place: QueueSlot,
+    ) -> Result<(), BookingError> {
         let change = Change::CreateEvent {
             event: id.clone(),
             total_tickets,
         };
         let answer = recorder.map(|record| record(Ok(&())));
-        let persisted = self.persist(Some(change), answer).await;
-        match persisted {
-            Ok(()) => {
-                let (actor, started) = self.start_actor(id.clone(), EventState::new(total_tickets));
-                let _ = started.await;
-                self.events.insert(id, Slot::Ready(actor));
-            }
-            Err(_) => {
-                self.events.remove(&id);
-            }
+        self.persist(Some(change), answer, place).await
+    }
+
+    /// Refuses a creation; stores the refusal as the answer `recorder` renders.
+    async fn refuse(
+        &self,
+        refusal: Refusal,
+        recorder: Option<Recorder<(), Refusal>>,
+    ) -> Result<(), BookingError> {
+        if let Some(record) = recorder {
+            self.store_answer(record(Err(refusal))).await?;
         }
-        persisted
+        Err(BookingError::Refused(refusal))
     }
 
     /// Stores the answer of an idempotent request that changed nothing and
     /// reached no event actor (an unknown event, say).
     pub async fn store_answer(&self, answer: Pending) -> Result<(), BookingError> {
-        self.persist(None, Some(answer)).await
+        let place = self.backlog.reserve().ok_or(BookingError::Busy)?;
+        self.persist(None, Some(answer), place).await
     }
 
     /// The stored answer of an idempotent request, in row `seq`, to replay.
@@ -168,12 +348,14 @@ impl EventRegistry {
         .await
     }
 
+    /// Sends a change and/or an answer that no event actor decided to the
+    /// store, in the queue `place` it took, and waits until it is committed.
     async fn persist(
         &self,
         change: Option<Change>,
         answer: Option<Pending>,
+        slot: QueueSlot,
     ) -> Result<(), BookingError> {
-        let slot = self.backlog.reserve().ok_or(BookingError::Busy)?;
         let (done, committed) = oneshot::channel();
         let done = Box::new(move |stored| {
             let _ = done.send(stored);
@@ -192,51 +374,6 @@ impl EventRegistry {
         }
     }
 
-    /// Admits a book or cancel (a place in the store's queue), sends it to
-    /// `actor` and waits for its answer, which comes once the change is
-    /// committed (or at once if it is refused). A full store queue or mailbox
-    /// refuses at once; a slow answer times out.
-    pub async fn forward<M, T>(
-        &self,
-        actor: &Addr<EventActor>,
-        message: impl FnOnce(Reply<T>, QueueSlot) -> M,
-    ) -> Result<T, BookingError>
-    where
-        M: Message<Result = ()> + Send + 'static,
-        EventActor: Handler<M>,
-    {
-        let slot = self.backlog.reserve().ok_or(BookingError::Busy)?;
-        let (reply, replied) = oneshot::channel();
-        match actor.try_send(message(reply, slot)) {
-            Ok(()) => {}
-            Err(SendError::Full(_)) => {
-                telemetry::queue_full("event");
-                return Err(BookingError::Busy);
-            }
-            Err(SendError::Closed(_)) => return Err(BookingError::Stopped),
-        }
-        self.within(async { replied.await.unwrap_or(Err(BookingError::Stopped)) })
-            .await
-    }
-
-    /// Asks `actor` a question (a read) and waits at most the time-out.
-    pub async fn ask<M, T>(&self, actor: &Addr<EventActor>, message: M) -> Result<T, BookingError>
-    where
-        M: Message<Result = Result<T, BookingError>> + Send + 'static,
-        M::Result: Send,
-        EventActor: Handler<M>,
-    {
-        match actor
-            .send(message)
-            .timeout(self.limits.request_timeout)
-            .await
-        {
-            Ok(answer) => answer,
-            Err(MailboxError::Timeout) => Err(BookingError::TimedOut),
-            Err(MailboxError::Closed) => Err(BookingError::Stopped),
-        }
-    }
-
     /// `work`, or `TimedOut` once the request time-out has passed.
     ///
     /// Not an `async fn`, which would hold `work` twice in its state (before
@@ -248,23 +385,6 @@ impl EventRegistry {
     ) -> impl Future<Output = Result<T, BookingError>> {
         let timed = actix_web::rt::time::timeout(self.limits.request_timeout, work);
         async move { timed.await.unwrap_or(Err(BookingError::TimedOut)) }
-    }
-
-    /// Starts the event's actor on its thread. Requests may reach it once
-    /// the receiver answers: its mailbox then has its capacity, which routes'
-    /// `try_send` checks. Until then it has actix's default of 16, and a
-    /// burst just after a start would be refused as busy.
-    fn start_actor(&self, id: EventId, state: EventState) -> (EventAddr, oneshot::Receiver<()>) {
-        let thread = self.threads.pick(self.placement.hash_one(&id));
-        let store = self.store.clone();
-        let capacity = self.limits.mailbox_capacity;
-        let (started, on_start) = oneshot::channel();
-        let actor = EventActor::start_in_arbiter(&thread, move |ctx| {
-            ctx.set_mailbox_capacity(capacity);
-            let _ = started.send(());
-            EventActor::new(id, state, store, Arc::new(ctx.address()))
-        });
-        (Arc::new(actor), on_start)
     }
 }
 
@@ -279,7 +399,7 @@ mod tests {
     use super::*;
     use crate::actors::event::{Book, GetSummary};
     use crate::actors::order_store::ForgetAnswers;
-    use crate::booking::BookOutcome;
+    use crate::booking::{BookOutcome, OrderUpdate};
     use crate::configuration::Settings;
     use crate::idempotency::{Begin, Idempotency};
     use crate::storage::Database;
@@ -287,7 +407,10 @@ mod tests {
 
     /// A registry not yet recovered, whose one worker thread is the `Arbiter`
     /// returned; the directory holds its database.
-    async fn new_registry(mailbox_capacity: usize) -> (EventRegistry, Arbiter, tempfile::TempDir) {
+    async fn new_registry(
+        mailbox_capacity: usize,
+        passivate_after: Option<Duration>,
+    ) -> (EventRegistry, Arbiter, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let worker = Arbiter::new();
         let settings = Settings {
@@ -295,7 +418,7 @@ mod tests {
             ..Settings::default()
         };
         let database = Database::open(&settings).expect("the database opens");
-        let store = OrderStore::new(database, 64, 0, StoreMetrics::new()).start();
+        let store = OrderStore::new(database.clone(), 64, 0, StoreMetrics::new()).start();
         let threads = Arc::new(WorkerThreads::new(1));
         let (announced, done) = oneshot::channel();
         worker.spawn({
@@ -310,16 +433,21 @@ mod tests {
             mailbox_capacity,
             store_backlog: 1000,
             request_timeout: Duration::from_secs(10),
+            passivate_after,
         };
-        (EventRegistry::new(store, threads, limits), worker, dir)
+        (
+            EventRegistry::new(store, database, threads, limits),
+            worker,
+            dir,
+        )
     }
 
-    /// As [`new_registry`], recovered from an empty database.
+    /// As [`new_registry`], recovered from an empty database, never passivating.
     async fn empty_registry(
         mailbox_capacity: usize,
     ) -> (EventRegistry, Arbiter, tempfile::TempDir) {
-        let (registry, worker, dir) = new_registry(mailbox_capacity).await;
-        registry.recover(Vec::new()).await;
+        let (registry, worker, dir) = new_registry(mailbox_capacity, None).await;
+        registry.recover().await;
         (registry, worker, dir)
     }
 
@@ -353,22 +481,31 @@ mod tests {
     /// or refused at once.
     async fn book_once<'a>(
         registry: &'a EventRegistry,
-        actor: &'a EventAddr,
+        event: &'a EventId,
         user: &str,
     ) -> Result<Admitted<'a>, BookingError> {
-        let user: Arc<str> = user.into();
-        let mut booking: Admitted<'a> = Box::pin(registry.forward(actor, |reply, slot| Book {
-            user,
-            reply,
-            recorder: None,
-            slot,
-        }));
+        let mut booking: Admitted<'a> = Box::pin(book(registry, event, user));
         // The first poll sends the message, or is refused without waiting.
         match futures::poll!(&mut booking) {
             Poll::Pending => Ok(booking),
             Poll::Ready(Err(error)) => Err(error),
             Poll::Ready(Ok(outcome)) => panic!("answered at once: {outcome:?}"),
         }
+    }
+
+    /// A booking of `user` through the routes' path.
+    fn book<'a>(
+        registry: &'a EventRegistry,
+        event: &'a EventId,
+        user: &str,
+    ) -> impl Future<Output = Result<BookOutcome, BookingError>> + 'a {
+        let user: Arc<str> = user.into();
+        registry.forward(event, |reply, slot| Book {
+            user,
+            reply,
+            recorder: None,
+            slot,
+        })
     }
 
     #[actix_web::test]
@@ -385,11 +522,11 @@ mod tests {
         initialize.await.unwrap();
 
         // Its mailbox holds 64, not actix's default of 16.
-        let actor = registry.get(&gig).expect("created");
+        assert!(registry.is_active(&gig));
         let release = block(&worker).await;
         let mut admitted = Vec::new();
         for n in 0..40 {
-            admitted.push(book_once(&registry, &actor, &format!("u{n}")).await);
+            admitted.push(book_once(&registry, &gig, &format!("u{n}")).await);
         }
         drop(release);
         let refused = admitted.iter().filter(|booking| booking.is_err()).count();
@@ -399,33 +536,120 @@ mod tests {
         }
     }
 
-    #[actix_web::test]
-    async fn recovery_lets_requests_in_only_once_every_mailbox_has_its_capacity() {
-        let (registry, worker, _dir) = new_registry(64).await;
+    /// Stores event `gig` with `booked` users straight into the database.
+    fn store_event(dir: &tempfile::TempDir, booked: usize) -> EventId {
+        let settings = Settings {
+            database: dir.path().join("t.db").display().to_string(),
+            ..Settings::default()
+        };
         let gig = EventId::parse("gig").unwrap();
+        let mut changes = vec![Change::CreateEvent {
+            event: gig.clone(),
+            total_tickets: 100,
+        }];
+        changes.extend((0..booked).map(|n| Change::Order {
+            event: gig.clone(),
+            update: OrderUpdate::Booked(format!("stored{n}").into()),
+        }));
+        Database::open(&settings)
+            .unwrap()
+            .commit(&changes, [])
+            .unwrap();
+        gig
+    }
+
+    #[actix_web::test]
+    async fn a_stored_event_is_activated_once_by_its_first_requests_with_its_mailbox_ready() {
+        let (registry, worker, dir) = empty_registry(64).await;
+        let gig = store_event(&dir, 3);
+        assert!(!registry.is_active(&gig), "nothing is read at start");
+        // The event's thread is busy as the first requests arrive: its actor cannot start yet.
         let release = block(&worker).await;
-        let mut recover = Box::pin(registry.recover(vec![(gig.clone(), EventState::new(100))]));
-        let waited = actix_web::rt::time::timeout(Duration::from_millis(100), &mut recover).await;
+        let mut first = Vec::new();
+        for n in 0..40 {
+            first.push(Box::pin(book(&registry, &gig, &format!("u{n}"))));
+        }
+        let waited = actix_web::rt::time::timeout(
+            Duration::from_millis(100),
+            futures::future::select_all(first.iter_mut()),
+        )
+        .await;
         drop(release);
+        assert!(waited.is_err(), "answered before the event's actor started");
+        // One activation for all of them; none refused as busy by a mailbox of 16.
+        let answers = futures::future::join_all(first).await;
         assert!(
-            waited.is_err(),
-            "recovered before the event's actor started"
+            answers.iter().all(|a| *a == Ok(BookOutcome::Booked)),
+            "{answers:?}"
         );
-        recover.await;
-        assert!(registry.is_recovered());
+        let summary = registry.ask(&gig, GetSummary).await.unwrap();
+        assert_eq!(
+            summary.booked_tickets,
+            3 + 40,
+            "the stored ones and the new ones"
+        );
+        // An unknown event is not found, and leaves nothing behind.
+        let unknown = EventId::parse("unknown").unwrap();
+        assert_eq!(
+            book(&registry, &unknown, "u").await,
+            Err(BookingError::EventNotFound)
+        );
+        assert_eq!(registry.directory.slots.len(), 1);
+    }
+
+    #[actix_web::test]
+    async fn an_idle_event_passivates_and_its_next_request_reads_what_it_decided() {
+        let (registry, _worker, dir) = new_registry(64, Some(Duration::from_millis(40))).await;
+        registry.recover().await;
+        let gig = store_event(&dir, 0);
+        assert_eq!(book(&registry, &gig, "a").await, Ok(BookOutcome::Booked));
+        for _ in 0..500 {
+            if registry.directory.slots.is_empty() {
+                break;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(registry.directory.slots.is_empty(), "never passivated");
+        // Read again from the database: "a" holds a ticket.
+        assert_eq!(
+            book(&registry, &gig, "a").await,
+            Err(BookingError::Refused(Refusal::AlreadyBooked))
+        );
+        let summary = registry.ask(&gig, GetSummary).await.unwrap();
+        assert_eq!(summary.booked_tickets, 1);
+    }
+
+    #[actix_web::test]
+    async fn bookings_racing_with_passivation_are_all_decided_once() {
+        let (registry, _worker, dir) = new_registry(64, Some(Duration::from_millis(20))).await;
+        registry.recover().await;
+        let gig = store_event(&dir, 0);
+        // Bursts with pauses about as long as the idle time: the actor
+        // passivates between some of them, and now and then during one.
+        let mut booked = 0;
+        for round in 0..18 {
+            let burst = (0..5).map(|n| book(&registry, &gig, &format!("r{round}u{n}")));
+            for answer in futures::future::join_all(burst).await {
+                assert_eq!(answer, Ok(BookOutcome::Booked));
+                booked += 1;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(5 * (round % 8))).await;
+        }
+        let summary = registry.ask(&gig, GetSummary).await.unwrap();
+        assert_eq!(summary.booked_tickets, booked);
     }
 
     #[actix_web::test]
     async fn a_full_mailbox_refuses_at_once_and_the_refused_change_nothing() {
         const MAILBOX: usize = 4;
         let (registry, worker, _dir) = registry_with_event(MAILBOX).await;
-        let actor = registry.get(&EventId::parse("gig").unwrap()).unwrap();
+        let gig = EventId::parse("gig").unwrap();
         // The event's thread stops, as behind a long burst: its mailbox fills.
         let release = block(&worker).await;
         let mut admitted = Vec::new();
         let mut refused = 0;
         for n in 0..64 {
-            match book_once(&registry, &actor, &format!("u{n}")).await {
+            match book_once(&registry, &gig, &format!("u{n}")).await {
                 Ok(booking) => admitted.push(booking),
                 Err(BookingError::Busy) => refused += 1,
                 Err(other) => panic!("neither admitted nor refused: {other:?}"),
@@ -444,20 +668,11 @@ mod tests {
             answers.iter().all(|a| *a == Ok(BookOutcome::Booked)),
             "{answers:?}"
         );
-        let summary = registry.ask(&actor, GetSummary).await.unwrap();
+        let summary = registry.ask(&gig, GetSummary).await.unwrap();
         assert_eq!(summary.booked_tickets as usize, answers.len());
         assert_eq!(summary.waiting, 0);
         // The places of the refused were given back: the next booking goes through.
-        let user: Arc<str> = "late".into();
-        let late = registry
-            .forward(&actor, |reply, slot| Book {
-                user,
-                reply,
-                recorder: None,
-                slot,
-            })
-            .await;
-        assert_eq!(late, Ok(BookOutcome::Booked));
+        assert_eq!(book(&registry, &gig, "late").await, Ok(BookOutcome::Booked));
     }
 
     #[actix_web::test]

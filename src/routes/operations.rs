@@ -43,14 +43,14 @@ pub async fn health() -> HttpResponse {
 /// through the same store as the bookings, so it waits behind theirs.
 #[utoipa::path(get, path = "/ready", tag = "operations", responses(
     (status = 200, description = "Recovered, and the database takes writes", body = ProbeStatus),
-    (status = 503, description = "Not ready: the reason says why (the stored orders are still being read, the database is full or cannot be written)", body = ProbeStatus),
+    (status = 503, description = "Not ready: the reason says why (still starting, the database is full or cannot be written)", body = ProbeStatus),
 ))]
 pub async fn ready(
     registry: web::Data<EventRegistry>,
     store: web::Data<Addr<OrderStore>>,
 ) -> HttpResponse {
     let reason = if !registry.is_recovered() {
-        "recovering: the stored orders are still being read".to_string()
+        "recovering: the stored idempotency keys are still being read".to_string()
     } else {
         match store.send(CheckWritable).timeout(READY_TIMEOUT).await {
             Ok(Ok(())) => return HttpResponse::Ok().json(ProbeStatus::is("ready")),

@@ -12,7 +12,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
 use super::extract::{FromJsonObject, OrderRequest, Valid};
-use crate::actors::{EventActor, EventRegistry, QueueSlot, Recorder, Reply};
+use crate::actors::{BookingError, EventActor, EventRegistry, QueueSlot, Recorder, Reply};
 use crate::booking::Refusal;
 use crate::error::ApiError;
 use crate::idempotency::{Answer, Begin, Idempotency, KeyClaim};
@@ -130,9 +130,16 @@ where
         Ok(claim) => claim,
         Err(replayed) => return Ok(replayed),
     };
-    let Some(actor) = registry.get(&request.event) else {
-        return refuse(registry, claim, ApiError::EventNotFound).await;
-    };
+    if !registry.is_active(&request.event) {
+        // Boxed: a rare path (the event's first request in a while).
+        match Box::pin(registry.find(&request.event)).await {
+            Ok(()) => {}
+            Err(BookingError::EventNotFound) => {
+                return refuse(registry, claim, ApiError::EventNotFound).await
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
     let recorder = claim.map(|claim| {
         let user = request.user.clone();
         Box::new(move |decided: Result<&M::Outcome, Refusal>| {
@@ -141,7 +148,9 @@ where
     });
     let user = request.user.key().clone();
     let outcome = registry
-        .forward(&actor, |reply, slot| M::new(user, reply, recorder, slot))
+        .forward(&request.event, |reply, slot| {
+            M::new(user, reply, recorder, slot)
+        })
         .await?;
     Ok(respond(&M::answer(&request.user, Ok(&outcome))))
 }

@@ -49,8 +49,7 @@ pub async fn event_status(
     PathSegments(event): PathSegments<String>,
 ) -> Result<HttpResponse, ApiError> {
     let event = EventId::parse(&event).map_err(ApiError::InvalidInput)?;
-    let actor = registry.get(&event).ok_or(ApiError::EventNotFound)?;
-    let summary = registry.ask(&actor, GetSummary).await?;
+    let summary = registry.ask(&event, GetSummary).await?;
     Ok(HttpResponse::Ok().json(EventStatus {
         event_id: event,
         total_tickets: summary.total_tickets,
@@ -83,10 +82,9 @@ pub async fn user_status(
 ) -> Result<HttpResponse, ApiError> {
     let event = EventId::parse(&event).map_err(ApiError::InvalidInput)?;
     let user = UserId::parse(&user).map_err(ApiError::InvalidInput)?;
-    let actor = registry.get(&event).ok_or(ApiError::EventNotFound)?;
     let standing = registry
         .ask(
-            &actor,
+            &event,
             GetStanding {
                 user: user.key().clone(),
             },

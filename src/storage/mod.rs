@@ -23,7 +23,6 @@ use crate::configuration::{Settings, Synchronous};
 use crate::idempotency::{Answer, KeyId, StoredAnswer, StoredKey};
 use crate::ids::EventId;
 use replay::Loader;
-pub use replay::StoredOrders;
 use room::Room;
 use schema::{migrate, SCHEMA_VERSION};
 
@@ -306,14 +305,9 @@ impl Database {
         Ok(forget.execute(params![cutoff, first_kept, limit as i64])?)
     }
 
-    /// Reads every event with its holders and its queue in order: one pass over the log.
-    pub fn load_all(&self) -> Result<StoredOrders, StorageError> {
-        self.read_log()?.finish()
-    }
-
     /// The rows of the log that a later row of the same user replaced
-    /// (ascending), as [`load_all`](Self::load_all) finds them, without
-    /// building the events' states: it holds only each user's last row.
+    /// (ascending), from one pass over the whole log that holds only each
+    /// user's last row, not the events' states.
     pub fn superseded_rows(&self) -> Result<Vec<i64>, StorageError> {
         Ok(self.read_log()?.superseded)
     }
@@ -324,9 +318,9 @@ impl Database {
     }
 
     /// Deletes `rows` of the order log in one transaction; returns how many
-    /// were there. Only for rows that [`StoredOrders::superseded`] named: a
-    /// later row of the same user replaced each, so recovery reads the same
-    /// state without them.
+    /// were there. Only for rows that [`superseded_rows`](Self::superseded_rows)
+    /// or [`load_event`](Self::load_event) named: a later row of the same user
+    /// replaced each, so an event reads the same state without them.
     pub fn delete_superseded(&self, rows: &[i64]) -> Result<usize, StorageError> {
         let mut conn = self.pool.get()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -380,9 +374,28 @@ impl Database {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Reads one event as it is stored; `None` if it was never committed.
-    /// Reads only that event's rows of the log, in order (by its index).
-    pub fn load_event(&self, event: &EventId) -> Result<Option<EventState>, StorageError> {
+    /// At least as many rows as the order log holds, read from its first
+    /// and last row alone (compaction leaves gaps between them).
+    pub fn log_rows_at_most(&self) -> Result<u64, StorageError> {
+        let conn = self.pool.get()?;
+        let rows: i64 = conn.query_row(
+            // Two subqueries: SQLite reads min() or max() alone from the
+            // rowid's ends, but scans the table for both in one.
+            "SELECT coalesce((SELECT max(seq) FROM order_log) - (SELECT min(seq) FROM order_log) + 1, 0)",
+            [],
+            |row| row.get(0),
+        )?;
+        Ok(rows.max(0) as u64)
+    }
+
+    /// Reads one event as it is stored, and the rows of its log that later
+    /// ones replaced (to be deleted: see [`delete_superseded`](Self::delete_superseded));
+    /// `None` if it was never committed. Reads only that event's rows, in
+    /// order, by its index: the time it takes follows the event's orders.
+    pub fn load_event(
+        &self,
+        event: &EventId,
+    ) -> Result<Option<(EventState, Vec<i64>)>, StorageError> {
         let conn = self.pool.get()?;
         let total: Option<u32> = conn
             .query_row(
@@ -406,7 +419,11 @@ impl Database {
                 row.get_ref(2)?.as_str()?,
             )?;
         }
-        Ok(loader.finish()?.events.pop().map(|(_, state)| state))
+        let mut stored = loader.finish()?;
+        Ok(stored
+            .events
+            .pop()
+            .map(|(_, state)| (state, stored.superseded)))
     }
 }
 
@@ -507,17 +524,12 @@ mod tests {
         // A cancelled user who books again goes to the back.
         db.commit(&[order(&gig, OrderUpdate::Waiting(user("b")))], [])
             .unwrap();
-        let recovered = db.load_all().unwrap();
-        let (id, state) = &recovered.events[0];
-        assert_eq!(id, &gig);
+        let (state, superseded) = db.load_event(&gig).unwrap().expect("stored");
+        let state = &state;
         assert_eq!(state.standing("z"), Some(Standing::Booked));
         assert_eq!(state.standing("a"), Some(Standing::Cancelled));
         assert_eq!(state.standing("m"), Some(Standing::Waiting { position: 1 }));
         assert_eq!(state.standing("b"), Some(Standing::Waiting { position: 2 }));
-        assert_eq!(
-            db.load_event(&gig).unwrap().unwrap().summary(),
-            state.summary()
-        );
         // The counts kept beside the event are those the log replays to.
         let listed = db.list_events(0, 10).unwrap();
         assert_eq!(
@@ -538,16 +550,16 @@ mod tests {
 
         // Rows 1-8: a booked, z, b and m waiting, a cancelled and z booked,
         // b cancelled, b waiting again. Each user's last row is the state.
-        assert_eq!(recovered.superseded, [1, 2, 3, 7]);
-        assert_eq!(recovered.rows, 8);
-        // The lighter read of a running server's compaction finds the same.
+        assert_eq!(superseded, [1, 2, 3, 7]);
+        assert_eq!(db.log_rows_at_most().unwrap(), 8);
+        // The read of the whole log for a running server's compaction finds the same.
         assert_eq!(db.superseded_rows().unwrap(), [1, 2, 3, 7]);
-        assert_eq!(db.delete_superseded(&recovered.superseded).unwrap(), 4);
-        let compacted = db.load_all().unwrap();
-        assert!(compacted.superseded.is_empty());
+        assert_eq!(db.delete_superseded(&superseded).unwrap(), 4);
+        let (compacted, none) = db.load_event(&gig).unwrap().expect("stored");
+        assert!(none.is_empty());
         let seen = |state: &EventState| ["a", "b", "m", "z"].map(|name| state.standing(name));
-        assert_eq!(seen(&compacted.events[0].1), seen(state));
-        assert_eq!(compacted.events[0].1.summary(), state.summary());
+        assert_eq!(seen(&compacted), seen(state));
+        assert_eq!(compacted.summary(), state.summary());
     }
 
     #[test]
@@ -567,7 +579,7 @@ mod tests {
             db.commit(&changes, []),
             Err(StorageError::Sqlite(_))
         ));
-        assert!(db.load_all().unwrap().events.is_empty());
+        assert!(db.load_event(&gig).unwrap().is_none());
     }
 
     #[test]
@@ -643,7 +655,6 @@ mod tests {
         .unwrap();
         drop(old);
         let db = Database::open(&settings).unwrap();
-        assert_eq!(db.load_all().unwrap().events.len(), 3);
         assert!(db.load_answers(0).unwrap().is_empty());
         // Version 5: counts from each user's last row, and creation in the
         // order of each event's first row (events without one last).

@@ -1,5 +1,6 @@
-//! Recovery's replay of the order log: each user's last row is its status,
-//! and the waiting list is the waiting users in row order.
+//! The replay of the order log: each user's last row is its status, and the
+//! waiting list is the waiting users in row order. One event's rows when it is
+//! activated; the whole log's to find superseded rows, and in a migration.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,27 +13,25 @@ use crate::ids::EventId;
 /// the waiting users in the order of the rows that made them wait.
 #[derive(Default)]
 pub(super) struct Loader {
-    pub(super) events: HashMap<EventId, StoredEvent>,
+    pub(super) events: HashMap<EventId, ReplayedEvent>,
     /// Rows a later row of the same user replaced, in the order found.
     pub(super) superseded: Vec<i64>,
 }
 
-pub(super) struct StoredEvent {
+pub(super) struct ReplayedEvent {
     total_tickets: u32,
     /// Each user's last status, with its row (`seq`): the replay order.
     users: HashMap<Arc<str>, (Stored, i64)>,
 }
 
 /// What the order log holds, as one pass over it reads it.
-pub struct StoredOrders {
+pub(super) struct StoredOrders {
     pub events: Vec<(EventId, EventState)>,
     /// Rows (`seq`, ascending) that a later row of the same user at the same
     /// event replaced. The state above is read from each user's last row
     /// alone, so these can be deleted without changing it: the log's
     /// compaction.
     pub superseded: Vec<i64>,
-    /// Rows of the log: one per user of each event, and the superseded.
-    pub rows: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -46,7 +45,7 @@ impl Loader {
     pub(super) fn event(&mut self, id: &str, total_tickets: u32) {
         self.events.insert(
             EventId::stored(id),
-            StoredEvent {
+            ReplayedEvent {
                 total_tickets,
                 users: HashMap::new(),
             },
@@ -87,8 +86,6 @@ impl Loader {
     }
 
     pub(super) fn finish(self) -> Result<StoredOrders, StorageError> {
-        let users: usize = self.events.values().map(|event| event.users.len()).sum();
-        let rows = (users + self.superseded.len()) as u64;
         let events = self
             .events
             .into_iter()
@@ -122,7 +119,6 @@ impl Loader {
         Ok(StoredOrders {
             events,
             superseded: self.superseded,
-            rows,
         })
     }
 }

@@ -3,10 +3,6 @@
 use std::collections::HashMap;
 use std::process::Command;
 
-use event_booking::booking::OrderUpdate;
-use event_booking::configuration::Settings;
-use event_booking::ids::EventId;
-use event_booking::storage::{Change, Database};
 use serde_json::json;
 
 use crate::helpers::{spawn_app, spawn_app_with, BINARY};
@@ -24,32 +20,27 @@ async fn health_and_ready_answer_once_recovered() {
     assert!(ready.content_type.starts_with("application/json"));
 }
 
-/// Writes an event with `orders` booked users straight into the database,
-/// through the server's own storage code: far faster than over HTTP.
-fn store_orders(database: &std::path::Path, event: &str, orders: u32) {
-    let settings = Settings {
-        database: database.display().to_string(),
-        ..Settings::default()
-    };
-    let store = Database::open(&settings).expect("the database opens");
-    let event = EventId::parse(event).unwrap();
-    let mut changes = vec![Change::CreateEvent {
-        event: event.clone(),
-        total_tickets: orders,
-    }];
-    changes.extend((0..orders).map(|user| Change::Order {
-        event: event.clone(),
-        update: OrderUpdate::Booked(user.to_string().into()),
-    }));
-    store.commit(&changes, []).expect("the orders are stored");
+/// Writes `keys` answered idempotency keys straight into the database: all
+/// of them are read back at a start, before requests for events are let in.
+fn store_keys(database: &std::path::Path, keys: u32) {
+    let conn = rusqlite::Connection::open(database).unwrap();
+    conn.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+         INSERT INTO idempotency (scope, key, fingerprint, status, body, stored_at)
+         SELECT '', 'key' || i, zeroblob(32), 200, '{}', unixepoch() FROM n",
+        [keys],
+    )
+    .unwrap();
 }
 
 #[actix_web::test]
-async fn ready_says_recovering_until_the_stored_orders_are_read_while_requests_wait() {
-    const ORDERS: u32 = 300_000;
+async fn ready_says_recovering_until_the_stored_keys_are_read_while_requests_wait() {
+    const KEYS: u32 = 300_000;
     let mut app = spawn_app();
+    app.initialize(json!("big"), 1).await;
+    app.book(json!("big"), json!("first")).await;
     app.stop_with("TERM");
-    store_orders(&app.database(), "big", ORDERS);
+    store_keys(&app.database(), KEYS);
     app.start();
 
     // The server listens from the start: liveness yes, readiness not yet.
@@ -67,16 +58,17 @@ async fn ready_says_recovering_until_the_stored_orders_are_read_while_requests_w
     let late = app.book(json!("big"), json!("latecomer")).await;
     assert_eq!(late.status, 200, "{:?}", late.body);
     assert_eq!(late.body["status"], "waiting");
-    assert_eq!(app.counts("big").await, (u64::from(ORDERS), 1));
+    assert_eq!(app.counts("big").await, (1, 1));
     assert_eq!(app.get("/ready").await.status, 200);
 }
 
 #[actix_web::test]
 async fn a_request_that_outwaits_recovery_is_503_server_starting_and_changes_nothing() {
-    // Long enough for the reads below, far shorter than reading 300,000 orders.
+    // Long enough for the reads below, far shorter than reading 300,000 keys.
     let mut app = spawn_app_with(&[("BOOKING_REQUEST_TIMEOUT_MS", "100")]);
+    app.initialize(json!("big"), 1).await;
     app.stop_with("TERM");
-    store_orders(&app.database(), "big", 300_000);
+    store_keys(&app.database(), 300_000);
     app.start();
     let refused = app.book(json!("big"), json!("early")).await;
     assert_eq!(
@@ -96,8 +88,10 @@ async fn a_request_that_outwaits_recovery_is_503_server_starting_and_changes_not
 #[actix_web::test]
 async fn sigterm_during_recovery_stops_cleanly_and_loses_nothing() {
     let mut app = spawn_app();
+    app.initialize(json!("big"), 1).await;
+    app.book(json!("big"), json!("first")).await;
     app.stop_with("TERM");
-    store_orders(&app.database(), "big", 200_000);
+    store_keys(&app.database(), 200_000);
     app.start();
     assert_eq!(app.get("/ready").await.status, 503, "still recovering");
     let status = app.stop_with("TERM");
@@ -107,7 +101,8 @@ async fn sigterm_during_recovery_stops_cleanly_and_loses_nothing() {
         app.log()
     );
     app.start();
-    assert_eq!(app.counts("big").await, (200_000, 0));
+    assert_eq!(app.counts("big").await, (1, 0));
+    assert_eq!(app.rows_in("idempotency"), 200_000);
 }
 
 #[actix_web::test]

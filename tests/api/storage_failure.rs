@@ -191,26 +191,39 @@ async fn failures_amid_a_storm_acknowledge_exactly_what_is_stored() {
 }
 
 #[actix_web::test]
-async fn a_database_that_cannot_be_recovered_stops_the_server_before_it_is_ready() {
+async fn an_event_whose_stored_orders_contradict_each_other_is_refused_and_the_others_serve() {
     let mut app = spawn_app();
-    app.initialize(json!("known"), 1).await;
+    app.initialize(json!("broken"), 1).await;
+    app.initialize(json!("fine"), 1).await;
     app.stop_with("TERM");
-    // An order of an event that was never created: no state can be rebuilt from it.
+    // Two holders of its one ticket: no state can be rebuilt from that.
     let tamper = Connection::open(app.database()).unwrap();
     tamper
         .execute_batch(
-            "PRAGMA foreign_keys = OFF;
-             INSERT INTO order_log (event_id, user_id, status) VALUES ('ghost', 'u1', 'booked');",
+            "INSERT INTO order_log (event_id, user_id, status)
+             VALUES ('broken', 'u1', 'booked'), ('broken', 'u2', 'booked');",
         )
         .unwrap();
     drop(tamper);
 
+    // Events are read one at a time, when first asked for: the server starts,
+    // and only the broken event is refused, with a 503 that changes nothing.
     app.start();
-    let status = app.wait_exit();
-    assert!(!status.success(), "exit status {status}");
+    assert_eq!(app.get("/ready").await.status, 200);
+    for _ in 0..2 {
+        let refused = app.book(json!("broken"), json!("u3")).await;
+        assert_eq!(
+            (refused.status, &refused.body["code"]),
+            (503, &json!("storage_unavailable")),
+            "{refused:?}"
+        );
+        assert_eq!(app.status("broken").await.status, 503);
+    }
+    assert_eq!(app.book(json!("fine"), json!("u1")).await.status, 200);
+    assert_eq!(app.counts("fine").await, (1, 0));
     let log = app.log();
     assert!(
-        log.contains("cannot recover from the database") && log.contains("ghost"),
+        log.contains("activating event broken failed") && log.contains("2 holders of 1 tickets"),
         "{log}"
     );
 }

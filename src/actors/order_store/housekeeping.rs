@@ -28,6 +28,14 @@ pub struct ForgetAnswers {
 #[rtype(result = "()")]
 struct Scanned(Result<Vec<i64>, StorageError>, Duration);
 
+/// Rows of an event's log that later ones replaced, as its activation read
+/// them: to be deleted (see [`Tidy`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Compact {
+    pub rows: Vec<i64>,
+}
+
 /// Deletes the next chunk of rows no longer needed: idempotency answers to
 /// forget, then rows of the order log found superseded by recovery or a later
 /// read of the log (sent to itself). A chunk runs when nothing waits to be
@@ -91,22 +99,9 @@ impl OrderStore {
         }
     }
 
-    /// Starts from what recovery read: the order log's `rows`, of which
-    /// `superseded` were replaced by later ones.
-    pub(super) fn tidy_after_recovery(
-        &mut self,
-        rows: u64,
-        superseded: Vec<i64>,
-        ctx: &mut Context<Self>,
-    ) {
+    /// Starts from what recovery read: the order log holds at most `rows`.
+    pub(super) fn tidy_after_recovery(&mut self, rows: u64, ctx: &mut Context<Self>) {
         self.log_rows = rows;
-        if !superseded.is_empty() {
-            log::info!(
-                "compacting the order log: {} rows are superseded by later ones",
-                superseded.len()
-            );
-            self.superseded = superseded;
-        }
         self.last_tidied = Instant::now();
         self.tidy_later(ctx);
     }
@@ -147,7 +142,7 @@ impl OrderStore {
                 if self.superseded.is_empty() {
                     // `split_off` kept the whole allocation.
                     self.superseded = Vec::new();
-                    log::info!("order log compacted: the superseded rows are deleted");
+                    log::debug!("order log compacted: the superseded rows are deleted");
                 }
             }
             Err(error) => {
@@ -173,7 +168,7 @@ impl Handler<Scanned> for OrderStore {
                     "compacting the order log: {} rows are superseded by later ones (read in {took:?})",
                     rows.len()
                 );
-                self.superseded = rows;
+                self.superseded.extend(rows);
                 self.tidy_later(ctx);
             }
             // Harmless: the rows stay until the next read finds them.
@@ -197,6 +192,15 @@ impl Handler<Tidy> for OrderStore {
             self.compact_chunk();
         }
         self.last_tidied = Instant::now();
+        self.tidy_later(ctx);
+    }
+}
+
+impl Handler<Compact> for OrderStore {
+    type Result = ();
+
+    fn handle(&mut self, Compact { rows }: Compact, ctx: &mut Context<Self>) {
+        self.superseded.extend(rows);
         self.tidy_later(ctx);
     }
 }
@@ -259,6 +263,12 @@ mod tests {
         (database, rows)
     }
 
+    /// The rows an activation of "gig" finds superseded, as it hands them to the store.
+    fn superseded_of_gig(database: &Database) -> Vec<i64> {
+        let (_, superseded) = database.load_event(&gig()).unwrap().expect("stored");
+        superseded
+    }
+
     fn gig() -> EventId {
         EventId::parse("gig").unwrap()
     }
@@ -275,9 +285,11 @@ mod tests {
         const CHURNED: usize = 600; // two chunks
         let dir = tempfile::tempdir().unwrap();
         let (database, rows) = churned_database(&dir, CHURNED);
+        let superseded = superseded_of_gig(&database);
         let store = OrderStore::new(database, 64, 0, StoreMetrics::new()).start();
         let recovered = store.send(Recover { answers_since: 0 });
-        // Queued behind recovery, so ahead of the compaction it schedules.
+        store.do_send(Compact { rows: superseded });
+        // Queued behind the rows to delete, so ahead of the compaction they schedule.
         let (heard, hear) = futures::channel::oneshot::channel();
         let counted = rows.clone();
         store.do_send(Persist {
@@ -315,6 +327,7 @@ mod tests {
         const CHURNED: usize = 4 * COMPACTION_CHUNK;
         let dir = tempfile::tempdir().unwrap();
         let (database, rows) = churned_database(&dir, CHURNED);
+        let superseded = superseded_of_gig(&database);
         // On a thread of its own, as in the server: changes arrive during its commits.
         let thread = Arbiter::new();
         let store = OrderStore::start_in_arbiter(&thread.handle(), move |_| {
@@ -325,7 +338,8 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        // Recovery's first chunk runs at once. Then the store is saturated for
+        store.send(Compact { rows: superseded }).await.unwrap();
+        // The first chunk runs at once. Then the store is saturated for
         // 3.5 s: with room for many transactions of 64 in the backlog, changes
         // arrive while it commits, so whenever it looks, changes wait. A chunk
         // waits a second for a moment with nothing to commit, and runs anyway.

@@ -26,8 +26,8 @@ use actix::prelude::*;
 
 pub use admission::{Backlog, QueueSlot};
 pub use group_commit::{Flush, NotStored, Origin, Persist};
-pub use housekeeping::ForgetAnswers;
-pub use reads::{CheckWritable, LoadAnswer, Recover, Recovered, Reload};
+pub use housekeeping::{Compact, ForgetAnswers};
+pub use reads::{Activate, CheckWritable, LoadAnswer, Recover, Recovered, Reload};
 
 use crate::ids::EventId;
 use crate::storage::Database;

@@ -1,6 +1,7 @@
 //! What the rest of the server reads (or, for readiness, tries to write)
-//! through the store. Each runs on the store's thread, after the changes
-//! queued before it are committed where that matters, so that it sees them.
+//! through the store, or needs the store to have committed before it reads.
+//! Each runs on the store's thread, after the changes queued before it are
+//! committed where that matters, so that it sees them.
 
 use actix::prelude::*;
 
@@ -8,7 +9,17 @@ use super::{NotStored, OrderStore};
 use crate::booking::EventState;
 use crate::idempotency::{Answer, StoredKey};
 use crate::ids::EventId;
-use crate::storage::{StorageError, StoredOrders};
+use crate::storage::{StorageError, Totals};
+
+/// Before an event is activated: commits every change queued before this
+/// message (those an earlier actor of the event decided among them), so that
+/// the read that follows sees them; and forgets that the event's changes
+/// failed, which concerned actors that are gone.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Activate {
+    pub event: EventId,
+}
 
 /// Read one event as stored, after every change queued before this message.
 #[derive(Message)]
@@ -25,9 +36,10 @@ pub struct LoadAnswer {
     pub seq: i64,
 }
 
-/// Reads everything stored, before any change is queued: every event, and
-/// the answers of idempotent requests stored at `answers_since` (unix
-/// seconds) or later. The gauges of `/metrics` start from what it read.
+/// Reads what a start needs, before any change is queued: the answers of
+/// idempotent requests stored at `answers_since` (unix seconds) or later, and
+/// the events' counts, which the gauges of `/metrics` start from. No event's
+/// orders: an event is read when first asked for.
 #[derive(Message)]
 #[rtype(result = "Result<Recovered, StorageError>")]
 pub struct Recover {
@@ -36,7 +48,7 @@ pub struct Recover {
 
 /// What [`Recover`] read.
 pub struct Recovered {
-    pub events: Vec<(EventId, EventState)>,
+    pub totals: Totals,
     pub answers: Vec<StoredKey>,
     /// See [`Database::raw_fingerprints_before`](crate::storage::Database::raw_fingerprints_before).
     pub raw_fingerprints_before: i64,
@@ -52,10 +64,21 @@ impl Handler<Reload> for OrderStore {
 
     fn handle(&mut self, Reload { event }: Reload, _: &mut Context<Self>) -> Self::Result {
         self.commit_all();
-        self.database.load_event(&event).map_err(|error| {
+        // Its superseded rows are left to the event's next activation.
+        let loaded = self.database.load_event(&event).map_err(|error| {
             log::error!("reloading event {event} failed: {error}");
             NotStored
-        })
+        })?;
+        Ok(loaded.map(|(state, _)| state))
+    }
+}
+
+impl Handler<Activate> for OrderStore {
+    type Result = ();
+
+    fn handle(&mut self, Activate { event }: Activate, _: &mut Context<Self>) {
+        self.commit_all();
+        self.valid_from.remove(&event);
     }
 }
 
@@ -63,18 +86,14 @@ impl Handler<Recover> for OrderStore {
     type Result = Result<Recovered, StorageError>;
 
     fn handle(&mut self, recover: Recover, ctx: &mut Context<Self>) -> Self::Result {
-        let StoredOrders {
-            events,
-            superseded,
-            rows,
-        } = self.database.load_all()?;
+        let totals = self.database.totals()?;
         let answers = self.database.load_answers(recover.answers_since)?;
         let raw_fingerprints_before = self.database.raw_fingerprints_before()?;
-        self.metrics
-            .recovered(events.iter().map(|(_, state)| state.summary()));
-        self.tidy_after_recovery(rows, superseded, ctx);
+        self.metrics.recovered(totals);
+        let log_rows = self.database.log_rows_at_most()?;
+        self.tidy_after_recovery(log_rows, ctx);
         Ok(Recovered {
-            events,
+            totals,
             answers,
             raw_fingerprints_before,
         })

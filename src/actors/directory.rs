@@ -1,0 +1,251 @@
+//! Where each event's actor is in its life: events are virtual actors. An
+//! event has an actor only while it is in use: the first message for it
+//! starts one from what the database holds for that event alone
+//! (activation), and an actor idle for `passivate_after` stops (passivation).
+//!
+//! The [`Directory`] is the one place that knows which events are active,
+//! and the order of both moves is what keeps one writer per event:
+//!
+//! - **Activation** happens once per event at a time: the first request puts
+//!   a `Starting` slot in the map (an entry lock makes this atomic), and the
+//!   others wait for its outcome. It asks the store to commit what is queued
+//!   (`Activate`), so that the read that follows sees every change an earlier
+//!   actor of the event decided, and only then reads the event.
+//! - **Passivation** is decided by the idle actor itself
+//!   ([`begin_passivation`](Directory::begin_passivation)): its slot becomes
+//!   `Passivating`, so no message is sent to it any more (messages are sent
+//!   under the map's lock, see `EventRegistry::forward`). It then handles
+//!   what is already in its mailbox, sending those changes to the store, and
+//!   stops; only then is its slot emptied
+//!   ([`finish_passivation`](Directory::finish_passivation)) and may the
+//!   event be activated again.
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use dashmap::DashMap;
+use futures::channel::oneshot;
+use futures::future::{FutureExt, Shared};
+
+use super::event::{BookingError, EventActor, EventAddr};
+use super::order_store::{Activate, Compact, OrderStore};
+use super::threads::WorkerThreads;
+use crate::booking::EventState;
+use crate::ids::EventId;
+use crate::storage::Database;
+use crate::telemetry;
+
+/// What an activation (or a creation) came to: the actor, `None` if the
+/// event is not stored, or why it could not be read.
+pub(super) type Started = Result<Option<EventAddr>, BookingError>;
+
+/// The outcome of a start, for every request waiting on it.
+pub(super) type Starting = Shared<oneshot::Receiver<Started>>;
+
+/// Resolves once a passivating actor has stopped.
+pub(super) type Stopping = Shared<oneshot::Receiver<()>>;
+
+/// An event's place in the directory; no slot: not active.
+pub(super) enum Slot {
+    /// Being read from the database, or created.
+    Starting(Starting),
+    Active(EventAddr),
+    /// Idle and stopping: it handles what its mailbox holds, then stops.
+    Passivating(Stopping),
+}
+
+/// Every event with an actor, and those on their way in or out. Shared by the
+/// registry, the activations it spawns, and the actors (which take themselves
+/// out when idle).
+pub struct Directory {
+    pub(super) slots: DashMap<EventId, Slot>,
+    /// The threads that run event actors; an event's thread is chosen by a hash of its id.
+    threads: Arc<WorkerThreads>,
+    placement: RandomState,
+    store: Addr<OrderStore>,
+    /// Activations read through it, on a blocking thread: a large event
+    /// must not hold up the store's commits while it is read.
+    database: Database,
+    /// Messages an actor's mailbox holds before requests are refused.
+    mailbox_capacity: usize,
+    /// An actor idle this long stops; `None`: never.
+    passivate_after: Option<Duration>,
+}
+
+impl Directory {
+    pub(super) fn new(
+        store: Addr<OrderStore>,
+        database: Database,
+        threads: Arc<WorkerThreads>,
+        mailbox_capacity: usize,
+        passivate_after: Option<Duration>,
+    ) -> Self {
+        Directory {
+            slots: DashMap::new(),
+            threads,
+            placement: RandomState::new(),
+            store,
+            database,
+            mailbox_capacity,
+            passivate_after,
+        }
+    }
+
+    /// Starts activating `id`, unless it is already on its way in or out;
+    /// returns the slot to wait on. Called when a request found no slot.
+    pub(super) fn activate(self: &Arc<Self>, id: &EventId) -> Waiting {
+        let (started, starting) = oneshot::channel();
+        match self.slots.entry(id.clone()) {
+            dashmap::Entry::Occupied(slot) => Waiting::of(slot.get()),
+            dashmap::Entry::Vacant(slot) => {
+                let starting = starting.shared();
+                slot.insert(Slot::Starting(starting.clone()));
+                let directory = self.clone();
+                let id = id.clone();
+                // A task of its own: a client hanging up must not leave the slot `Starting`.
+                actix_web::rt::spawn(async move {
+                    let outcome = directory.read_and_start(&id).await;
+                    let _ = started.send(outcome);
+                });
+                Waiting::Start(starting)
+            }
+        }
+    }
+
+    /// Reads the event and starts its actor; empties the slot if there is no
+    /// event, or no reading it.
+    async fn read_and_start(self: &Arc<Self>, id: &EventId) -> Started {
+        match self.read(id).await {
+            Ok(Some(state)) => {
+                let actor = self.start_actor(id.clone(), state).await;
+                self.slots.insert(id.clone(), Slot::Active(actor.clone()));
+                telemetry::event_activated();
+                Ok(Some(actor))
+            }
+            outcome => {
+                self.slots.remove(id);
+                outcome.map(|_| None)
+            }
+        }
+    }
+
+    /// The event as stored, once every change queued for the store is
+    /// committed; its log's superseded rows go to the store to be deleted.
+    pub(super) async fn read(&self, id: &EventId) -> Result<Option<EventState>, BookingError> {
+        self.store
+            .send(Activate { event: id.clone() })
+            .await
+            .map_err(|_| BookingError::Stopped)?;
+        let (database, event) = (self.database.clone(), id.clone());
+        let read = actix_web::rt::task::spawn_blocking(move || database.load_event(&event)).await;
+        match read {
+            Ok(Ok(Some((state, superseded)))) => {
+                if !superseded.is_empty() {
+                    self.store.do_send(Compact { rows: superseded });
+                }
+                Ok(Some(state))
+            }
+            Ok(Ok(None)) => Ok(None),
+            Ok(Err(error)) => {
+                log::error!("activating event {id} failed: {error}");
+                Err(BookingError::StorageUnavailable)
+            }
+            Err(_) => Err(BookingError::Stopped),
+        }
+    }
+
+    /// Starts the event's actor on its thread, and returns once it runs.
+    /// Requests may reach it only then: its mailbox then has its capacity,
+    /// which `try_send` checks. Until then it has actix's default of 16, and
+    /// a burst just after a start would be refused as busy.
+    pub(super) async fn start_actor(self: &Arc<Self>, id: EventId, state: EventState) -> EventAddr {
+        let thread = self.threads.pick(self.placement.hash_one(&id));
+        let capacity = self.mailbox_capacity;
+        let (store, directory, passivate_after) =
+            (self.store.clone(), self.clone(), self.passivate_after);
+        let (started, on_start) = oneshot::channel();
+        let actor = EventActor::start_in_arbiter(&thread, move |ctx| {
+            ctx.set_mailbox_capacity(capacity);
+            // The very address the actor compares with its slot's when it passivates.
+            let me = Arc::new(ctx.address());
+            let _ = started.send(me.clone());
+            EventActor::new(id, state, store, me, directory, passivate_after)
+        });
+        on_start.await.unwrap_or_else(|_| Arc::new(actor))
+    }
+
+    /// Called by an idle actor: its slot becomes `Passivating`, so that no
+    /// message is sent to it any more. `None` if the slot is not its own.
+    pub(super) fn begin_passivation(
+        &self,
+        id: &EventId,
+        me: &EventAddr,
+    ) -> Option<oneshot::Sender<()>> {
+        let mut slot = self.slots.get_mut(id)?;
+        match slot.value() {
+            Slot::Active(actor) if Arc::ptr_eq(actor, me) => {}
+            _ => return None,
+        }
+        let (stopped, stopping) = oneshot::channel();
+        *slot = Slot::Passivating(stopping.shared());
+        Some(stopped)
+    }
+
+    /// Called by a passivating actor once it handled its mailbox and
+    /// stopped: the event may be activated again.
+    pub(super) fn finish_passivation(&self, id: &EventId, stopped: oneshot::Sender<()>) {
+        self.slots
+            .remove_if(id, |_, slot| matches!(slot, Slot::Passivating(_)));
+        if self.slots.len() * 4 < self.slots.capacity() {
+            // The map does not shrink by itself: after a burst of many events it would keep their room.
+            self.slots.shrink_to_fit();
+        }
+        let _ = stopped.send(());
+        telemetry::event_passivated();
+    }
+}
+
+/// What a request for an event that is not active waits for.
+pub(super) enum Waiting {
+    Start(Starting),
+    Stop(Stopping),
+    /// It became active meanwhile: look again.
+    Nothing,
+}
+
+impl Waiting {
+    fn of(slot: &Slot) -> Self {
+        match slot {
+            Slot::Starting(starting) => Waiting::Start(starting.clone()),
+            Slot::Passivating(stopping) => Waiting::Stop(stopping.clone()),
+            Slot::Active(_) => Waiting::Nothing,
+        }
+    }
+
+    /// Waits; `Err` when the wait ends the request (no such event, or it
+    /// cannot be read), `Ok` when it is worth looking again.
+    pub(super) async fn over(self) -> Result<(), BookingError> {
+        match self {
+            Waiting::Start(starting) => match starting.await {
+                Ok(Ok(Some(_))) => Ok(()),
+                Ok(Ok(None)) => Err(BookingError::EventNotFound),
+                Ok(Err(error)) => Err(error),
+                Err(oneshot::Canceled) => Err(BookingError::Stopped),
+            },
+            Waiting::Stop(stopping) => {
+                let _ = stopping.await;
+                Ok(())
+            }
+            Waiting::Nothing => Ok(()),
+        }
+    }
+}
+
+impl Slot {
+    /// What a request that found this slot waits for, if it is not active.
+    pub(super) fn waiting(&self) -> Waiting {
+        Waiting::of(self)
+    }
+}
