@@ -22,3 +22,4 @@ mod overload;
 mod status;
 mod storage_failure;
 mod user_identity;
+mod virtual_actors;
