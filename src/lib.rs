@@ -4,8 +4,9 @@
 //! decides book and cancel requests one at a time, in memory. Every decision is
 //! written to SQLite by a single persistence actor that groups all waiting
 //! changes into one transaction; a request is answered only after the commit
-//! that holds its change. On start, every event is rebuilt from the database
-//! while the server already answers its probes; requests for events wait for it.
+//! that holds its change. Events are virtual actors: an event's actor is
+//! started from the database by the first request that needs it, and stops
+//! once idle, so memory and start-up time follow the events in use.
 //! Every queue on that path is bounded: under overload a request is refused
 //! at once with 503 "Server busy" rather than left to wait.
 //!
@@ -18,7 +19,7 @@
 //! - [`actors`]: the event actors, their registry, the worker threads they run
 //!   on, and the persistence actor.
 //! - [`booking`]: the booking rules of one event as plain data, and the waiting list.
-//! - [`storage`]: the SQLite schema, batched commits and recovery.
+//! - [`storage`]: the SQLite schema, batched commits, and reading one event.
 //! - [`ids`]: event and user ids, validated (and user ids normalized) at the edge.
 //! - [`open_files`]: the limit on open files, raised, and the connections it allows.
 //! - [`idempotency`]: idempotent retries: keys in flight, answers to replay.
