@@ -72,10 +72,14 @@ pub struct Answer {
 /// Digest of a request (route and canonical body): a retry must match it.
 pub type Fingerprint = [u8; 32];
 
-/// SHA-256 of the route and a body.
+/// SHA-256 of the route and a body. The route is its pattern
+/// (`/api/events/{eventId}/bookings/{userId}`), so that ids in the path are
+/// fingerprinted in their canonical form, in the body; for the old routes
+/// the pattern is the path.
 fn fingerprint(req: &HttpRequest, body: &[u8]) -> Fingerprint {
+    let route = req.match_pattern();
     Sha256::new()
-        .chain_update(req.path())
+        .chain_update(route.as_deref().unwrap_or(req.path()))
         .chain_update(b"\n")
         .chain_update(body)
         .finalize()

@@ -148,6 +148,8 @@ struct SharedState {
     /// The persistence actor: `/ready` sends its probe through it, and
     /// housekeeping its deletes.
     store: web::Data<Addr<OrderStore>>,
+    /// For the reads that go to no event: the list of events.
+    database: web::Data<Database>,
     /// The HTTP workers' threads, where event actors run; each worker
     /// announces its own as it starts (see `WorkerThreads`).
     threads: Arc<WorkerThreads>,
@@ -170,13 +172,14 @@ impl SharedState {
                 .then(|| Duration::from_secs(settings.passivate_after_secs)),
         };
         let retention = Duration::from_secs(settings.idempotency.retention_secs);
-        let registry = EventRegistry::new(store.clone(), database, threads.clone(), limits);
+        let registry = EventRegistry::new(store.clone(), database.clone(), threads.clone(), limits);
         SharedState {
             registry: web::Data::new(registry),
             idempotency: web::Data::new(Idempotency::new(retention, settings.idempotency.max_keys)),
             access: web::Data::new(Access::new(&settings.auth, &settings.rate_limit)),
             metrics: web::Data::new(metrics),
             store: web::Data::new(store.clone()),
+            database: web::Data::new(database),
             threads,
         }
     }
@@ -302,6 +305,7 @@ fn serve(
             .app_data(state.idempotency.clone())
             .app_data(state.metrics.clone())
             .app_data(state.store.clone())
+            .app_data(state.database.clone())
             .app_data(BodyLimit(body_limit))
             .configure(routes::configure)
             .default_service(web::to(routes::route_not_found))

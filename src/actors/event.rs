@@ -23,7 +23,8 @@ use futures::channel::oneshot;
 use super::directory::Directory;
 use super::order_store::{NotStored, OrderStore, Origin, Persist, QueueSlot, Reload};
 use crate::booking::{
-    BookOutcome, CancelOutcome, EventState, OrderUpdate, Refusal, Standing, Summary,
+    BookOutcome, CancelOutcome, EventState, OrderUpdate, PageCursor, Refusal, Standing, Summary,
+    WaitingPage,
 };
 use crate::idempotency::Pending;
 use crate::ids::EventId;
@@ -93,6 +94,15 @@ pub struct GetSummary;
 #[rtype(result = "Result<Option<Standing>, BookingError>")]
 pub struct GetStanding {
     pub user: Arc<str>,
+}
+
+/// A page of the waiting list: `limit` users after `after` (the last entry
+/// of the page before).
+#[derive(Message, Clone)]
+#[rtype(result = "Result<WaitingPage, BookingError>")]
+pub struct GetWaitingList {
+    pub after: Option<PageCursor>,
+    pub limit: usize,
 }
 
 /// From the store: a commit holding a change of `generation` failed.
@@ -371,6 +381,20 @@ impl Handler<GetStanding> for EventActor {
         self.idle_checks = 0;
         self.check_fresh(ctx)?;
         Ok(self.state.standing(&user))
+    }
+}
+
+impl Handler<GetWaitingList> for EventActor {
+    type Result = Result<WaitingPage, BookingError>;
+
+    fn handle(
+        &mut self,
+        GetWaitingList { after, limit }: GetWaitingList,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        self.idle_checks = 0;
+        self.check_fresh(ctx)?;
+        Ok(self.state.waiting_page(after.as_ref(), limit))
     }
 }
 

@@ -9,7 +9,10 @@ mod order_store;
 mod registry;
 mod threads;
 
-pub use event::{Book, BookingError, Cancel, EventActor, GetStanding, GetSummary, Recorder, Reply};
+pub use event::{
+    Book, BookingError, Cancel, EventActor, GetStanding, GetSummary, GetWaitingList, Recorder,
+    Reply,
+};
 pub use order_store::{
     CheckWritable, Flush, ForgetAnswers, OrderStore, QueueSlot, Recover, Recovered,
 };

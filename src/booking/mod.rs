@@ -7,6 +7,7 @@
 mod waiting_list;
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 pub use waiting_list::WaitingList;
@@ -107,6 +108,25 @@ pub enum Standing {
     Cancelled,
 }
 
+/// A page of the waiting list: users with their 1-based positions, in queue order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WaitingPage {
+    pub entries: Vec<(Arc<str>, u64)>,
+    /// Where the next page starts; `None` on the last one.
+    pub next: Option<PageCursor>,
+}
+
+/// The last entry of a waiting-list page, which the next page starts after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageCursor {
+    /// Its 1-based position then.
+    pub position: u64,
+    /// The `EventState` it was read from, and its sequence number there.
+    pub epoch: u64,
+    pub seq: u64,
+    pub user: Arc<str>,
+}
+
 /// The counts the event status endpoint reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
@@ -133,6 +153,10 @@ pub struct EventState {
     /// Every user ever seen at this event, so a cancelled user still has a status.
     users: HashMap<Arc<str>, Seat>,
     waiting: WaitingList,
+    /// Tells this state's waiting-list entries from those of an earlier
+    /// reading of the event (their sequence numbers start again at 0), so
+    /// that a page cursor names an entry exactly while the state lives.
+    epoch: u64,
 }
 
 impl EventState {
@@ -142,6 +166,7 @@ impl EventState {
             booked: 0,
             users: HashMap::new(),
             waiting: WaitingList::default(),
+            epoch: RandomState::new().hash_one(0u8),
         }
     }
 
@@ -227,6 +252,51 @@ impl EventState {
             },
             Seat::Cancelled => Standing::Cancelled,
         })
+    }
+
+    /// Up to `limit` users of the waiting list, in queue order, with their
+    /// positions, and where the next page starts. A page starts right after
+    /// the entry its cursor names, even if that user has left the queue
+    /// since; if the event was read again from the database meanwhile, after
+    /// that user if still waiting, else at the place after the one they had.
+    pub fn waiting_page(&self, after: Option<&PageCursor>, limit: usize) -> WaitingPage {
+        let start = match after {
+            None => Some(0),
+            Some(cursor) if cursor.epoch == self.epoch => Some(cursor.seq + 1),
+            Some(cursor) => match self.users.get(&*cursor.user) {
+                Some(Seat::Waiting(seq)) => Some(seq + 1),
+                _ => self.waiting.seq_at(cursor.position + 1),
+            },
+        };
+        let mut entries: Vec<(u64, Arc<str>)> = start
+            .map(|seq| {
+                self.waiting
+                    .from_seq(seq)
+                    .take(limit + 1)
+                    .map(|(seq, user)| (seq, user.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let more = entries.len() > limit;
+        entries.truncate(limit);
+        let first = entries
+            .first()
+            .map_or(1, |(seq, _)| self.waiting.position(*seq));
+        let next = entries
+            .last()
+            .filter(|_| more)
+            .map(|(seq, user)| PageCursor {
+                position: first + entries.len() as u64 - 1,
+                epoch: self.epoch,
+                seq: *seq,
+                user: user.clone(),
+            });
+        let entries = entries
+            .into_iter()
+            .zip(first..)
+            .map(|((_, user), position)| (user, position))
+            .collect();
+        WaitingPage { entries, next }
     }
 
     pub fn summary(&self) -> Summary {

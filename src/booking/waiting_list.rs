@@ -76,6 +76,23 @@ impl WaitingList {
         self.skip_gone();
     }
 
+    /// The entries from `seq` on (from the head, if it is ahead of it), in
+    /// queue order, with their sequence numbers.
+    pub fn from_seq(&self, seq: u64) -> impl Iterator<Item = (u64, &Arc<str>)> {
+        let skip = seq.saturating_sub(self.head) as usize;
+        (self.head..)
+            .zip(&self.slots)
+            .skip(skip)
+            .filter_map(|(seq, slot)| Some((seq, slot.as_ref()?)))
+    }
+
+    /// The sequence number of the entry at 1-based `position`, if the queue
+    /// is that long. Walks the queue from its head: O(position).
+    pub fn seq_at(&self, position: u64) -> Option<u64> {
+        let index = usize::try_from(position.checked_sub(1)?).ok()?;
+        self.from_seq(self.head).nth(index).map(|(seq, _)| seq)
+    }
+
     /// Users in queue order, head first.
     #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = &Arc<str>> {

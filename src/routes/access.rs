@@ -7,6 +7,7 @@ use std::num::NonZeroU32;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::AUTHORIZATION;
+use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{web, Error, ResponseError};
 use governor::clock::{Clock, DefaultClock};
@@ -118,7 +119,9 @@ impl Access {
         if self.is_open() {
             return Ok(());
         }
-        let needed = if req.path() == "/api/initialize" {
+        let creates_event = req.path() == "/api/initialize"
+            || (req.path() == "/api/events" && req.method() == Method::POST);
+        let needed = if creates_event {
             Role::Admin
         } else {
             Role::Client

@@ -85,7 +85,7 @@ pub async fn book(
     registry: web::Data<EventRegistry>,
     idempotency: web::Data<Idempotency>,
     req: HttpRequest,
-    request: Valid<OrderRequest>,
+    Valid(request, sent): Valid<OrderRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    order::<Book>(&registry, &idempotency, &req, request).await
+    order::<Book>(&registry, &idempotency, &req, request, &sent, None).await
 }

@@ -88,7 +88,7 @@ pub async fn cancel(
     registry: web::Data<EventRegistry>,
     idempotency: web::Data<Idempotency>,
     req: HttpRequest,
-    request: Valid<OrderRequest>,
+    Valid(request, sent): Valid<OrderRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    order::<Cancel>(&registry, &idempotency, &req, request).await
+    order::<Cancel>(&registry, &idempotency, &req, request, &sent, None).await
 }

@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 
 use super::extract::{InitializeRequest, Valid};
 use super::openapi;
-use super::order::{begin, failure, respond, success};
+use super::order::{begin, failure, respond, success, Location};
 use crate::actors::{BookingError, EventRegistry, Recorder};
 use crate::booking::Refusal;
 use crate::error::{ApiError, ErrorBody};
@@ -60,11 +60,25 @@ pub async fn initialize(
     registry: web::Data<EventRegistry>,
     idempotency: web::Data<Idempotency>,
     req: HttpRequest,
-    Valid(request, body): Valid<InitializeRequest>,
+    Valid(request, sent): Valid<InitializeRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let claim = match begin(&registry, &idempotency, &req, &request, &body).await? {
+    create(&registry, &idempotency, &req, request, &sent, false).await
+}
+
+/// Creates an event, for `initialize` and for `POST /api/events`, which
+/// also answers with its `Location` (`located`).
+pub(super) async fn create(
+    registry: &web::Data<EventRegistry>,
+    idempotency: &web::Data<Idempotency>,
+    req: &HttpRequest,
+    request: InitializeRequest,
+    sent: &[u8],
+    located: bool,
+) -> Result<HttpResponse, ApiError> {
+    let location = located.then(|| Location::event(&request.event));
+    let claim = match begin(registry, idempotency, req, &request, sent).await? {
         Ok(claim) => claim,
-        Err(replayed) => return Ok(replayed),
+        Err(replayed) => return Ok(Location::on(location.as_ref(), replayed)),
     };
     let InitializeRequest {
         event,
@@ -86,5 +100,6 @@ pub async fn initialize(
     registry
         .within(async { creating.await.unwrap_or(Err(BookingError::Stopped)) })
         .await?;
-    Ok(respond(&answer(&event_as_sent, total_tickets, Ok(&()))))
+    let response = respond(&answer(&event_as_sent, total_tickets, Ok(&())));
+    Ok(Location::on(location.as_ref(), response))
 }

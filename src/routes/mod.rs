@@ -3,7 +3,9 @@
 
 mod access;
 mod book;
+mod bookings;
 mod cancel;
+mod events;
 mod extract;
 mod head;
 mod initialize;
@@ -13,6 +15,7 @@ mod observe;
 pub mod openapi;
 mod operations;
 mod order;
+mod page;
 mod recovery;
 mod status;
 mod strict_json;
@@ -60,6 +63,29 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(
                     resource("/status/{eventId}/{userId}", ALLOW_GET)
                         .route(web::get().to(status::user_status)),
+                )
+                // The resource routes, after the old ones that most clients still use.
+                .service(
+                    resource("/events", "GET, HEAD, POST")
+                        .route(web::get().to(events::list_events))
+                        .route(web::post().to(events::create_event)),
+                )
+                .service(
+                    resource("/events/{eventId}", ALLOW_GET)
+                        .route(web::get().to(events::get_event)),
+                )
+                .service(
+                    resource("/events/{eventId}/bookings", "POST")
+                        .route(web::post().to(bookings::create_booking)),
+                )
+                .service(
+                    resource("/events/{eventId}/bookings/{userId}", "GET, HEAD, DELETE")
+                        .route(web::get().to(bookings::get_booking))
+                        .route(web::delete().to(bookings::delete_booking)),
+                )
+                .service(
+                    resource("/events/{eventId}/waiting-list", ALLOW_GET)
+                        .route(web::get().to(bookings::waiting_list)),
                 ),
         )
         .service(SwaggerUi::new("/docs/{_:.*}").config(Config::from(openapi::DOCUMENT_PATH)));
@@ -70,7 +96,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// withholds the answer), never refused with an error of ours.
 pub fn cors(settings: &CorsSettings) -> Cors {
     let mut cors = Cors::default()
-        .allowed_methods(["GET", "POST"])
+        .allowed_methods(["GET", "POST", "DELETE"])
         .allowed_headers([AUTHORIZATION, CONTENT_TYPE, idempotency::HEADER])
         .expose_headers([
             RETRY_AFTER,

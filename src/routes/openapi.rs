@@ -180,6 +180,13 @@ Every `GET` route answers `HEAD` as well, with the same status and headers and n
         super::cancel::cancel,
         super::status::event_status,
         super::status::user_status,
+        super::events::create_event,
+        super::events::list_events,
+        super::events::get_event,
+        super::bookings::create_booking,
+        super::bookings::get_booking,
+        super::bookings::delete_booking,
+        super::bookings::waiting_list,
         super::operations::health,
         super::operations::ready,
         super::operations::metrics

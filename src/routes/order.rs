@@ -2,21 +2,22 @@
 //! request's claim or replay (`begin`), the event's actor (`order`, for book
 //! and cancel, whose messages implement `OrderMessage`), and one rendering of
 //! each answer, sent and stored alike (`respond`, `success`, `failure`,
-//! `refuse`).
+//! `refuse`), with the `Location` of what a resource route created.
 
 use std::sync::Arc;
 
 use actix::{Handler, Message};
-use actix_web::http::header::{ContentType, HeaderName, HeaderValue};
+use actix_web::http::header::{ContentType, HeaderName, HeaderValue, LOCATION};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use super::extract::{FromJsonObject, OrderRequest, Valid};
+use super::extract::{FromJsonObject, OrderRequest};
 use crate::actors::{BookingError, EventActor, EventRegistry, QueueSlot, Recorder, Reply};
 use crate::booking::Refusal;
 use crate::error::ApiError;
 use crate::idempotency::{Answer, Begin, Idempotency, KeyClaim};
-use crate::ids::UserId;
+use crate::ids::{EventId, UserId};
 
 /// The answer as it goes out, and as an idempotent request's answer is stored.
 pub(super) fn respond(answer: &Answer) -> HttpResponse {
@@ -34,6 +35,59 @@ fn replay(answer: &Answer) -> HttpResponse {
         HeaderValue::from_static("true"),
     );
     response
+}
+
+/// Where a request of a resource route puts what it creates: its success
+/// answers `201 Created` with this `Location` (RFC 9110, section 15.3.2),
+/// its replays included.
+pub(super) struct Location(pub String);
+
+/// What a path segment keeps as it is (RFC 3986's unreserved characters);
+/// everything else is percent-encoded.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+impl Location {
+    /// `/api/events/{eventId}`.
+    pub(super) fn event(event: &EventId) -> Self {
+        Location(format!(
+            "/api/events/{}",
+            utf8_percent_encode(event.as_str(), SEGMENT)
+        ))
+    }
+
+    /// `/api/events/{eventId}/bookings/{userId}`, the user percent-encoded.
+    pub(super) fn booking(event: &EventId, user: &UserId) -> Self {
+        let Location(event) = Location::event(event);
+        let user = utf8_percent_encode(user.key(), SEGMENT);
+        Location(format!("{event}/bookings/{user}"))
+    }
+
+    /// `answer`, a success turned into `201 Created`.
+    fn created(answer: Answer) -> Answer {
+        match answer.status {
+            200 => Answer {
+                status: StatusCode::CREATED.as_u16(),
+                ..answer
+            },
+            _ => answer,
+        }
+    }
+
+    /// `response` with this `Location`, if it says `201 Created`.
+    pub(super) fn on(location: Option<&Location>, mut response: HttpResponse) -> HttpResponse {
+        if let Some(Location(path)) = location {
+            if response.status() == StatusCode::CREATED {
+                if let Ok(value) = HeaderValue::from_str(path) {
+                    response.headers_mut().insert(LOCATION, value);
+                }
+            }
+        }
+        response
+    }
 }
 
 /// A success answer: `status` and the JSON of `body`.
@@ -109,8 +163,11 @@ pub(super) trait OrderMessage: Message<Result = ()> + Send + Sized + 'static {
     fn answer(user: &UserId, decided: Result<&Self::Outcome, Refusal>) -> Answer;
 }
 
-/// The path shared by book and cancel: idempotency, the event's actor, the
-/// message `M`, and the answer as `M::answer` renders it, both sent and stored.
+/// The path shared by book and cancel, old routes and resource routes:
+/// idempotency, the event's actor, the message `M`, and the answer as
+/// `M::answer` renders it, both sent and stored; with a `location`, a
+/// success is `201 Created` there. `sent` is the body as it came (see
+/// `Idempotency::begin`).
 ///
 /// actix boxes the future of every request, and its size is that of the
 /// largest state it awaits. The rare paths it awaits (a replay, a stored
@@ -121,14 +178,21 @@ pub(super) async fn order<M: OrderMessage>(
     registry: &EventRegistry,
     idempotency: &web::Data<Idempotency>,
     req: &HttpRequest,
-    Valid(request, body): Valid<OrderRequest>,
+    request: OrderRequest,
+    sent: &[u8],
+    location: Option<Location>,
 ) -> Result<HttpResponse, ApiError>
 where
     EventActor: Handler<M>,
 {
-    let claim = match begin(registry, idempotency, req, &request, &body).await? {
+    let claim = match begin(registry, idempotency, req, &request, sent).await? {
         Ok(claim) => claim,
-        Err(replayed) => return Ok(replayed),
+        Err(replayed) => return Ok(Location::on(location.as_ref(), replayed)),
+    };
+    let creates = location.is_some();
+    let answer = move |user: &UserId, decided: Result<&M::Outcome, Refusal>| match creates {
+        true => Location::created(M::answer(user, decided)),
+        false => M::answer(user, decided),
     };
     if !registry.is_active(&request.event) {
         // Boxed: a rare path (the event's first request in a while).
@@ -142,9 +206,8 @@ where
     }
     let recorder = claim.map(|claim| {
         let user = request.user.clone();
-        Box::new(move |decided: Result<&M::Outcome, Refusal>| {
-            claim.answer(M::answer(&user, decided))
-        }) as Recorder<M::Outcome, Refusal>
+        Box::new(move |decided: Result<&M::Outcome, Refusal>| claim.answer(answer(&user, decided)))
+            as Recorder<M::Outcome, Refusal>
     });
     let user = request.user.key().clone();
     let outcome = registry
@@ -152,5 +215,6 @@ where
             M::new(user, reply, recorder, slot)
         })
         .await?;
-    Ok(respond(&M::answer(&request.user, Ok(&outcome))))
+    let response = respond(&answer(&request.user, Ok(&outcome)));
+    Ok(Location::on(location.as_ref(), response))
 }

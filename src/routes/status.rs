@@ -20,6 +20,18 @@ pub struct EventStatus {
     waiting_list_count: usize,
 }
 
+impl EventStatus {
+    pub(super) fn new(event_id: EventId, total_tickets: u32, booked: u32, waiting: usize) -> Self {
+        EventStatus {
+            event_id,
+            total_tickets,
+            booked_tickets: booked,
+            available_tickets: total_tickets.saturating_sub(booked),
+            waiting_list_count: waiting,
+        }
+    }
+}
+
 /// The body of a user's status: where they stand at the event.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -50,13 +62,12 @@ pub async fn event_status(
 ) -> Result<HttpResponse, ApiError> {
     let event = EventId::parse(&event).map_err(ApiError::InvalidInput)?;
     let summary = registry.ask(&event, GetSummary).await?;
-    Ok(HttpResponse::Ok().json(EventStatus {
-        event_id: event,
-        total_tickets: summary.total_tickets,
-        booked_tickets: summary.booked_tickets,
-        available_tickets: summary.total_tickets.saturating_sub(summary.booked_tickets),
-        waiting_list_count: summary.waiting,
-    }))
+    Ok(HttpResponse::Ok().json(EventStatus::new(
+        event,
+        summary.total_tickets,
+        summary.booked_tickets,
+        summary.waiting,
+    )))
 }
 
 /// `GET /api/status/{eventId}/{userId}`: one user's standing at the event.

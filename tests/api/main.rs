@@ -19,6 +19,7 @@ mod one_reading;
 mod open_files;
 mod operations;
 mod overload;
+mod resources;
 mod status;
 mod storage_failure;
 mod user_identity;
