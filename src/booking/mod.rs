@@ -166,7 +166,8 @@ impl EventState {
             booked: 0,
             users: HashMap::new(),
             waiting: WaitingList::default(),
-            epoch: RandomState::new().hash_one(0u8),
+            // Below 10^18: 18 digits in a cursor, as the API documents.
+            epoch: RandomState::new().hash_one(0u8) % 1_000_000_000_000_000_000,
         }
     }
 
@@ -447,5 +448,56 @@ mod tests {
         assert_eq!(state.standing("c"), Some(Standing::Waiting { position: 1 }));
         assert_eq!(state.standing("b"), Some(Standing::Waiting { position: 2 }));
         assert_eq!(state.standing("z"), Some(Standing::Cancelled));
+    }
+
+    #[test]
+    fn waiting_list_pages_go_on_after_their_last_entry_across_a_new_reading() {
+        let user = |n: u32| Arc::<str>::from(format!("u{n}"));
+        let mut state = EventState::new(1);
+        for n in 0..8 {
+            state.book(&user(n)).unwrap();
+        }
+        // u1..u7 wait.
+        let first = state.waiting_page(None, 3);
+        let names = |page: &WaitingPage| {
+            page.entries
+                .iter()
+                .map(|(user, position)| (user.to_string(), *position))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(&first),
+            [("u1".into(), 1), ("u2".into(), 2), ("u3".into(), 3)]
+        );
+        let cursor = first.next.clone().expect("more");
+        // The last user of the page leaves: the next page still starts after it.
+        state.cancel("u3").unwrap();
+        let second = state.waiting_page(Some(&cursor), 3);
+        assert_eq!(
+            names(&second),
+            [("u4".into(), 3), ("u5".into(), 4), ("u6".into(), 5)]
+        );
+        // The event read again (another epoch): after the cursor's user if
+        // still waiting, else after the place it had.
+        let cursor = second.next.clone().expect("more");
+        let reread = EventState::restore(1, [user(0)], (1..8).filter(|n| *n != 3).map(user), []);
+        assert_eq!(
+            names(&reread.waiting_page(Some(&cursor), 3)),
+            [("u7".into(), 6)]
+        );
+        let gone = PageCursor {
+            position: 2,
+            epoch: cursor.epoch,
+            seq: cursor.seq,
+            user: user(99),
+        };
+        assert_eq!(
+            names(&reread.waiting_page(Some(&gone), 2)),
+            [("u4".into(), 3), ("u5".into(), 4)]
+        );
+        assert_eq!(
+            reread.waiting_page(Some(&gone), 2).next.map(|c| c.user),
+            Some(user(5))
+        );
     }
 }

@@ -31,7 +31,7 @@ pub struct WaitingListQuery {
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
     /// The `next` of the page before; none for the first page.
-    #[param(pattern = "^[0-9]{1,18}:[0-9]{1,20}:[0-9]{1,20}:")]
+    #[param(pattern = "^[0-9]{1,18}:[0-9]{1,18}:[0-9]{1,18}:")]
     after: Option<String>,
 }
 
