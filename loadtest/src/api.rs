@@ -29,14 +29,15 @@ pub enum Outcome {
     Error,
 }
 
-/// A user's standing as `GET /api/status/{event}/{user}` reports it.
+/// A user's standing as `GET /api/status/{event}/{user}` (or its resource
+/// route) reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Standing {
     pub status: String,
     pub position: Option<u64>,
 }
 
-/// The counts of `GET /api/status/{event}`.
+/// The counts of `GET /api/status/{event}` (or `GET /api/events/{event}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EventCounts {
@@ -60,10 +61,23 @@ fn user_number(name: &Value) -> Option<u64> {
     name.as_str()?.strip_prefix('u')?.parse().ok()
 }
 
+/// Which of the server's two sets of routes a run drives.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Routes {
+    /// `POST /api/initialize`, `/api/book`, `/api/cancel`, `GET /api/status/...`.
+    #[default]
+    Legacy,
+    /// The event in the path: `POST /api/events`, `POST .../bookings`,
+    /// `DELETE .../bookings/{userId}`, `GET /api/events/...`.
+    Resource,
+}
+
 /// An HTTP client of one server. Not `Send`: one per thread.
 pub struct Api {
     client: awc::Client,
     base: String,
+    routes: Routes,
     /// Send an `Idempotency-Key` (unique per request) with every book and cancel.
     idempotency_keys: bool,
 }
@@ -83,8 +97,15 @@ impl Api {
         Api {
             client,
             base: base.trim_end_matches('/').to_string(),
+            routes: Routes::Legacy,
             idempotency_keys: false,
         }
+    }
+
+    /// The same client, on `routes`.
+    pub fn on(mut self, routes: Routes) -> Self {
+        self.routes = routes;
+        self
     }
 
     /// The same client, sending an `Idempotency-Key` with every book and cancel.
@@ -109,6 +130,7 @@ impl Api {
         let url = format!("{}{path}", self.base);
         let mut request = match method {
             "GET" => self.client.get(url),
+            "DELETE" => self.client.delete(url),
             _ => self
                 .client
                 .post(url)
@@ -138,7 +160,11 @@ impl Api {
 
     pub async fn initialize(&self, event: &str, total_tickets: u32) -> Result<(), String> {
         let body = format!(r#"{{"eventId":"{event}","totalTickets":{total_tickets}}}"#);
-        match self.call("POST", "/api/initialize", Some(body)).await {
+        let path = match self.routes {
+            Routes::Legacy => "/api/initialize",
+            Routes::Resource => "/api/events",
+        };
+        match self.call("POST", path, Some(body)).await {
             (Some(201), _) => Ok(()),
             (status, body) => Err(format!(
                 "initializing event {event} answered {status:?}: {}",
@@ -148,23 +174,49 @@ impl Api {
     }
 
     pub async fn book(&self, event: &str, user: u64) -> (Option<u16>, Outcome) {
-        self.order("/api/book", event, user).await
+        let (path, body) = match self.routes {
+            Routes::Legacy => (
+                "/api/book".to_string(),
+                format!(r#"{{"eventId":"{event}","userId":"u{user}"}}"#),
+            ),
+            Routes::Resource => (
+                format!("/api/events/{event}/bookings"),
+                format!(r#"{{"userId":"u{user}"}}"#),
+            ),
+        };
+        self.order("POST", &path, Some(body), event, user).await
     }
 
     pub async fn cancel(&self, event: &str, user: u64) -> (Option<u16>, Outcome) {
-        self.order("/api/cancel", event, user).await
+        match self.routes {
+            Routes::Legacy => {
+                let body = format!(r#"{{"eventId":"{event}","userId":"u{user}"}}"#);
+                self.order("POST", "/api/cancel", Some(body), event, user)
+                    .await
+            }
+            Routes::Resource => {
+                let path = format!("/api/events/{event}/bookings/u{user}");
+                self.order("DELETE", &path, None, event, user).await
+            }
+        }
     }
 
-    async fn order(&self, path: &str, event: &str, user: u64) -> (Option<u16>, Outcome) {
-        let body = format!(r#"{{"eventId":"{event}","userId":"u{user}"}}"#);
+    async fn order(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+        event: &str,
+        user: u64,
+    ) -> (Option<u16>, Outcome) {
         // Each user books once and cancels at most once: unique per request.
         let key = self
             .idempotency_keys
-            .then(|| format!("{event}{path}/{user}"));
-        let (status, body, retry_after_secs) =
-            self.call_with_key("POST", path, Some(body), key).await;
+            .then(|| format!("{event}{method}{path}/{user}"));
+        let (status, body, retry_after_secs) = self.call_with_key(method, path, body, key).await;
         let outcome = match (status, serde_json::from_slice::<Reply>(&body)) {
-            (Some(200), Ok(reply)) => match (reply.status.as_deref(), reply.position) {
+            // The resource routes answer a booking with 201.
+            (Some(200 | 201), Ok(reply)) => match (reply.status.as_deref(), reply.position) {
                 (Some("booked"), _) => Outcome::Booked,
                 (Some("waiting"), Some(position)) => Outcome::Waiting { position },
                 (Some("cancelled"), _) => Outcome::Cancelled,
@@ -199,10 +251,11 @@ impl Api {
     }
 
     pub async fn event_counts(&self, event: &str) -> Result<EventCounts, String> {
-        match self
-            .call("GET", &format!("/api/status/{event}"), None)
-            .await
-        {
+        let path = match self.routes {
+            Routes::Legacy => format!("/api/status/{event}"),
+            Routes::Resource => format!("/api/events/{event}"),
+        };
+        match self.call("GET", &path, None).await {
             (Some(200), body) => {
                 serde_json::from_slice(&body).map_err(|e| format!("status of {event}: {e}"))
             }
@@ -212,10 +265,11 @@ impl Api {
 
     /// `None` when the server does not know the user at this event.
     pub async fn standing(&self, event: &str, user: u64) -> Result<Option<Standing>, String> {
-        match self
-            .call("GET", &format!("/api/status/{event}/u{user}"), None)
-            .await
-        {
+        let path = match self.routes {
+            Routes::Legacy => format!("/api/status/{event}/u{user}"),
+            Routes::Resource => format!("/api/events/{event}/bookings/u{user}"),
+        };
+        match self.call("GET", &path, None).await {
             (Some(200), body) => serde_json::from_slice(&body)
                 .map(Some)
                 .map_err(|e| format!("u{user}: {e}")),

@@ -284,7 +284,7 @@ fn footprint(options: &BenchOptions) -> Result<Footprint, String> {
     let before = server.rss_bytes()?;
     let events = unique_event_names(options.idle_events);
     actix_web::rt::System::new().block_on(initialize(
-        server.url(),
+        Api::new(server.url(), options.concurrency),
         &events,
         100,
         options.concurrency,

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures::future::join_all;
 use futures::stream::{self, StreamExt};
 
+pub use api::Routes;
 use api::{Api, Outcome};
 pub use report::{Report, Verification};
 pub use scenario::Scenario;
@@ -66,6 +67,10 @@ pub struct Options {
     /// Send an `Idempotency-Key` (unique per request) with every book and cancel.
     #[arg(long)]
     pub idempotency_keys: bool,
+    /// Which routes to drive (and verify through): the old ones, or those
+    /// with the event in the path.
+    #[arg(long, value_enum, default_value_t = Routes::Legacy)]
+    pub api: Routes,
     /// A refused request (503 `server_busy`, 429) makes its connection wait
     /// the `Retry-After` the server sent, plus a random share of it again,
     /// as a well-behaved client does.
@@ -119,7 +124,7 @@ pub fn run_against(
     let events = event_names(options);
     let system = actix_web::rt::System::new();
     system.block_on(initialize(
-        url,
+        Api::new(url, options.concurrency).on(options.api),
         &events,
         options.tickets,
         options.concurrency,
@@ -158,6 +163,7 @@ pub fn run_against(
             let client = Client {
                 idempotency_keys: options.idempotency_keys,
                 honor_retry_after: options.honor_retry_after,
+                routes: options.api,
             };
             std::thread::spawn(move || {
                 let load = load(&url, &plan, &events, connections, thread as u64, client);
@@ -182,7 +188,7 @@ pub fn run_against(
         // Lookups from one thread: a few hundred connections keep the server
         // busy; thousands would only wait in line (and time out as idle).
         let lookups = options.concurrency.min(256);
-        let api = Api::new(url, lookups);
+        let api = Api::new(url, lookups).on(options.api);
         let violations = system.block_on(verify::verify(
             &api,
             &report.events,
@@ -219,12 +225,11 @@ fn unique_event_names(count: usize) -> Vec<String> {
 
 /// Creates `events` with `tickets` each, `concurrency` at a time.
 async fn initialize(
-    url: &str,
+    api: Api,
     events: &[String],
     tickets: u32,
     concurrency: usize,
 ) -> Result<(), String> {
-    let api = Api::new(url, concurrency);
     let results: Vec<Result<(), String>> = stream::iter(events)
         .map(|event| api.initialize(event, tickets))
         .buffer_unordered(concurrency)
@@ -238,6 +243,7 @@ async fn initialize(
 struct Client {
     idempotency_keys: bool,
     honor_retry_after: bool,
+    routes: Routes,
 }
 
 /// One load thread: `connections` loops, each sending the plan's next request
@@ -250,7 +256,9 @@ async fn load(
     thread: u64,
     client: Client,
 ) -> report::Stats {
-    let api = Api::new(url, connections).with_idempotency_keys(client.idempotency_keys);
+    let api = Api::new(url, connections)
+        .on(client.routes)
+        .with_idempotency_keys(client.idempotency_keys);
     let loops = (0..connections).map(|connection| {
         let api = &api;
         async move {

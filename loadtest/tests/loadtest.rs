@@ -94,6 +94,51 @@ fn every_scenario_verifies_against_the_real_server() {
 }
 
 #[test]
+fn every_scenario_verifies_through_the_resource_routes_too() {
+    for scenario in ["drop", "spread", "churn"] {
+        let output = loadtest(&[
+            "--spawn",
+            "--api",
+            "resource",
+            "--scenario",
+            scenario,
+            "--requests",
+            "400",
+            "--users",
+            "300",
+            "--tickets",
+            "50",
+            "--events",
+            "10",
+            "--concurrency",
+            "16",
+            "--json",
+        ]);
+        let report = verified_report(&output, scenario);
+        let codes = report["statusCodes"].as_object().unwrap();
+        // Bookings are created (201); cancellations answer 200.
+        assert!(codes.contains_key("201"), "{scenario}: {codes:?}");
+        assert!(
+            codes.keys().all(|code| code == "200" || code == "201"),
+            "{scenario}: {codes:?}"
+        );
+        let outcomes = &report["outcomes"];
+        let told =
+            ["booked", "waiting", "reassigned", "cancelled"].map(|k| outcomes[k].as_u64().unwrap());
+        assert_eq!(
+            told.iter().sum::<u64>(),
+            report["requests"].as_u64().unwrap(),
+            "{scenario}"
+        );
+        match scenario {
+            "drop" => assert_eq!((told[0], told[1]), (50, 250)),
+            "churn" => assert!(told[2] > 0, "churn promoted nobody: {outcomes}"),
+            _ => assert_eq!(told[0] + told[1], 300),
+        }
+    }
+}
+
+#[test]
 fn idempotency_keys_on_every_request_still_verify() {
     for scenario in ["drop", "churn"] {
         let output = loadtest(&[
