@@ -263,13 +263,15 @@ fn spawn_metrics_upkeep(state: &SharedState) {
 
 /// Idle rate-limit clients and expired idempotency answers every minute (a
 /// pass over every key); the cap on idempotency keys every second, as keyed
-/// requests may arrive by the ten thousand a second.
+/// requests may arrive by the ten thousand a second; and every second, the
+/// memory of passivated events back to the system.
 fn spawn_housekeeping(state: &SharedState) {
     telemetry::keys_evicted(0); // The series exists before the first eviction.
-    let (access, idempotency, store) = (
+    let (access, idempotency, store, registry) = (
         state.access.clone(),
         state.idempotency.clone(),
         state.store.clone(),
+        state.registry.clone(),
     );
     actix_web::rt::spawn(async move {
         let mut every_second = actix_web::rt::time::interval(Duration::from_secs(1));
@@ -281,6 +283,7 @@ fn spawn_housekeeping(state: &SharedState) {
                 idempotency.forget_expired();
             }
             forget_answers(&idempotency, &store, expiry);
+            registry.give_back_memory();
         }
     });
 }

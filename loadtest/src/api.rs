@@ -250,6 +250,19 @@ impl Api {
         )
     }
 
+    /// The value of the unlabelled metric `name` in `GET /metrics`.
+    pub async fn metric(&self, name: &str) -> Result<f64, String> {
+        let (status, body) = self.call("GET", "/metrics", None).await;
+        if status != Some(200) {
+            return Err(format!("/metrics answered {status:?}"));
+        }
+        String::from_utf8_lossy(&body)
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
+            .ok_or_else(|| format!("no {name} in /metrics"))
+    }
+
     pub async fn event_counts(&self, event: &str) -> Result<EventCounts, String> {
         let path = match self.routes {
             Routes::Legacy => format!("/api/status/{event}"),

@@ -1,7 +1,9 @@
-//! `loadtest bench`: each scenario for a fixed time on one server, in rounds,
-//! then restart recovery and memory per user, per event and per booking with
-//! an `Idempotency-Key`; the table goes to
-//! stdout and to `BENCHMARKS.md`, with the machine and the commit.
+//! `loadtest bench`: each scenario for a fixed time on one server, in rounds
+//! (drop and spread through both sets of routes), then a restart, event
+//! activation and memory per user and per booking with an `Idempotency-Key`,
+//! and events as virtual actors: time to ready with many stored orders, and
+//! memory while many events are active and once they passivated. The table
+//! goes to stdout and to `BENCHMARKS.md`, with the machine and the commit.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -10,13 +12,32 @@ use std::time::Duration;
 
 use std::time::Instant;
 
-use super::api::{Api, Outcome};
+use futures::StreamExt;
+
+use super::api::{Api, Outcome, Routes};
 use super::scenario::Op;
 use super::spawn::SpawnedServer;
 use super::{initialize, run_against, unique_event_names, Options, Report, Scenario};
 
 /// Holders who cancel, one after another, for the cancel-cost figure.
 const CANCELS: usize = 100;
+
+/// The runs of a round, in order: each scenario, drop and spread through
+/// both sets of routes.
+const RUNS: [(Scenario, Routes); 6] = [
+    (Scenario::Ceiling, Routes::Legacy),
+    (Scenario::Drop, Routes::Legacy),
+    (Scenario::Drop, Routes::Resource),
+    (Scenario::Spread, Routes::Legacy),
+    (Scenario::Spread, Routes::Resource),
+    (Scenario::Churn, Routes::Legacy),
+];
+
+/// Orders in the small event whose activation is timed.
+const SMALL_EVENT_ORDERS: u64 = 1_000;
+
+/// Seconds an idle event stays in memory in the memory-per-event run.
+const PASSIVATE_AFTER_SECS: &str = "2";
 
 /// Pairs of drop runs, without and with an `Idempotency-Key`, for its cost.
 const IDEMPOTENCY_PAIRS: usize = 3;
@@ -43,9 +64,16 @@ pub struct BenchOptions {
     /// quarter as many book with an `Idempotency-Key`, for the memory per key.
     #[arg(long, default_value_t = 1_000_000)]
     pub orders: u64,
-    /// Events initialized for the memory-per-event figure.
+    /// Events created, each booked once, for the memory while they are
+    /// active and once they passivated.
     #[arg(long, default_value_t = 100_000)]
     pub idle_events: usize,
+    /// Orders stored (straight into the database) for the time to ready.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub seed_orders: u64,
+    /// The events those orders are spread over.
+    #[arg(long, default_value_t = 100_000)]
+    pub seed_events: u64,
     /// Where to write the results.
     #[arg(long, default_value = "BENCHMARKS.md")]
     pub output: PathBuf,
@@ -57,12 +85,16 @@ struct Footprint {
     cancel_short_queue: Duration,
     cancel_long_queue: Duration,
     long_queue: u64,
-    recovery: Duration,
+    /// From the restart to ready, with `orders` stored on one event.
+    ready: Duration,
+    /// The first request of that event after the restart, which reads it,
+    /// and of an event of `SMALL_EVENT_ORDERS`.
+    activation_big: Duration,
+    activation_small: Duration,
     orders: u64,
     bytes_per_user: f64,
-    bytes_per_user_recovered: f64,
-    idle_events: usize,
-    bytes_per_event: f64,
+    /// Once the big event was read again.
+    bytes_per_user_activated: f64,
     keyed_orders: u64,
     /// RSS per booking sent with an `Idempotency-Key`: the user's and the key's.
     bytes_per_keyed_booking: f64,
@@ -82,19 +114,38 @@ impl Pair {
     }
 }
 
-/// Every scenario once, back to back, ceiling first.
+/// Every run of `RUNS` once, back to back, ceiling first.
 struct Round(Vec<Report>);
 
 impl Round {
-    fn report(&self, scenario: Scenario) -> Option<&Report> {
-        self.0.iter().find(|report| report.scenario == scenario)
+    fn report(&self, (scenario, routes): (Scenario, Routes)) -> Option<&Report> {
+        self.0
+            .iter()
+            .find(|report| report.scenario == scenario && report.routes == routes)
     }
 
-    /// `scenario`'s rate over this round's ceiling.
-    fn ratio(&self, scenario: Scenario) -> Option<f64> {
-        let ceiling = self.report(Scenario::Ceiling)?.requests_per_second();
-        Some(self.report(scenario)?.requests_per_second() / ceiling)
+    /// The run's rate over this round's ceiling.
+    fn ratio(&self, run: (Scenario, Routes)) -> Option<f64> {
+        let ceiling = self
+            .report((Scenario::Ceiling, Routes::Legacy))?
+            .requests_per_second();
+        Some(self.report(run)?.requests_per_second() / ceiling)
     }
+}
+
+/// Events as virtual actors: a start with many stored orders, and memory
+/// that follows the events in use.
+struct VirtualActors {
+    seed_orders: u64,
+    seed_events: u64,
+    /// From the restart to ready with those orders stored.
+    ready: Duration,
+    events: usize,
+    /// RSS of a fresh server, with every event active (each booked once),
+    /// and once every one of them passivated.
+    fresh: u64,
+    active: u64,
+    passivated: u64,
 }
 
 /// The runs on the first server.
@@ -111,14 +162,19 @@ pub fn run(options: &BenchOptions) -> Result<String, String> {
     } = throughput(options)?;
     let overload = overload(options)?;
     let footprint = footprint(options)?;
-    let markdown = render(options, &rounds, &pairs, &overload, &footprint);
+    let virtual_actors = virtual_actors(options)?;
+    let markdown = render(
+        options,
+        &rounds,
+        &pairs,
+        &overload,
+        &footprint,
+        &virtual_actors,
+    );
     let mut reports = Vec::new();
     for (number, round) in rounds.into_iter().enumerate() {
         for report in round.0 {
-            reports.push((
-                format!("{:?}, round {}", report.scenario, number + 1),
-                report,
-            ));
+            reports.push((format!("{}, round {}", label(&report), number + 1), report));
         }
     }
     for (round, pair) in pairs.into_iter().enumerate() {
@@ -149,9 +205,10 @@ pub fn run(options: &BenchOptions) -> Result<String, String> {
 /// would mostly measure how the machine's speed drifted between two runs.
 fn throughput(options: &BenchOptions) -> Result<Throughput, String> {
     let server = SpawnedServer::start()?;
-    let run = |scenario: Scenario, idempotency_keys: bool| {
+    let run_on = |scenario: Scenario, routes: Routes, idempotency_keys: bool| {
         let mut run = Options::defaults();
         run.scenario = scenario;
+        run.api = routes;
         run.duration = options.seconds;
         run.concurrency = options.concurrency;
         run.idempotency_keys = idempotency_keys;
@@ -161,15 +218,12 @@ fn throughput(options: &BenchOptions) -> Result<Throughput, String> {
         report.print_text();
         Ok::<_, String>(report)
     };
-    let scenarios = [
-        Scenario::Ceiling,
-        Scenario::Drop,
-        Scenario::Spread,
-        Scenario::Churn,
-    ];
+    let run = |scenario, idempotency_keys| run_on(scenario, Routes::Legacy, idempotency_keys);
     let rounds = (0..options.rounds)
         .map(|_| {
-            let reports = scenarios.into_iter().map(|scenario| run(scenario, false));
+            let reports = RUNS
+                .into_iter()
+                .map(|(scenario, routes)| run_on(scenario, routes, false));
             Ok(Round(reports.collect::<Result<_, String>>()?))
         })
         .collect::<Result<_, String>>()?;
@@ -268,28 +322,38 @@ fn fill(
     Ok(filled)
 }
 
-/// Memory per user and recovery time with `orders` stored, memory per idle
-/// event and per booking with an `Idempotency-Key`.
+/// Memory per user with `orders` booked on one event; after a restart, the
+/// time to ready and the first request of that event and of a small one
+/// (each reads its event from the database); memory per booking with an
+/// `Idempotency-Key`.
 fn footprint(options: &BenchOptions) -> Result<Footprint, String> {
     let mut server = SpawnedServer::start()?;
     let empty = server.rss_bytes()?;
     let filled = fill(&server, options, options.orders, false)?;
     let full = server.rss_bytes()?;
+    let small = fill(&server, options, SMALL_EVENT_ORDERS, false)?;
     let (cancel_short_queue, cancel_long_queue) = cancel_costs(server.url(), &filled)?;
-    let recovery = server.restart()?;
-    let recovered = server.rss_bytes()?;
+    let ready = server.restart()?;
+    let restarted = server.rss_bytes()?;
+    let (activation_big, activation_small) = actix_web::rt::System::new().block_on(async {
+        let api = Api::new(server.url(), 1);
+        let first_request = |event: String| {
+            let api = &api;
+            async move {
+                let started = Instant::now();
+                api.event_counts(&event).await?;
+                Ok::<_, String>(started.elapsed())
+            }
+        };
+        let big = first_request(filled.events[0].clone()).await?;
+        let small = first_request(small.events[0].clone()).await?;
+        Ok::<_, String>((big, small))
+    })?;
+    let activated = server.rss_bytes()?;
     drop(server);
 
     let server = SpawnedServer::start()?;
     let before = server.rss_bytes()?;
-    let events = unique_event_names(options.idle_events);
-    actix_web::rt::System::new().block_on(initialize(
-        Api::new(server.url(), options.concurrency),
-        &events,
-        100,
-        options.concurrency,
-    ))?;
-    let after = server.rss_bytes()?;
     let keyed_orders = (options.orders / 4).max(1);
     fill(&server, options, keyed_orders, true)?;
     let keyed = server.rss_bytes()?;
@@ -297,15 +361,125 @@ fn footprint(options: &BenchOptions) -> Result<Footprint, String> {
         cancel_short_queue,
         cancel_long_queue,
         long_queue: filled.outcomes.waiting,
-        recovery,
+        ready,
+        activation_big,
+        activation_small,
         orders: options.orders,
         bytes_per_user: full.saturating_sub(empty) as f64 / options.orders as f64,
-        bytes_per_user_recovered: recovered.saturating_sub(empty) as f64 / options.orders as f64,
-        idle_events: options.idle_events,
-        bytes_per_event: after.saturating_sub(before) as f64 / options.idle_events as f64,
+        bytes_per_user_activated: activated.saturating_sub(restarted) as f64
+            / options.orders as f64,
         keyed_orders,
-        bytes_per_keyed_booking: keyed.saturating_sub(after) as f64 / keyed_orders as f64,
+        bytes_per_keyed_booking: keyed.saturating_sub(before) as f64 / keyed_orders as f64,
     })
+}
+
+/// Events as virtual actors: the time to ready with `seed_orders` stored
+/// over `seed_events` events (written straight into the database, as a
+/// booking would write them); and, on a server whose idle events stop after
+/// `PASSIVATE_AFTER_SECS`, memory fresh, with `idle_events` events created
+/// and booked once each, and once all of them passivated.
+fn virtual_actors(options: &BenchOptions) -> Result<VirtualActors, String> {
+    let mut server = SpawnedServer::start()?;
+    let (seed_orders, seed_events) = (options.seed_orders, options.seed_events.max(1));
+    let ready = server.restart_after(|database| seed(database, seed_events, seed_orders))?;
+    drop(server);
+
+    let server =
+        SpawnedServer::start_with(&[("BOOKING_PASSIVATE_AFTER_SECS", PASSIVATE_AFTER_SECS)])?;
+    let fresh = server.rss_bytes()?;
+    let events = unique_event_names(options.idle_events);
+    actix_web::rt::System::new().block_on(async {
+        let api = Api::new(server.url(), options.concurrency);
+        initialize(
+            Api::new(server.url(), options.concurrency),
+            &events,
+            100,
+            options.concurrency,
+        )
+        .await?;
+        let booked: Vec<(Option<u16>, Outcome)> = futures::stream::iter(&events)
+            .map(|event| api.book(event, 0))
+            .buffer_unordered(options.concurrency)
+            .collect()
+            .await;
+        match booked
+            .iter()
+            .find(|(_, outcome)| *outcome != Outcome::Booked)
+        {
+            Some(other) => Err(format!("booking one user per event: {other:?}")),
+            None => Ok(()),
+        }
+    })?;
+    let active = server.rss_bytes()?;
+    actix_web::rt::System::new().block_on(async {
+        let api = Api::new(server.url(), 1);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while api.metric("booking_active_events").await? > 0.0 {
+            if Instant::now() > deadline {
+                return Err("the events never passivated".to_string());
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(())
+    })?;
+    // Then the memory the stopped actors freed goes back to the system
+    // (every second), and the blocking threads that read events exit (after
+    // 10 s idle): the least RSS over the 12 s that follow.
+    let mut passivated = server.rss_bytes()?;
+    for _ in 0..12 {
+        std::thread::sleep(Duration::from_secs(1));
+        passivated = passivated.min(server.rss_bytes()?);
+    }
+    Ok(VirtualActors {
+        seed_orders,
+        seed_events,
+        ready,
+        events: options.idle_events,
+        fresh,
+        active,
+        passivated,
+    })
+}
+
+/// Writes `orders` bookings over `events` new events into the database at
+/// `path`, through the server's own storage code, in large transactions.
+fn seed(path: &std::path::Path, events: u64, orders: u64) -> Result<(), String> {
+    use event_booking::booking::OrderUpdate;
+    use event_booking::configuration::Settings;
+    use event_booking::ids::EventId;
+    use event_booking::storage::{Change, Database};
+
+    const BATCH: usize = 200_000;
+    let settings = Settings {
+        database: path.display().to_string(),
+        ..Settings::default()
+    };
+    let database = Database::open(&settings).map_err(|e| e.to_string())?;
+    let per_event = orders.div_ceil(events);
+    let tickets = u32::try_from(per_event).map_err(|_| "too many orders per event")?;
+    let mut changes = Vec::with_capacity(BATCH + per_event as usize + 1);
+    let mut written = 0;
+    for number in 0..events {
+        let event = EventId::parse(&format!("seed-{number}")).map_err(|e| e.to_string())?;
+        changes.push(Change::CreateEvent {
+            event: event.clone(),
+            total_tickets: tickets,
+        });
+        for user in 0..per_event.min(orders - written) {
+            changes.push(Change::Order {
+                event: event.clone(),
+                update: OrderUpdate::Booked(format!("u{user}").into()),
+            });
+        }
+        written = (written + per_event).min(orders);
+        if changes.len() >= BATCH || number + 1 == events {
+            database
+                .commit(&changes, [])
+                .map_err(|e| format!("seeding the database: {e}"))?;
+            changes.clear();
+        }
+    }
+    Ok(())
 }
 
 /// Median latency of a cancel that hands the ticket to the head of the queue:
@@ -367,6 +541,7 @@ fn render(
     pairs: &[Pair],
     overload: &[Overload],
     footprint: &Footprint,
+    virtual_actors: &VirtualActors,
 ) -> String {
     let mut md = String::from("# Benchmarks\n\nProduced by `scripts/bench.sh` (`loadtest bench`); do not edit by hand.\n\n");
     let _ = writeln!(md, "- Machine: {} cores, {}", cores(), cpu_model());
@@ -453,9 +628,16 @@ fn render(
     );
     let _ = writeln!(
         md,
-        "| restart recovery, {} orders | {:.2} s to ready | ≤ 2 s |",
+        "| restart with {} orders on one event | {:.2} s to ready | < 1 s |",
         footprint.orders,
-        footprint.recovery.as_secs_f64()
+        footprint.ready.as_secs_f64()
+    );
+    let _ = writeln!(
+        md,
+        "| activation, the first request of an event of {SMALL_EVENT_ORDERS} orders / of {} orders after the restart | {:.1} ms / {:.0} ms | ≤ 5 ms / ≤ 1 s |",
+        footprint.orders,
+        footprint.activation_small.as_secs_f64() * 1000.0,
+        footprint.activation_big.as_secs_f64() * 1000.0
     );
     let _ = writeln!(
         md,
@@ -464,18 +646,51 @@ fn render(
     );
     let _ = writeln!(
         md,
-        "| RSS per user after recovery | {:.0} B | |",
-        footprint.bytes_per_user_recovered
-    );
-    let _ = writeln!(
-        md,
-        "| RSS per idle event ({} events) | {:.0} B | ≤ 2 KiB |",
-        footprint.idle_events, footprint.bytes_per_event
+        "| RSS per user once its event was read again after the restart | {:.0} B | |",
+        footprint.bytes_per_user_activated
     );
     let _ = writeln!(
         md,
         "| RSS per booking with an `Idempotency-Key`, user and key ({} bookings) | {:.0} B | |",
         footprint.keyed_orders, footprint.bytes_per_keyed_booking
+    );
+    md.push_str(&virtual_actors_table(virtual_actors));
+    md
+}
+
+/// The figures of events as virtual actors.
+fn virtual_actors_table(figures: &VirtualActors) -> String {
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    let mut md = format!(
+        "
+Events as virtual actors: a start reads no event, and an event idle for `passivate_after_secs` leaves memory. The restart below is of a server whose database holds {} orders over {} events, written straight into it; the memory runs are on a server of their own whose events passivate after {PASSIVATE_AFTER_SECS} s, {} events created and each booked once, then left idle until `booking_active_events` is 0 (the RSS then: the least over the next 12 s, as freed memory goes back to the system and idle threads exit).\n\n",
+        figures.seed_orders, figures.seed_events, figures.events
+    );
+    md.push_str("| measurement | value | target |\n| --- | ---: | --- |\n");
+    let _ = writeln!(
+        md,
+        "| restart with {} orders over {} events | {:.2} s to ready | < 1 s |",
+        figures.seed_orders,
+        figures.seed_events,
+        figures.ready.as_secs_f64()
+    );
+    let _ = writeln!(
+        md,
+        "| RSS fresh / {} events active / all passivated | {:.1} / {:.1} / {:.1} MiB | after ≤ 110% of fresh |",
+        figures.events,
+        mib(figures.fresh),
+        mib(figures.active),
+        mib(figures.passivated)
+    );
+    let _ = writeln!(
+        md,
+        "| RSS once passivated, of fresh | {:.0}% | ≤ 110% |",
+        100.0 * figures.passivated as f64 / figures.fresh as f64
+    );
+    let _ = writeln!(
+        md,
+        "| RSS per active event, booked once | {:.0} B | |",
+        figures.active.saturating_sub(figures.fresh) as f64 / figures.events as f64
     );
     md
 }
@@ -487,20 +702,16 @@ fn scenario_table(rounds: &[Round]) -> String {
     md.push_str(
         "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: |\n",
     );
-    for scenario in [
-        Scenario::Ceiling,
-        Scenario::Drop,
-        Scenario::Spread,
-        Scenario::Churn,
-    ] {
+    for run in RUNS {
+        let scenario = run.0;
         // (the figure that ranks the rounds, its round's report)
         let mut ranked: Vec<(f64, &Report)> = rounds
             .iter()
             .filter_map(|round| {
-                let report = round.report(scenario)?;
+                let report = round.report(run)?;
                 let figure = match scenario {
                     Scenario::Ceiling => report.requests_per_second(),
-                    _ => round.ratio(scenario)?,
+                    _ => round.ratio(run)?,
                 };
                 Some((figure, report))
             })
@@ -526,7 +737,8 @@ fn scenario_table(rounds: &[Round]) -> String {
         let reports: Vec<&Report> = ranked.iter().map(|(_, report)| *report).collect();
         let _ = writeln!(
             md,
-            "| {scenario:?} | {:.0} | {:.2} | {:.2} | {:.0}% | {each_round} | {target} | {} | {} | {} |",
+            "| {} | {:.0} | {:.2} | {:.2} | {:.0}% | {each_round} | {target} | {} | {} | {} |",
+            label(median),
             median.requests_per_second(),
             median.latency_ms(0.5),
             median.latency_ms(0.99),
@@ -540,6 +752,14 @@ fn scenario_table(rounds: &[Round]) -> String {
         "\nEach row is the round whose ratio to its own round's ceiling is the median (the ceiling's row: the median rate); *each round* gives every round's ratio (the ceiling's: its rate), in the order they ran. Non-2xx and verification cover every round.\n",
     );
     md
+}
+
+/// The run's name in the tables: its scenario, and the routes if not the old ones.
+fn label(report: &Report) -> String {
+    match report.routes {
+        Routes::Legacy => format!("{:?}", report.scenario),
+        Routes::Resource => format!("{:?}, resource routes", report.scenario),
+    }
 }
 
 /// Server and load generator CPU per request and machine idle, as table cells.

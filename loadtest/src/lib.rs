@@ -181,6 +181,7 @@ pub fn run_against(
     let _ = progress.join();
 
     let mut report = Report::new(options.scenario, events, elapsed, stats);
+    report.routes = options.api;
     report.cpu = cpu_before
         .zip(cpu_after)
         .map(|(before, after)| cpu::CpuUse::between(&before, &after, report.requests()));

@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::api::Outcome;
+use super::api::Routes;
 use super::cpu::CpuUse;
 use super::scenario::{Op, Scenario};
 
@@ -109,6 +110,8 @@ impl Verification {
 
 pub struct Report {
     pub scenario: Scenario,
+    /// The routes it drove.
+    pub routes: Routes,
     /// The ids of the events the run booked (`records` refer to them by index).
     pub events: Vec<String>,
     pub elapsed: Duration,
@@ -135,6 +138,7 @@ impl Report {
         }
         Report {
             scenario,
+            routes: Routes::Legacy,
             events,
             elapsed,
             stats,
@@ -186,6 +190,7 @@ impl Report {
     pub fn to_json(&self) -> Value {
         json!({
             "scenario": self.scenario,
+            "api": self.routes,
             "requests": self.requests(),
             "seconds": self.elapsed.as_secs_f64(),
             "requestsPerSecond": self.requests_per_second(),

@@ -10,6 +10,9 @@ use tempfile::TempDir;
 use event_booking::probe;
 use event_booking::startup::LISTENING;
 
+/// The database's file name in the server's temporary folder.
+const DATABASE: &str = "bookings.db";
+
 /// A server process of our own, stopped (SIGTERM) when dropped.
 pub struct SpawnedServer {
     child: Child,
@@ -74,6 +77,21 @@ impl SpawnedServer {
         Ok(ready)
     }
 
+    /// Stops the server gracefully, runs `change` on its database file, and
+    /// starts it again; returns the time from process start to ready.
+    pub fn restart_after(
+        &mut self,
+        change: impl FnOnce(&std::path::Path) -> Result<(), String>,
+    ) -> Result<Duration, String> {
+        self.stop();
+        change(&self.dir.path().join(DATABASE))?;
+        let started = Instant::now();
+        let (child, url) = launch(&self.dir, &self.settings)?;
+        let ready = started.elapsed();
+        (self.child, self.url) = (child, url);
+        Ok(ready)
+    }
+
     fn stop(&mut self) {
         let _ = Command::new("kill")
             .arg("-TERM")
@@ -96,7 +114,7 @@ fn launch(dir: &TempDir, settings: &[(String, String)]) -> Result<(Child, String
         .envs(settings.iter().map(|(k, v)| (k, v)))
         .env("BOOKING_PORT", "0")
         .env("BOOKING_HOST", "127.0.0.1")
-        .env("BOOKING_DATABASE", dir.path().join("bookings.db"))
+        .env("BOOKING_DATABASE", dir.path().join(DATABASE))
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),

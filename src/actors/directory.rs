@@ -21,6 +21,7 @@
 //!   event be activated again.
 
 use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,6 +73,8 @@ pub struct Directory {
     mailbox_capacity: usize,
     /// An actor idle this long stops; `None`: never.
     passivate_after: Option<Duration>,
+    /// Passivations since freed memory was last handed back to the system.
+    passivated_since_trim: AtomicUsize,
 }
 
 impl Directory {
@@ -90,6 +93,22 @@ impl Directory {
             database,
             mailbox_capacity,
             passivate_after,
+            passivated_since_trim: AtomicUsize::new(0),
+        }
+    }
+
+    /// After passivations, hands the allocator's free memory back to the
+    /// system. glibc keeps what the stopped actors freed in the arenas of the
+    /// threads they ran on, so without this the process would hold, for
+    /// good, the memory of the most events ever active at once.
+    pub(super) fn give_back_memory(&self) {
+        if self.passivated_since_trim.swap(0, Ordering::Relaxed) > 0 {
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            // SAFETY: malloc_trim only returns free pages of the allocator's
+            // own heaps to the system; it takes the allocator's locks itself.
+            unsafe {
+                libc::malloc_trim(0);
+            }
         }
     }
 
@@ -203,6 +222,7 @@ impl Directory {
             self.slots.shrink_to_fit();
         }
         let _ = stopped.send(());
+        self.passivated_since_trim.fetch_add(1, Ordering::Relaxed);
         telemetry::event_passivated();
     }
 }

@@ -98,6 +98,12 @@ impl EventRegistry {
             .map_err(|_| BookingError::Recovering)
     }
 
+    /// Hands memory freed by passivated actors back to the system, if any
+    /// passivated since the last call: for the housekeeping timer.
+    pub fn give_back_memory(&self) {
+        self.directory.give_back_memory();
+    }
+
     /// Whether the event has an actor now (no activation to wait for).
     pub fn is_active(&self, id: &EventId) -> bool {
         self.directory

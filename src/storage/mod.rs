@@ -12,6 +12,7 @@
 //! after recovery or a later read of the whole log). These functions block:
 //! the persistence actor calls them on a thread of its own.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -146,7 +147,7 @@ impl Database {
                 "INSERT INTO order_log (event_id, user_id, status) VALUES (?1, ?2, ?3)",
             )?;
             // Each event's counts move once per transaction, however many of its changes it holds.
-            let mut counts: Vec<(&str, i64, i64)> = Vec::new();
+            let mut counts: HashMap<&str, (i64, i64)> = HashMap::new();
             for change in changes {
                 match change {
                     Change::CreateEvent {
@@ -158,10 +159,8 @@ impl Database {
                     Change::Order { event, update } => {
                         let event = event.as_str();
                         let (booked, waiting) = update.counts();
-                        match counts.iter_mut().find(|(id, ..)| *id == event) {
-                            Some((_, b, w)) => (*b, *w) = (*b + booked, *w + waiting),
-                            None => counts.push((event, booked, waiting)),
-                        }
+                        let moved = counts.entry(event).or_default();
+                        *moved = (moved.0 + booked, moved.1 + waiting);
                         match update {
                             OrderUpdate::Booked(user) => {
                                 append.execute(params![event, user.as_ref(), "booked"])?
@@ -186,7 +185,7 @@ impl Database {
             let mut count = tx.prepare_cached(
                 "UPDATE events SET booked = booked + ?2, waiting = waiting + ?3 WHERE id = ?1",
             )?;
-            for (event, booked, waiting) in counts {
+            for (event, (booked, waiting)) in counts {
                 count.execute(params![event, booked, waiting])?;
             }
         }
