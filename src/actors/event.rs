@@ -118,9 +118,9 @@ pub(super) struct StorageFailed {
 #[rtype(result = "()")]
 struct Passivate;
 
-/// How many checks in a row must find an actor idle for it to passivate: it
-/// is checked every `passivate_after / IDLE_CHECKS`, so it stops after between
-/// `passivate_after` and a quarter more without a message.
+/// An actor is checked every `passivate_after / IDLE_CHECKS`, and passivates
+/// at the first check that finds `IDLE_CHECKS` whole intervals without a
+/// message: after between `passivate_after` and a quarter more.
 const IDLE_CHECKS: u32 = 4;
 
 /// An event actor's address, shared. Cloning an `Addr` allocates (actix gives
@@ -182,7 +182,8 @@ impl EventActor {
             return;
         }
         self.idle_checks += 1;
-        if self.idle_checks < IDLE_CHECKS {
+        // The first check after a message may come at once: it does not count.
+        if self.idle_checks <= IDLE_CHECKS {
             return;
         }
         if let Some(stopped) = self.directory.begin_passivation(&self.id, &self.me) {
@@ -304,7 +305,7 @@ impl Actor for EventActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         if let Some(after) = self.passivate_after {
-            let every = (after / IDLE_CHECKS).max(Duration::from_millis(10));
+            let every = (after / IDLE_CHECKS).max(Duration::from_millis(1));
             ctx.run_interval(every, Self::check_idle);
         }
     }

@@ -250,17 +250,20 @@ impl EventRegistry {
         let starting = starting.shared();
         // Takes the event's slot, unless the event exists or another request has the slot.
         loop {
+            // Decided under the entry's lock, awaited after it: a shard's lock
+            // held across an await would stop every thread that touches the shard.
             let waiting = match self.directory.slots.entry(id.clone()) {
                 Entry::Vacant(slot) => {
                     slot.insert(Slot::Starting(starting.clone()));
                     break;
                 }
                 Entry::Occupied(slot) => match slot.get() {
-                    Slot::Active(_) | Slot::Passivating(_) => {
-                        return self.refuse(Refusal::AlreadyInitialized, recorder).await
-                    }
-                    Slot::Starting(other) => Waiting::Start(other.clone()),
+                    Slot::Active(_) | Slot::Passivating(_) => None,
+                    Slot::Starting(other) => Some(Waiting::Start(other.clone())),
                 },
+            };
+            let Some(waiting) = waiting else {
+                return self.refuse(Refusal::AlreadyInitialized, recorder).await;
             };
             match waiting.over().await {
                 Ok(()) => return self.refuse(Refusal::AlreadyInitialized, recorder).await,
@@ -627,13 +630,16 @@ mod tests {
 
     #[actix_web::test]
     async fn bookings_racing_with_passivation_are_all_decided_once() {
-        let (registry, _worker, dir) = new_registry(64, Some(Duration::from_millis(20))).await;
+        let (registry, _worker, dir) = new_registry(64, Some(Duration::from_millis(8))).await;
         registry.recover().await;
         let gig = store_event(&dir, 0);
         // Bursts with pauses about as long as the idle time: the actor
         // passivates between some of them, and now and then during one.
-        let mut booked = 0;
+        let (mut booked, mut found_passive) = (0, 0);
         for round in 0..18 {
+            if !registry.is_active(&gig) {
+                found_passive += 1;
+            }
             let burst = (0..5).map(|n| book(&registry, &gig, &format!("r{round}u{n}")));
             for answer in futures::future::join_all(burst).await {
                 assert_eq!(answer, Ok(BookOutcome::Booked));
@@ -643,6 +649,10 @@ mod tests {
         }
         let summary = registry.ask(&gig, GetSummary).await.unwrap();
         assert_eq!(summary.booked_tickets, booked);
+        assert!(
+            (1..18).contains(&found_passive),
+            "{found_passive} of 18 bursts found the event passive or passivating"
+        );
     }
 
     #[actix_web::test]

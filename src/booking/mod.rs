@@ -259,14 +259,15 @@ impl EventState {
     /// positions, and where the next page starts. A page starts right after
     /// the entry its cursor names, even if that user has left the queue
     /// since; if the event was read again from the database meanwhile, after
-    /// that user if still waiting, else at the place after the one they had.
+    /// that user if still waiting, else at the place they had (everyone
+    /// behind them moved up one when they left).
     pub fn waiting_page(&self, after: Option<&PageCursor>, limit: usize) -> WaitingPage {
         let start = match after {
             None => Some(0),
-            Some(cursor) if cursor.epoch == self.epoch => Some(cursor.seq + 1),
+            Some(cursor) if cursor.epoch == self.epoch => cursor.seq.checked_add(1),
             Some(cursor) => match self.users.get(&*cursor.user) {
                 Some(Seat::Waiting(seq)) => Some(seq + 1),
-                _ => self.waiting.seq_at(cursor.position + 1),
+                _ => self.waiting.seq_at(cursor.position.max(1)),
             },
         };
         let mut entries: Vec<(u64, Arc<str>)> = start
@@ -485,19 +486,23 @@ mod tests {
             names(&reread.waiting_page(Some(&cursor), 3)),
             [("u7".into(), 6)]
         );
-        let gone = PageCursor {
-            position: 2,
+        // The cursor's user u6 leaves too, and the event is read again: the
+        // page starts at the place u6 had, where u7 moved up to.
+        let without_u6 = EventState::restore(1, [user(0)], [1, 2, 4, 5, 7].map(user), []);
+        assert_eq!(
+            names(&without_u6.waiting_page(Some(&cursor), 3)),
+            [("u7".into(), 5)]
+        );
+        // A cursor no client could have been given ends nothing.
+        let foreign = PageCursor {
+            position: u64::MAX,
             epoch: cursor.epoch,
-            seq: cursor.seq,
+            seq: u64::MAX,
             user: user(99),
         };
-        assert_eq!(
-            names(&reread.waiting_page(Some(&gone), 2)),
-            [("u4".into(), 3), ("u5".into(), 4)]
-        );
-        assert_eq!(
-            reread.waiting_page(Some(&gone), 2).next.map(|c| c.user),
-            Some(user(5))
-        );
+        assert!(without_u6
+            .waiting_page(Some(&foreign), 3)
+            .entries
+            .is_empty());
     }
 }

@@ -12,6 +12,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, Error, ResponseError};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
+use percent_encoding::percent_decode_str;
 use subtle::ConstantTimeEq;
 
 use crate::configuration::{AuthSettings, RateLimitSettings};
@@ -119,8 +120,10 @@ impl Access {
         if self.is_open() {
             return Ok(());
         }
-        let creates_event = req.path() == "/api/initialize"
-            || (req.path() == "/api/events" && req.method() == Method::POST);
+        // The path as the router reads it, percent-decoded: `/api/%65vents` is `/api/events`.
+        let path = percent_decode_str(req.path()).decode_utf8_lossy();
+        let creates_event =
+            path == "/api/initialize" || (path == "/api/events" && req.method() == Method::POST);
         let needed = if creates_event {
             Role::Admin
         } else {

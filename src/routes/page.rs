@@ -1,5 +1,7 @@
 //! Paging of the lists: `?limit=` and `?after=`, read one way for both.
 
+use std::fmt::Write as _;
+
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -31,7 +33,7 @@ pub struct WaitingListQuery {
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
     /// The `next` of the page before; none for the first page.
-    #[param(pattern = "^[0-9]{1,18}:[0-9]{1,18}:[0-9]{1,18}:")]
+    #[param(pattern = "^[0-9]{1,18}:[0-9]{1,18}:[0-9]{1,18}:([0-9a-f]{2})+$")]
     after: Option<String>,
 }
 
@@ -64,9 +66,13 @@ impl WaitingListQuery {
             return Ok(None);
         };
         let mut parts = text.splitn(4, ':');
-        let mut number = || parts.next()?.parse::<u64>().ok();
+        // At most 18 digits, as the document's pattern says: no sum overflows.
+        let mut number = || {
+            let digits = parts.next().filter(|digits| digits.len() <= 18)?;
+            digits.parse::<u64>().ok()
+        };
         let (position, epoch, seq) = (number(), number(), number());
-        let user = parts.next();
+        let user = parts.next().and_then(from_hex);
         match (position, epoch, seq, user) {
             (Some(position), Some(epoch), Some(seq), Some(user)) => Ok(Some(PageCursor {
                 position,
@@ -79,7 +85,9 @@ impl WaitingListQuery {
     }
 }
 
-/// The `next` of a waiting-list page: `position:epoch:seq:user`, opaque to clients.
+/// The `next` of a waiting-list page: `position:epoch:seq:user`, opaque to
+/// clients, the user's bytes in hexadecimal, so that the cursor goes into a
+/// query string as it is, encoded or not.
 pub(super) fn waiting_cursor(cursor: &PageCursor) -> String {
     let PageCursor {
         position,
@@ -87,7 +95,24 @@ pub(super) fn waiting_cursor(cursor: &PageCursor) -> String {
         seq,
         user,
     } = cursor;
-    format!("{position}:{epoch}:{seq}:{user}")
+    let mut text = format!("{position}:{epoch}:{seq}:");
+    for byte in user.bytes() {
+        let _ = write!(text, "{byte:02x}");
+    }
+    text
+}
+
+/// The text whose UTF-8 bytes `hex` spells, two digits a byte (bytes that
+/// are not UTF-8 name no user, and the page goes on by position).
+fn from_hex(hex: &str) -> Option<String> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(hex.get(at..at + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// The page size asked for, or a 400 naming `limit`.

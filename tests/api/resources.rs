@@ -208,6 +208,13 @@ async fn creating_an_event_takes_an_admin_key() {
         (refused.status, &refused.body["code"]),
         (403, &json!("forbidden"))
     );
+    // Nor when the path is spelled with percent-escapes, which the router decodes.
+    for path in ["/api/%65vents", "/api/%69nitialize"] {
+        let sneaked = app
+            .request("POST", path, &[("authorization", &as_client)], Some(&body))
+            .await;
+        assert_eq!(sneaked.status, 403, "{path}: {sneaked:?}");
+    }
     let as_admin = format!("Bearer {admin}");
     let created = app
         .request(
@@ -396,4 +403,39 @@ async fn the_waiting_list_pages_in_queue_order_while_it_moves() {
         app.get("/api/events/none/waiting-list").await.body["code"],
         "event_not_found"
     );
+}
+
+#[actix_web::test]
+async fn keyed_creations_of_an_existing_event_amid_bookings_all_get_their_answer() {
+    // A refused creation with a key stores its answer while bookings of
+    // other events go on: nothing may wait on the map's locks meanwhile.
+    let app = spawn_app();
+    for n in 0..8 {
+        create_event(&app, json!(format!("e{n}")), 1_000).await;
+    }
+    let creations = (0..40).map(|n| {
+        let key = format!("create-{n}");
+        let app = &app;
+        async move {
+            let body = json!({"eventId": "e0", "totalTickets": 5});
+            let answer = app
+                .request(
+                    "POST",
+                    "/api/events",
+                    &[("idempotency-key", &key)],
+                    Some(&body),
+                )
+                .await;
+            assert_eq!(answer.body["code"], "event_exists", "{answer:?}");
+        }
+    });
+    let bookings = (0..400).map(|n| {
+        let app = &app;
+        async move {
+            let booked = create_booking(app, &format!("e{}", n % 8), json!(n)).await;
+            assert_eq!(booked.status, 201, "{booked:?}");
+        }
+    });
+    futures::join!(join_all(creations), join_all(bookings));
+    assert_eq!(app.counts("e1").await, (50, 0));
 }
