@@ -151,7 +151,7 @@ pub struct EventState {
     /// Users holding a ticket; never more than `total_tickets`.
     booked: u32,
     /// Every user ever seen at this event, so a cancelled user still has a status.
-    users: HashMap<Arc<str>, Seat>,
+    users: HashMap<Arc<str>, Seat, foldhash::fast::RandomState>,
     waiting: WaitingList,
     /// Tells this state's waiting-list entries from those of an earlier
     /// reading of the event (their sequence numbers start again at 0), so
@@ -164,7 +164,7 @@ impl EventState {
         EventState {
             total_tickets,
             booked: 0,
-            users: HashMap::new(),
+            users: HashMap::default(),
             waiting: WaitingList::default(),
             // Below 10^18: 18 digits in a cursor, as the API documents.
             epoch: RandomState::new().hash_one(0u8) % 1_000_000_000_000_000_000,
@@ -178,7 +178,16 @@ impl EventState {
         waiting: impl IntoIterator<Item = Arc<str>>,
         cancelled: impl IntoIterator<Item = Arc<str>>,
     ) -> Self {
+        let (booked, waiting, cancelled) = (
+            booked.into_iter(),
+            waiting.into_iter().collect::<Vec<_>>(),
+            cancelled.into_iter(),
+        );
         let mut state = EventState::new(total_tickets);
+        // Sized once: a map grown by doubling hashes every user again at each step.
+        state
+            .users
+            .reserve(booked.size_hint().0 + waiting.len() + cancelled.size_hint().0);
         for user in cancelled {
             state.users.insert(user, Seat::Cancelled);
         }
@@ -186,10 +195,10 @@ impl EventState {
             state.users.insert(user, Seat::Booked);
             state.booked += 1;
         }
-        for user in waiting {
-            let seq = state.waiting.push(user.clone());
-            state.users.insert(user, Seat::Waiting(seq));
+        for (seq, user) in (0..).zip(&waiting) {
+            state.users.insert(user.clone(), Seat::Waiting(seq));
         }
+        state.waiting = WaitingList::from_users(waiting);
         state
     }
 

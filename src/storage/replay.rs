@@ -13,7 +13,7 @@ use crate::ids::EventId;
 /// the waiting users in the order of the rows that made them wait.
 #[derive(Default)]
 pub(super) struct Loader {
-    pub(super) events: HashMap<EventId, ReplayedEvent>,
+    pub(super) events: HashMap<EventId, ReplayedEvent, foldhash::fast::RandomState>,
     /// Rows a later row of the same user replaced, in the order found.
     pub(super) superseded: Vec<i64>,
 }
@@ -21,7 +21,7 @@ pub(super) struct Loader {
 pub(super) struct ReplayedEvent {
     total_tickets: u32,
     /// Each user's last status, with its row (`seq`): the replay order.
-    users: HashMap<Arc<str>, (Stored, i64)>,
+    users: HashMap<Arc<str>, (Stored, i64), foldhash::fast::RandomState>,
 }
 
 /// What the order log holds, as one pass over it reads it.
@@ -47,7 +47,7 @@ impl Loader {
             EventId::stored(id),
             ReplayedEvent {
                 total_tickets,
-                users: HashMap::new(),
+                users: HashMap::default(),
             },
         );
     }
