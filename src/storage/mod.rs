@@ -1,16 +1,18 @@
-//! SQLite: one transaction per batch of changes, reads, and recovery; the
-//! schema and its migrations in [`schema`], the replay of the log in
-//! [`replay`], a start on a full disk in [`room`].
+//! SQLite: one transaction per batch of changes, and reads of one event, of
+//! the events' counts and of idempotency answers; the schema and its
+//! migrations in [`schema`], the replay of the log in [`replay`], a start on
+//! a full disk in [`room`].
 //!
 //! Every change appends rows to `order_log` (event, user, new status), and
-//! its rowid is the order of commits. A transaction therefore writes to the
-//! end of one B-tree (a few pages) however the changes are spread over events
-//! and users, which keeps group commits cheap. A user's status is the last row
-//! about it; the waiting list is the waiting users in the order of the rows
-//! that put them there, so nothing is ever renumbered. The only rows ever
-//! deleted are those that a later row of the same user replaced (compaction,
-//! after recovery or a later read of the whole log). These functions block:
-//! the persistence actor calls them on a thread of its own.
+//! its rowid is the order of commits. The log's index by event lets one event
+//! be read alone; each event's row keeps its counts, moved once per
+//! transaction. A transaction writes the end of the log, the index's page of
+//! each event it holds, and those events' rows (docs/performance.md has what
+//! that costs). A user's status is the last row about it; the waiting list is
+//! the waiting users in the order of the rows that put them there, so nothing
+//! is ever renumbered. The only rows ever deleted are those that a later row
+//! of the same user replaced (compaction). These functions block: the
+//! persistence actor and the activations' blocking threads call them.
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -1,8 +1,9 @@
 //! Housekeeping: when the store has nothing to commit, it deletes rows no
 //! longer needed, a chunk at a time ([`Tidy`]): the answers of idempotent
 //! requests that expired, and rows of the order log that later ones
-//! replaced, found by recovery and again once cancellations have replaced
-//! enough of the log (`OrderStore::scan_later`).
+//! replaced, found when an event is read into memory ([`Compact`]) and by a
+//! read of the whole log once cancellations have replaced enough of it
+//! (`OrderStore::scan_later`).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
@@ -37,8 +38,8 @@ pub struct Compact {
 }
 
 /// Deletes the next chunk of rows no longer needed: idempotency answers to
-/// forget, then rows of the order log found superseded by recovery or a later
-/// read of the log (sent to itself). A chunk runs when nothing waits to be
+/// forget, then rows of the order log found superseded by an event's
+/// activation or a read of the whole log (sent to itself). A chunk runs when nothing waits to be
 /// committed, or if the last one ran a second ago or more, so that it goes on
 /// under any load.
 #[derive(Message)]
@@ -60,9 +61,9 @@ const TIDY_AT_LEAST_EVERY: Duration = Duration::from_secs(1);
 
 impl OrderStore {
     /// Once enough rows were replaced, and they are a quarter of the log or
-    /// more, reads the whole log again for them, in one ordered pass as
-    /// recovery does, on a thread of its own: it takes as long as recovery,
-    /// which commits must not wait for. The read holds each
+    /// more, reads the whole log for them, in one ordered pass, on a thread
+    /// of its own: about a second per million rows, which commits must not
+    /// wait for. The read holds each
     /// user's last row for a while, not the events' states. The quarter
     /// bounds the cost: at most four rows read, and three users held, per row
     /// deleted. (A cancelled user keeps one row, so a log where every user

@@ -8,11 +8,13 @@
 //! - `group_commit`: [`Persist`] queues a change, and one transaction takes
 //!   every change that arrived meanwhile; a failed one voids what built on it.
 //! - `reads`: what the others ask of the database through the store, behind
-//!   the changes queued before them: recovery ([`Recover`]), one event's
-//!   [`Reload`], a stored answer ([`LoadAnswer`]), readiness ([`CheckWritable`]).
+//!   the changes queued before them: a start ([`Recover`]), the barrier
+//!   before an event is activated ([`Activate`]), one event's [`Reload`], a
+//!   stored answer ([`LoadAnswer`]), readiness ([`CheckWritable`]).
 //! - `housekeeping`: when it has nothing to commit, it deletes rows no longer
 //!   needed, a chunk at a time: expired idempotency answers
-//!   ([`ForgetAnswers`]) and rows of the order log that later ones replaced.
+//!   ([`ForgetAnswers`]) and rows of the order log that later ones replaced
+//!   ([`Compact`], from activations, and its own reads of the whole log).
 
 mod admission;
 mod group_commit;
@@ -53,9 +55,9 @@ pub struct OrderStore {
 
     // Housekeeping (`housekeeping`).
     /// Rows of the order log that a later row of the same user replaced, found
-    /// by recovery or a later read of the log, not deleted yet (ascending).
+    /// by an event's activation or a read of the whole log, not deleted yet.
     /// Every change appends a row, so without this the log would grow with
-    /// every cancellation for good, and recovery's time with it.
+    /// every cancellation for good, and the time to read an event with it.
     superseded: Vec<i64>,
     /// Idempotency answers still to delete: expired, or over the cap on keys.
     forget: Option<ForgetAnswers>,
@@ -64,15 +66,15 @@ pub struct OrderStore {
     /// Rows replaced since the log was last read for them, counted from the
     /// cancellations committed.
     replaced_since_scan: u64,
-    /// Rows the order log holds: as recovery read them, plus those committed
-    /// since, minus those compacted.
+    /// Rows the order log holds, at most: as the start estimated them from
+    /// its first and last row, plus those committed since, minus those compacted.
     log_rows: u64,
     /// At this many replaced rows, if they are a quarter of the log or more,
     /// the log is read again (0: only at a start).
     compaction_interval: u64,
     /// The log is being read again, on a thread of its own.
     scanning: bool,
-    /// When the last chunk was deleted, or recovery ended.
+    /// When the last chunk was deleted, or the start ended.
     last_tidied: Instant,
 }
 
