@@ -479,6 +479,10 @@ fn seed(path: &std::path::Path, events: u64, orders: u64) -> Result<(), String> 
             changes.clear();
         }
     }
+    // As the server does once a second: index the log's rows by event.
+    database
+        .index_orders()
+        .map_err(|e| format!("indexing the seeded orders: {e}"))?;
     Ok(())
 }
 

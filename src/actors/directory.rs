@@ -100,9 +100,15 @@ impl Directory {
     /// After passivations, hands the allocator's free memory back to the
     /// system. glibc keeps what the stopped actors freed in the arenas of the
     /// threads they ran on, so without this the process would hold, for
-    /// good, the memory of the most events ever active at once.
+    /// good, the memory of the most events ever active at once. And once no
+    /// event is active, SQLite's page caches are emptied too: they hold pages
+    /// of events no longer in memory.
     pub(super) fn give_back_memory(&self) {
         if self.passivated_since_trim.swap(0, Ordering::Relaxed) > 0 {
+            // Once no event is in memory, neither are the pages it was read from.
+            if self.slots.is_empty() {
+                self.database.release_memory();
+            }
             #[cfg(all(target_os = "linux", target_env = "gnu"))]
             // SAFETY: malloc_trim only returns free pages of the allocator's
             // own heaps to the system; it takes the allocator's locks itself.

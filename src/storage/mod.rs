@@ -81,6 +81,10 @@ pub struct StoredEvent {
     pub waiting: u64,
 }
 
+/// Connections the pool keeps open: the store's, activations' reads and
+/// the probes'. Each caches up to about 2 MB of pages (SQLite's default).
+const POOL_SIZE: u32 = 4;
+
 /// A pool of SQLite connections, each with the configured pragmas.
 #[derive(Clone)]
 pub struct Database {
@@ -118,7 +122,7 @@ impl Database {
         let manager =
             SqliteConnectionManager::file(path).with_init(move |conn| pragmas.apply(conn));
         let pool = r2d2::Pool::builder()
-            .max_size(4)
+            .max_size(POOL_SIZE)
             // A connection to a file does not go stale like one to a server,
             // and testing it at every checkout would cost every commit a statement.
             .test_on_check_out(false)
@@ -327,9 +331,16 @@ impl Database {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut deleted = 0;
         {
-            let mut delete = tx.prepare_cached("DELETE FROM order_log WHERE seq = ?1")?;
+            let mut delete =
+                tx.prepare_cached("DELETE FROM order_log WHERE seq = ?1 RETURNING event_id")?;
+            let mut unindex =
+                tx.prepare_cached("DELETE FROM orders_by_event WHERE event_id = ?1 AND seq = ?2")?;
             for seq in rows {
-                deleted += delete.execute([seq])?;
+                let event: Option<String> = delete.query_row([seq], |row| row.get(0)).optional()?;
+                if let Some(event) = event {
+                    deleted += 1;
+                    unindex.execute(params![event, seq])?;
+                }
             }
         }
         tx.commit()?;
@@ -389,15 +400,60 @@ impl Database {
         Ok(rows.max(0) as u64)
     }
 
+    /// Empties the page caches of the connections no one is using (`PRAGMA
+    /// shrink_memory`), for when what they hold is no longer read: pages of
+    /// events that left memory. Each refills from the file as it reads.
+    pub fn release_memory(&self) {
+        let idle: Vec<_> = std::iter::from_fn(|| self.pool.try_get())
+            .take(POOL_SIZE as usize)
+            .collect();
+        for conn in &idle {
+            if let Err(error) = conn.execute_batch("PRAGMA shrink_memory") {
+                log::debug!("could not empty a connection's page cache: {error}");
+            }
+        }
+    }
+
+    /// Adds the rows of the order log committed since the last call to its
+    /// index by event (`orders_by_event`), in one transaction, and returns
+    /// how many. Sorted by event first, so that each event's new rows go onto
+    /// its pages together: a batch of many commits writes about a page per
+    /// event, where indexing each commit's rows as it is written would cost
+    /// one per booking. Reads are right whenever it runs (see
+    /// [`load_event`](Self::load_event)); it only keeps them short.
+    pub fn index_orders(&self) -> Result<u64, StorageError> {
+        let mut conn = self.pool.get()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let indexed = tx.execute(
+            "INSERT INTO orders_by_event (event_id, seq)
+             SELECT event_id, seq FROM order_log
+             WHERE seq > (SELECT through FROM orders_indexed) ORDER BY event_id, seq",
+            [],
+        )?;
+        if indexed > 0 {
+            tx.execute(
+                "UPDATE orders_indexed SET through = (SELECT max(seq) FROM order_log)",
+                [],
+            )?;
+        }
+        tx.commit()?;
+        Ok(indexed as u64)
+    }
+
     /// Reads one event as it is stored, and the rows of its log that later
     /// ones replaced (to be deleted: see [`delete_superseded`](Self::delete_superseded));
     /// `None` if it was never committed. Reads only that event's rows, in
-    /// order, by its index: the time it takes follows the event's orders.
+    /// order: those in the index by event, then its rows among those not
+    /// indexed yet (the last batch's worth at most), in one snapshot. The time
+    /// it takes follows the event's orders.
     pub fn load_event(
         &self,
         event: &EventId,
     ) -> Result<Option<(EventState, Vec<i64>)>, StorageError> {
-        let conn = self.pool.get()?;
+        let mut conn = self.pool.get()?;
+        // One read transaction: an `index_orders` between the two reads of
+        // the log would move rows from the second to the first unseen.
+        let conn = conn.transaction()?;
         let total: Option<u32> = conn
             .query_row(
                 "SELECT total_tickets FROM events WHERE id = ?1",
@@ -408,18 +464,25 @@ impl Database {
         let Some(total) = total else { return Ok(None) };
         let mut loader = Loader::default();
         loader.event(event.as_str(), total);
-        let mut log = conn.prepare(
-            "SELECT seq, user_id, status FROM order_log WHERE event_id = ?1 ORDER BY seq",
-        )?;
-        let mut rows = log.query([event.as_str()])?;
-        while let Some(row) = rows.next()? {
-            loader.order(
-                row.get(0)?,
-                event.as_str(),
-                row.get_ref(1)?.as_str()?,
-                row.get_ref(2)?.as_str()?,
-            )?;
+        // CROSS JOIN: SQLite keeps the left table as the outer loop.
+        let indexed = "SELECT o.seq, o.user_id, o.status
+             FROM orders_by_event i CROSS JOIN order_log o ON o.seq = i.seq
+             WHERE i.event_id = ?1 ORDER BY i.seq";
+        let not_yet = "SELECT seq, user_id, status FROM order_log
+             WHERE seq > (SELECT through FROM orders_indexed) AND event_id = ?1 ORDER BY seq";
+        for query in [indexed, not_yet] {
+            let mut log = conn.prepare_cached(query)?;
+            let mut rows = log.query([event.as_str()])?;
+            while let Some(row) = rows.next()? {
+                loader.order(
+                    row.get(0)?,
+                    event.as_str(),
+                    row.get_ref(1)?.as_str()?,
+                    row.get_ref(2)?.as_str()?,
+                )?;
+            }
         }
+        drop(conn);
         let mut stored = loader.finish()?;
         Ok(stored
             .events
@@ -522,6 +585,8 @@ mod tests {
             order(&gig, OrderUpdate::LeftWaitingList(user("b"))),
         ];
         db.commit(&changes, []).unwrap();
+        // Read below partly by the index by event, partly from the rows after it.
+        assert_eq!(db.index_orders().unwrap(), 7);
         // A cancelled user who books again goes to the back.
         db.commit(&[order(&gig, OrderUpdate::Waiting(user("b")))], [])
             .unwrap();
@@ -556,6 +621,17 @@ mod tests {
         // The read of the whole log for a running server's compaction finds the same.
         assert_eq!(db.superseded_rows().unwrap(), [1, 2, 3, 7]);
         assert_eq!(db.delete_superseded(&superseded).unwrap(), 4);
+        assert_eq!(db.index_orders().unwrap(), 1, "row 8");
+        assert_eq!(db.index_orders().unwrap(), 0);
+        // The index lost the deleted rows with them.
+        let conn = db.pool.get().unwrap();
+        let mut indexed = conn.prepare("SELECT seq FROM orders_by_event").unwrap();
+        let indexed: Vec<i64> = indexed
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(indexed, [4, 5, 6, 8]);
         let (compacted, none) = db.load_event(&gig).unwrap().expect("stored");
         assert!(none.is_empty());
         let seen = |state: &EventState| ["a", "b", "m", "z"].map(|name| state.standing(name));
@@ -680,6 +756,14 @@ mod tests {
                 ("empty".to_string(), 3, 0, 0)
             ]
         );
+        // Version 6: the log's rows are in the index by event already.
+        assert_eq!(db.index_orders().unwrap(), 0);
+        let (gig, _) = db
+            .load_event(&EventId::parse("gig").unwrap())
+            .unwrap()
+            .expect("stored");
+        assert_eq!(gig.standing("b"), Some(Standing::Cancelled));
+        assert_eq!(gig.standing("c"), Some(Standing::Waiting { position: 1 }));
         let gig = EventId::parse("new").unwrap();
         let create = Change::CreateEvent {
             event: gig,

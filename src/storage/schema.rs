@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, TransactionBehavior};
 use super::StorageError;
 
 /// Stored in `PRAGMA user_version`; a file with a newer version is refused.
-pub(super) const SCHEMA_VERSION: i64 = 5;
+pub(super) const SCHEMA_VERSION: i64 = 6;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE events (
@@ -59,16 +59,34 @@ CREATE TABLE fingerprints (raw_before INTEGER NOT NULL);
 INSERT INTO fingerprints SELECT coalesce(max(seq), 0) + 1 FROM idempotency;
 ";
 
-/// Version 5: events are read one at a time, when first asked for (see
-/// `EventRegistry`), so the log has an index by event; and each event keeps
-/// its counts of the last commit and its place in creation order, so that
-/// events can be counted and listed without reading their orders. Filled in
-/// by [`count_stored_orders`].
-const EVENT_INDEX_SCHEMA: &str = "
-CREATE INDEX order_log_by_event ON order_log (event_id, seq);
+/// Version 5: each event keeps its counts of the last commit and its place
+/// in creation order, so that events can be counted and listed without
+/// reading their orders. Filled in by [`count_stored_orders`]. (Version 5
+/// also indexed the log by event, in every commit: version 6 does it in batches.)
+const EVENT_COUNTS_SCHEMA: &str = "
 ALTER TABLE events ADD COLUMN created INTEGER;
 ALTER TABLE events ADD COLUMN booked INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE events ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0;
+";
+
+/// Version 6: events are read one at a time, when first asked for (see
+/// `Directory`), so the log has an index by event. Not an SQLite index,
+/// which every commit would write: a commit's bookings of many events would
+/// each land on a page of their own. The store writes it in batches instead
+/// ([`Database::index_orders`](super::Database::index_orders)): the rows
+/// after `orders_indexed.through` are not in it yet, and a read of an event
+/// looks for its rows among them too.
+const ORDERS_BY_EVENT_SCHEMA: &str = "
+DROP INDEX IF EXISTS order_log_by_event;
+CREATE TABLE orders_by_event (
+    event_id TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    PRIMARY KEY (event_id, seq)
+) WITHOUT ROWID;
+INSERT INTO orders_by_event (event_id, seq)
+    SELECT event_id, seq FROM order_log ORDER BY event_id, seq;
+CREATE TABLE orders_indexed (through INTEGER NOT NULL);
+INSERT INTO orders_indexed SELECT coalesce(max(seq), 0) FROM order_log;
 ";
 
 /// Creates the schema in a new file, upgrades an older one; refuses a newer
@@ -104,9 +122,12 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
         notes = normalize_stored_users(&tx)?;
     }
     if version < 5 {
-        tx.execute_batch(EVENT_INDEX_SCHEMA)?;
+        tx.execute_batch(EVENT_COUNTS_SCHEMA)?;
         count_stored_orders(&tx)?;
         tx.execute_batch("CREATE UNIQUE INDEX events_by_creation ON events (created);")?;
+    }
+    if version < 6 {
+        tx.execute_batch(ORDERS_BY_EVENT_SCHEMA)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
@@ -206,8 +227,11 @@ fn normalize_stored_users(tx: &Connection) -> Result<Vec<String>, StorageError> 
 /// with none after, by id). Runs once, in the migration to version 5.
 fn count_stored_orders(tx: &Connection) -> Result<(), StorageError> {
     let stored = super::read_log(tx)?.finish()?;
+    // One pass over the log, grouped: the log has no index by event yet.
     let mut first_rows = tx.prepare(
-        "SELECT id, (SELECT min(seq) FROM order_log WHERE event_id = events.id) FROM events",
+        "SELECT id, first FROM events LEFT JOIN
+             (SELECT event_id, min(seq) AS first FROM order_log GROUP BY event_id)
+         ON event_id = id",
     )?;
     let mut order: Vec<(Option<i64>, String)> = first_rows
         .query_map([], |row| Ok((row.get(1)?, row.get(0)?)))?

@@ -48,10 +48,11 @@ impl Answer {
 }
 
 /// Turns a current database into one of schema version 3, as the server of
-/// that version left it: its next start must upgrade it (versions 4 and 5).
+/// that version left it: its next start must upgrade it (versions 4, 5 and 6).
 pub const BACK_TO_VERSION_3: &str = "
     DROP INDEX events_by_creation;
-    DROP INDEX order_log_by_event;
+    DROP TABLE orders_by_event;
+    DROP TABLE orders_indexed;
     ALTER TABLE events DROP COLUMN created;
     ALTER TABLE events DROP COLUMN booked;
     ALTER TABLE events DROP COLUMN waiting;

@@ -1,5 +1,7 @@
-//! Housekeeping: when the store has nothing to commit, it deletes rows no
-//! longer needed, a chunk at a time ([`Tidy`]): the answers of idempotent
+//! Housekeeping: the store adds the order log's new rows to its index by
+//! event in batches, once a second while it commits and before an event is
+//! read (`OrderStore::index_orders`). And when it has nothing to commit, it
+//! deletes rows no longer needed, a chunk at a time ([`Tidy`]): the answers of idempotent
 //! requests that expired, and rows of the order log that later ones
 //! replaced, found when an event is read into memory ([`Compact`]) and by a
 //! read of the whole log once cancellations have replaced enough of it
@@ -59,7 +61,25 @@ const FORGET_CHUNK: usize = 4096;
 /// Longest a chunk of tidying waits for a moment with nothing to commit.
 const TIDY_AT_LEAST_EVERY: Duration = Duration::from_secs(1);
 
+/// How often the store adds the log's new rows to its index by event while
+/// it commits: the longer, the more rows of each event share a page of the
+/// index, and the more rows an event's read scans that are not in it yet.
+const INDEX_EVERY: Duration = Duration::from_secs(1);
+
 impl OrderStore {
+    /// Adds the rows committed since the last time to the log's index by
+    /// event, if that was `INDEX_EVERY` ago or `now`.
+    pub(super) fn index_orders(&mut self, now: bool) {
+        if !now && self.last_indexed.elapsed() < INDEX_EVERY {
+            return;
+        }
+        self.last_indexed = Instant::now();
+        // Harmless: a read of an event finds the rows not indexed yet anyway, and the next batch takes them.
+        if let Err(error) = self.database.index_orders() {
+            log::warn!("could not index the order log's new rows by event: {error}");
+        }
+    }
+
     /// Once enough rows were replaced, and they are a quarter of the log or
     /// more, reads the whole log for them, in one ordered pass, on a thread
     /// of its own: about a second per million rows, which commits must not

@@ -11,7 +11,8 @@
 //!   the changes queued before them: a start ([`Recover`]), the barrier
 //!   before an event is activated ([`Activate`]), one event's [`Reload`], a
 //!   stored answer ([`LoadAnswer`]), readiness ([`CheckWritable`]).
-//! - `housekeeping`: when it has nothing to commit, it deletes rows no longer
+//! - `housekeeping`: it adds the log's new rows to its index by event once a
+//!   second, and when it has nothing to commit, it deletes rows no longer
 //!   needed, a chunk at a time: expired idempotency answers
 //!   ([`ForgetAnswers`]) and rows of the order log that later ones replaced
 //!   ([`Compact`], from activations, and its own reads of the whole log).
@@ -76,6 +77,9 @@ pub struct OrderStore {
     scanning: bool,
     /// When the last chunk was deleted, or the start ended.
     last_tidied: Instant,
+    /// When the log's new rows were last added to its index by event (see
+    /// `Database::index_orders`), which is done in batches, not per commit.
+    last_indexed: Instant,
 }
 
 impl OrderStore {
@@ -100,6 +104,7 @@ impl OrderStore {
             compaction_interval,
             scanning: false,
             last_tidied: Instant::now(),
+            last_indexed: Instant::now(),
         }
     }
 }

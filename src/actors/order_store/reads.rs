@@ -13,7 +13,8 @@ use crate::storage::{StorageError, Totals};
 
 /// Before an event is activated: commits every change queued before this
 /// message (those an earlier actor of the event decided among them), so that
-/// the read that follows sees them; and forgets that the event's changes
+/// the read that follows sees them, and indexes the log's new rows, so that
+/// it finds them by the index; and forgets that the event's changes
 /// failed, which concerned actors that are gone.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -64,6 +65,7 @@ impl Handler<Reload> for OrderStore {
 
     fn handle(&mut self, Reload { event }: Reload, _: &mut Context<Self>) -> Self::Result {
         self.commit_all();
+        self.index_orders(true);
         // Its superseded rows are left to the event's next activation.
         let loaded = self.database.load_event(&event).map_err(|error| {
             log::error!("reloading event {event} failed: {error}");
@@ -78,6 +80,7 @@ impl Handler<Activate> for OrderStore {
 
     fn handle(&mut self, Activate { event }: Activate, _: &mut Context<Self>) {
         self.commit_all();
+        self.index_orders(true);
         self.valid_from.remove(&event);
     }
 }
