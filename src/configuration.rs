@@ -41,6 +41,42 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     pub cors: CorsSettings,
     pub idempotency: IdempotencySettings,
+    pub storage: StorageSettings,
+}
+
+/// Where changes are committed.
+#[derive(Clone, Deserialize)]
+pub struct StorageSettings {
+    pub backend: Backend,
+    /// The PostgreSQL connection string (a libpq URI or key-value string),
+    /// for `backend = "postgres"`.
+    pub postgres_url: String,
+}
+
+/// The connection string may hold a password: never printed.
+impl fmt::Debug for StorageSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let url = if self.postgres_url.is_empty() {
+            "unset"
+        } else {
+            "set"
+        };
+        write!(
+            f,
+            "StorageSettings {{ backend: {:?}, postgres_url: {url} }}",
+            self.backend
+        )
+    }
+}
+
+/// The storage backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The file named by `database`, embedded: the default.
+    Sqlite,
+    /// A PostgreSQL server, which several instances may share.
+    Postgres,
 }
 
 /// Answers of requests sent with an `Idempotency-Key`.
@@ -167,6 +203,10 @@ impl Settings {
         let fail = |message: &str| Err(ConfigError(message.to_string()));
         if self.database.trim().is_empty() {
             return fail("database must name a file");
+        }
+        if self.storage.backend == Backend::Postgres && self.storage.postgres_url.trim().is_empty()
+        {
+            return fail("storage.postgres_url must be set for storage.backend = \"postgres\"");
         }
         if self.commit_batch_limit == 0 {
             return fail("commit_batch_limit must be at least 1");

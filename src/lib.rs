@@ -19,7 +19,8 @@
 //! - [`actors`]: the event actors, their registry, the worker threads they run
 //!   on, and the persistence actor.
 //! - [`booking`]: the booking rules of one event as plain data, and the waiting list.
-//! - [`storage`]: the SQLite schema, batched commits, and reading one event.
+//! - [`storage`]: one interface to the database, with two backends (SQLite, the
+//!   default, and PostgreSQL): batched commits, and reading one event.
 //! - [`ids`]: event and user ids, validated (and user ids normalized) at the edge.
 //! - [`open_files`]: the limit on open files, raised, and the connections it allows.
 //! - [`idempotency`]: idempotent retries: keys in flight, answers to replay.

@@ -189,12 +189,10 @@ impl SharedState {
 /// by its full path where it has one.
 fn open_database(settings: &Settings) -> Result<(Database, String), ServerError> {
     let database = Database::open(settings).map_err(|source| ServerError::Database {
-        path: settings.database.clone(),
+        path: Database::describe(settings),
         source,
     })?;
-    let path = std::fs::canonicalize(&settings.database)
-        .map_or_else(|_| settings.database.clone(), |p| p.display().to_string());
-    Ok((database, path))
+    Ok((database, Database::describe(settings)))
 }
 
 /// Binds the configured address with connections fitted to the open-files

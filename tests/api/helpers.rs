@@ -124,6 +124,20 @@ impl TestApp {
 
     /// Starts the server and returns once it printed the address it listens on.
     pub fn start(&mut self) {
+        let launched = self.launch_listening();
+        self.listening(launched);
+    }
+
+    /// Starts several servers at once: each is launched before any is waited for.
+    pub fn start_together(apps: &mut [TestApp]) {
+        let launched: Vec<_> = apps.iter_mut().map(TestApp::launch_listening).collect();
+        for (app, launched) in apps.iter_mut().zip(launched) {
+            app.listening(launched);
+        }
+    }
+
+    /// The server process, and what will hear the address it listens on.
+    fn launch_listening(&mut self) -> (Child, mpsc::Receiver<String>) {
         let mut child = self.launch();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
@@ -134,6 +148,11 @@ impl TestApp {
                 }
             }
         });
+        (child, rx)
+    }
+
+    /// Waits until the launched server listens.
+    fn listening(&mut self, (mut child, rx): (Child, mpsc::Receiver<String>)) {
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(address) => self.address = address,
             Err(_) => {

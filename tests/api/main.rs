@@ -19,6 +19,8 @@ mod one_reading;
 mod open_files;
 mod operations;
 mod overload;
+mod postgres;
+mod postgres_server;
 mod resources;
 mod status;
 mod storage_failure;

@@ -51,7 +51,7 @@ pub struct Recover {
 pub struct Recovered {
     pub totals: Totals,
     pub answers: Vec<StoredKey>,
-    /// See [`Database::raw_fingerprints_before`](crate::storage::Database::raw_fingerprints_before).
+    /// See [`Storage::raw_fingerprints_before`](crate::storage::Storage::raw_fingerprints_before).
     pub raw_fingerprints_before: i64,
 }
 

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use rusqlite::{params, Connection, TransactionBehavior};
 
-use super::StorageError;
+use crate::storage::StorageError;
 
 /// Stored in `PRAGMA user_version`; a file with a newer version is refused.
 pub(super) const SCHEMA_VERSION: i64 = 6;
@@ -73,7 +73,7 @@ ALTER TABLE events ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0;
 /// `Directory`), so the log has an index by event. Not an SQLite index,
 /// which every commit would write: a commit's bookings of many events would
 /// each land on a page of their own. The store writes it in batches instead
-/// ([`Database::index_orders`](super::Database::index_orders)): the rows
+/// (`Storage::index_orders`): the rows
 /// after `orders_indexed.through` are not in it yet, and a read of an event
 /// looks for its rows among them too.
 const ORDERS_BY_EVENT_SCHEMA: &str = "
@@ -98,7 +98,12 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
     };
     match version(conn)? {
         SCHEMA_VERSION => return Ok(()),
-        newer if newer > SCHEMA_VERSION => return Err(StorageError::SchemaVersion(newer)),
+        newer if newer > SCHEMA_VERSION => {
+            return Err(StorageError::SchemaVersion {
+                found: newer,
+                supported: SCHEMA_VERSION,
+            })
+        }
         _ => {}
     }
     // Read again inside the write lock: another process may have migrated meanwhile.

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::StorageError;
+use crate::storage::StorageError;
 
 /// How often a start that found no room on the disk tries again.
 const ROOM_RETRY: Duration = Duration::from_secs(1);

@@ -1,0 +1,493 @@
+//! PostgreSQL (`storage.backend = "postgres"`): the same storage as
+//! SQLite's, for instances that share one database.
+//!
+//! The driver is `tokio-postgres`, whose connections need a tokio runtime for
+//! their I/O: they run on a small runtime of their own ([`IoThread`]), and the
+//! storage's blocking functions wait for their queries with
+//! `futures::executor::block_on`, from the store's thread or a blocking
+//! thread, as they call SQLite. (The `postgres` crate's blocking client
+//! would refuse to run on the store's thread: actix runs a tokio runtime there.)
+//!
+//! Two connections: the writer, one session through which every commit goes
+//! (the store's thread is its only user), and the reader, shared by every
+//! other read (tokio-postgres pipelines concurrent queries on one
+//! connection). Either is opened again on its next use after it broke:
+//! PostgreSQL restarted, or the session was terminated.
+//!
+//! A transaction is acknowledged once `COMMIT` returned, with
+//! `synchronous_commit` on in the writer's session: the commit record is
+//! flushed to PostgreSQL's WAL by then
+//! (<https://www.postgresql.org/docs/current/wal-async-commit.html>).
+
+mod schema;
+
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use futures::{pin_mut, TryStreamExt};
+use tokio_postgres::{Client, Config, NoTls};
+
+use super::replay::Loader;
+use super::{Change, Storage, StorageError, StoredEvent, Totals};
+use crate::booking::{EventState, OrderUpdate};
+use crate::idempotency::{Answer, KeyId, StoredAnswer, StoredKey};
+use crate::ids::EventId;
+
+/// The advisory lock key that puts the creations of events of all instances
+/// in one order (the bytes of "evbook-c"): each takes the next `created`.
+const CREATION_LOCK: i64 = 0x6576_626f_6f6b_2d63;
+
+/// TCP keepalives and the user timeout on every connection: a PostgreSQL
+/// that vanished without closing the connection (its machine, its network)
+/// is noticed after about 5 + 3 × 2 = 11 s of silence, or 10 s of data not
+/// acknowledged, instead of the kernel's default of over two hours; a
+/// commit waiting on it then fails, and is answered 503.
+const KEEPALIVES_IDLE: Duration = Duration::from_secs(5);
+const KEEPALIVES_INTERVAL: Duration = Duration::from_secs(2);
+const KEEPALIVES_RETRIES: u32 = 3;
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a connection attempt waits: a start, or a commit after the
+/// connection broke, fails after this rather than hanging.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The runtime on which the connections' I/O runs: one thread, started once
+/// per storage and kept for the life of the process.
+struct IoThread {
+    handle: tokio::runtime::Handle,
+}
+
+impl IoThread {
+    fn start() -> Result<Self, StorageError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| StorageError::Unavailable(format!("no runtime: {error}")))?;
+        let handle = runtime.handle().clone();
+        std::thread::Builder::new()
+            .name("postgres-io".into())
+            .spawn(move || runtime.block_on(std::future::pending::<()>()))
+            .map_err(|error| StorageError::Unavailable(format!("no I/O thread: {error}")))?;
+        Ok(IoThread { handle })
+    }
+}
+
+/// See the module's comment.
+pub struct PostgresStorage {
+    config: Config,
+    io: IoThread,
+    /// The session of every commit; `None` until first used, or after it broke.
+    writer: Mutex<Option<Client>>,
+    /// Every other read's connection.
+    reader: Mutex<Option<Arc<Client>>>,
+}
+
+/// The server and database that `url` names, without user or password.
+pub fn describe(url: &str) -> String {
+    let Ok(config) = Config::from_str(url) else {
+        return "PostgreSQL (an unreadable postgres_url)".into();
+    };
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
+        .map(|(host, port)| match host {
+            tokio_postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+            tokio_postgres::config::Host::Unix(path) => format!("{}:{port}", path.display()),
+        })
+        .collect();
+    format!(
+        "PostgreSQL {}/{}",
+        hosts.join(","),
+        config.get_dbname().unwrap_or("")
+    )
+}
+
+/// Waits for `future` on the calling thread (see the module's comment).
+fn wait<F: Future>(future: F) -> F::Output {
+    futures::executor::block_on(future)
+}
+
+impl PostgresStorage {
+    /// Connects to `url` (a libpq connection URI or key-value string,
+    /// <https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-CONNSTRING>)
+    /// and creates or migrates the schema.
+    pub fn open(url: &str) -> Result<Self, StorageError> {
+        let mut config = Config::from_str(url)?;
+        config
+            .keepalives(true)
+            .keepalives_idle(KEEPALIVES_IDLE)
+            .keepalives_interval(KEEPALIVES_INTERVAL)
+            .keepalives_retries(KEEPALIVES_RETRIES)
+            .tcp_user_timeout(TCP_USER_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .application_name("event-booking");
+        let storage = PostgresStorage {
+            config,
+            io: IoThread::start()?,
+            writer: Mutex::new(None),
+            reader: Mutex::new(None),
+        };
+        let mut writer = storage.writer()?;
+        let client = writer.as_mut().expect("connected");
+        wait(schema::migrate(client))?;
+        drop(writer);
+        Ok(storage)
+    }
+
+    /// Opens a connection; its I/O runs on the I/O thread until it closes.
+    fn connect(&self) -> Result<Client, StorageError> {
+        let (sent, received) = futures::channel::oneshot::channel();
+        let config = self.config.clone();
+        self.io.handle.spawn(async move {
+            match config.connect(NoTls).await {
+                Ok((client, connection)) => {
+                    let _ = sent.send(Ok(client));
+                    if let Err(error) = connection.await {
+                        log::warn!("PostgreSQL connection lost: {error}");
+                    }
+                }
+                Err(error) => {
+                    let _ = sent.send(Err(error));
+                }
+            }
+        });
+        let client = wait(received)
+            .map_err(|_| StorageError::Unavailable("the I/O thread stopped".into()))??;
+        // Acknowledged means flushed to PostgreSQL's WAL, whatever the server's default.
+        wait(client.batch_execute("SET synchronous_commit = on"))?;
+        Ok(client)
+    }
+
+    /// The writer's session, opened again if it broke.
+    fn writer(&self) -> Result<MutexGuard<'_, Option<Client>>, StorageError> {
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        if writer.as_ref().is_none_or(Client::is_closed) {
+            *writer = None;
+            *writer = Some(self.connect()?);
+        }
+        Ok(writer)
+    }
+
+    /// Runs `work` in a transaction of the writer's session.
+    fn write<T>(
+        &self,
+        work: impl AsyncFnOnce(&tokio_postgres::Transaction<'_>) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let mut writer = self.writer()?;
+        let client = writer.as_mut().expect("connected");
+        wait(async {
+            let tx = client.transaction().await?;
+            let done = work(&tx).await?;
+            tx.commit().await?;
+            Ok(done)
+        })
+    }
+
+    /// The readers' connection, opened again if it broke.
+    fn reader(&self) -> Result<Arc<Client>, StorageError> {
+        let mut reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
+        match reader.as_ref() {
+            Some(client) if !client.is_closed() => Ok(client.clone()),
+            _ => {
+                let client = Arc::new(self.connect()?);
+                *reader = Some(client.clone());
+                Ok(client)
+            }
+        }
+    }
+}
+
+/// The rows of the log a change appends: (user, status).
+fn rows_of(update: &OrderUpdate) -> impl Iterator<Item = (&str, &'static str)> {
+    let (first, second) = match update {
+        OrderUpdate::Booked(user) => ((user, "booked"), None),
+        OrderUpdate::Waiting(user) => ((user, "waiting"), None),
+        OrderUpdate::Cancelled(user) | OrderUpdate::LeftWaitingList(user) => {
+            ((user, "cancelled"), None)
+        }
+        OrderUpdate::Reassigned {
+            cancelled,
+            promoted,
+        } => ((cancelled, "cancelled"), Some((promoted, "booked"))),
+    };
+    std::iter::once(first)
+        .chain(second)
+        .map(|(user, status)| (user.as_ref(), status))
+}
+
+impl Storage for PostgresStorage {
+    fn commit_batch(
+        &self,
+        changes: &[&Change],
+        answers: &[&StoredAnswer],
+    ) -> Result<Vec<i64>, StorageError> {
+        let mut created = Vec::new();
+        let (mut events, mut users, mut statuses) = (Vec::new(), Vec::new(), Vec::new());
+        // Each event's counts move once per transaction, however many of its changes it holds.
+        let mut counts: Vec<(&str, i64, i64)> = Vec::new();
+        for change in changes {
+            match change {
+                Change::CreateEvent {
+                    event,
+                    total_tickets,
+                } => created.push((event.as_str(), i64::from(*total_tickets))),
+                Change::Order { event, update } => {
+                    for (user, status) in rows_of(update) {
+                        events.push(event.as_str());
+                        users.push(user);
+                        statuses.push(status);
+                    }
+                    let (booked, waiting) = update.counts();
+                    match counts.iter_mut().find(|(id, ..)| *id == event.as_str()) {
+                        Some(moved) => (moved.1, moved.2) = (moved.1 + booked, moved.2 + waiting),
+                        None => counts.push((event.as_str(), booked, waiting)),
+                    }
+                }
+            }
+        }
+        let (counted, booked, waiting): (Vec<&str>, Vec<i64>, Vec<i64>) =
+            counts
+                .into_iter()
+                .fold(Default::default(), |mut all, (id, b, w)| {
+                    all.0.push(id);
+                    all.1.push(b);
+                    all.2.push(w);
+                    all
+                });
+        self.write(async |tx| {
+            if !created.is_empty() {
+                // Held to the commit: creations of all instances take turns.
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CREATION_LOCK])
+                    .await?;
+                for (event, total_tickets) in &created {
+                    tx.execute(
+                        "INSERT INTO events (id, total_tickets, created)
+                         VALUES ($1, $2, (SELECT coalesce(max(created), 0) + 1 FROM events))",
+                        &[event, total_tickets],
+                    )
+                    .await?;
+                }
+            }
+            if !events.is_empty() {
+                // One statement for the whole batch, rows in the order given.
+                tx.execute(
+                    "INSERT INTO order_log (event_id, user_id, status)
+                     SELECT e, u, s FROM unnest($1::text[], $2::text[], $3::text[])
+                         WITH ORDINALITY AS o (e, u, s, n) ORDER BY n",
+                    &[&events, &users, &statuses],
+                )
+                .await?;
+                tx.execute(
+                    "UPDATE events SET booked = booked + d.b, waiting = waiting + d.w
+                     FROM unnest($1::text[], $2::int8[], $3::int8[]) AS d (id, b, w)
+                     WHERE events.id = d.id",
+                    &[&counted, &booked, &waiting],
+                )
+                .await?;
+            }
+            if answers.is_empty() {
+                return Ok(Vec::new());
+            }
+            let scopes: Vec<&str> = answers.iter().map(|a| a.id.scope.as_str()).collect();
+            let keys: Vec<&str> = answers.iter().map(|a| a.id.key.as_str()).collect();
+            let prints: Vec<&[u8]> = answers.iter().map(|a| &a.fingerprint[..]).collect();
+            let codes: Vec<i32> = answers.iter().map(|a| a.answer.status.into()).collect();
+            let bodies: Vec<&[u8]> = answers.iter().map(|a| &a.answer.body[..]).collect();
+            let times: Vec<i64> = answers.iter().map(|a| a.stored_at).collect();
+            let rows = tx
+                .query(
+                    "INSERT INTO idempotency (scope, key, fingerprint, status, body, stored_at)
+                     SELECT s, k, f, c, b, t FROM unnest($1::text[], $2::text[], $3::bytea[],
+                         $4::int4[], $5::bytea[], $6::int8[])
+                         WITH ORDINALITY AS a (s, k, f, c, b, t, n) ORDER BY n
+                     RETURNING seq",
+                    &[&scopes, &keys, &prints, &codes, &bodies, &times],
+                )
+                .await?;
+            // Numbered in the order inserted, which is the order given.
+            let mut seqs: Vec<i64> = rows.iter().map(|row| row.get(0)).collect();
+            seqs.sort_unstable();
+            Ok(seqs)
+        })
+    }
+
+    fn check_writable(&self) -> Result<(), StorageError> {
+        self.write(async |tx| {
+            tx.execute(
+                "UPDATE readiness SET checked_at = extract(epoch FROM now())::bigint WHERE id = 1",
+                &[],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn raw_fingerprints_before(&self) -> Result<i64, StorageError> {
+        // Every answer stored in PostgreSQL has the canonical request's fingerprint.
+        Ok(0)
+    }
+
+    fn load_answers(&self, cutoff: i64) -> Result<Vec<StoredKey>, StorageError> {
+        let reader = self.reader()?;
+        let rows = wait(reader.query(
+            "SELECT scope, key, fingerprint, seq, stored_at FROM idempotency
+             WHERE stored_at >= $1 ORDER BY seq",
+            &[&cutoff],
+        ))?;
+        Ok(rows
+            .iter()
+            .map(|row| StoredKey {
+                id: KeyId {
+                    scope: row.get(0),
+                    key: row.get(1),
+                },
+                fingerprint: row.get::<_, &[u8]>(2).try_into().unwrap_or_default(),
+                seq: row.get(3),
+                stored_at: row.get(4),
+            })
+            .collect())
+    }
+
+    fn load_answer(&self, seq: i64) -> Result<Option<Answer>, StorageError> {
+        let reader = self.reader()?;
+        let row = wait(reader.query_opt(
+            "SELECT status, body FROM idempotency WHERE seq = $1",
+            &[&seq],
+        ))?;
+        Ok(row.map(|row| Answer {
+            status: row.get::<_, i32>(0).try_into().unwrap_or(500),
+            body: row.get::<_, Vec<u8>>(1).into(),
+        }))
+    }
+
+    fn forget_answers(
+        &self,
+        cutoff: i64,
+        first_kept: i64,
+        limit: usize,
+    ) -> Result<usize, StorageError> {
+        let limit = limit as i64;
+        self.write(async |tx| {
+            let forgotten = tx
+                .execute(
+                    "DELETE FROM idempotency WHERE (stored_at < $1 OR seq < $2)
+                     AND seq IN (SELECT seq FROM idempotency ORDER BY seq LIMIT $3)",
+                    &[&cutoff, &first_kept, &limit],
+                )
+                .await?;
+            Ok(forgotten as usize)
+        })
+    }
+
+    fn superseded_rows(&self) -> Result<Vec<i64>, StorageError> {
+        let reader = self.reader()?;
+        wait(async {
+            let mut loader = Loader::default();
+            for row in reader
+                .query("SELECT id, total_tickets FROM events", &[])
+                .await?
+            {
+                loader.event(row.get(0), row.get::<_, i64>(1) as u32);
+            }
+            let no_params: [&str; 0] = [];
+            let rows = reader
+                .query_raw(
+                    "SELECT seq, event_id, user_id, status FROM order_log ORDER BY seq",
+                    no_params,
+                )
+                .await?;
+            pin_mut!(rows);
+            while let Some(row) = rows.try_next().await? {
+                loader.order(row.get(0), row.get(1), row.get(2), row.get(3))?;
+            }
+            loader.superseded.sort_unstable();
+            Ok(loader.superseded)
+        })
+    }
+
+    fn delete_superseded(&self, rows: &[i64]) -> Result<usize, StorageError> {
+        self.write(async |tx| {
+            let deleted = tx
+                .execute("DELETE FROM order_log WHERE seq = ANY($1)", &[&rows])
+                .await?;
+            Ok(deleted as usize)
+        })
+    }
+
+    fn totals(&self) -> Result<Totals, StorageError> {
+        let reader = self.reader()?;
+        let row = wait(reader.query_one(
+            "SELECT count(*), coalesce(sum(booked), 0)::bigint, coalesce(sum(waiting), 0)::bigint
+             FROM events",
+            &[],
+        ))?;
+        let count = |column| row.get::<_, i64>(column).max(0) as u64;
+        Ok(Totals {
+            events: count(0),
+            booked: count(1),
+            waiting: count(2),
+        })
+    }
+
+    fn list_events(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StorageError> {
+        let reader = self.reader()?;
+        let rows = wait(reader.query(
+            "SELECT id, created, total_tickets, booked, waiting FROM events
+             WHERE created > $1 ORDER BY created LIMIT $2",
+            &[&after, &i64::from(limit)],
+        ))?;
+        Ok(rows
+            .iter()
+            .map(|row| StoredEvent {
+                id: EventId::stored(row.get(0)),
+                created: row.get(1),
+                total_tickets: row.get::<_, i64>(2) as u32,
+                booked_tickets: row.get::<_, i64>(3).max(0) as u32,
+                waiting: row.get::<_, i64>(4).max(0) as u64,
+            })
+            .collect())
+    }
+
+    fn log_rows_at_most(&self) -> Result<u64, StorageError> {
+        let reader = self.reader()?;
+        let row = wait(reader.query_one(
+            "SELECT coalesce(max(seq) - min(seq) + 1, 0) FROM order_log",
+            &[],
+        ))?;
+        Ok(row.get::<_, i64>(0).max(0) as u64)
+    }
+
+    fn load_event(&self, event: &EventId) -> Result<Option<(EventState, Vec<i64>)>, StorageError> {
+        let reader = self.reader()?;
+        wait(async {
+            let Some(row) = reader
+                .query_opt(
+                    "SELECT total_tickets FROM events WHERE id = $1",
+                    &[&event.as_str()],
+                )
+                .await?
+            else {
+                return Ok(None);
+            };
+            let mut loader = Loader::default();
+            loader.event(event.as_str(), row.get::<_, i64>(0) as u32);
+            let rows = reader
+                .query_raw(
+                    "SELECT seq, user_id, status FROM order_log WHERE event_id = $1 ORDER BY seq",
+                    [event.as_str()],
+                )
+                .await?;
+            pin_mut!(rows);
+            while let Some(row) = rows.try_next().await? {
+                loader.order(row.get(0), event.as_str(), row.get(1), row.get(2))?;
+            }
+            let mut stored = loader.finish()?;
+            Ok(stored
+                .events
+                .pop()
+                .map(|(_, state)| (state, stored.superseded)))
+        })
+    }
+}

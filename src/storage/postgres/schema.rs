@@ -1,0 +1,83 @@
+//! The PostgreSQL schema and its migrations, versioned in table
+//! `booking_schema`. Several instances may start at once against one
+//! database: each migrates inside a transaction that first takes a
+//! transaction-level advisory lock ([`MIGRATION_LOCK`]), so one migrates and
+//! the others then find the current version.
+
+use tokio_postgres::Client;
+
+use super::super::StorageError;
+
+/// Stored in `booking_schema.version`; a database with a newer one is refused.
+pub(super) const SCHEMA_VERSION: i64 = 1;
+
+/// The advisory lock key that serializes migrations (the bytes of "evbook-m").
+const MIGRATION_LOCK: i64 = 0x6576_626f_6f6b_2d6d;
+
+/// Version 1: the tables of the SQLite schema at its version 6, with
+/// PostgreSQL's own types: an identity column for the log's order, `bytea`
+/// for fingerprints and bodies, and an ordinary index of the log by event
+/// (PostgreSQL writes an index's pages to its WAL as SQLite does, but no
+/// benchmark has asked yet for anything else).
+const SCHEMA: &str = "
+CREATE TABLE events (
+    id            text PRIMARY KEY,
+    total_tickets bigint NOT NULL CHECK (total_tickets > 0),
+    created       bigint NOT NULL UNIQUE,
+    booked        bigint NOT NULL DEFAULT 0,
+    waiting       bigint NOT NULL DEFAULT 0
+);
+CREATE TABLE order_log (
+    seq      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_id text NOT NULL REFERENCES events (id),
+    user_id  text NOT NULL,
+    status   text NOT NULL CHECK (status IN ('booked', 'waiting', 'cancelled'))
+);
+CREATE INDEX order_log_by_event ON order_log (event_id, seq);
+CREATE TABLE idempotency (
+    seq         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    scope       text NOT NULL,
+    key         text NOT NULL,
+    fingerprint bytea NOT NULL,
+    status      integer NOT NULL,
+    body        bytea NOT NULL,
+    stored_at   bigint NOT NULL
+);
+CREATE TABLE readiness (
+    id         integer PRIMARY KEY,
+    checked_at bigint NOT NULL
+);
+INSERT INTO readiness VALUES (1, 0);
+";
+
+/// Creates the schema in an empty database, refuses a newer one. Safe when
+/// several instances start at once (see the module's comment).
+pub(super) async fn migrate(client: &mut Client) -> Result<(), StorageError> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS booking_schema (version bigint NOT NULL)")
+        .await?;
+    let version: i64 = tx
+        .query_opt("SELECT version FROM booking_schema", &[])
+        .await?
+        .map_or(0, |row| row.get(0));
+    match version {
+        SCHEMA_VERSION => return Ok(()),
+        newer if newer > SCHEMA_VERSION => {
+            return Err(StorageError::SchemaVersion {
+                found: newer,
+                supported: SCHEMA_VERSION,
+            })
+        }
+        _ => {}
+    }
+    if version < 1 {
+        tx.batch_execute(SCHEMA).await?;
+        tx.execute("INSERT INTO booking_schema VALUES ($1)", &[&SCHEMA_VERSION])
+            .await?;
+    }
+    tx.commit().await?;
+    log::info!("PostgreSQL schema at version {SCHEMA_VERSION}");
+    Ok(())
+}
