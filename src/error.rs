@@ -40,6 +40,9 @@ pub enum ApiError {
     /// Still starting: the idempotency keys are being read (just after a start).
     #[error("Server starting")]
     ServerStarting,
+    /// Another instance owns the event (PostgreSQL's lock on it): nothing was changed.
+    #[error("Event owned by another instance")]
+    EventElsewhere,
     /// No answer in time; a book or cancel may still be stored.
     #[error("Request timed out")]
     RequestTimedOut,
@@ -105,6 +108,8 @@ pub enum ErrorCode {
     ServerBusy,
     /// 503: still starting (the idempotency keys are being read); nothing was changed.
     ServerStarting,
+    /// 503: another instance owns the event for now; nothing was changed.
+    EventElsewhere,
     /// 503: no answer in time; a book or cancel may still be stored.
     RequestTimedOut,
     /// 503: the server is stopping.
@@ -155,6 +160,7 @@ impl ResponseError for ApiError {
             | ApiError::ServiceUnavailable
             | ApiError::ServerBusy
             | ApiError::ServerStarting
+            | ApiError::EventElsewhere
             | ApiError::RequestTimedOut => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -175,6 +181,7 @@ impl ResponseError for ApiError {
             ApiError::IdempotencyKeyInFlight
             | ApiError::ServerBusy
             | ApiError::ServerStarting
+            | ApiError::EventElsewhere
             | ApiError::RequestTimedOut => response.insert_header((RETRY_AFTER, 1)),
             ApiError::MethodNotAllowed { allow } => response.insert_header((ALLOW, *allow)),
             _ => &mut response,
@@ -198,6 +205,7 @@ impl ApiError {
             ApiError::ServiceUnavailable => ErrorCode::ServiceUnavailable,
             ApiError::ServerBusy => ErrorCode::ServerBusy,
             ApiError::ServerStarting => ErrorCode::ServerStarting,
+            ApiError::EventElsewhere => ErrorCode::EventElsewhere,
             ApiError::RequestTimedOut => ErrorCode::RequestTimedOut,
             ApiError::Unauthorized => ErrorCode::Unauthorized,
             ApiError::Forbidden => ErrorCode::Forbidden,
@@ -217,6 +225,9 @@ impl ApiError {
             }
             ApiError::ServerStarting => {
                 Some("the server is still starting; nothing was changed, retry shortly")
+            }
+            ApiError::EventElsewhere => {
+                Some("another instance decides for this event for now; nothing was changed, retry shortly")
             }
             ApiError::RequestTimedOut => Some(
                 "no answer in time; a book or cancel may still be stored: check the status, or retry with the same Idempotency-Key",
@@ -256,6 +267,7 @@ impl From<BookingError> for ApiError {
             }
             BookingError::Stopped => ApiError::ServiceUnavailable,
             BookingError::Recovering => ApiError::ServerStarting,
+            BookingError::Elsewhere => ApiError::EventElsewhere,
         }
     }
 }
@@ -280,6 +292,7 @@ mod tests {
             (ApiError::ServiceUnavailable, "service_unavailable"),
             (ApiError::ServerBusy, "server_busy"),
             (ApiError::ServerStarting, "server_starting"),
+            (ApiError::EventElsewhere, "event_elsewhere"),
             (ApiError::RequestTimedOut, "request_timed_out"),
             (ApiError::Unauthorized, "unauthorized"),
             (ApiError::Forbidden, "forbidden"),

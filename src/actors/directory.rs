@@ -31,7 +31,7 @@ use futures::channel::oneshot;
 use futures::future::{FutureExt, Shared};
 
 use super::event::{BookingError, EventActor, EventAddr};
-use super::order_store::{Activate, Compact, OrderStore};
+use super::order_store::{Activate, Compact, OrderStore, Release};
 use super::threads::WorkerThreads;
 use crate::booking::EventState;
 use crate::ids::EventId;
@@ -151,6 +151,7 @@ impl Directory {
             }
             outcome => {
                 self.slots.remove(id);
+                self.release(id);
                 outcome.map(|_| None)
             }
         }
@@ -162,7 +163,7 @@ impl Directory {
         self.store
             .send(Activate { event: id.clone() })
             .await
-            .map_err(|_| BookingError::Stopped)?;
+            .map_err(|_| BookingError::Stopped)??;
         let (database, event) = (self.database.clone(), id.clone());
         let read = actix_web::rt::task::spawn_blocking(move || database.load_event(&event)).await;
         match read {
@@ -179,6 +180,12 @@ impl Directory {
             }
             Err(_) => Err(BookingError::Stopped),
         }
+    }
+
+    /// Gives up the event's ownership once its changes queued so far are
+    /// committed: its actor stopped, or it got none.
+    pub(super) fn release(&self, id: &EventId) {
+        self.store.do_send(Release { event: id.clone() });
     }
 
     /// Starts the event's actor on its thread, and returns once it runs.

@@ -48,6 +48,8 @@ pub enum BookingError {
     Stopped,
     /// The server was still starting (reading the idempotency keys) when the time-out passed.
     Recovering,
+    /// Another instance owns the event (on PostgreSQL): nothing was decided.
+    Elsewhere,
 }
 
 /// Where a book or cancel is answered: once its change is committed, or at
@@ -311,6 +313,8 @@ impl Actor for EventActor {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        // Behind every change it sent: the event is given up once they are committed.
+        self.directory.release(&self.id);
         if let Some(stopped) = self.passivating.take() {
             self.directory.finish_passivation(&self.id, stopped);
         }

@@ -300,6 +300,7 @@ impl EventRegistry {
             }
             _ => {
                 self.directory.slots.remove(&id);
+                self.directory.release(&id);
             }
         }
         let _ = started.send(outcome);

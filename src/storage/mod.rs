@@ -59,6 +59,15 @@ pub enum Change {
     Order { event: EventId, update: OrderUpdate },
 }
 
+impl Change {
+    /// The event it changes.
+    pub fn event(&self) -> &EventId {
+        match self {
+            Change::CreateEvent { event, .. } | Change::Order { event, .. } => event,
+        }
+    }
+}
+
 /// Every stored event, and their counts as committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Totals {
@@ -141,6 +150,36 @@ pub trait Storage: Send + Sync {
     /// ones replaced (to be deleted); `None` if it was never committed. Reads
     /// only that event's rows: the time it takes follows the event's orders.
     fn load_event(&self, event: &EventId) -> Result<Option<(EventState, Vec<i64>)>, StorageError>;
+
+    /// Whether several instances may share this database, so that each
+    /// event's changes must be committed by its owner alone (see
+    /// [`claim`](Self::claim)).
+    fn fences(&self) -> bool {
+        false
+    }
+
+    /// Takes the ownership of `event` for this instance: only its owner
+    /// commits its changes. `Some(session)`: owned, for as long as the
+    /// writer's session `session` lasts (see [`session`](Self::session));
+    /// `None`: another instance owns it. Taking it again within one session
+    /// is not needed, and must be matched by as many releases. Always owned
+    /// where there is only one instance (SQLite).
+    fn claim(&self, _event: &EventId) -> Result<Option<u64>, StorageError> {
+        Ok(Some(0))
+    }
+
+    /// Gives up the ownership that [`claim`](Self::claim) took in the
+    /// current session; once the writer's session ended, it is gone already.
+    fn release(&self, _event: &EventId) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    /// The writer's current session: a number that changes whenever the
+    /// connection that commits ends or is opened again, and with it every
+    /// ownership is lost.
+    fn session(&self) -> u64 {
+        0
+    }
 
     /// Brings the log's index by event up to date, where it is written in
     /// batches; returns the rows indexed.

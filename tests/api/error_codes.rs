@@ -2,7 +2,8 @@
 //! document lists them all. The codes this file does not provoke are checked
 //! where their conditions are built: `storage_unavailable` in
 //! `storage_failure.rs`, `server_busy` and `request_timed_out` in
-//! `overload.rs`, `server_starting` in `operations.rs`,
+//! `overload.rs`, `server_starting` in `operations.rs`, `event_elsewhere` in
+//! `postgres.rs`,
 //! `idempotency_key_in_flight` in `idempotency.rs`, `unauthorized`,
 //! `forbidden` and `rate_limited` in `access.rs`; `service_unavailable` (the
 //! server stopping) and `internal_error` by the unit tests of `error.rs`.
@@ -11,9 +12,9 @@ use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app, Answer};
 
-/// The codes, as issue 20 and `docs/api.md` list them: clients branch on
+/// The codes, as issues 20 and 22 and `docs/api.md` list them: clients branch on
 /// these strings, so any change here is a breaking change.
-const CODES: [&str; 20] = [
+const CODES: [&str; 21] = [
     "invalid_input",
     "unauthorized",
     "forbidden",
@@ -32,6 +33,7 @@ const CODES: [&str; 20] = [
     "storage_unavailable",
     "server_busy",
     "server_starting",
+    "event_elsewhere",
     "request_timed_out",
     "service_unavailable",
 ];

@@ -88,10 +88,11 @@ impl OrderStore {
     }
 
     fn commit(&mut self, batch: Vec<Persist>) {
+        let session = self.database.session();
         let (void, writes): (Vec<Persist>, Vec<Persist>) =
-            batch.into_iter().partition(|p| self.is_void(p));
+            batch.into_iter().partition(|p| self.is_void(p, session));
         for persist in void {
-            persist.settle(Err(NotStored));
+            self.refuse(persist);
         }
         if writes.is_empty() {
             return;
@@ -125,12 +126,22 @@ impl OrderStore {
         }
     }
 
-    fn is_void(&self, persist: &Persist) -> bool {
-        persist.origin.as_ref().is_some_and(|origin| {
+    /// A change built on one that failed, or of an event this instance does
+    /// not own in the writer's `session` (where ownership is fenced).
+    fn is_void(&self, persist: &Persist, session: u64) -> bool {
+        let failed_before = persist.origin.as_ref().is_some_and(|origin| {
             self.valid_from
                 .get(&origin.event)
                 .is_some_and(|valid_from| origin.generation < *valid_from)
-        })
+        });
+        let not_owned = || {
+            self.database.fences()
+                && persist
+                    .change
+                    .as_ref()
+                    .is_some_and(|change| self.owned.get(change.event()) != Some(&session))
+        };
+        failed_before || not_owned()
     }
 
     /// After a failed transaction: voids what its events decided since, tells
@@ -142,22 +153,28 @@ impl OrderStore {
             writes.len()
         );
         for persist in writes {
-            if let Some(Origin {
-                actor,
-                event,
-                generation,
-            }) = &persist.origin
-            {
-                let valid_from = self.valid_from.entry(event.clone()).or_default();
-                if *valid_from <= *generation {
-                    *valid_from = generation + 1;
-                    actor.do_send(StorageFailed {
-                        generation: *generation,
-                    });
-                }
-            }
-            persist.settle(Err(NotStored));
+            self.refuse(persist);
         }
+    }
+
+    /// Answers a change that was not stored, and voids what its event's
+    /// actor decided since: the actor is told to reload, once per generation.
+    fn refuse(&mut self, persist: Persist) {
+        if let Some(Origin {
+            actor,
+            event,
+            generation,
+        }) = &persist.origin
+        {
+            let valid_from = self.valid_from.entry(event.clone()).or_default();
+            if *valid_from <= *generation {
+                *valid_from = generation + 1;
+                actor.do_send(StorageFailed {
+                    generation: *generation,
+                });
+            }
+        }
+        persist.settle(Err(NotStored));
     }
 }
 

@@ -30,7 +30,7 @@ use actix::prelude::*;
 pub use admission::{Backlog, QueueSlot};
 pub use group_commit::{Flush, NotStored, Origin, Persist};
 pub use housekeeping::{Compact, ForgetAnswers};
-pub use reads::{Activate, CheckWritable, LoadAnswer, Recover, Recovered, Reload};
+pub use reads::{Activate, CheckWritable, LoadAnswer, Recover, Recovered, Release, Reload};
 
 use crate::ids::EventId;
 use crate::storage::Database;
@@ -53,6 +53,11 @@ pub struct OrderStore {
     valid_from: HashMap<EventId, u64>,
     /// What was committed, for `/metrics`.
     metrics: StoreMetrics,
+    /// The events this instance owns, each with the writer's session that
+    /// took it (`Storage::claim`). A change of an event not owned in the
+    /// current session is refused, not written: another instance may have
+    /// decided for it since.
+    owned: HashMap<EventId, u64>,
 
     // Housekeeping (`housekeeping`).
     /// Rows of the order log that a later row of the same user replaced, found
@@ -96,6 +101,7 @@ impl OrderStore {
             batch_limit,
             valid_from: HashMap::new(),
             metrics,
+            owned: HashMap::new(),
             superseded: Vec::new(),
             forget: None,
             tidy_scheduled: false,

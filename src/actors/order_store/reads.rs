@@ -6,6 +6,7 @@
 use actix::prelude::*;
 
 use super::{NotStored, OrderStore};
+use crate::actors::event::BookingError;
 use crate::booking::EventState;
 use crate::idempotency::{Answer, StoredKey};
 use crate::ids::EventId;
@@ -14,11 +15,20 @@ use crate::storage::{StorageError, Totals};
 /// Before an event is activated: commits every change queued before this
 /// message (those an earlier actor of the event decided among them), so that
 /// the read that follows sees them, and indexes the log's new rows, so that
-/// it finds them by the index; and forgets that the event's changes
-/// failed, which concerned actors that are gone.
+/// it finds them by the index; forgets that the event's changes failed,
+/// which concerned actors that are gone; and takes the event's ownership
+/// (`Storage::claim`): `Elsewhere` if another instance has it.
+#[derive(Message)]
+#[rtype(result = "Result<(), BookingError>")]
+pub struct Activate {
+    pub event: EventId,
+}
+
+/// An event's actor stopped (or its activation gave up): once its changes
+/// queued before this message are committed, its ownership is given up.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Activate {
+pub struct Release {
     pub event: EventId,
 }
 
@@ -66,6 +76,11 @@ impl Handler<Reload> for OrderStore {
     fn handle(&mut self, Reload { event }: Reload, _: &mut Context<Self>) -> Self::Result {
         self.commit_all();
         self.index_orders(true);
+        // Its ownership went with the session that committed: only a new claim lets it decide again.
+        if let Err(error) = self.own(&event) {
+            log::warn!("event {event} cannot be reloaded here: {error:?}");
+            return Err(NotStored);
+        }
         // Its superseded rows are left to the event's next activation.
         let loaded = self.database.load_event(&event).map_err(|error| {
             log::error!("reloading event {event} failed: {error}");
@@ -76,12 +91,47 @@ impl Handler<Reload> for OrderStore {
 }
 
 impl Handler<Activate> for OrderStore {
-    type Result = ();
+    type Result = Result<(), BookingError>;
 
-    fn handle(&mut self, Activate { event }: Activate, _: &mut Context<Self>) {
+    fn handle(&mut self, Activate { event }: Activate, _: &mut Context<Self>) -> Self::Result {
         self.commit_all();
         self.index_orders(true);
         self.valid_from.remove(&event);
+        self.own(&event)
+    }
+}
+
+impl Handler<Release> for OrderStore {
+    type Result = ();
+
+    fn handle(&mut self, Release { event }: Release, _: &mut Context<Self>) {
+        self.commit_all();
+        // Owned in an earlier session: the lock ended with it.
+        if self.owned.remove(&event) == Some(self.database.session()) {
+            if let Err(error) = self.database.release(&event) {
+                log::warn!("could not give up event {event}: {error}");
+            }
+        }
+    }
+}
+
+impl OrderStore {
+    /// Makes sure this instance owns `event` in the writer's current session.
+    fn own(&mut self, event: &EventId) -> Result<(), BookingError> {
+        if self.owned.get(event) == Some(&self.database.session()) {
+            return Ok(());
+        }
+        match self.database.claim(event) {
+            Ok(Some(session)) => {
+                self.owned.insert(event.clone(), session);
+                Ok(())
+            }
+            Ok(None) => Err(BookingError::Elsewhere),
+            Err(error) => {
+                log::error!("could not take event {event}: {error}");
+                Err(BookingError::StorageUnavailable)
+            }
+        }
     }
 }
 

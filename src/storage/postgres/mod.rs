@@ -14,6 +14,18 @@
 //! connection). Either is opened again on its next use after it broke:
 //! PostgreSQL restarted, or the session was terminated.
 //!
+//! One writer per event across instances: an instance owns an event while
+//! its writer's session holds a session-level advisory lock keyed by the
+//! event (`pg_try_advisory_lock(hashtextextended(id, 0))`: PostgreSQL's own
+//! 64-bit hash of the id's text; two ids sharing a key would only share an
+//! owner). The lock is held by the very session that commits the event's
+//! changes, so no commit of an owner can land after it lost the event: the
+//! lock dies with the session, and so does its open transaction
+//! (<https://www.postgresql.org/docs/current/explicit-locking.html#ADVISORY-LOCKS>).
+//! For the same reason a commit never opens the writer's session again: only
+//! a claim, or the readiness probe, does, and that starts a new session
+//! number, under which no event is owned until claimed again.
+//!
 //! A transaction is acknowledged once `COMMIT` returned, with
 //! `synchronous_commit` on in the writer's session: the commit record is
 //! flushed to PostgreSQL's WAL by then
@@ -23,6 +35,7 @@ mod schema;
 
 use std::future::Future;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -79,6 +92,8 @@ pub struct PostgresStorage {
     io: IoThread,
     /// The session of every commit; `None` until first used, or after it broke.
     writer: Mutex<Option<Client>>,
+    /// The number of the writer's session: one more each time it is opened.
+    session: AtomicU64,
     /// Every other read's connection.
     reader: Mutex<Option<Arc<Client>>>,
 }
@@ -127,9 +142,10 @@ impl PostgresStorage {
             config,
             io: IoThread::start()?,
             writer: Mutex::new(None),
+            session: AtomicU64::new(0),
             reader: Mutex::new(None),
         };
-        let mut writer = storage.writer()?;
+        let mut writer = storage.writer(Reopen::Yes)?;
         let client = writer.as_mut().expect("connected");
         wait(schema::migrate(client))?;
         drop(writer);
@@ -160,22 +176,31 @@ impl PostgresStorage {
         Ok(client)
     }
 
-    /// The writer's session, opened again if it broke.
-    fn writer(&self) -> Result<MutexGuard<'_, Option<Client>>, StorageError> {
+    /// The writer's session; opened again if it broke and `reopen` says so,
+    /// else an error (see the module's comment).
+    fn writer(&self, reopen: Reopen) -> Result<MutexGuard<'_, Option<Client>>, StorageError> {
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         if writer.as_ref().is_none_or(Client::is_closed) {
             *writer = None;
+            if reopen == Reopen::No {
+                return Err(StorageError::Unavailable(
+                    "the session that commits ended; it is opened again by the next activation"
+                        .into(),
+                ));
+            }
             *writer = Some(self.connect()?);
+            self.session.fetch_add(1, Ordering::SeqCst);
         }
         Ok(writer)
     }
 
-    /// Runs `work` in a transaction of the writer's session.
+    /// Runs `work` in a transaction of the writer's current session.
     fn write<T>(
         &self,
+        reopen: Reopen,
         work: impl AsyncFnOnce(&tokio_postgres::Transaction<'_>) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
-        let mut writer = self.writer()?;
+        let mut writer = self.writer(reopen)?;
         let client = writer.as_mut().expect("connected");
         wait(async {
             let tx = client.transaction().await?;
@@ -197,6 +222,17 @@ impl PostgresStorage {
             }
         }
     }
+}
+
+/// What [`Storage::session`] says while the writer has no session: the
+/// sessions are numbered from 1.
+const NO_SESSION: u64 = 0;
+
+/// Whether a use of the writer may open its session again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reopen {
+    Yes,
+    No,
 }
 
 /// The rows of the log a change appends: (user, status).
@@ -256,7 +292,7 @@ impl Storage for PostgresStorage {
                     all.2.push(w);
                     all
                 });
-        self.write(async |tx| {
+        self.write(Reopen::No, async |tx| {
             if !created.is_empty() {
                 // Held to the commit: creations of all instances take turns.
                 tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CREATION_LOCK])
@@ -314,7 +350,7 @@ impl Storage for PostgresStorage {
     }
 
     fn check_writable(&self) -> Result<(), StorageError> {
-        self.write(async |tx| {
+        self.write(Reopen::Yes, async |tx| {
             tx.execute(
                 "UPDATE readiness SET checked_at = extract(epoch FROM now())::bigint WHERE id = 1",
                 &[],
@@ -369,7 +405,7 @@ impl Storage for PostgresStorage {
         limit: usize,
     ) -> Result<usize, StorageError> {
         let limit = limit as i64;
-        self.write(async |tx| {
+        self.write(Reopen::No, async |tx| {
             let forgotten = tx
                 .execute(
                     "DELETE FROM idempotency WHERE (stored_at < $1 OR seq < $2)
@@ -408,7 +444,7 @@ impl Storage for PostgresStorage {
     }
 
     fn delete_superseded(&self, rows: &[i64]) -> Result<usize, StorageError> {
-        self.write(async |tx| {
+        self.write(Reopen::No, async |tx| {
             let deleted = tx
                 .execute("DELETE FROM order_log WHERE seq = ANY($1)", &[&rows])
                 .await?;
@@ -457,6 +493,40 @@ impl Storage for PostgresStorage {
             &[],
         ))?;
         Ok(row.get::<_, i64>(0).max(0) as u64)
+    }
+
+    fn fences(&self) -> bool {
+        true
+    }
+
+    fn claim(&self, event: &EventId) -> Result<Option<u64>, StorageError> {
+        let writer = self.writer(Reopen::Yes)?;
+        let client = writer.as_ref().expect("connected");
+        let row = wait(client.query_one(
+            "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
+            &[&event.as_str()],
+        ))?;
+        let owned: bool = row.get(0);
+        Ok(owned.then(|| self.session.load(Ordering::SeqCst)))
+    }
+
+    fn release(&self, event: &EventId) -> Result<(), StorageError> {
+        let writer = self.writer(Reopen::No)?;
+        let client = writer.as_ref().expect("connected");
+        wait(client.execute(
+            "SELECT pg_advisory_unlock(hashtextextended($1, 0))",
+            &[&event.as_str()],
+        ))?;
+        Ok(())
+    }
+
+    fn session(&self) -> u64 {
+        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        match writer.as_ref() {
+            Some(client) if !client.is_closed() => self.session.load(Ordering::SeqCst),
+            // Ended: no event is owned until one is claimed in a new session.
+            _ => NO_SESSION,
+        }
     }
 
     fn load_event(&self, event: &EventId) -> Result<Option<(EventState, Vec<i64>)>, StorageError> {
