@@ -23,14 +23,14 @@
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use dashmap::DashMap;
 use futures::channel::oneshot;
 use futures::future::{FutureExt, Shared};
 
-use super::event::{BookingError, EventActor, EventAddr};
+use super::event::{BookingError, EventActor, EventAddr, HandOff};
 use super::order_store::{Activate, Compact, OrderStore, Release};
 use super::threads::WorkerThreads;
 use crate::booking::EventState;
@@ -56,6 +56,14 @@ pub(super) enum Slot {
     /// Idle and stopping: it handles what its mailbox holds, then stops.
     Passivating(Stopping),
 }
+
+/// Longest a request waits for another instance to hand an event over,
+/// before it is refused with `Elsewhere` (503, `Retry-After: 1`): the
+/// owner's `MIN_OWNERSHIP` and the passivation of its actor, with room.
+const HANDOFF_WAIT: Duration = Duration::from_secs(2);
+
+/// How often a request waiting for a hand-off tries to take the event.
+const HANDOFF_POLL: Duration = Duration::from_millis(20);
 
 /// Every event with an actor, and those on their way in or out. Shared by the
 /// registry, the activations it spawns, and the actors (which take themselves
@@ -160,10 +168,7 @@ impl Directory {
     /// The event as stored, once every change queued for the store is
     /// committed; its log's superseded rows go to the store to be deleted.
     pub(super) async fn read(&self, id: &EventId) -> Result<Option<EventState>, BookingError> {
-        self.store
-            .send(Activate { event: id.clone() })
-            .await
-            .map_err(|_| BookingError::Stopped)??;
+        self.own(id).await?;
         let (database, event) = (self.database.clone(), id.clone());
         let read = actix_web::rt::task::spawn_blocking(move || database.load_event(&event)).await;
         match read {
@@ -179,6 +184,39 @@ impl Directory {
                 Err(BookingError::StorageUnavailable)
             }
             Err(_) => Err(BookingError::Stopped),
+        }
+    }
+
+    /// Takes the event's ownership (see `Activate`). Where another instance
+    /// owns it, asks that one to hand it over, and tries again every
+    /// `HANDOFF_POLL` for up to `HANDOFF_WAIT`.
+    async fn own(&self, id: &EventId) -> Result<(), BookingError> {
+        let deadline = Instant::now() + HANDOFF_WAIT;
+        let mut asked = false;
+        loop {
+            let owned = self.store.send(Activate { event: id.clone() }).await;
+            match owned.map_err(|_| BookingError::Stopped)? {
+                Err(BookingError::Elsewhere) if Instant::now() < deadline => {}
+                outcome => return outcome,
+            }
+            if !asked {
+                asked = true;
+                let (database, event) = (self.database.clone(), id.clone());
+                let asking = move || database.request_handoff(&event);
+                if let Ok(Err(error)) = actix_web::rt::task::spawn_blocking(asking).await {
+                    log::warn!("could not ask for event {id}: {error}");
+                }
+            }
+            actix_web::rt::time::sleep(HANDOFF_POLL).await;
+        }
+    }
+
+    /// Another instance asks for the event: its actor, if active here, hands it over.
+    pub(super) fn hand_off(&self, id: &EventId) {
+        if let Some(slot) = self.slots.get(id) {
+            if let Slot::Active(actor) = slot.value() {
+                actor.do_send(HandOff);
+            }
         }
     }
 

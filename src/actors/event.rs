@@ -15,7 +15,7 @@
 //! for `passivate_after` (see `directory` for the order of both).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures::channel::oneshot;
@@ -120,6 +120,18 @@ pub(super) struct StorageFailed {
 #[rtype(result = "()")]
 struct Passivate;
 
+/// Another instance asks for the event (PostgreSQL `NOTIFY`, see
+/// `Storage::listen_for_handoffs`): it passivates, and its release lets that
+/// instance take the event; not before it held it for `MIN_OWNERSHIP`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct HandOff;
+
+/// The least time an instance keeps an event before it hands it over: two
+/// instances that both receive the event's requests (a load balancer that
+/// flaps) pass it back and forth at most once per this, not per request.
+const MIN_OWNERSHIP: Duration = Duration::from_secs(1);
+
 /// An actor is checked every `passivate_after / IDLE_CHECKS`, and passivates
 /// at the first check that finds `IDLE_CHECKS` whole intervals without a
 /// message: after between `passivate_after` and a quarter more.
@@ -152,6 +164,11 @@ pub struct EventActor {
     idle_checks: u32,
     /// Set once it left the directory: told when the actor has stopped.
     passivating: Option<oneshot::Sender<()>>,
+    /// When it started: another instance's request to hand the event over
+    /// is put off until it held the event for `MIN_OWNERSHIP`.
+    started: Instant,
+    /// A hand-off is put off until then (see `HandOff`).
+    handoff_scheduled: bool,
 }
 
 impl EventActor {
@@ -174,6 +191,8 @@ impl EventActor {
             passivate_after,
             idle_checks: 0,
             passivating: None,
+            started: Instant::now(),
+            handoff_scheduled: false,
         }
     }
 
@@ -186,6 +205,14 @@ impl EventActor {
         self.idle_checks += 1;
         // The first check after a message may come at once: it does not count.
         if self.idle_checks <= IDLE_CHECKS {
+            return;
+        }
+        self.passivate();
+    }
+
+    /// Leaves the directory and sends itself `Passivate`, unless on its way already.
+    fn passivate(&mut self) {
+        if self.passivating.is_some() {
             return;
         }
         if let Some(stopped) = self.directory.begin_passivation(&self.id, &self.me) {
@@ -317,6 +344,20 @@ impl Actor for EventActor {
         self.directory.release(&self.id);
         if let Some(stopped) = self.passivating.take() {
             self.directory.finish_passivation(&self.id, stopped);
+        }
+    }
+}
+
+impl Handler<HandOff> for EventActor {
+    type Result = ();
+
+    fn handle(&mut self, _: HandOff, ctx: &mut Context<Self>) {
+        let held = self.started.elapsed();
+        if held >= MIN_OWNERSHIP {
+            self.passivate();
+        } else if !self.handoff_scheduled {
+            self.handoff_scheduled = true;
+            ctx.run_later(MIN_OWNERSHIP - held, |actor, _| actor.passivate());
         }
     }
 }

@@ -65,13 +65,20 @@ impl EventRegistry {
     ) -> Self {
         let directory = Directory::new(
             store.clone(),
-            database,
+            database.clone(),
             threads.clone(),
             limits.mailbox_capacity,
             limits.passivate_after,
         );
+        let directory = Arc::new(directory);
+        let listening = Arc::downgrade(&directory);
+        database.listen_for_handoffs(Box::new(move |event| {
+            if let Some(directory) = listening.upgrade() {
+                directory.hand_off(&event);
+            }
+        }));
         EventRegistry {
-            directory: Arc::new(directory),
+            directory,
             recovered: Gate::default(),
             threads,
             store,

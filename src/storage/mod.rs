@@ -181,6 +181,17 @@ pub trait Storage: Send + Sync {
         0
     }
 
+    /// Asks the instance that owns `event`, whichever it is, to hand it
+    /// over (see [`listen_for_handoffs`](Self::listen_for_handoffs)).
+    fn request_handoff(&self, _event: &EventId) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    /// Calls `deliver` with the id of every event another instance asks this
+    /// one to hand over, for as long as the process runs (reconnecting as
+    /// needed). Nothing to hear where there is only one instance.
+    fn listen_for_handoffs(&self, _deliver: Box<dyn Fn(EventId) + Send + Sync>) {}
+
     /// Brings the log's index by event up to date, where it is written in
     /// batches; returns the rows indexed.
     fn index_orders(&self) -> Result<u64, StorageError> {

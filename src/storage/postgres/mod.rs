@@ -39,8 +39,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use futures::{pin_mut, TryStreamExt};
-use tokio_postgres::{Client, Config, NoTls};
+use futures::{pin_mut, StreamExt, TryStreamExt};
+use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
 
 use super::replay::Loader;
 use super::{Change, Storage, StorageError, StoredEvent, Totals};
@@ -222,6 +222,49 @@ impl PostgresStorage {
             }
         }
     }
+}
+
+/// The channel of `LISTEN`/`NOTIFY` on which instances ask each other to
+/// hand events over; the payload is the event's id
+/// (<https://www.postgresql.org/docs/current/sql-notify.html>).
+const HANDOFF_CHANNEL: &str = "booking_handoff";
+
+/// How long the listener waits before it connects again after its
+/// connection broke.
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
+
+/// A connection of its own that `LISTEN`s on [`HANDOFF_CHANNEL`] and calls
+/// `deliver` with each valid event id heard, until the connection breaks.
+async fn listen(
+    config: &Config,
+    deliver: &(dyn Fn(EventId) + Send + Sync),
+) -> Result<(), StorageError> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    // Notifications arrive through the connection, not the client: it is
+    // polled here, and what it yields forwarded.
+    let (heard, mut hear) = futures::channel::mpsc::unbounded();
+    let messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+    tokio::spawn(async move {
+        let _ = messages
+            .map(Ok::<_, futures::channel::mpsc::SendError>)
+            .forward(heard)
+            .await;
+    });
+    client
+        .batch_execute(&format!("LISTEN {HANDOFF_CHANNEL}"))
+        .await?;
+    while let Some(message) = hear.next().await {
+        match message {
+            Ok(AsyncMessage::Notification(note)) => {
+                if let Ok(event) = EventId::parse(note.payload()) {
+                    deliver(event);
+                }
+            }
+            Ok(_) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(())
 }
 
 /// What [`Storage::session`] says while the writer has no session: the
@@ -518,6 +561,27 @@ impl Storage for PostgresStorage {
             &[&event.as_str()],
         ))?;
         Ok(())
+    }
+
+    fn request_handoff(&self, event: &EventId) -> Result<(), StorageError> {
+        let reader = self.reader()?;
+        wait(reader.execute(
+            "SELECT pg_notify($1, $2)",
+            &[&HANDOFF_CHANNEL, &event.as_str()],
+        ))?;
+        Ok(())
+    }
+
+    fn listen_for_handoffs(&self, deliver: Box<dyn Fn(EventId) + Send + Sync>) {
+        let config = self.config.clone();
+        self.io.handle.spawn(async move {
+            loop {
+                if let Err(error) = listen(&config, &deliver).await {
+                    log::warn!("listening for hand-offs: {error}; again in {LISTEN_RETRY:?}");
+                }
+                tokio::time::sleep(LISTEN_RETRY).await;
+            }
+        });
     }
 
     fn session(&self) -> u64 {
