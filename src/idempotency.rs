@@ -316,6 +316,30 @@ pub struct KeyClaim {
 }
 
 impl KeyClaim {
+    /// The key claimed.
+    pub fn id(&self) -> &KeyId {
+        &self.id
+    }
+
+    /// Another instance stored an answer under this key (`stored`): it is
+    /// remembered here too, and replayed (`Ok` with its row) if it answered
+    /// the same request, else the key was reused (422).
+    pub fn stored_elsewhere(mut self, stored: StoredKey) -> Result<i64, ApiError> {
+        self.settled = true;
+        self.cache.entries.insert(
+            self.digest,
+            KeyState::Done {
+                fingerprint: stored.fingerprint,
+                seq: stored.seq,
+                stored_at: stored.stored_at,
+            },
+        );
+        match stored.fingerprint == self.fingerprint {
+            true => Ok(stored.seq),
+            false => Err(ApiError::IdempotencyKeyReused),
+        }
+    }
+
     /// The answer to store, and the claim that completes it once stored.
     pub fn answer(mut self, answer: Answer) -> Pending {
         let stored = StoredAnswer {

@@ -220,6 +220,11 @@ impl Directory {
         }
     }
 
+    /// The database events are read from.
+    pub(super) fn database(&self) -> Database {
+        self.database.clone()
+    }
+
     /// Gives up the event's ownership once its changes queued so far are
     /// committed: its actor stopped, or it got none.
     pub(super) fn release(&self, id: &EventId) {

@@ -18,7 +18,7 @@ use super::gate::Gate;
 use super::order_store::{Backlog, LoadAnswer, NotStored, OrderStore, Persist, QueueSlot};
 use super::threads::WorkerThreads;
 use crate::booking::{EventState, Refusal};
-use crate::idempotency::{Answer, Pending};
+use crate::idempotency::{Answer, KeyId, Pending, StoredKey};
 use crate::ids::EventId;
 use crate::storage::{Change, Database};
 use crate::telemetry;
@@ -350,6 +350,32 @@ impl EventRegistry {
     pub async fn store_answer(&self, answer: Pending) -> Result<(), BookingError> {
         let place = self.backlog.reserve().ok_or(BookingError::Busy)?;
         self.persist(None, Some(answer), place).await
+    }
+
+    /// Where instances share the database: the answer another instance
+    /// stored under `id` at or after `since` (unix seconds), if any. `None`
+    /// at once with one instance, whose memory knows every key.
+    pub async fn answered_elsewhere(
+        &self,
+        id: &KeyId,
+        since: i64,
+    ) -> Result<Option<StoredKey>, BookingError> {
+        let database = self.directory.database();
+        if !database.fences() {
+            return Ok(None);
+        }
+        let id = id.clone();
+        let found = actix_web::rt::task::spawn_blocking(move || database.find_answer(&id, since));
+        match self
+            .within(async { found.await.map_err(|_| BookingError::Stopped) })
+            .await?
+        {
+            Ok(found) => Ok(found),
+            Err(error) => {
+                log::error!("looking up an idempotency key failed: {error}");
+                Err(BookingError::StorageUnavailable)
+            }
+        }
     }
 
     /// The stored answer of an idempotent request, in row `seq`, to replay.

@@ -133,7 +133,17 @@ pub(super) async fn begin(
     Ok(
         match idempotency.begin(req, || request.canonical(), sent)? {
             None => Ok(None),
-            Some(Begin::Execute(claim)) => Ok(Some(claim)),
+            Some(Begin::Execute(claim)) => {
+                // A key new here may have been answered by another instance.
+                let since = idempotency.cutoff();
+                match Box::pin(registry.answered_elsewhere(claim.id(), since)).await? {
+                    None => Ok(Some(claim)),
+                    Some(stored) => {
+                        let seq = claim.stored_elsewhere(stored)?;
+                        Err(replay(&Box::pin(registry.stored_answer(seq)).await?))
+                    }
+                }
+            }
             // Boxed: a rare path, kept out of every booking's future (see `order`).
             Some(Begin::Replay { seq }) => {
                 Err(replay(&Box::pin(registry.stored_answer(seq)).await?))

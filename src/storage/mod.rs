@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use crate::booking::{EventState, OrderUpdate};
 use crate::configuration::{Backend, Settings};
-use crate::idempotency::{Answer, StoredAnswer, StoredKey};
+use crate::idempotency::{Answer, KeyId, StoredAnswer, StoredKey};
 use crate::ids::EventId;
 
 pub mod postgres;
@@ -179,6 +179,13 @@ pub trait Storage: Send + Sync {
     /// ownership is lost.
     fn session(&self) -> u64 {
         0
+    }
+
+    /// The newest answer stored under `id` at or after `since` (unix
+    /// seconds), by any instance; `None` where this instance's memory knows
+    /// every key already (one instance: SQLite).
+    fn find_answer(&self, _id: &KeyId, _since: i64) -> Result<Option<StoredKey>, StorageError> {
+        Ok(None)
     }
 
     /// Asks the instance that owns `event`, whichever it is, to hand it

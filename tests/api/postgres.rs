@@ -284,3 +284,28 @@ async fn one_instance_decides_for_an_event_at_a_time_and_hands_it_over_when_aske
         "u1\nu2\nu3\nu4"
     );
 }
+
+#[actix_web::test]
+async fn a_retry_replays_its_first_answer_whichever_instance_it_reaches() {
+    let Some(database) = postgres_database() else {
+        return;
+    };
+    let a = spawn_on(&database, &[]);
+    let b = spawn_on(&database, &[]);
+    a.initialize(json!("gig"), 1).await;
+    let first = book_with_key(&a, "gig", "u1", "k1").await;
+    assert_eq!(first.body["status"], "booked", "{first:?}");
+    // B never saw the key: it finds A's answer in PostgreSQL and replays it,
+    // without asking for the event.
+    let replayed = book_with_key(&b, "gig", "u1", "k1").await;
+    assert_eq!((replayed.status, &replayed.body), (200, &first.body));
+    assert_eq!(replayed.header("idempotent-replayed"), Some("true"));
+    assert_eq!(b.metrics().await["booking_active_events"], 0.0);
+    // The same key with another request is refused there too.
+    let reused = book_with_key(&b, "gig", "u2", "k1").await;
+    assert_eq!(
+        (reused.status, &reused.body["code"]),
+        (422, &json!("idempotency_key_reused"))
+    );
+    assert_eq!(database.sql("SELECT count(*) FROM order_log"), "1");
+}

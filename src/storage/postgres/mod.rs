@@ -429,6 +429,21 @@ impl Storage for PostgresStorage {
             .collect())
     }
 
+    fn find_answer(&self, id: &KeyId, since: i64) -> Result<Option<StoredKey>, StorageError> {
+        let reader = self.reader()?;
+        let row = wait(reader.query_opt(
+            "SELECT fingerprint, seq, stored_at FROM idempotency
+             WHERE scope = $1 AND key = $2 AND stored_at >= $3 ORDER BY seq DESC LIMIT 1",
+            &[&id.scope, &id.key, &since],
+        ))?;
+        Ok(row.map(|row| StoredKey {
+            id: id.clone(),
+            fingerprint: row.get::<_, &[u8]>(0).try_into().unwrap_or_default(),
+            seq: row.get(1),
+            stored_at: row.get(2),
+        }))
+    }
+
     fn load_answer(&self, seq: i64) -> Result<Option<Answer>, StorageError> {
         let reader = self.reader()?;
         let row = wait(reader.query_opt(

@@ -43,6 +43,8 @@ CREATE TABLE idempotency (
     body        bytea NOT NULL,
     stored_at   bigint NOT NULL
 );
+-- A retry may reach an instance that did not store its answer: it looks the key up.
+CREATE INDEX idempotency_by_key ON idempotency (scope, key);
 CREATE TABLE readiness (
     id         integer PRIMARY KEY,
     checked_at bigint NOT NULL
