@@ -4,6 +4,7 @@ mod access;
 mod bad_input;
 mod book;
 mod cancel;
+mod cluster;
 mod concurrency;
 mod configuration;
 mod container;
