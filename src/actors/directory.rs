@@ -151,8 +151,8 @@ impl Directory {
     /// event, or no reading it.
     async fn read_and_start(self: &Arc<Self>, id: &EventId) -> Started {
         match self.read(id).await {
-            Ok(Some(state)) => {
-                let actor = self.start_actor(id.clone(), state).await;
+            Ok((session, Some(state))) => {
+                let actor = self.start_actor(id.clone(), state, session).await;
                 self.slots.insert(id.clone(), Slot::Active(actor.clone()));
                 telemetry::event_activated();
                 Ok(Some(actor))
@@ -166,9 +166,13 @@ impl Directory {
     }
 
     /// The event as stored, once every change queued for the store is
-    /// committed; its log's superseded rows go to the store to be deleted.
-    pub(super) async fn read(&self, id: &EventId) -> Result<Option<EventState>, BookingError> {
-        self.own(id).await?;
+    /// committed, and the writer's session under which this instance owns
+    /// it; its log's superseded rows go to the store to be deleted.
+    pub(super) async fn read(
+        &self,
+        id: &EventId,
+    ) -> Result<(u64, Option<EventState>), BookingError> {
+        let session = self.own(id).await?;
         let (database, event) = (self.database.clone(), id.clone());
         let read = actix_web::rt::task::spawn_blocking(move || database.load_event(&event)).await;
         match read {
@@ -176,9 +180,9 @@ impl Directory {
                 if !superseded.is_empty() {
                     self.store.do_send(Compact { rows: superseded });
                 }
-                Ok(Some(state))
+                Ok((session, Some(state)))
             }
-            Ok(Ok(None)) => Ok(None),
+            Ok(Ok(None)) => Ok((session, None)),
             Ok(Err(error)) => {
                 log::error!("activating event {id} failed: {error}");
                 Err(BookingError::StorageUnavailable)
@@ -190,7 +194,7 @@ impl Directory {
     /// Takes the event's ownership (see `Activate`). Where another instance
     /// owns it, asks that one to hand it over, and tries again every
     /// `HANDOFF_POLL` for up to `HANDOFF_WAIT`.
-    async fn own(&self, id: &EventId) -> Result<(), BookingError> {
+    async fn own(&self, id: &EventId) -> Result<u64, BookingError> {
         let deadline = Instant::now() + HANDOFF_WAIT;
         let mut asked = false;
         loop {
@@ -235,7 +239,12 @@ impl Directory {
     /// Requests may reach it only then: its mailbox then has its capacity,
     /// which `try_send` checks. Until then it has actix's default of 16, and
     /// a burst just after a start would be refused as busy.
-    pub(super) async fn start_actor(self: &Arc<Self>, id: EventId, state: EventState) -> EventAddr {
+    pub(super) async fn start_actor(
+        self: &Arc<Self>,
+        id: EventId,
+        state: EventState,
+        session: u64,
+    ) -> EventAddr {
         let thread = self.threads.pick(self.placement.hash_one(&id));
         let capacity = self.mailbox_capacity;
         let (store, directory, passivate_after) =
@@ -246,7 +255,7 @@ impl Directory {
             // The very address the actor compares with its slot's when it passivates.
             let me = Arc::new(ctx.address());
             let _ = started.send(me.clone());
-            EventActor::new(id, state, store, me, directory, passivate_after)
+            EventActor::new(id, state, session, store, me, directory, passivate_after)
         });
         on_start.await.unwrap_or_else(|_| Arc::new(actor))
     }

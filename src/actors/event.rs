@@ -28,7 +28,7 @@ use crate::booking::{
 };
 use crate::idempotency::Pending;
 use crate::ids::EventId;
-use crate::storage::Change;
+use crate::storage::{Change, Database};
 
 /// Why a message got no answer from the event's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +151,12 @@ pub struct EventActor {
     /// Counts failed commits; a change carries the generation it was decided
     /// in, so the store can refuse the ones decided on top of a failure.
     generation: u64,
+    /// The writer's session under which this instance owns the event (see
+    /// `Storage::session`): once it ended, another instance may decide for
+    /// the event, and this actor answers nothing more from its copy.
+    session: u64,
+    /// Where it reads the writer's current session.
+    database: Database,
     /// The reload after a failure did not succeed either, so `state` may count
     /// changes that were never stored: nothing is answered from it until a
     /// reload succeeds.
@@ -175,15 +181,19 @@ impl EventActor {
     pub(super) fn new(
         id: EventId,
         state: EventState,
+        session: u64,
         store: Addr<OrderStore>,
         me: EventAddr,
         directory: Arc<Directory>,
         passivate_after: Option<Duration>,
     ) -> Self {
+        let database = directory.database();
         EventActor {
             id,
             me,
             state,
+            session,
+            database,
             store,
             generation: 0,
             stale: false,
@@ -280,9 +290,10 @@ impl EventActor {
             reload
                 .into_actor(self)
                 .map(|loaded, actor, _| match loaded {
-                    Ok(Ok(Some(state))) => {
+                    Ok(Ok(Some((state, session)))) => {
                         log::info!("event {} reloaded from the database", actor.id);
                         actor.state = state;
+                        actor.session = session;
                         actor.stale = false;
                     }
                     _ => {
@@ -298,6 +309,13 @@ impl EventActor {
 
     /// While stale, answers `StorageUnavailable` and tries another reload.
     fn check_fresh(&mut self, ctx: &mut Context<Self>) -> Result<(), BookingError> {
+        if self.database.session() != self.session {
+            // The session that owned the event ended: so did this actor's
+            // right to answer for it. It leaves; the next request activates
+            // the event again, from the database, wherever it is owned then.
+            self.passivate();
+            return Err(BookingError::StorageUnavailable);
+        }
         if self.stale {
             self.reload(ctx);
             return Err(BookingError::StorageUnavailable);

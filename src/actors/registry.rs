@@ -282,18 +282,18 @@ impl EventRegistry {
         // The slot is this request's: the event may be stored, though not active.
         let mut recorder = recorder;
         let (outcome, result) = match self.directory.read(&id).await {
-            Ok(Some(state)) => {
-                let actor = self.directory.start_actor(id.clone(), state).await;
+            Ok((session, Some(state))) => {
+                let actor = self.directory.start_actor(id.clone(), state, session).await;
                 let exists = BookingError::Refused(Refusal::AlreadyInitialized);
                 (Ok(Some(actor)), Err(exists))
             }
-            Ok(None) => match self
+            Ok((session, None)) => match self
                 .create(&id, total_tickets, recorder.take(), place)
                 .await
             {
                 Ok(()) => {
                     let state = EventState::new(total_tickets);
-                    let actor = self.directory.start_actor(id.clone(), state).await;
+                    let actor = self.directory.start_actor(id.clone(), state, session).await;
                     (Ok(Some(actor)), Ok(()))
                 }
                 Err(error) => (Ok(None), Err(error)),

@@ -87,6 +87,13 @@ pub struct StoredEvent {
     pub waiting: u64,
 }
 
+/// What [`Storage::session`] says while the writer has no session: nothing
+/// is owned then.
+pub const NO_SESSION: u64 = 0;
+
+/// The writer's first session (with SQLite, its only one).
+pub const FIRST_SESSION: u64 = 1;
+
 /// What the persistence actor and the reads need of a database. Every
 /// method blocks until the database answered.
 pub trait Storage: Send + Sync {
@@ -165,7 +172,7 @@ pub trait Storage: Send + Sync {
     /// is not needed, and must be matched by as many releases. Always owned
     /// where there is only one instance (SQLite).
     fn claim(&self, _event: &EventId) -> Result<Option<u64>, StorageError> {
-        Ok(Some(0))
+        Ok(Some(FIRST_SESSION))
     }
 
     /// Gives up the ownership that [`claim`](Self::claim) took in the
@@ -175,10 +182,10 @@ pub trait Storage: Send + Sync {
     }
 
     /// The writer's current session: a number that changes whenever the
-    /// connection that commits ends or is opened again, and with it every
-    /// ownership is lost.
+    /// connection that commits ends ([`NO_SESSION`]) or is opened again,
+    /// and with it every ownership is lost. Cheap: read at every request.
     fn session(&self) -> u64 {
-        0
+        FIRST_SESSION
     }
 
     /// The newest answer stored under `id` at or after `since` (unix

@@ -309,3 +309,39 @@ async fn a_retry_replays_its_first_answer_whichever_instance_it_reaches() {
     );
     assert_eq!(database.sql("SELECT count(*) FROM order_log"), "1");
 }
+
+#[actix_web::test]
+async fn an_instance_whose_session_ended_answers_nothing_from_its_copy() {
+    let Some(database) = postgres_database() else {
+        return;
+    };
+    let a = spawn_on(&database, &[("BOOKING_PASSIVATE_AFTER_SECS", "0")]);
+    let b = spawn_on(&database, &[("BOOKING_PASSIVATE_AFTER_SECS", "0")]);
+    a.initialize(json!("gig"), 5).await;
+    a.book(json!("gig"), json!("u1")).await;
+    assert_eq!(a.counts("gig").await, (1, 0));
+    // A's sessions end: its lock on the event with them. B takes the event.
+    database.sql(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = '{}' AND application_name = 'event-booking'
+         AND pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory')",
+        database.name
+    ));
+    let booked = b.book(json!("gig"), json!("u2")).await;
+    assert_eq!(booked.body["status"], "booked", "{booked:?}");
+    // A's actor still holds its copy (one booking); it must not answer from
+    // it. Whatever A answers now is either a refusal or the stored truth.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = a.status("gig").await;
+        match status.status {
+            200 => {
+                assert_eq!(status.body["bookedTickets"], 2, "{status:?}");
+                break;
+            }
+            503 => assert!(std::time::Instant::now() < deadline, "{status:?}"),
+            _ => panic!("{status:?}"),
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

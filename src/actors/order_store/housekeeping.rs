@@ -338,7 +338,7 @@ mod tests {
         }
         assert_eq!(rows(), all - CHURNED as i64, "one row per user left");
         let state = store.send(Reload { event: gig() }).await.unwrap();
-        let state = state.unwrap().expect("the event is stored");
+        let (state, _) = state.unwrap().expect("the event is stored");
         assert_eq!(state.standing("u0"), Some(Standing::Cancelled));
         assert_eq!(state.standing("late"), Some(Standing::Booked));
     }

@@ -10,16 +10,17 @@ use crate::actors::event::BookingError;
 use crate::booking::EventState;
 use crate::idempotency::{Answer, StoredKey};
 use crate::ids::EventId;
-use crate::storage::{StorageError, Totals};
+use crate::storage::{StorageError, Totals, NO_SESSION};
 
 /// Before an event is activated: commits every change queued before this
 /// message (those an earlier actor of the event decided among them), so that
 /// the read that follows sees them, and indexes the log's new rows, so that
 /// it finds them by the index; forgets that the event's changes failed,
 /// which concerned actors that are gone; and takes the event's ownership
-/// (`Storage::claim`): `Elsewhere` if another instance has it.
+/// (`Storage::claim`): the writer's session under which it is owned, or
+/// `Elsewhere` if another instance has it.
 #[derive(Message)]
-#[rtype(result = "Result<(), BookingError>")]
+#[rtype(result = "Result<u64, BookingError>")]
 pub struct Activate {
     pub event: EventId,
 }
@@ -32,9 +33,10 @@ pub struct Release {
     pub event: EventId,
 }
 
-/// Read one event as stored, after every change queued before this message.
+/// Read one event as stored, after every change queued before this
+/// message; with the writer's session under which this instance owns it.
 #[derive(Message)]
-#[rtype(result = "Result<Option<EventState>, NotStored>")]
+#[rtype(result = "Result<Option<(EventState, u64)>, NotStored>")]
 pub struct Reload {
     pub event: EventId,
 }
@@ -71,27 +73,27 @@ pub struct Recovered {
 pub struct CheckWritable;
 
 impl Handler<Reload> for OrderStore {
-    type Result = Result<Option<EventState>, NotStored>;
+    type Result = Result<Option<(EventState, u64)>, NotStored>;
 
     fn handle(&mut self, Reload { event }: Reload, _: &mut Context<Self>) -> Self::Result {
         self.commit_all();
         self.index_orders(true);
         // Its ownership went with the session that committed: only a new claim lets it decide again.
-        if let Err(error) = self.own(&event) {
+        let session = self.own(&event).map_err(|error| {
             log::warn!("event {event} cannot be reloaded here: {error:?}");
-            return Err(NotStored);
-        }
+            NotStored
+        })?;
         // Its superseded rows are left to the event's next activation.
         let loaded = self.database.load_event(&event).map_err(|error| {
             log::error!("reloading event {event} failed: {error}");
             NotStored
         })?;
-        Ok(loaded.map(|(state, _)| state))
+        Ok(loaded.map(|(state, _)| (state, session)))
     }
 }
 
 impl Handler<Activate> for OrderStore {
-    type Result = Result<(), BookingError>;
+    type Result = Result<u64, BookingError>;
 
     fn handle(&mut self, Activate { event }: Activate, _: &mut Context<Self>) -> Self::Result {
         self.commit_all();
@@ -117,15 +119,19 @@ impl Handler<Release> for OrderStore {
 
 impl OrderStore {
     /// Makes sure this instance owns `event` in the writer's current session.
-    fn own(&mut self, event: &EventId) -> Result<(), BookingError> {
-        if self.owned.get(event) == Some(&self.database.session()) {
-            return Ok(());
+    /// Returns that session.
+    fn own(&mut self, event: &EventId) -> Result<u64, BookingError> {
+        let current = self.database.session();
+        if current != NO_SESSION && self.owned.get(event) == Some(&current) {
+            return Ok(current);
         }
         match self.database.claim(event) {
-            Ok(Some(session)) => {
+            Ok(Some(session)) if session != NO_SESSION => {
                 self.owned.insert(event.clone(), session);
-                Ok(())
+                Ok(session)
             }
+            // Taken, but the session ended meanwhile.
+            Ok(Some(_)) => Err(BookingError::StorageUnavailable),
             Ok(None) => Err(BookingError::Elsewhere),
             Err(error) => {
                 log::error!("could not take event {event}: {error}");

@@ -43,7 +43,7 @@ use futures::{pin_mut, StreamExt, TryStreamExt};
 use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
 
 use super::replay::Loader;
-use super::{Change, Storage, StorageError, StoredEvent, Totals};
+use super::{Change, Storage, StorageError, StoredEvent, Totals, NO_SESSION};
 use crate::booking::{EventState, OrderUpdate};
 use crate::idempotency::{Answer, KeyId, StoredAnswer, StoredKey};
 use crate::ids::EventId;
@@ -92,8 +92,11 @@ pub struct PostgresStorage {
     io: IoThread,
     /// The session of every commit; `None` until first used, or after it broke.
     writer: Mutex<Option<Client>>,
-    /// The number of the writer's session: one more each time it is opened.
-    session: AtomicU64,
+    /// Sessions of the writer opened so far: the next one's number is one more.
+    sessions: AtomicU64,
+    /// The writer's live session, `NO_SESSION` from the moment its
+    /// connection ended: read without a lock by every actor, at every request.
+    current: Arc<AtomicU64>,
     /// Every other read's connection.
     reader: Mutex<Option<Arc<Client>>>,
 }
@@ -142,7 +145,8 @@ impl PostgresStorage {
             config,
             io: IoThread::start()?,
             writer: Mutex::new(None),
-            session: AtomicU64::new(0),
+            sessions: AtomicU64::new(0),
+            current: Arc::new(AtomicU64::new(NO_SESSION)),
             reader: Mutex::new(None),
         };
         let mut writer = storage.writer(Reopen::Yes)?;
@@ -153,15 +157,26 @@ impl PostgresStorage {
     }
 
     /// Opens a connection; its I/O runs on the I/O thread until it closes.
-    fn connect(&self) -> Result<Client, StorageError> {
+    /// `session`: the writer's session it is, which ends with it.
+    fn connect(&self, session: Option<u64>) -> Result<Client, StorageError> {
         let (sent, received) = futures::channel::oneshot::channel();
         let config = self.config.clone();
+        let current = self.current.clone();
         self.io.handle.spawn(async move {
             match config.connect(NoTls).await {
                 Ok((client, connection)) => {
                     let _ = sent.send(Ok(client));
                     if let Err(error) = connection.await {
                         log::warn!("PostgreSQL connection lost: {error}");
+                    }
+                    if let Some(ended) = session {
+                        // At once, for every event: no actor answers as owner any more.
+                        let _ = current.compare_exchange(
+                            ended,
+                            NO_SESSION,
+                            Ordering::SeqCst,
+                            Ordering::SeqCst,
+                        );
                     }
                 }
                 Err(error) => {
@@ -188,8 +203,16 @@ impl PostgresStorage {
                         .into(),
                 ));
             }
-            *writer = Some(self.connect()?);
-            self.session.fetch_add(1, Ordering::SeqCst);
+            self.current.store(NO_SESSION, Ordering::SeqCst);
+            let session = self.sessions.fetch_add(1, Ordering::SeqCst) + 1;
+            *writer = Some(self.connect(Some(session))?);
+            // Unless it ended already (the connection's task then set it back).
+            let _ = self.current.compare_exchange(
+                NO_SESSION,
+                session,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            );
         }
         Ok(writer)
     }
@@ -216,7 +239,7 @@ impl PostgresStorage {
         match reader.as_ref() {
             Some(client) if !client.is_closed() => Ok(client.clone()),
             _ => {
-                let client = Arc::new(self.connect()?);
+                let client = Arc::new(self.connect(None)?);
                 *reader = Some(client.clone());
                 Ok(client)
             }
@@ -266,10 +289,6 @@ async fn listen(
     }
     Ok(())
 }
-
-/// What [`Storage::session`] says while the writer has no session: the
-/// sessions are numbered from 1.
-const NO_SESSION: u64 = 0;
 
 /// Whether a use of the writer may open its session again.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -565,7 +584,7 @@ impl Storage for PostgresStorage {
             &[&event.as_str()],
         ))?;
         let owned: bool = row.get(0);
-        Ok(owned.then(|| self.session.load(Ordering::SeqCst)))
+        Ok(owned.then(|| self.current.load(Ordering::SeqCst)))
     }
 
     fn release(&self, event: &EventId) -> Result<(), StorageError> {
@@ -600,12 +619,7 @@ impl Storage for PostgresStorage {
     }
 
     fn session(&self) -> u64 {
-        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        match writer.as_ref() {
-            Some(client) if !client.is_closed() => self.session.load(Ordering::SeqCst),
-            // Ended: no event is owned until one is claimed in a new session.
-            _ => NO_SESSION,
-        }
+        self.current.load(Ordering::SeqCst)
     }
 
     fn load_event(&self, event: &EventId) -> Result<Option<(EventState, Vec<i64>)>, StorageError> {
