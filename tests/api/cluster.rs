@@ -269,3 +269,174 @@ async fn three_instances_behind_nginx_keep_the_booking_contract() {
         (&json!(30), &json!(270))
     );
 }
+
+/// Books `users` users (`prefix` and a number) over `events` events through nginx, 32 at a time,
+/// and calls `midway` once half of them were answered; returns the
+/// acknowledged bookings (event, user, answer).
+async fn storm(
+    cluster: &Cluster,
+    prefix: &str,
+    events: usize,
+    users: usize,
+    midway: impl FnOnce(),
+) -> Vec<(String, String, Value)> {
+    use futures::StreamExt;
+    let answered = std::sync::atomic::AtomicUsize::new(0);
+    let mut midway = Some(midway);
+    let mut acknowledged = Vec::new();
+    let mut answers = futures::stream::iter(0..users)
+        .map(|i| {
+            let (event, user) = (format!("s{}", i % events), format!("{prefix}{i}"));
+            let answered = &answered;
+            async move {
+                let body = json!({"eventId": event, "userId": user});
+                let request = cluster.client.post(format!("{}/api/book", cluster.nginx));
+                let answer = match request.send_json(&body).await {
+                    Ok(mut response) => {
+                        let status = response.status().as_u16();
+                        let body = response.body().await.ok();
+                        body.and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                            .map(|body| (status, body))
+                    }
+                    Err(_) => None,
+                };
+                answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                (event, user, answer)
+            }
+        })
+        .buffer_unordered(32);
+    while let Some((event, user, answer)) = answers.next().await {
+        if answered.load(std::sync::atomic::Ordering::Relaxed) >= users / 2 {
+            if let Some(midway) = midway.take() {
+                midway();
+            }
+        }
+        match answer {
+            Some((200, body)) => acknowledged.push((event, user, body)),
+            // Refused (503) or cut off by the kill: not acknowledged, may or may not be stored.
+            Some((503, _)) | None => {}
+            Some(other) => panic!("{other:?}"),
+        }
+    }
+    acknowledged
+}
+
+/// Every acknowledged booking is there, no event oversold, and each
+/// event's waiting list numbered 1..n: read through nginx, polling while an
+/// event is refused (503) for up to `within`.
+async fn verify(
+    cluster: &Cluster,
+    events: usize,
+    tickets: u64,
+    acknowledged: &[(String, String, Value)],
+    within: Duration,
+) {
+    let deadline = std::time::Instant::now() + within;
+    let get = |path: String| async move {
+        loop {
+            let answer = cluster.api("GET", &path, None).await;
+            if answer.0 != 503 {
+                return answer;
+            }
+            assert!(std::time::Instant::now() < deadline, "{path}: {answer:?}");
+            actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    for e in 0..events {
+        let (status, counts) = get(format!("/api/status/s{e}")).await;
+        assert_eq!(status, 200, "{counts:?}");
+        assert!(
+            counts["bookedTickets"].as_u64().unwrap() <= tickets,
+            "{counts:?}"
+        );
+        let (_, page) = get(format!("/api/events/s{e}/waiting-list?limit=1000")).await;
+        let positions: Vec<u64> = page["waiting"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["position"].as_u64().unwrap())
+            .collect();
+        assert_eq!(positions, (1..=positions.len() as u64).collect::<Vec<_>>());
+        assert_eq!(counts["waitingListCount"], positions.len());
+    }
+    for (event, user, answer) in acknowledged {
+        let (status, standing) = get(format!("/api/status/{event}/{user}")).await;
+        assert_eq!(
+            status, 200,
+            "{event}/{user} acknowledged {answer}, now {standing}"
+        );
+        assert_ne!(standing["status"], "cancelled", "{event}/{user}");
+    }
+}
+
+#[actix_web::test]
+async fn a_killed_instance_and_a_restarted_postgres_lose_nothing() {
+    let Some(cluster) = cluster() else {
+        return;
+    };
+    const EVENTS: usize = 12;
+    const TICKETS: u64 = 20;
+    for e in 0..EVENTS {
+        let body = json!({"eventId": format!("s{e}"), "totalTickets": TICKETS});
+        assert_eq!(cluster.api("POST", "/api/events", Some(body)).await.0, 201);
+    }
+
+    // kill -9 of an instance in the middle of a storm over every event.
+    let pid = std::fs::read_to_string(cluster.dir.path().join("node-2.pid")).unwrap();
+    let killed = storm(&cluster, "k", EVENTS, 600, || {
+        let kill = Command::new("kill").args(["-KILL", pid.trim()]).status();
+        assert!(kill.unwrap().success());
+    })
+    .await;
+    eprintln!("kill -9 mid-storm: {} of 600 acknowledged", killed.len());
+    assert!(killed.len() >= 300, "{} acknowledged", killed.len());
+    // Its events are served by the others within 15 s, and nothing acknowledged is lost.
+    verify(&cluster, EVENTS, TICKETS, &killed, Duration::from_secs(15)).await;
+
+    // PostgreSQL restarted in the middle of another storm: refusals while
+    // it is down, nothing acknowledged lost, service back without a restart.
+    let pgbin = std::fs::read_to_string(cluster.dir.path().join("postgres.bin")).unwrap();
+    let data = cluster.dir.path().join("postgres/data");
+    let log = cluster.dir.path().join("postgres/postgres.log");
+    let restarted = storm(&cluster, "r", EVENTS, 600, || {
+        let mut pg_ctl = Command::new("runuser");
+        if running_as_root() {
+            pg_ctl.args(["-u", "postgres", "--"]);
+            pg_ctl.arg(format!("{}/pg_ctl", pgbin.trim()));
+        } else {
+            pg_ctl = Command::new(format!("{}/pg_ctl", pgbin.trim()));
+        }
+        // Its log to the file: the new server would hold a pipe open for ever.
+        let restart = pg_ctl
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(&log)
+            .args(["-m", "fast", "-w", "restart"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        assert!(restart.status().unwrap().success());
+    })
+    .await;
+    eprintln!(
+        "PostgreSQL restarted mid-storm: {} of 600 acknowledged",
+        restarted.len()
+    );
+    let all: Vec<_> = killed.into_iter().chain(restarted).collect();
+    verify(&cluster, EVENTS, TICKETS, &all, Duration::from_secs(15)).await;
+    let (status, _) = cluster
+        .api(
+            "POST",
+            "/api/book",
+            Some(json!({"eventId": "s0", "userId": "after"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+}
+
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
+}
