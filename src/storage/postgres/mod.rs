@@ -40,7 +40,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures::{pin_mut, StreamExt, TryStreamExt};
-use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Statement};
 
 use super::replay::Loader;
 use super::{Change, Storage, StorageError, StoredEvent, Totals, NO_SESSION};
@@ -86,12 +87,41 @@ impl IoThread {
     }
 }
 
+/// The writer's session, and its statement of a batch, prepared once per session.
+struct Writer {
+    client: Client,
+    commit: Statement,
+}
+
+/// A batch's changes and answers in one statement (data-modifying `WITH`
+/// queries, <https://www.postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING>):
+/// the log's rows in the order given, each event's counts moved once, the
+/// answers' rows, whose `seq`s it returns. Alone, it is its own transaction:
+/// one round trip per commit.
+const COMMIT_BATCH: &str = "
+WITH orders AS (
+    INSERT INTO order_log (event_id, user_id, status)
+    SELECT e, u, s FROM unnest($1::text[], $2::text[], $3::text[])
+        WITH ORDINALITY AS o (e, u, s, n) ORDER BY n
+), counts AS (
+    UPDATE events SET booked = booked + d.b, waiting = waiting + d.w
+    FROM unnest($4::text[], $5::int8[], $6::int8[]) AS d (id, b, w)
+    WHERE events.id = d.id
+), answers AS (
+    INSERT INTO idempotency (scope, key, fingerprint, status, body, stored_at)
+    SELECT s, k, f, c, b, t FROM unnest($7::text[], $8::text[], $9::bytea[],
+        $10::int4[], $11::bytea[], $12::int8[])
+        WITH ORDINALITY AS a (s, k, f, c, b, t, n) ORDER BY n
+    RETURNING seq
+)
+SELECT seq FROM answers";
+
 /// See the module's comment.
 pub struct PostgresStorage {
     config: Config,
     io: IoThread,
     /// The session of every commit; `None` until first used, or after it broke.
-    writer: Mutex<Option<Client>>,
+    writer: Mutex<Option<Writer>>,
     /// Sessions of the writer opened so far: the next one's number is one more.
     sessions: AtomicU64,
     /// The writer's live session, `NO_SESSION` from the moment its
@@ -149,10 +179,10 @@ impl PostgresStorage {
             current: Arc::new(AtomicU64::new(NO_SESSION)),
             reader: Mutex::new(None),
         };
-        let mut writer = storage.writer(Reopen::Yes)?;
-        let client = writer.as_mut().expect("connected");
-        wait(schema::migrate(client))?;
-        drop(writer);
+        // On a connection of its own: the writer's prepares its statement on the tables.
+        let mut client = storage.connect(None)?;
+        wait(schema::migrate(&mut client))?;
+        drop(client);
         Ok(storage)
     }
 
@@ -193,9 +223,12 @@ impl PostgresStorage {
 
     /// The writer's session; opened again if it broke and `reopen` says so,
     /// else an error (see the module's comment).
-    fn writer(&self, reopen: Reopen) -> Result<MutexGuard<'_, Option<Client>>, StorageError> {
+    fn writer(&self, reopen: Reopen) -> Result<MutexGuard<'_, Option<Writer>>, StorageError> {
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        if writer.as_ref().is_none_or(Client::is_closed) {
+        if writer
+            .as_ref()
+            .is_none_or(|writer| writer.client.is_closed())
+        {
             *writer = None;
             if reopen == Reopen::No {
                 return Err(StorageError::Unavailable(
@@ -205,7 +238,9 @@ impl PostgresStorage {
             }
             self.current.store(NO_SESSION, Ordering::SeqCst);
             let session = self.sessions.fetch_add(1, Ordering::SeqCst) + 1;
-            *writer = Some(self.connect(Some(session))?);
+            let client = self.connect(Some(session))?;
+            let commit = wait(client.prepare(COMMIT_BATCH))?;
+            *writer = Some(Writer { client, commit });
             // Unless it ended already (the connection's task then set it back).
             let _ = self.current.compare_exchange(
                 NO_SESSION,
@@ -224,7 +259,7 @@ impl PostgresStorage {
         work: impl AsyncFnOnce(&tokio_postgres::Transaction<'_>) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
         let mut writer = self.writer(reopen)?;
-        let client = writer.as_mut().expect("connected");
+        let client = &mut writer.as_mut().expect("connected").client;
         wait(async {
             let tx = client.transaction().await?;
             let done = work(&tx).await?;
@@ -354,61 +389,43 @@ impl Storage for PostgresStorage {
                     all.2.push(w);
                     all
                 });
-        self.write(Reopen::No, async |tx| {
-            if !created.is_empty() {
-                // Held to the commit: creations of all instances take turns.
-                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CREATION_LOCK])
-                    .await?;
-                for (event, total_tickets) in &created {
-                    tx.execute(
-                        "INSERT INTO events (id, total_tickets, created)
-                         VALUES ($1, $2, (SELECT coalesce(max(created), 0) + 1 FROM events))",
-                        &[event, total_tickets],
-                    )
-                    .await?;
-                }
+        let scopes: Vec<&str> = answers.iter().map(|a| a.id.scope.as_str()).collect();
+        let keys: Vec<&str> = answers.iter().map(|a| a.id.key.as_str()).collect();
+        let prints: Vec<&[u8]> = answers.iter().map(|a| &a.fingerprint[..]).collect();
+        let codes: Vec<i32> = answers.iter().map(|a| a.answer.status.into()).collect();
+        let bodies: Vec<&[u8]> = answers.iter().map(|a| &a.answer.body[..]).collect();
+        let times: Vec<i64> = answers.iter().map(|a| a.stored_at).collect();
+        let params: [&(dyn ToSql + Sync); 12] = [
+            &events, &users, &statuses, &counted, &booked, &waiting, &scopes, &keys, &prints,
+            &codes, &bodies, &times,
+        ];
+        let mut writer = self.writer(Reopen::No)?;
+        let Writer { client, commit } = writer.as_mut().expect("connected");
+        let rows = wait(async {
+            if created.is_empty() {
+                // One statement, one round trip: its own transaction.
+                return Ok::<_, StorageError>(client.query(&*commit, &params).await?);
             }
-            if !events.is_empty() {
-                // One statement for the whole batch, rows in the order given.
+            let tx = client.transaction().await?;
+            // Held to the commit: creations of all instances take turns.
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CREATION_LOCK])
+                .await?;
+            for (event, total_tickets) in &created {
                 tx.execute(
-                    "INSERT INTO order_log (event_id, user_id, status)
-                     SELECT e, u, s FROM unnest($1::text[], $2::text[], $3::text[])
-                         WITH ORDINALITY AS o (e, u, s, n) ORDER BY n",
-                    &[&events, &users, &statuses],
-                )
-                .await?;
-                tx.execute(
-                    "UPDATE events SET booked = booked + d.b, waiting = waiting + d.w
-                     FROM unnest($1::text[], $2::int8[], $3::int8[]) AS d (id, b, w)
-                     WHERE events.id = d.id",
-                    &[&counted, &booked, &waiting],
+                    "INSERT INTO events (id, total_tickets, created)
+                     VALUES ($1, $2, (SELECT coalesce(max(created), 0) + 1 FROM events))",
+                    &[event, total_tickets],
                 )
                 .await?;
             }
-            if answers.is_empty() {
-                return Ok(Vec::new());
-            }
-            let scopes: Vec<&str> = answers.iter().map(|a| a.id.scope.as_str()).collect();
-            let keys: Vec<&str> = answers.iter().map(|a| a.id.key.as_str()).collect();
-            let prints: Vec<&[u8]> = answers.iter().map(|a| &a.fingerprint[..]).collect();
-            let codes: Vec<i32> = answers.iter().map(|a| a.answer.status.into()).collect();
-            let bodies: Vec<&[u8]> = answers.iter().map(|a| &a.answer.body[..]).collect();
-            let times: Vec<i64> = answers.iter().map(|a| a.stored_at).collect();
-            let rows = tx
-                .query(
-                    "INSERT INTO idempotency (scope, key, fingerprint, status, body, stored_at)
-                     SELECT s, k, f, c, b, t FROM unnest($1::text[], $2::text[], $3::bytea[],
-                         $4::int4[], $5::bytea[], $6::int8[])
-                         WITH ORDINALITY AS a (s, k, f, c, b, t, n) ORDER BY n
-                     RETURNING seq",
-                    &[&scopes, &keys, &prints, &codes, &bodies, &times],
-                )
-                .await?;
-            // Numbered in the order inserted, which is the order given.
-            let mut seqs: Vec<i64> = rows.iter().map(|row| row.get(0)).collect();
-            seqs.sort_unstable();
-            Ok(seqs)
-        })
+            let rows = tx.query(&*commit, &params).await?;
+            tx.commit().await?;
+            Ok(rows)
+        })?;
+        // Numbered in the order inserted, which is the order given.
+        let mut seqs: Vec<i64> = rows.iter().map(|row| row.get(0)).collect();
+        seqs.sort_unstable();
+        Ok(seqs)
     }
 
     fn check_writable(&self) -> Result<(), StorageError> {
@@ -578,7 +595,7 @@ impl Storage for PostgresStorage {
 
     fn claim(&self, event: &EventId) -> Result<Option<u64>, StorageError> {
         let writer = self.writer(Reopen::Yes)?;
-        let client = writer.as_ref().expect("connected");
+        let client = &writer.as_ref().expect("connected").client;
         let row = wait(client.query_one(
             "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
             &[&event.as_str()],
@@ -589,7 +606,7 @@ impl Storage for PostgresStorage {
 
     fn release(&self, event: &EventId) -> Result<(), StorageError> {
         let writer = self.writer(Reopen::No)?;
-        let client = writer.as_ref().expect("connected");
+        let client = &writer.as_ref().expect("connected").client;
         wait(client.execute(
             "SELECT pg_advisory_unlock(hashtextextended($1, 0))",
             &[&event.as_str()],
