@@ -53,11 +53,14 @@ use crate::ids::EventId;
 /// in one order (the bytes of "evbook-c"): each takes the next `created`.
 const CREATION_LOCK: i64 = 0x6576_626f_6f6b_2d63;
 
-/// TCP keepalives and the user timeout on every connection: a PostgreSQL
-/// that vanished without closing the connection (its machine, its network)
-/// is noticed after about 5 + 3 × 2 = 11 s of silence, or 10 s of data not
-/// acknowledged, instead of the kernel's default of over two hours; a
-/// commit waiting on it then fails, and is answered 503.
+/// TCP keepalives and the user timeout on every connection, on both ends
+/// (the server's through its session settings): a peer that vanished
+/// without closing the connection (its machine, its network) is noticed
+/// after about 5 + 3 × 2 = 11 s of silence, or 10 s of data not
+/// acknowledged, instead of the kernel's default of over two hours. Here a
+/// commit waiting on a vanished PostgreSQL then fails, and is answered 503;
+/// there PostgreSQL ends the session of a vanished instance, and with it
+/// the locks of the events it owned.
 const KEEPALIVES_IDLE: Duration = Duration::from_secs(5);
 const KEEPALIVES_INTERVAL: Duration = Duration::from_secs(2);
 const KEEPALIVES_RETRIES: u32 = 3;
@@ -216,8 +219,21 @@ impl PostgresStorage {
         });
         let client = wait(received)
             .map_err(|_| StorageError::Unavailable("the I/O thread stopped".into()))??;
-        // Acknowledged means flushed to PostgreSQL's WAL, whatever the server's default.
-        wait(client.batch_execute("SET synchronous_commit = on"))?;
+        // Acknowledged means flushed to PostgreSQL's WAL, whatever the server's
+        // default. And the server's side of the socket gets the keepalives
+        // ours has (session settings, in seconds and milliseconds), so that
+        // PostgreSQL ends the session, and frees its locks, of an instance
+        // whose machine vanished (<https://www.postgresql.org/docs/current/runtime-config-connection.html>).
+        wait(client.batch_execute(&format!(
+            "SET synchronous_commit = on;
+             SET tcp_keepalives_idle = {};
+             SET tcp_keepalives_interval = {};
+             SET tcp_keepalives_count = {KEEPALIVES_RETRIES};
+             SET tcp_user_timeout = {};",
+            KEEPALIVES_IDLE.as_secs(),
+            KEEPALIVES_INTERVAL.as_secs(),
+            TCP_USER_TIMEOUT.as_millis(),
+        )))?;
         Ok(client)
     }
 
