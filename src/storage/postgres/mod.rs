@@ -8,11 +8,12 @@
 //! thread, as they call SQLite. (The `postgres` crate's blocking client
 //! would refuse to run on the store's thread: actix runs a tokio runtime there.)
 //!
-//! Two connections: the writer, one session through which every commit goes
-//! (the store's thread is its only user), and the reader, shared by every
+//! Three connections: the writer, one session through which every commit
+//! goes (the store's thread is its only user); the reader, shared by every
 //! other read (tokio-postgres pipelines concurrent queries on one
-//! connection). Either is opened again on its next use after it broke:
-//! PostgreSQL restarted, or the session was terminated.
+//! connection), opened again on its next use after it broke (PostgreSQL
+//! restarted, or the session was terminated); and the listener of
+//! hand-off requests (`LISTEN`), opened again a second after it broke.
 //!
 //! One writer per event across instances: an instance owns an event while
 //! its writer's session holds a session-level advisory lock keyed by the
@@ -25,6 +26,10 @@
 //! For the same reason a commit never opens the writer's session again: only
 //! a claim, or the readiness probe, does, and that starts a new session
 //! number, under which no event is owned until claimed again.
+//!
+//! A session's end is seen at once by every actor: the writer's connection
+//! task sets the live session number ([`Storage::session`]) to none as it
+//! ends, and an actor whose session ended answers nothing more.
 //!
 //! A transaction is acknowledged once `COMMIT` returned, with
 //! `synchronous_commit` on in the writer's session: the commit record is
