@@ -62,6 +62,9 @@ pub(super) enum Slot {
 /// owner's `MIN_OWNERSHIP` and the passivation of its actor, with room.
 const HANDOFF_WAIT: Duration = Duration::from_secs(2);
 
+/// How often a request waiting for a hand-off asks the owner again.
+const HANDOFF_ASK_AGAIN: Duration = Duration::from_millis(500);
+
 /// How often a request waiting for a hand-off tries to take the event.
 const HANDOFF_POLL: Duration = Duration::from_millis(20);
 
@@ -192,19 +195,21 @@ impl Directory {
     }
 
     /// Takes the event's ownership (see `Activate`). Where another instance
-    /// owns it, asks that one to hand it over, and tries again every
-    /// `HANDOFF_POLL` for up to `HANDOFF_WAIT`.
+    /// owns it, asks that one to hand it over (every `HANDOFF_ASK_AGAIN`),
+    /// and tries again every `HANDOFF_POLL` for up to `HANDOFF_WAIT`.
     async fn own(&self, id: &EventId) -> Result<u64, BookingError> {
         let deadline = Instant::now() + HANDOFF_WAIT;
-        let mut asked = false;
+        let mut ask_at = Instant::now();
         loop {
             let owned = self.store.send(Activate { event: id.clone() }).await;
             match owned.map_err(|_| BookingError::Stopped)? {
                 Err(BookingError::Elsewhere) if Instant::now() < deadline => {}
                 outcome => return outcome,
             }
-            if !asked {
-                asked = true;
+            // Again now and then: the owner may not have been active to hear
+            // the last request (still starting), or took the event back since.
+            if Instant::now() >= ask_at {
+                ask_at = Instant::now() + HANDOFF_ASK_AGAIN;
                 let (database, event) = (self.database.clone(), id.clone());
                 let asking = move || database.request_handoff(&event);
                 if let Ok(Err(error)) = actix_web::rt::task::spawn_blocking(asking).await {

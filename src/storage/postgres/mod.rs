@@ -46,7 +46,7 @@ use std::time::Duration;
 
 use futures::{pin_mut, StreamExt, TryStreamExt};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Statement};
+use tokio_postgres::{AsyncMessage, Client, Config, IsolationLevel, NoTls, Statement};
 
 use super::replay::Loader;
 use super::{Change, Storage, StorageError, StoredEvent, Totals, NO_SESSION};
@@ -70,9 +70,18 @@ const KEEPALIVES_IDLE: Duration = Duration::from_secs(5);
 const KEEPALIVES_INTERVAL: Duration = Duration::from_secs(2);
 const KEEPALIVES_RETRIES: u32 = 3;
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest a connection attempt waits: a start, or a commit after the
-/// connection broke, fails after this rather than hanging.
+/// Longest a connection attempt waits for the server: a start, a claim or
+/// a read after the connection broke fails after this rather than hanging.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest a statement may wait for a lock (another instance's creation
+/// lock, held by a stuck instance), and run, and a session may sit idle in
+/// a transaction: the store's one thread must never wait for ever. Set on
+/// every session (`lock_timeout`, `statement_timeout`,
+/// `idle_in_transaction_session_timeout`); a time-out fails the commit (503).
+const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The runtime on which the connections' I/O runs: one thread, started once
 /// per storage and kept for the life of the process.
@@ -234,10 +243,16 @@ impl PostgresStorage {
              SET tcp_keepalives_idle = {};
              SET tcp_keepalives_interval = {};
              SET tcp_keepalives_count = {KEEPALIVES_RETRIES};
-             SET tcp_user_timeout = {};",
+             SET tcp_user_timeout = {};
+             SET lock_timeout = {};
+             SET statement_timeout = {};
+             SET idle_in_transaction_session_timeout = {};",
             KEEPALIVES_IDLE.as_secs(),
             KEEPALIVES_INTERVAL.as_secs(),
             TCP_USER_TIMEOUT.as_millis(),
+            LOCK_TIMEOUT.as_millis(),
+            STATEMENT_TIMEOUT.as_millis(),
+            IDLE_IN_TRANSACTION_TIMEOUT.as_millis(),
         )))?;
         Ok(client)
     }
@@ -261,14 +276,13 @@ impl PostgresStorage {
             let session = self.sessions.fetch_add(1, Ordering::SeqCst) + 1;
             let client = self.connect(Some(session))?;
             let commit = wait(client.prepare(COMMIT_BATCH))?;
+            let ended = client.is_closed();
             *writer = Some(Writer { client, commit });
-            // Unless it ended already (the connection's task then set it back).
-            let _ = self.current.compare_exchange(
-                NO_SESSION,
-                session,
-                Ordering::SeqCst,
-                Ordering::SeqCst,
-            );
+            self.current.store(session, Ordering::SeqCst);
+            // Closed meanwhile: its task may have looked before the store above.
+            if ended || writer.as_ref().is_some_and(|w| w.client.is_closed()) {
+                self.current.store(NO_SESSION, Ordering::SeqCst);
+            }
         }
         Ok(writer)
     }
@@ -490,7 +504,7 @@ impl Storage for PostgresStorage {
         let reader = self.reader()?;
         let row = wait(reader.query_opt(
             "SELECT fingerprint, seq, stored_at FROM idempotency
-             WHERE scope = $1 AND key = $2 AND stored_at >= $3 ORDER BY seq DESC LIMIT 1",
+             WHERE scope = $1 AND key = $2 AND stored_at >= $3 ORDER BY seq LIMIT 1",
             &[&id.scope, &id.key, &since],
         ))?;
         Ok(row.map(|row| StoredKey {
@@ -513,28 +527,39 @@ impl Storage for PostgresStorage {
         }))
     }
 
+    /// Only what expired: `first_kept` comes from this instance's cap on
+    /// keys in its memory, and the table holds every instance's answers,
+    /// which another instance may still replay.
     fn forget_answers(
         &self,
         cutoff: i64,
-        first_kept: i64,
+        _first_kept: i64,
         limit: usize,
     ) -> Result<usize, StorageError> {
         let limit = limit as i64;
         self.write(Reopen::No, async |tx| {
             let forgotten = tx
                 .execute(
-                    "DELETE FROM idempotency WHERE (stored_at < $1 OR seq < $2)
-                     AND seq IN (SELECT seq FROM idempotency ORDER BY seq LIMIT $3)",
-                    &[&cutoff, &first_kept, &limit],
+                    "DELETE FROM idempotency WHERE stored_at < $1
+                     AND seq IN (SELECT seq FROM idempotency ORDER BY seq LIMIT $2)",
+                    &[&cutoff, &limit],
                 )
                 .await?;
             Ok(forgotten as usize)
         })
     }
 
+    /// On a connection of its own, in one snapshot: a scan of the whole log
+    /// must not hold up the reads queued behind it on the shared reader.
     fn superseded_rows(&self) -> Result<Vec<i64>, StorageError> {
-        let reader = self.reader()?;
+        let mut client = self.connect(None)?;
         wait(async {
+            let reader = client
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await?;
             let mut loader = Loader::default();
             for row in reader
                 .query("SELECT id, total_tickets FROM events", &[])
