@@ -48,30 +48,41 @@ fn json_report(output: &Output) -> Value {
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
 }
 
-#[test]
-fn every_scenario_verifies_against_the_real_server_through_either_routes() {
-    for (api, scenario) in ["legacy", "resource"]
+/// A small run of every scenario through either set of routes, against
+/// the server `target` names (`--spawn`, or `--url` and an address):
+/// (routes, scenario, output), in that order.
+fn every_small_run<'a>(
+    target: &'a [&'a str],
+) -> impl Iterator<Item = (&'static str, &'static str, Output)> + 'a {
+    ["legacy", "resource"]
         .into_iter()
         .flat_map(|api| ["drop", "spread", "churn"].map(|scenario| (api, scenario)))
-    {
-        let output = loadtest(&[
-            "--spawn",
-            "--api",
-            api,
-            "--scenario",
-            scenario,
-            "--requests",
-            "400",
-            "--users",
-            "300",
-            "--tickets",
-            "50",
-            "--events",
-            "10",
-            "--concurrency",
-            "16",
-            "--json",
-        ]);
+        .map(move |(api, scenario)| {
+            let mut args = target.to_vec();
+            args.extend([
+                "--api",
+                api,
+                "--scenario",
+                scenario,
+                "--requests",
+                "400",
+                "--users",
+                "300",
+                "--tickets",
+                "50",
+                "--events",
+                "10",
+                "--concurrency",
+                "16",
+                "--json",
+            ]);
+            (api, scenario, loadtest(&args))
+        })
+}
+
+#[test]
+fn every_scenario_verifies_against_the_real_server_through_either_routes() {
+    for (api, scenario, output) in every_small_run(&["--spawn"]) {
         let run = format!("{scenario} through the {api} routes");
         let report = verified_report(&output, &run);
         let codes: Vec<&String> = report["statusCodes"].as_object().unwrap().keys().collect();
@@ -479,29 +490,7 @@ fn every_scenario_verifies_against_three_instances_behind_nginx() {
         eprintln!("skipped: {why}");
         return;
     };
-    for (api, scenario) in ["legacy", "resource"]
-        .into_iter()
-        .flat_map(|api| ["drop", "spread", "churn"].map(|scenario| (api, scenario)))
-    {
-        let output = loadtest(&[
-            "--url",
-            nginx,
-            "--api",
-            api,
-            "--scenario",
-            scenario,
-            "--requests",
-            "400",
-            "--users",
-            "300",
-            "--tickets",
-            "50",
-            "--events",
-            "10",
-            "--concurrency",
-            "16",
-            "--json",
-        ]);
+    for (api, scenario, output) in every_small_run(&["--url", nginx]) {
         verified_report(
             &output,
             &format!("{scenario} through the {api} routes, via nginx"),

@@ -124,7 +124,8 @@ pub trait Storage: Send + Sync {
     /// Deletes up to `limit` of the answers stored before `cutoff` (unix
     /// seconds) or in a row before `first_kept`, among the oldest `limit`
     /// rows, and returns how many: a caller deletes a chunk at a time until
-    /// one is not full.
+    /// one is not full. A database that instances share deletes only what
+    /// expired: `first_kept` is one instance's cap on its memory.
     fn forget_answers(
         &self,
         cutoff: i64,

@@ -11,6 +11,7 @@ use futures::future::join_all;
 use serde_json::{json, Value};
 
 use crate::helpers::{skip, BINARY};
+use crate::postgres_server::{as_user, running_as_root};
 
 /// A running cluster; `down` when dropped, even after a failed assertion.
 struct Cluster {
@@ -399,13 +400,8 @@ async fn a_killed_instance_and_a_restarted_postgres_lose_nothing() {
     let data = cluster.dir.path().join("postgres/data");
     let log = cluster.dir.path().join("postgres/postgres.log");
     let restarted = storm(&cluster, "r", EVENTS, 600, || {
-        let mut pg_ctl = Command::new("runuser");
-        if running_as_root() {
-            pg_ctl.args(["-u", "postgres", "--"]);
-            pg_ctl.arg(format!("{}/pg_ctl", pgbin.trim()));
-        } else {
-            pg_ctl = Command::new(format!("{}/pg_ctl", pgbin.trim()));
-        }
+        let pg_ctl = Command::new(format!("{}/pg_ctl", pgbin.trim()));
+        let mut pg_ctl = as_user(pg_ctl, running_as_root());
         // Its log to the file: the new server would hold a pipe open for ever.
         let restart = pg_ctl
             .arg("-D")
@@ -432,11 +428,4 @@ async fn a_killed_instance_and_a_restarted_postgres_lose_nothing() {
         )
         .await;
     assert_eq!(status, 200);
-}
-
-fn running_as_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
 }

@@ -235,7 +235,7 @@ fn find_bin() -> Result<PathBuf, String> {
         })
 }
 
-fn running_as_root() -> bool {
+pub fn running_as_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -244,7 +244,7 @@ fn running_as_root() -> bool {
 
 /// `command`, as user `postgres` where `switch`, and told to stop (SIGQUIT:
 /// PostgreSQL's immediate shutdown) when the thread that started it ends.
-fn as_user(mut command: Command, switch: bool) -> Command {
+pub fn as_user(mut command: Command, switch: bool) -> Command {
     let ids = switch.then(|| (id("-u"), id("-g")));
     // SAFETY: setgid, setuid and prctl are single system calls, safe between fork and exec.
     unsafe {
