@@ -5,11 +5,16 @@
 #
 #   scripts/cluster.sh up     starts it; prints "READY http://127.0.0.1:PORT"
 #                             (nginx) once every part answers
+#   scripts/cluster.sh add    starts one more instance and puts it behind
+#                             nginx; prints "ADDED <number> <its url>"
+#   scripts/cluster.sh remove N   takes instance N from behind nginx, then
+#                             stops it (SIGTERM); prints "REMOVED N"
 #   scripts/cluster.sh down   stops it and deletes its folder
 #
 # Everything lives in CLUSTER_DIR (default: a new temporary folder, printed;
-# `down` without CLUSTER_DIR takes the last one `up` made): node-<i>.pid and
-# node-<i>.url (each instance's own address), node-<i>.log, postgres.url,
+# `add`, `remove` and `down` without CLUSTER_DIR take the last one `up`
+# made): node-<i>.pid and node-<i>.url (each instance's own address; only
+# instances behind nginx have one), node-<i>.log, postgres.url,
 # nginx.conf and the logs. The server binary is target/release/event-booking
 # (built if missing), or EVENT_BOOKING_BIN. Debian packages needed:
 # postgresql, nginx, libnginx-mod-http-js. As root, PostgreSQL runs as the
@@ -55,6 +60,8 @@ up() {
   if [ ! -x "$bin" ]; then
     cargo build --release --bin event-booking
   fi
+  # `add` starts the same one.
+  echo "$bin" > "$CLUSTER_DIR/event-booking.bin"
 
   # PostgreSQL: Debian keeps its programs in a versioned folder.
   local pgbin
@@ -73,35 +80,17 @@ up() {
   local pgurl="postgres://postgres@127.0.0.1:$pgport/booking"
   echo "$pgurl" > "$CLUSTER_DIR/postgres.url"
 
-  # The instances: each picks a free port and prints it.
-  local i servers=""
-  for i in $(seq "$nodes"); do
-    BOOKING_PORT=0 BOOKING_DATABASE="$CLUSTER_DIR/node-$i.db" \
-      BOOKING_STORAGE__BACKEND=postgres BOOKING_STORAGE__POSTGRES_URL="$pgurl" \
-      RUST_LOG=${RUST_LOG:-warn} \
-      nohup "$bin" > "$CLUSTER_DIR/node-$i.out" 2> "$CLUSTER_DIR/node-$i.log" &
-    echo $! > "$CLUSTER_DIR/node-$i.pid"
-  done
-  for i in $(seq "$nodes"); do
-    wait_for "instance $i" grep -q 'listening on http://' "$CLUSTER_DIR/node-$i.out"
-    local url
-    url=$(grep -o 'http://[0-9.:]*' "$CLUSTER_DIR/node-$i.out" | head -1)
-    echo "$url" > "$CLUSTER_DIR/node-$i.url"
-    wait_for "instance $i" curl -sf "$url/health"
-    servers="${servers}server ${url#http://} max_fails=1 fail_timeout=2s; "
-  done
+  local i
+  for i in $(seq "$nodes"); do start_node "$i"; done
+  for i in $(seq "$nodes"); do wait_for_node "$i"; done
 
   # nginx, from the template.
   local port
   port=$(free_port)
   mkdir -p "$CLUSTER_DIR/nginx"
   chmod 777 "$CLUSTER_DIR/nginx"
-  sed -e "s|@MODULES@|${NGINX_MODULES:-/usr/lib/nginx/modules}|" \
-      -e "s|@DIR@|$CLUSTER_DIR/nginx|g" \
-      -e "s|@JS_DIR@|$root/deploy|" \
-      -e "s|@LISTEN@|127.0.0.1:$port|" \
-      -e "s|@SERVERS@|$servers|" \
-      deploy/nginx.conf > "$CLUSTER_DIR/nginx.conf"
+  echo "127.0.0.1:$port" > "$CLUSTER_DIR/nginx.listen"
+  write_nginx_conf
   nginx -c "$CLUSTER_DIR/nginx.conf" -g "daemon on;" 2> "$CLUSTER_DIR/nginx-start.log" \
     || die "nginx did not start: $(cat "$CLUSTER_DIR/nginx-start.log")"
   wait_for nginx curl -sf "http://127.0.0.1:$port/health"
@@ -109,9 +98,87 @@ up() {
   echo "READY http://127.0.0.1:$port"
 }
 
-down() {
+# Starts instance $1 on a free port (it prints the port it took). Its
+# PostgreSQL sessions are named node-$1 (application_name).
+start_node() {
+  local i=$1 bin pgurl
+  bin=$(cat "$CLUSTER_DIR/event-booking.bin")
+  pgurl=$(cat "$CLUSTER_DIR/postgres.url")
+  BOOKING_PORT=0 BOOKING_DATABASE="$CLUSTER_DIR/node-$i.db" \
+    BOOKING_STORAGE__BACKEND=postgres \
+    BOOKING_STORAGE__POSTGRES_URL="$pgurl?application_name=node-$i" \
+    RUST_LOG=${RUST_LOG:-warn} \
+    nohup "$bin" > "$CLUSTER_DIR/node-$i.out" 2> "$CLUSTER_DIR/node-$i.log" &
+  echo $! > "$CLUSTER_DIR/node-$i.pid"
+}
+
+# Waits until instance $1 answers /health, then writes node-$1.url.
+wait_for_node() {
+  local i=$1 url
+  wait_for "instance $i" grep -q 'listening on http://' "$CLUSTER_DIR/node-$i.out"
+  url=$(grep -o 'http://[0-9.:]*' "$CLUSTER_DIR/node-$i.out" | head -1)
+  wait_for "instance $i" curl -sf "$url/health"
+  echo "$url" > "$CLUSTER_DIR/node-$i.url"
+}
+
+# nginx.conf from the template, with one server per node-<i>.url.
+write_nginx_conf() {
+  local url servers=""
+  for url in "$CLUSTER_DIR"/node-*.url; do
+    [ -f "$url" ] || continue
+    url=$(cat "$url")
+    servers="${servers}server ${url#http://} max_fails=1 fail_timeout=2s; "
+  done
+  sed -e "s|@MODULES@|${NGINX_MODULES:-/usr/lib/nginx/modules}|" \
+      -e "s|@DIR@|$CLUSTER_DIR/nginx|g" \
+      -e "s|@JS_DIR@|$root/deploy|" \
+      -e "s|@LISTEN@|$(cat "$CLUSTER_DIR/nginx.listen")|" \
+      -e "s|@SERVERS@|$servers|" \
+      deploy/nginx.conf > "$CLUSTER_DIR/nginx.conf"
+}
+
+# The cluster `up` made last, or CLUSTER_DIR's.
+existing() {
   CLUSTER_DIR=${CLUSTER_DIR:-$(cat "$last" 2>/dev/null || true)}
   [ -n "$CLUSTER_DIR" ] && [ -d "$CLUSTER_DIR" ] || die "no cluster: set CLUSTER_DIR"
+}
+
+# nginx reads its configuration again; new connections go by the new one.
+reload_nginx() {
+  write_nginx_conf
+  nginx -c "$CLUSTER_DIR/nginx.conf" -s reload 2> "$CLUSTER_DIR/nginx-reload.log" \
+    || die "nginx did not reload: $(cat "$CLUSTER_DIR/nginx-reload.log")"
+}
+
+add() {
+  existing
+  local i=1
+  while [ -e "$CLUSTER_DIR/node-$i.pid" ]; do i=$((i + 1)); done
+  start_node "$i"
+  wait_for_node "$i"
+  reload_nginx
+  echo "ADDED $i $(cat "$CLUSTER_DIR/node-$i.url")"
+}
+
+remove() {
+  local i=${1:-}
+  [ -n "$i" ] || die "usage: scripts/cluster.sh remove NUMBER"
+  existing
+  [ -f "$CLUSTER_DIR/node-$i.url" ] || die "no instance $i in $CLUSTER_DIR"
+  rm "$CLUSTER_DIR/node-$i.url"
+  reload_nginx
+  # Stopped gracefully: it answers what it took, and its events' locks go with its sessions.
+  local pid
+  pid=$(cat "$CLUSTER_DIR/node-$i.pid")
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && die "instance $i did not stop in 30 s"
+  rm "$CLUSTER_DIR/node-$i.pid"
+  echo "REMOVED $i"
+}
+
+down() {
+  existing
   if [ -f "$CLUSTER_DIR/nginx/nginx.pid" ]; then
     kill -QUIT "$(cat "$CLUSTER_DIR/nginx/nginx.pid")" 2>/dev/null || true
   fi
@@ -133,6 +200,8 @@ down() {
 
 case "${1:-}" in
   up) up ;;
+  add) add ;;
+  remove) remove "${2:-}" ;;
   down) down ;;
-  *) die "usage: scripts/cluster.sh up|down" ;;
+  *) die "usage: scripts/cluster.sh up|add|remove NUMBER|down" ;;
 esac

@@ -28,7 +28,8 @@ pub enum ApiError {
     AlreadyBooked,
     #[error("User is already on the waiting list")]
     AlreadyWaiting,
-    /// A write was not committed; nothing of it was acknowledged.
+    /// A write was not acknowledged: not committed, or (PostgreSQL) its
+    /// connection broke during the commit, which may have landed.
     #[error("Storage unavailable")]
     StorageUnavailable,
     /// An event actor could not be reached (the server is stopping).
@@ -102,7 +103,9 @@ pub enum ErrorCode {
     RateLimited,
     /// 500: an error the server did not foresee.
     InternalError,
-    /// 503: the change was not committed, so nothing was changed.
+    /// 503: the change was not acknowledged. Nothing was changed, except
+    /// where PostgreSQL's connection broke during the commit: then it may
+    /// have been (the event's actor reloads what is stored).
     StorageUnavailable,
     /// 503: a queue was full; nothing was changed.
     ServerBusy,

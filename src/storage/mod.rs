@@ -189,7 +189,7 @@ pub trait Storage: Send + Sync {
         FIRST_SESSION
     }
 
-    /// The newest answer stored under `id` at or after `since` (unix
+    /// The first answer stored under `id` at or after `since` (unix
     /// seconds), by any instance; `None` where this instance's memory knows
     /// every key already (one instance: SQLite).
     fn find_answer(&self, _id: &KeyId, _since: i64) -> Result<Option<StoredKey>, StorageError> {

@@ -154,7 +154,7 @@ async fn instances_starting_at_once_on_one_database_create_its_schema_once() {
     for app in &apps {
         app.until_ready().await;
     }
-    assert_eq!(database.sql("SELECT version FROM booking_schema"), "1");
+    assert_eq!(database.sql("SELECT version FROM booking_schema"), "2");
     // Creations of all instances take one order.
     for (i, app) in apps.iter().enumerate() {
         assert_eq!(app.initialize(json!(format!("e{i}")), 1).await.status, 201);
@@ -162,6 +162,38 @@ async fn instances_starting_at_once_on_one_database_create_its_schema_once() {
     assert_eq!(
         database.sql("SELECT string_agg(created::text, ',' ORDER BY created) FROM events"),
         "1,2,3"
+    );
+}
+
+#[actix_web::test]
+async fn a_database_of_schema_version_1_is_migrated_and_keeps_its_orders() {
+    let Some((mut app, database)) = spawn_on_postgres(&[]) else {
+        return;
+    };
+    app.until_ready().await;
+    app.initialize(json!("gig"), 1).await;
+    app.book(json!("gig"), json!("a")).await;
+    app.book(json!("gig"), json!("b")).await;
+    assert!(app.stop_with("TERM").success());
+    // Back to version 1, as an older release left it.
+    database.sql(
+        "ALTER TABLE order_log DROP COLUMN ownership;
+         DROP SEQUENCE ownerships;
+         UPDATE booking_schema SET version = 1",
+    );
+
+    app.start();
+    app.until_ready().await;
+    assert_eq!(database.sql("SELECT version FROM booking_schema"), "2");
+    assert_eq!(app.counts("gig").await, (1, 1));
+    assert_eq!(
+        app.cancel(json!("gig"), json!("a")).await.body["status"],
+        "reassigned"
+    );
+    // Rows of version 1 have no ownership; rows since, their owner's.
+    assert_eq!(
+        database.sql("SELECT user_id, status, ownership IS NOT NULL FROM order_log ORDER BY seq"),
+        "a|booked|f\nb|waiting|f\na|cancelled|t\nb|booked|t"
     );
 }
 

@@ -38,6 +38,7 @@
 
 mod schema;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -117,17 +118,17 @@ struct Writer {
 /// one round trip per commit.
 const COMMIT_BATCH: &str = "
 WITH orders AS (
-    INSERT INTO order_log (event_id, user_id, status)
-    SELECT e, u, s FROM unnest($1::text[], $2::text[], $3::text[])
-        WITH ORDINALITY AS o (e, u, s, n) ORDER BY n
+    INSERT INTO order_log (event_id, user_id, status, ownership)
+    SELECT e, u, s, w FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[])
+        WITH ORDINALITY AS o (e, u, s, w, n) ORDER BY n
 ), counts AS (
     UPDATE events SET booked = booked + d.b, waiting = waiting + d.w
-    FROM unnest($4::text[], $5::int8[], $6::int8[]) AS d (id, b, w)
+    FROM unnest($5::text[], $6::int8[], $7::int8[]) AS d (id, b, w)
     WHERE events.id = d.id
 ), answers AS (
     INSERT INTO idempotency (scope, key, fingerprint, status, body, stored_at)
-    SELECT s, k, f, c, b, t FROM unnest($7::text[], $8::text[], $9::bytea[],
-        $10::int4[], $11::bytea[], $12::int8[])
+    SELECT s, k, f, c, b, t FROM unnest($8::text[], $9::text[], $10::bytea[],
+        $11::int4[], $12::bytea[], $13::int8[])
         WITH ORDINALITY AS a (s, k, f, c, b, t, n) ORDER BY n
     RETURNING seq
 )
@@ -146,6 +147,9 @@ pub struct PostgresStorage {
     current: Arc<AtomicU64>,
     /// Every other read's connection.
     reader: Mutex<Option<Arc<Client>>>,
+    /// The number of each ownership taken in the writer's live session, by
+    /// event (schema version 2): every row of the log carries its event's.
+    ownerships: Mutex<HashMap<String, i64>>,
 }
 
 /// The server and database that `url` names, without user or password.
@@ -186,8 +190,12 @@ impl PostgresStorage {
             .keepalives_interval(KEEPALIVES_INTERVAL)
             .keepalives_retries(KEEPALIVES_RETRIES)
             .tcp_user_timeout(TCP_USER_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .application_name("event-booking");
+            .connect_timeout(CONNECT_TIMEOUT);
+        // How `pg_stat_activity` names this instance's sessions: the URL's
+        // `application_name` if it gives one (one per instance, say), else ours.
+        if config.get_application_name().is_none() {
+            config.application_name("event-booking");
+        }
         let storage = PostgresStorage {
             config,
             io: IoThread::start()?,
@@ -195,6 +203,7 @@ impl PostgresStorage {
             sessions: AtomicU64::new(0),
             current: Arc::new(AtomicU64::new(NO_SESSION)),
             reader: Mutex::new(None),
+            ownerships: Mutex::default(),
         };
         // On a connection of its own: the writer's prepares its statement on the tables.
         let mut client = storage.connect(None)?;
@@ -273,6 +282,8 @@ impl PostgresStorage {
                 ));
             }
             self.current.store(NO_SESSION, Ordering::SeqCst);
+            // They ended with the session before.
+            self.ownerships().clear();
             let session = self.sessions.fetch_add(1, Ordering::SeqCst) + 1;
             let client = self.connect(Some(session))?;
             let commit = wait(client.prepare(COMMIT_BATCH))?;
@@ -301,6 +312,12 @@ impl PostgresStorage {
             tx.commit().await?;
             Ok(done)
         })
+    }
+
+    fn ownerships(&self) -> MutexGuard<'_, HashMap<String, i64>> {
+        self.ownerships
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The readers' connection, opened again if it broke.
@@ -393,6 +410,8 @@ impl Storage for PostgresStorage {
     ) -> Result<Vec<i64>, StorageError> {
         let mut created = Vec::new();
         let (mut events, mut users, mut statuses) = (Vec::new(), Vec::new(), Vec::new());
+        let mut ownership = Vec::new();
+        let ownerships = self.ownerships();
         // Each event's counts move once per transaction, however many of its changes it holds.
         let mut counts: Vec<(&str, i64, i64)> = Vec::new();
         for change in changes {
@@ -402,10 +421,12 @@ impl Storage for PostgresStorage {
                     total_tickets,
                 } => created.push((event.as_str(), i64::from(*total_tickets))),
                 Change::Order { event, update } => {
+                    let owned = ownerships.get(event.as_str()).copied();
                     for (user, status) in rows_of(update) {
                         events.push(event.as_str());
                         users.push(user);
                         statuses.push(status);
+                        ownership.push(owned);
                     }
                     let (booked, waiting) = update.counts();
                     match counts.iter_mut().find(|(id, ..)| *id == event.as_str()) {
@@ -430,9 +451,10 @@ impl Storage for PostgresStorage {
         let codes: Vec<i32> = answers.iter().map(|a| a.answer.status.into()).collect();
         let bodies: Vec<&[u8]> = answers.iter().map(|a| &a.answer.body[..]).collect();
         let times: Vec<i64> = answers.iter().map(|a| a.stored_at).collect();
-        let params: [&(dyn ToSql + Sync); 12] = [
-            &events, &users, &statuses, &counted, &booked, &waiting, &scopes, &keys, &prints,
-            &codes, &bodies, &times,
+        drop(ownerships);
+        let params: [&(dyn ToSql + Sync); 13] = [
+            &events, &users, &statuses, &ownership, &counted, &booked, &waiting, &scopes, &keys,
+            &prints, &codes, &bodies, &times,
         ];
         let mut writer = self.writer(Reopen::No)?;
         let Writer { client, commit } = writer.as_mut().expect("connected");
@@ -642,12 +664,17 @@ impl Storage for PostgresStorage {
     fn claim(&self, event: &EventId) -> Result<Option<u64>, StorageError> {
         let writer = self.writer(Reopen::Yes)?;
         let client = &writer.as_ref().expect("connected").client;
+        // The ownership's number is taken once the lock is (`CASE` evaluates lazily).
         let row = wait(client.query_one(
-            "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
+            "SELECT CASE WHEN pg_try_advisory_lock(hashtextextended($1, 0))
+                THEN nextval('ownerships') END",
             &[&event.as_str()],
         ))?;
-        let owned: bool = row.get(0);
-        Ok(owned.then(|| self.current.load(Ordering::SeqCst)))
+        let Some(ownership) = row.get::<_, Option<i64>>(0) else {
+            return Ok(None);
+        };
+        self.ownerships().insert(event.as_str().into(), ownership);
+        Ok(Some(self.current.load(Ordering::SeqCst)))
     }
 
     fn release(&self, event: &EventId) -> Result<(), StorageError> {
@@ -657,6 +684,7 @@ impl Storage for PostgresStorage {
             "SELECT pg_advisory_unlock(hashtextextended($1, 0))",
             &[&event.as_str()],
         ))?;
+        self.ownerships().remove(event.as_str());
         Ok(())
     }
 

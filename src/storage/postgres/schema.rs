@@ -9,7 +9,7 @@ use tokio_postgres::Client;
 use super::super::StorageError;
 
 /// Stored in `booking_schema.version`; a database with a newer one is refused.
-pub(super) const SCHEMA_VERSION: i64 = 1;
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
 /// The advisory lock key that serializes migrations (the bytes of "evbook-m").
 const MIGRATION_LOCK: i64 = 0x6576_626f_6f6b_2d6d;
@@ -52,6 +52,17 @@ CREATE TABLE readiness (
 INSERT INTO readiness VALUES (1, 0);
 ";
 
+/// Version 2: each row of the log says under which ownership of its event
+/// it was committed. A claim of an event takes the next number of sequence
+/// `ownerships`, after it took the event's lock, so along one event's log
+/// (by `seq`) the numbers never go down: rows of two owners interleaved
+/// would break that, which the cluster's tests check. `NULL` on rows
+/// committed before version 2.
+const OWNERSHIPS: &str = "
+CREATE SEQUENCE ownerships;
+ALTER TABLE order_log ADD COLUMN ownership bigint;
+";
+
 /// Creates the schema in an empty database, refuses a newer one. Safe when
 /// several instances start at once (see the module's comment).
 pub(super) async fn migrate(client: &mut Client) -> Result<(), StorageError> {
@@ -76,7 +87,12 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), StorageError> {
     }
     if version < 1 {
         tx.batch_execute(SCHEMA).await?;
-        tx.execute("INSERT INTO booking_schema VALUES ($1)", &[&SCHEMA_VERSION])
+        tx.execute("INSERT INTO booking_schema VALUES (1)", &[])
+            .await?;
+    }
+    if version < 2 {
+        tx.batch_execute(OWNERSHIPS).await?;
+        tx.execute("UPDATE booking_schema SET version = 2", &[])
             .await?;
     }
     tx.commit().await?;
