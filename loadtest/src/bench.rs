@@ -2,8 +2,11 @@
 //! (drop and spread through both sets of routes), then a restart, event
 //! activation and memory per user and per booking with an `Idempotency-Key`,
 //! and events as virtual actors: time to ready with many stored orders, and
-//! memory while many events are active and once they passivated. The table
+//! memory while many events are active and once they passivated; and
+//! PostgreSQL and three instances behind nginx ([`cluster`]). The table
 //! goes to stdout and to `BENCHMARKS.md`, with the machine and the commit.
+
+mod cluster;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -163,7 +166,8 @@ pub fn run(options: &BenchOptions) -> Result<String, String> {
     let overload = overload(options)?;
     let footprint = footprint(options)?;
     let virtual_actors = virtual_actors(options)?;
-    let markdown = render(
+    let cluster = cluster::measure(options)?;
+    let mut markdown = render(
         options,
         &rounds,
         &pairs,
@@ -171,6 +175,7 @@ pub fn run(options: &BenchOptions) -> Result<String, String> {
         &footprint,
         &virtual_actors,
     );
+    markdown.push_str(&cluster::table(&cluster));
     let mut reports = Vec::new();
     for (number, round) in rounds.into_iter().enumerate() {
         for report in round.0 {
@@ -187,6 +192,9 @@ pub fn run(options: &BenchOptions) -> Result<String, String> {
     for run in overload {
         reports.push((format!("{}, usual connections", run.label), run.usual));
         reports.push((run.label, run.overloaded));
+    }
+    if let Ok(cluster) = cluster {
+        reports.extend(cluster.into_reports());
     }
     std::fs::write(&options.output, &markdown)
         .map_err(|e| format!("cannot write {}: {e}", options.output.display()))?;

@@ -8,6 +8,7 @@
 
 mod api;
 pub mod bench;
+pub mod cluster;
 mod cpu;
 mod report;
 mod scenario;

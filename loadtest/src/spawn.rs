@@ -153,7 +153,8 @@ fn wait_until_ready(url: &str) -> Result<(), String> {
     }
 }
 
-fn server_binary() -> Result<PathBuf, String> {
+/// The `event-booking` binary beside this program.
+pub fn server_binary() -> Result<PathBuf, String> {
     let here = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let binary = here.with_file_name("event-booking");
     if binary.exists() {

@@ -447,49 +447,21 @@ fn refusals_under_overload_are_counted_apart_and_changed_nothing() {
     assert!(report["refusedLatencyMs"]["p99"].as_f64().unwrap() > 0.0);
 }
 
-/// A cluster of `scripts/cluster.sh`, stopped when dropped.
-struct Cluster {
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = cluster_script()
-            .arg("down")
-            .env("CLUSTER_DIR", self.dir.path())
-            .output();
-    }
-}
-
-fn cluster_script() -> Command {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    Command::new(root.join("scripts/cluster.sh"))
-}
-
 #[test]
 fn every_scenario_verifies_against_three_instances_behind_nginx() {
-    let dir = tempfile::tempdir().unwrap();
     let server = std::path::Path::new(LOADTEST).with_file_name("event-booking");
-    let up = cluster_script()
-        .arg("up")
-        .env("CLUSTER_DIR", dir.path())
-        .env("EVENT_BOOKING_BIN", &server)
-        .output()
-        .expect("scripts/cluster.sh runs");
-    let cluster = Cluster { dir };
-    let stdout = String::from_utf8_lossy(&up.stdout);
-    let Some(nginx) = stdout.lines().find_map(|line| line.strip_prefix("READY ")) else {
-        let why = format!(
-            "scripts/cluster.sh up failed: {stdout}{}",
-            String::from_utf8_lossy(&up.stderr)
-        );
-        assert!(
-            std::env::var_os("BOOKING_TESTS_REQUIRE_CLUSTER").is_none(),
-            "{why}"
-        );
-        eprintln!("skipped: {why}");
-        return;
+    let cluster = match loadtest::cluster::Cluster::up(3, &server) {
+        Ok(cluster) => cluster,
+        Err(why) => {
+            assert!(
+                std::env::var_os("BOOKING_TESTS_REQUIRE_CLUSTER").is_none(),
+                "{why}"
+            );
+            eprintln!("skipped: {why}");
+            return;
+        }
     };
+    let nginx = cluster.nginx();
     for (api, scenario, output) in every_small_run(&["--url", nginx]) {
         verified_report(
             &output,

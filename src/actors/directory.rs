@@ -68,6 +68,12 @@ const HANDOFF_ASK_AGAIN: Duration = Duration::from_millis(500);
 /// How often a request waiting for a hand-off tries to take the event.
 const HANDOFF_POLL: Duration = Duration::from_millis(20);
 
+/// How long an instance that handed an event over lets the asking instance
+/// take it (which tries every `HANDOFF_POLL`) before its own requests may
+/// take it back: without it, an instance whose load keeps the event busy
+/// takes it back the moment it let go, and the hand-off starves.
+const HANDOFF_YIELD: Duration = Duration::from_millis(200);
+
 /// Every event with an actor, and those on their way in or out. Shared by the
 /// registry, the activations it spawns, and the actors (which take themselves
 /// out when idle).
@@ -86,6 +92,9 @@ pub struct Directory {
     passivate_after: Option<Duration>,
     /// Passivations since freed memory was last handed back to the system.
     passivated_since_trim: AtomicUsize,
+    /// Events just handed to another instance, and until when this one
+    /// leaves them to it (`HANDOFF_YIELD`).
+    yielded: DashMap<EventId, Instant>,
 }
 
 impl Directory {
@@ -105,6 +114,7 @@ impl Directory {
             mailbox_capacity,
             passivate_after,
             passivated_since_trim: AtomicUsize::new(0),
+            yielded: DashMap::new(),
         }
     }
 
@@ -115,6 +125,8 @@ impl Directory {
     /// event is active, SQLite's page caches are emptied too: they hold pages
     /// of events no longer in memory.
     pub(super) fn give_back_memory(&self) {
+        let now = Instant::now();
+        self.yielded.retain(|_, until| *until > now);
         if self.passivated_since_trim.swap(0, Ordering::Relaxed) > 0 {
             // Once no event is in memory, neither are the pages it was read from.
             if self.slots.is_empty() {
@@ -194,10 +206,18 @@ impl Directory {
         }
     }
 
-    /// Takes the event's ownership (see `Activate`). Where another instance
-    /// owns it, asks that one to hand it over (every `HANDOFF_ASK_AGAIN`),
-    /// and tries again every `HANDOFF_POLL` for up to `HANDOFF_WAIT`.
+    /// Takes the event's ownership (see `Activate`), once the time it
+    /// leaves an event it just handed over to the other instance is up.
+    /// Where another instance owns it, asks that one to hand it over (every
+    /// `HANDOFF_ASK_AGAIN`), and tries again every `HANDOFF_POLL` for up to
+    /// `HANDOFF_WAIT`.
     async fn own(&self, id: &EventId) -> Result<u64, BookingError> {
+        if let Some((_, until)) = self.yielded.remove(id) {
+            let now = Instant::now();
+            if until > now {
+                actix_web::rt::time::sleep(until - now).await;
+            }
+        }
         let deadline = Instant::now() + HANDOFF_WAIT;
         let mut ask_at = Instant::now();
         loop {
@@ -227,6 +247,12 @@ impl Directory {
                 actor.do_send(HandOff);
             }
         }
+    }
+
+    /// The event's actor stopped to hand it over (see `HANDOFF_YIELD`).
+    pub(super) fn handed_off(&self, id: &EventId) {
+        self.yielded
+            .insert(id.clone(), Instant::now() + HANDOFF_YIELD);
     }
 
     /// The database events are read from.

@@ -173,8 +173,10 @@ pub struct EventActor {
     /// When it started: another instance's request to hand the event over
     /// is put off until it held the event for `MIN_OWNERSHIP`.
     started: Instant,
-    /// A hand-off is put off until then (see `HandOff`).
-    handoff_scheduled: bool,
+    /// Another instance asked for the event: it passivates (at once, or
+    /// once it held the event for `MIN_OWNERSHIP`), and then lets that
+    /// instance take it before its own requests may take it back.
+    handing_off: bool,
 }
 
 impl EventActor {
@@ -202,7 +204,7 @@ impl EventActor {
             idle_checks: 0,
             passivating: None,
             started: Instant::now(),
-            handoff_scheduled: false,
+            handing_off: false,
         }
     }
 
@@ -360,6 +362,9 @@ impl Actor for EventActor {
     fn stopped(&mut self, _: &mut Context<Self>) {
         // Behind every change it sent: the event is given up once they are committed.
         self.directory.release(&self.id);
+        if self.handing_off {
+            self.directory.handed_off(&self.id);
+        }
         if let Some(stopped) = self.passivating.take() {
             self.directory.finish_passivation(&self.id, stopped);
         }
@@ -371,10 +376,11 @@ impl Handler<HandOff> for EventActor {
 
     fn handle(&mut self, _: HandOff, ctx: &mut Context<Self>) {
         let held = self.started.elapsed();
+        let first = !self.handing_off;
+        self.handing_off = true;
         if held >= MIN_OWNERSHIP {
             self.passivate();
-        } else if !self.handoff_scheduled {
-            self.handoff_scheduled = true;
+        } else if first {
             ctx.run_later(MIN_OWNERSHIP - held, |actor, _| actor.passivate());
         }
     }

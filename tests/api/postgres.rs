@@ -329,6 +329,58 @@ async fn one_instance_decides_for_an_event_at_a_time_and_hands_it_over_when_aske
 }
 
 #[actix_web::test]
+async fn a_hot_event_is_handed_over_while_its_owner_is_busy_with_it() {
+    let Some(database) = postgres_database() else {
+        return;
+    };
+    let a = spawn_on(&database, &[("BOOKING_PASSIVATE_AFTER_SECS", "0")]);
+    let b = spawn_on(&database, &[("BOOKING_PASSIVATE_AFTER_SECS", "0")]);
+    assert_eq!(a.initialize(json!("hot"), 100_000).await.status, 201);
+    // Eight connections keep booking it at A, the way a balancer sends an
+    // event's load to its owner, until B has booked once.
+    let answered = std::sync::atomic::AtomicUsize::new(0);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let load = join_all((0..8).map(|connection| {
+        let (a, answered, done) = (&a, &answered, &done);
+        async move {
+            let mut statuses = Vec::new();
+            let mut n = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let user = format!("a{connection}-{n}");
+                let answer = a.book(json!("hot"), json!(user)).await;
+                statuses.push((answer.status, answer.body["code"].clone()));
+                answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                n += 1;
+            }
+            statuses
+        }
+    }));
+    let at_b = async {
+        while answered.load(std::sync::atomic::Ordering::Relaxed) < 100 {
+            actix_web::rt::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        // A hands the event over and lets B take it before its own load
+        // takes it back: B's one request is decided, not refused.
+        let booked = b.book(json!("hot"), json!("b")).await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        booked
+    };
+    let (statuses, booked) = futures::join!(load, at_b);
+    assert_eq!(booked.body["status"], "booked", "{booked:?}");
+    assert_eq!(b.metrics().await["booking_event_activations_total"], 1.0);
+    // A's own requests waited for the event to come back, or were refused
+    // with event_elsewhere while B held it: none failed otherwise.
+    for (status, code) in statuses.into_iter().flatten() {
+        assert!(
+            status == 200 || (status == 503 && code == "event_elsewhere"),
+            "{status} {code}"
+        );
+    }
+    let stored = database.sql("SELECT count(*) FROM order_log WHERE user_id = 'b'");
+    assert_eq!(stored, "1");
+}
+
+#[actix_web::test]
 async fn a_retry_replays_its_first_answer_whichever_instance_it_reaches() {
     let Some(database) = postgres_database() else {
         return;
