@@ -114,6 +114,11 @@ impl Handler<Release> for OrderStore {
                 log::warn!("could not give up event {event}: {error}");
             }
         }
+        // A map does not shrink by itself: after many events passivated it
+        // would keep their room (as `Directory::finish_passivation` says).
+        if self.owned.len() * 4 < self.owned.capacity() {
+            self.owned.shrink_to_fit();
+        }
     }
 }
 
