@@ -33,6 +33,8 @@ pub enum ServerError {
     Recovery { path: String, source: StorageError },
     #[error("the store stopped before recovery was over")]
     StoreStopped,
+    #[error("cannot start the threads that read events: {0}")]
+    Readers(std::io::Error),
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: String,
@@ -70,7 +72,8 @@ impl Application {
         // Before anything records a metric: until then, records go nowhere.
         let metrics = telemetry::install();
         let (store, store_thread) = start_store(database.clone(), &settings);
-        let state = SharedState::new(&settings, &store, database, workers, metrics);
+        let state = SharedState::new(&settings, &store, database, workers, metrics)
+            .map_err(ServerError::Readers)?;
         warn_if_exposed(&settings, &state.access);
         spawn_metrics_upkeep(&state);
         spawn_housekeeping(&state);
@@ -162,7 +165,7 @@ impl SharedState {
         database: Database,
         workers: usize,
         metrics: PrometheusHandle,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
         let threads = Arc::new(WorkerThreads::new(workers));
         let limits = Limits {
             mailbox_capacity: settings.mailbox_capacity,
@@ -172,8 +175,9 @@ impl SharedState {
                 .then(|| Duration::from_secs(settings.passivate_after_secs)),
         };
         let retention = Duration::from_secs(settings.idempotency.retention_secs);
-        let registry = EventRegistry::new(store.clone(), database.clone(), threads.clone(), limits);
-        SharedState {
+        let registry =
+            EventRegistry::new(store.clone(), database.clone(), threads.clone(), limits)?;
+        Ok(SharedState {
             registry: web::Data::new(registry),
             idempotency: web::Data::new(Idempotency::new(retention, settings.idempotency.max_keys)),
             access: web::Data::new(Access::new(&settings.auth, &settings.rate_limit)),
@@ -181,7 +185,7 @@ impl SharedState {
             store: web::Data::new(store.clone()),
             database: web::Data::new(database),
             threads,
-        }
+        })
     }
 }
 

@@ -32,6 +32,7 @@ use futures::future::{FutureExt, Shared};
 
 use super::event::{BookingError, EventActor, EventAddr, HandOff};
 use super::order_store::{Activate, Compact, OrderStore, Release};
+use super::readers::ReaderThreads;
 use super::threads::WorkerThreads;
 use crate::booking::EventState;
 use crate::ids::EventId;
@@ -62,6 +63,9 @@ pub(super) enum Slot {
 /// owner's `MIN_OWNERSHIP` and the passivation of its actor, with room.
 const HANDOFF_WAIT: Duration = Duration::from_secs(2);
 
+/// Threads that read events for their activation (see `readers`).
+const READERS: usize = 4;
+
 /// How often a request waiting for a hand-off asks the owner again.
 const HANDOFF_ASK_AGAIN: Duration = Duration::from_millis(500);
 
@@ -83,9 +87,11 @@ pub struct Directory {
     threads: Arc<WorkerThreads>,
     placement: RandomState,
     store: Addr<OrderStore>,
-    /// Activations read through it, on a blocking thread: a large event
+    /// Activations read through it, on a reader thread: a large event
     /// must not hold up the store's commits while it is read.
     database: Database,
+    /// Where events are read.
+    readers: ReaderThreads,
     /// Messages an actor's mailbox holds before requests are refused.
     mailbox_capacity: usize,
     /// An actor idle this long stops; `None`: never.
@@ -104,18 +110,20 @@ impl Directory {
         threads: Arc<WorkerThreads>,
         mailbox_capacity: usize,
         passivate_after: Option<Duration>,
-    ) -> Self {
-        Directory {
+    ) -> std::io::Result<Self> {
+        let readers = ReaderThreads::start(READERS)?;
+        Ok(Directory {
             slots: DashMap::new(),
             threads,
             placement: RandomState::new(),
             store,
             database,
+            readers,
             mailbox_capacity,
             passivate_after,
             passivated_since_trim: AtomicUsize::new(0),
             yielded: DashMap::new(),
-        }
+        })
     }
 
     /// After passivations, hands the allocator's free memory back to the
@@ -189,20 +197,20 @@ impl Directory {
     ) -> Result<(u64, Option<EventState>), BookingError> {
         let session = self.own(id).await?;
         let (database, event) = (self.database.clone(), id.clone());
-        let read = actix_web::rt::task::spawn_blocking(move || database.load_event(&event)).await;
+        let read = self.readers.run(move || database.load_event(&event)).await;
         match read {
-            Ok(Ok(Some((state, superseded)))) => {
+            Some(Ok(Some((state, superseded)))) => {
                 if !superseded.is_empty() {
                     self.store.do_send(Compact { rows: superseded });
                 }
                 Ok((session, Some(state)))
             }
-            Ok(Ok(None)) => Ok((session, None)),
-            Ok(Err(error)) => {
+            Some(Ok(None)) => Ok((session, None)),
+            Some(Err(error)) => {
                 log::error!("activating event {id} failed: {error}");
                 Err(BookingError::StorageUnavailable)
             }
-            Err(_) => Err(BookingError::Stopped),
+            None => Err(BookingError::Stopped),
         }
     }
 

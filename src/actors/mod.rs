@@ -6,6 +6,7 @@ mod directory;
 mod event;
 mod gate;
 mod order_store;
+mod readers;
 mod registry;
 mod threads;
 

@@ -56,20 +56,20 @@ pub struct EventRegistry {
 
 impl EventRegistry {
     /// A registry not yet recovered, whose actors run on `threads` and are
-    /// read from `database`.
+    /// read from `database`. Fails if its reader threads cannot start.
     pub fn new(
         store: Addr<OrderStore>,
         database: Database,
         threads: Arc<WorkerThreads>,
         limits: Limits,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
         let directory = Directory::new(
             store.clone(),
             database.clone(),
             threads.clone(),
             limits.mailbox_capacity,
             limits.passivate_after,
-        );
+        )?;
         let directory = Arc::new(directory);
         let listening = Arc::downgrade(&directory);
         database.listen_for_handoffs(Box::new(move |event| {
@@ -77,14 +77,14 @@ impl EventRegistry {
                 directory.hand_off(&event);
             }
         }));
-        EventRegistry {
+        Ok(EventRegistry {
             directory,
             recovered: Gate::default(),
             threads,
             store,
             backlog: Backlog::new(limits.store_backlog),
             limits,
-        }
+        })
     }
 
     /// Lets the waiting requests in, once every thread to place actors on has started.
@@ -479,7 +479,7 @@ mod tests {
             passivate_after,
         };
         (
-            EventRegistry::new(store, database, threads, limits),
+            EventRegistry::new(store, database, threads, limits).expect("reader threads"),
             worker,
             dir,
         )

@@ -14,7 +14,7 @@
 //! are counted and listed without reading their orders. The answers of
 //! idempotent requests are stored in `idempotency`, in the transaction of
 //! their change. These functions block: the persistence actor and the
-//! activations' blocking threads call them.
+//! reader threads of activations (`actors::readers`) call them.
 
 use std::ops::Deref;
 use std::sync::Arc;
