@@ -116,7 +116,7 @@ start_node() {
 wait_for_node() {
   local i=$1 url
   wait_for "instance $i" grep -q 'listening on http://' "$CLUSTER_DIR/node-$i.out"
-  url=$(grep -o 'http://[0-9.:]*' "$CLUSTER_DIR/node-$i.out" | head -1)
+  url=$(grep -m1 -o 'http://[0-9.:]*' "$CLUSTER_DIR/node-$i.out")
   wait_for "instance $i" curl -sf "$url/health"
   echo "$url" > "$CLUSTER_DIR/node-$i.url"
 }
@@ -143,7 +143,8 @@ existing() {
   [ -n "$CLUSTER_DIR" ] && [ -d "$CLUSTER_DIR" ] || die "no cluster: set CLUSTER_DIR"
 }
 
-# nginx reads its configuration again; new connections go by the new one.
+# nginx reads its configuration again. It returns at once: the old workers
+# finish the requests they hold, new ones go by the new configuration.
 reload_nginx() {
   write_nginx_conf
   nginx -c "$CLUSTER_DIR/nginx.conf" -s reload 2> "$CLUSTER_DIR/nginx-reload.log" \
@@ -162,11 +163,19 @@ add() {
 
 remove() {
   local i=${1:-}
-  [ -n "$i" ] || die "usage: scripts/cluster.sh remove NUMBER"
+  [[ "$i" =~ ^[0-9]+$ ]] || die "usage: scripts/cluster.sh remove NUMBER"
   existing
-  [ -f "$CLUSTER_DIR/node-$i.url" ] || die "no instance $i in $CLUSTER_DIR"
-  rm "$CLUSTER_DIR/node-$i.url"
-  reload_nginx
+  [ -f "$CLUSTER_DIR/node-$i.url" ] || die "no instance $i behind nginx in $CLUSTER_DIR"
+  local behind
+  behind=$(find "$CLUSTER_DIR" -maxdepth 1 -name 'node-*.url' | wc -l)
+  [ "$behind" -gt 1 ] || die "instance $i is the last behind nginx (use down)"
+  mv "$CLUSTER_DIR/node-$i.url" "$CLUSTER_DIR/node-$i.url.removed"
+  if ! (reload_nginx); then
+    mv "$CLUSTER_DIR/node-$i.url.removed" "$CLUSTER_DIR/node-$i.url"
+    write_nginx_conf
+    die "nginx did not take instance $i out; it still runs"
+  fi
+  rm "$CLUSTER_DIR/node-$i.url.removed"
   # Stopped gracefully: it answers what it took, and its events' locks go with its sessions.
   local pid
   pid=$(cat "$CLUSTER_DIR/node-$i.pid")

@@ -131,7 +131,8 @@ impl Directory {
     /// threads they ran on, so without this the process would hold, for
     /// good, the memory of the most events ever active at once. And once no
     /// event is active, SQLite's page caches are emptied too: they hold pages
-    /// of events no longer in memory.
+    /// of events no longer in memory. Also forgets the hand-overs whose
+    /// `HANDOFF_YIELD` is over.
     pub(super) fn give_back_memory(&self) {
         let now = Instant::now();
         self.yielded.retain(|_, until| *until > now);
@@ -220,12 +221,15 @@ impl Directory {
     /// `HANDOFF_ASK_AGAIN`), and tries again every `HANDOFF_POLL` for up to
     /// `HANDOFF_WAIT`.
     async fn own(&self, id: &EventId) -> Result<u64, BookingError> {
-        if let Some((_, until)) = self.yielded.remove(id) {
+        // Read again after each wait: the release may have moved the time on.
+        while let Some(until) = self.yielded.get(id).map(|until| *until) {
             let now = Instant::now();
-            if until > now {
-                actix_web::rt::time::sleep(until - now).await;
+            if until <= now {
+                break;
             }
+            actix_web::rt::time::sleep(until - now).await;
         }
+        self.yielded.remove(id);
         let deadline = Instant::now() + HANDOFF_WAIT;
         let mut ask_at = Instant::now();
         loop {
@@ -257,10 +261,20 @@ impl Directory {
         }
     }
 
-    /// The event's actor stopped to hand it over (see `HANDOFF_YIELD`).
-    pub(super) fn handed_off(&self, id: &EventId) {
+    /// The event's actor stopped to hand it over: gives the event up (see
+    /// `release`) and leaves it to the asking instance until `HANDOFF_YIELD`
+    /// after the store released it, however long the store took (at most
+    /// `HANDOFF_WAIT`, should the store never answer).
+    pub(super) fn hand_over(self: &Arc<Self>, id: &EventId) {
         self.yielded
-            .insert(id.clone(), Instant::now() + HANDOFF_YIELD);
+            .insert(id.clone(), Instant::now() + HANDOFF_WAIT);
+        let (directory, id) = (self.clone(), id.clone());
+        actix_web::rt::spawn(async move {
+            let released = directory.store.send(Release { event: id.clone() }).await;
+            if released.is_ok() {
+                directory.yielded.insert(id, Instant::now() + HANDOFF_YIELD);
+            }
+        });
     }
 
     /// The database events are read from.

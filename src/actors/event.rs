@@ -361,9 +361,10 @@ impl Actor for EventActor {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         // Behind every change it sent: the event is given up once they are committed.
-        self.directory.release(&self.id);
         if self.handing_off {
-            self.directory.handed_off(&self.id);
+            self.directory.hand_over(&self.id);
+        } else {
+            self.directory.release(&self.id);
         }
         if let Some(stopped) = self.passivating.take() {
             self.directory.finish_passivation(&self.id, stopped);

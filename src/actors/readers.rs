@@ -2,9 +2,12 @@
 //! few, started once and kept. A read blocks (SQLite, or a wait on
 //! PostgreSQL), so it cannot run on the threads of event actors; and the
 //! event's state is built where it is read, so those threads' allocator
-//! arenas hold every active event's state. tokio's blocking pool would use
-//! up to hundreds of short-lived threads for it, each leaving an arena
-//! behind, fragmented, once it exits (figures in docs/performance.md).
+//! arenas hold every active event's state. tokio's blocking pool used up to
+//! 64 short-lived threads for it in a benchmark, each leaving an arena
+//! behind, fragmented, once it exited (figures in docs/performance.md,
+//! "What events as virtual actors cost"). The price: at most this many
+//! events are read at once, so a few large ones (a second each for a
+//! million orders) hold up the activations queued behind them.
 
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -16,7 +19,7 @@ type Job = Box<dyn FnOnce() + Send>;
 
 /// A fixed set of reader threads sharing one queue.
 pub struct ReaderThreads {
-    queue: Mutex<Sender<Job>>,
+    queue: Sender<Job>,
 }
 
 impl ReaderThreads {
@@ -30,12 +33,11 @@ impl ReaderThreads {
                 .name(format!("event-reader-{number}"))
                 .spawn(move || run(&jobs))?;
         }
-        Ok(ReaderThreads {
-            queue: Mutex::new(queue),
-        })
+        Ok(ReaderThreads { queue })
     }
 
-    /// Runs `read` on a reader thread; `None` if they have stopped.
+    /// Runs `read` on a reader thread; `None` if it panicked (logged) or
+    /// the readers have stopped.
     pub async fn run<T: Send + 'static>(
         &self,
         read: impl FnOnce() -> T + Send + 'static,
@@ -44,11 +46,7 @@ impl ReaderThreads {
         let job: Job = Box::new(move || {
             let _ = sent.send(read());
         });
-        self.queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .send(job)
-            .ok()?;
+        self.queue.send(job).ok()?;
         result.await.ok()
     }
 }
@@ -61,7 +59,9 @@ fn run(jobs: &Mutex<Receiver<Job>>) {
             // A read that panics fails its activation (its result is never
             // sent), not the thread.
             Ok(job) => {
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                    log::error!("reading an event panicked; its activation failed");
+                }
             }
             Err(_) => return,
         }

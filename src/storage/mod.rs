@@ -169,9 +169,9 @@ pub trait Storage: Send + Sync {
     /// Takes the ownership of `event` for this instance: only its owner
     /// commits its changes. `Some(session)`: owned, for as long as the
     /// writer's session `session` lasts (see [`session`](Self::session));
-    /// `None`: another instance owns it. Taking it again within one session
-    /// is not needed, and must be matched by as many releases. Always owned
-    /// where there is only one instance (SQLite).
+    /// `None`: another instance owns it. Taken once per session, given up
+    /// once ([`release`](Self::release)). Always owned where there is only
+    /// one instance (SQLite).
     fn claim(&self, _event: &EventId) -> Result<Option<u64>, StorageError> {
         Ok(Some(FIRST_SESSION))
     }

@@ -211,7 +211,9 @@ async fn three_instances_behind_nginx() {
     no_event_was_decided_by_two_owners_at_once(&cluster).await;
 }
 
-const EVENTS: usize = 12;
+/// Enough that an added instance's place on nginx's hash ring takes some
+/// of them whatever its port: with 12 it took none in about 3% of runs.
+const EVENTS: usize = 48;
 const TICKETS: u64 = 20;
 
 async fn the_booking_contract_holds(cluster: &Cluster) {
@@ -343,23 +345,30 @@ async fn the_booking_contract_holds(cluster: &Cluster) {
 
 /// A storm's progress, shared with what runs beside it.
 #[derive(Default)]
-struct Load {
-    /// Requests answered so far (or cut off).
-    answered: AtomicUsize,
+struct StormProgress {
+    /// Bookings acknowledged (2xx) so far.
+    acknowledged: AtomicUsize,
     /// Set to end the storm: no request is sent after it.
     stop: AtomicBool,
 }
 
-impl Load {
-    /// Resolves once `more` requests were answered after this call.
+impl StormProgress {
+    /// Resolves once `more` bookings were acknowledged after this call;
+    /// fails after 60 s.
     async fn goes_on(&self, more: usize) {
-        let target = self.answered.load(Ordering::Relaxed) + more;
-        while self.answered.load(Ordering::Relaxed) < target {
+        let target = self.acknowledged.load(Ordering::Relaxed) + more;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while self.acknowledged.load(Ordering::Relaxed) < target {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the storm acknowledged fewer than {more} bookings in 60 s"
+            );
             actix_web::rt::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
-    /// Lets the storm run for `more` answers, then ends it.
+    /// Lets the storm acknowledge `more` bookings, then ends it: after a
+    /// disruption, so that the check of what it acknowledged is not empty.
     async fn ends_after(&self, more: usize) {
         self.goes_on(more).await;
         self.stop.store(true, Ordering::Relaxed);
@@ -369,7 +378,11 @@ impl Load {
 /// Books users (`prefix` and a number) over the storms' events through
 /// nginx, 32 at a time, until `load.stop`; returns the acknowledged
 /// bookings (event, user, answer).
-async fn storm(cluster: &Cluster, prefix: &str, load: &Load) -> Vec<(String, String, Value)> {
+async fn storm(
+    cluster: &Cluster,
+    prefix: &str,
+    load: &StormProgress,
+) -> Vec<(String, String, Value)> {
     use futures::StreamExt;
     let mut acknowledged = Vec::new();
     let mut answers = futures::stream::iter(0..)
@@ -388,7 +401,9 @@ async fn storm(cluster: &Cluster, prefix: &str, load: &Load) -> Vec<(String, Str
                     }
                     Err(_) => None,
                 };
-                load.answered.fetch_add(1, Ordering::Relaxed);
+                if answer.as_ref().is_some_and(|(status, _)| *status == 200) {
+                    load.acknowledged.fetch_add(1, Ordering::Relaxed);
+                }
                 (event, user, answer)
             }
         })
@@ -465,7 +480,7 @@ async fn an_instance_added_and_removed_takes_events_and_gives_them_back(
     cluster: &Cluster,
     acknowledged: &mut Vec<(String, String, Value)>,
 ) {
-    let load = Load::default();
+    let load = StormProgress::default();
     let (booked, ()) = futures::join!(storm(cluster, "m", &load), async {
         load.goes_on(300).await;
         let added = cluster.script(&["add"]).await;
@@ -490,7 +505,7 @@ async fn an_instance_added_and_removed_takes_events_and_gives_them_back(
         cluster.script(&["remove", number]).await;
         load.ends_after(300).await;
     });
-    keep(acknowledged, booked, cluster).await;
+    verify_and_keep(acknowledged, booked, cluster).await;
 }
 
 /// `pg_terminate_backend` of every session of one instance mid-storm: it
@@ -499,37 +514,32 @@ async fn terminated_sessions_acknowledge_nothing_unstored(
     cluster: &Cluster,
     acknowledged: &mut Vec<(String, String, Value)>,
 ) {
-    let load = Load::default();
+    let load = StormProgress::default();
     let (booked, ()) = futures::join!(storm(cluster, "t", &load), async {
         load.goes_on(300).await;
+        // Its writer's session is among them: the one that holds its events' locks.
         let ended = cluster
             .sql(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-                 WHERE application_name = 'node-1'",
+                "SELECT count(pg_terminate_backend(pid)) FILTER (WHERE EXISTS (
+                     SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory'))
+                 FROM pg_stat_activity a WHERE application_name = 'node-1'",
             )
             .await;
-        assert_ne!(ended.trim(), "0", "node-1 had no session to end");
+        assert_ne!(
+            ended.trim(),
+            "0",
+            "node-1's writer was not among its sessions"
+        );
         load.ends_after(300).await;
     });
-    keep(acknowledged, booked, cluster).await;
+    verify_and_keep(acknowledged, booked, cluster).await;
     // It takes events again: straight at it, an event it may not own.
-    let node = &cluster.nodes[0];
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let body = json!({"eventId": "s0", "userId": "after-terminate"});
-        let (status, answer) = cluster.send(node, "POST", "/api/book", Some(body)).await;
-        if status == 200 {
-            break;
-        }
-        assert_eq!(status, 503, "{answer}");
-        assert!(std::time::Instant::now() < deadline, "{answer}");
-        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
-    }
+    booked_at(cluster, &cluster.nodes[0], "after-terminate").await;
 }
 
 /// Verifies a storm's acknowledged bookings, then keeps them for the
 /// check of all at the end.
-async fn keep(
+async fn verify_and_keep(
     acknowledged: &mut Vec<(String, String, Value)>,
     booked: Vec<(String, String, Value)>,
     cluster: &Cluster,
@@ -544,7 +554,7 @@ async fn a_killed_instance_and_a_restarted_postgres_lose_nothing(
     acknowledged: &mut Vec<(String, String, Value)>,
 ) {
     // Its events are served by the others within 15 s (verify's bound).
-    let load = Load::default();
+    let load = StormProgress::default();
     let (booked, ()) = futures::join!(storm(cluster, "k", &load), async {
         load.goes_on(300).await;
         let kill = Command::new("kill")
@@ -553,11 +563,11 @@ async fn a_killed_instance_and_a_restarted_postgres_lose_nothing(
         assert!(kill.unwrap().success());
         load.ends_after(300).await;
     });
-    keep(acknowledged, booked, cluster).await;
+    verify_and_keep(acknowledged, booked, cluster).await;
 
     // Refusals while it is down, nothing acknowledged lost, service back
     // without a restart of the instances.
-    let load = Load::default();
+    let load = StormProgress::default();
     let (booked, ()) = futures::join!(storm(cluster, "r", &load), async {
         load.goes_on(300).await;
         let pg_ctl = Command::new(format!("{}/pg_ctl", cluster.file("postgres.bin")));
@@ -575,16 +585,26 @@ async fn a_killed_instance_and_a_restarted_postgres_lose_nothing(
         assert!(restart.await.unwrap().unwrap().success());
         load.ends_after(300).await;
     });
-    keep(acknowledged, booked, cluster).await;
-    let (status, _) = cluster
-        .api(
-            "POST",
-            "/api/book",
-            Some(json!({"eventId": "s0", "userId": "after-restart"})),
-        )
-        .await;
-    assert_eq!(status, 200);
+    verify_and_keep(acknowledged, booked, cluster).await;
+    booked_at(cluster, &cluster.nginx, "after-restart").await;
 }
+
+/// Books `user` at event `s0` through `base`, retrying refusals (503) for
+/// up to 15 s, as a client would.
+async fn booked_at(cluster: &Cluster, base: &str, user: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let body = json!({"eventId": "s0", "userId": user});
+        let (status, answer) = cluster.send(base, "POST", "/api/book", Some(body)).await;
+        if status == 200 {
+            return;
+        }
+        assert_eq!(status, 503, "{answer}");
+        assert!(std::time::Instant::now() < deadline, "{answer}");
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The fence, read from the committed log: along each event's rows the
 /// number of the ownership under which they were committed never goes
 /// down (schema version 2), so no two owners' changes interleave; and
@@ -608,8 +628,13 @@ async fn no_event_was_decided_by_two_owners_at_once(cluster: &Cluster) {
         );
     }
     let moved = owners
-        .values()
-        .filter(|ownerships| ownerships.first() != ownerships.last())
+        .iter()
+        .filter(|(event, ownerships)| {
+            let stormed = event
+                .strip_prefix('s')
+                .is_some_and(|n| n.parse::<usize>().is_ok());
+            stormed && ownerships.first() != ownerships.last()
+        })
         .count();
     assert!(
         moved >= EVENTS / 2,

@@ -4,8 +4,8 @@
 //! The driver is `tokio-postgres`, whose connections need a tokio runtime for
 //! their I/O: they run on a small runtime of their own ([`IoThread`]), and the
 //! storage's blocking functions wait for their queries with
-//! `futures::executor::block_on`, from the store's thread or a blocking
-//! thread, as they call SQLite. (The `postgres` crate's blocking client
+//! `futures::executor::block_on`, from the store's thread, a reader thread
+//! of activations or a blocking thread, as they call SQLite. (The `postgres` crate's blocking client
 //! would refuse to run on the store's thread: actix runs a tokio runtime there.)
 //!
 //! Three connections: the writer, one session through which every commit
@@ -436,12 +436,15 @@ impl Storage for PostgresStorage {
                     total_tickets,
                 } => created.push((event.as_str(), i64::from(*total_tickets))),
                 Change::Order { event, update } => {
-                    let owned = ownerships.get(event.as_str()).copied();
+                    // Only changes of events owned in this session reach here (the store's `is_void`).
+                    let claim = ownerships.get(event.as_str()).copied().ok_or_else(|| {
+                        StorageError::Inconsistent(format!("a change of {event}, not owned here"))
+                    })?;
                     for (user, status) in rows_of(update) {
                         events.push(event.as_str());
                         users.push(user);
                         statuses.push(status);
-                        ownership.push(owned);
+                        ownership.push(claim);
                     }
                     let (booked, waiting) = update.counts();
                     match counts.iter_mut().find(|(id, ..)| *id == event.as_str()) {
@@ -677,14 +680,17 @@ impl Storage for PostgresStorage {
     }
 
     fn claim(&self, event: &EventId) -> Result<Option<u64>, StorageError> {
-        let writer = self.writer(Reopen::Yes)?;
+        let mut writer = self.writer(Reopen::Yes)?;
         let client = &writer.as_ref().expect("connected").client;
         // The ownership's number is taken once the lock is (`CASE` evaluates lazily).
-        let row = wait(client.query_one(
+        let claimed = wait(client.query_one(
             "SELECT CASE WHEN pg_try_advisory_lock(hashtextextended($1, 0))
                 THEN nextval('ownerships') END",
             &[&event.as_str()],
-        ))?;
+        ));
+        // A session-level lock outlives a failed statement: whether it was
+        // taken is unknown, so the session goes, and its locks with it.
+        let row = claimed.inspect_err(|_| *writer = None)?;
         let Some(ownership) = row.get::<_, Option<i64>>(0) else {
             return Ok(None);
         };
@@ -693,13 +699,20 @@ impl Storage for PostgresStorage {
     }
 
     fn release(&self, event: &EventId) -> Result<(), StorageError> {
-        let writer = self.writer(Reopen::No)?;
+        let mut writer = self.writer(Reopen::No)?;
         let client = &writer.as_ref().expect("connected").client;
-        wait(client.execute(
+        let released = wait(client.execute(
             "SELECT pg_advisory_unlock(hashtextextended($1, 0))",
             &[&event.as_str()],
-        ))?;
-        self.ownerships().remove(event.as_str());
+        ));
+        // Not let go, and no longer deciding for it: the session goes, and its locks with it.
+        released.inspect_err(|_| *writer = None)?;
+        let mut ownerships = self.ownerships();
+        ownerships.remove(event.as_str());
+        // As the store's own map of owned events: not the room of every event once owned.
+        if ownerships.len() * 4 < ownerships.capacity() {
+            ownerships.shrink_to_fit();
+        }
         Ok(())
     }
 

@@ -58,12 +58,15 @@ INSERT INTO readiness VALUES (1, 0);
 /// (by `seq`) the numbers never go down: rows of two owners interleaved
 /// would break that, which the cluster's tests check. `NULL` on rows
 /// committed before version 2.
+/// The sequence keeps the default `CACHE 1`: with a cache, each session
+/// would take numbers from a block of its own, out of the claims' order.
 const OWNERSHIPS: &str = "
 CREATE SEQUENCE ownerships;
 ALTER TABLE order_log ADD COLUMN ownership bigint;
 ";
 
-/// Creates the schema in an empty database, refuses a newer one. Safe when
+/// Creates the schema in an empty database, migrates an older one, refuses
+/// a newer one. Safe when
 /// several instances start at once (see the module's comment).
 pub(super) async fn migrate(client: &mut Client) -> Result<(), StorageError> {
     let tx = client.transaction().await?;
