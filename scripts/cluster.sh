@@ -154,7 +154,8 @@ reload_nginx() {
 add() {
   existing
   local i=1
-  while [ -e "$CLUSTER_DIR/node-$i.pid" ]; do i=$((i + 1)); done
+  # A number never used in this cluster: a removed instance keeps its log.
+  while [ -e "$CLUSTER_DIR/node-$i.out" ]; do i=$((i + 1)); done
   start_node "$i"
   wait_for_node "$i"
   reload_nginx
