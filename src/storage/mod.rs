@@ -52,6 +52,17 @@ pub enum StorageError {
     Inconsistent(String),
 }
 
+impl StorageError {
+    /// Refuses a database whose schema version `found` is newer than the
+    /// `supported` one: this server would misread it.
+    pub(in crate::storage) fn refuse_newer_schema(found: i64, supported: i64) -> Result<(), Self> {
+        if found > supported {
+            return Err(StorageError::SchemaVersion { found, supported });
+        }
+        Ok(())
+    }
+}
+
 /// One decided change, as the persistence actor hands it over.
 #[derive(Debug, Clone)]
 pub enum Change {

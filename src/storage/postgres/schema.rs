@@ -78,16 +78,10 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), StorageError> {
         .query_opt("SELECT version FROM booking_schema", &[])
         .await?
         .map_or(0, |row| row.get(0));
-    match version {
-        SCHEMA_VERSION => return Ok(()),
-        newer if newer > SCHEMA_VERSION => {
-            return Err(StorageError::SchemaVersion {
-                found: newer,
-                supported: SCHEMA_VERSION,
-            })
-        }
-        _ => {}
+    if version == SCHEMA_VERSION {
+        return Ok(());
     }
+    StorageError::refuse_newer_schema(version, SCHEMA_VERSION)?;
     if version < 1 {
         tx.batch_execute(SCHEMA).await?;
         tx.execute("INSERT INTO booking_schema VALUES (1)", &[])

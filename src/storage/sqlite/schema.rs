@@ -96,16 +96,11 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
     let version = |conn: &Connection| {
         conn.pragma_query_value(None, "user_version", |row| row.get::<_, i64>(0))
     };
-    match version(conn)? {
-        SCHEMA_VERSION => return Ok(()),
-        newer if newer > SCHEMA_VERSION => {
-            return Err(StorageError::SchemaVersion {
-                found: newer,
-                supported: SCHEMA_VERSION,
-            })
-        }
-        _ => {}
+    let found = version(conn)?;
+    if found == SCHEMA_VERSION {
+        return Ok(());
     }
+    StorageError::refuse_newer_schema(found, SCHEMA_VERSION)?;
     // Read again inside the write lock: another process may have migrated meanwhile.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let version = version(&tx)?;
