@@ -31,6 +31,8 @@ pub struct Settings {
     pub request_timeout_ms: u64,
     /// An event's actor stops after this many seconds without a message; 0: never.
     pub passivate_after_secs: u64,
+    /// A hold's duration in seconds when neither the request nor the event names one.
+    pub hold_secs: u32,
     pub client_request_timeout_ms: u64,
     pub keep_alive_secs: u64,
     pub max_connections: usize,
@@ -43,6 +45,9 @@ pub struct Settings {
     pub idempotency: IdempotencySettings,
     pub storage: StorageSettings,
 }
+
+/// The longest hold, in seconds (a day), for the setting and for a request's `holdSecs`.
+pub const MAX_HOLD_SECS: u32 = 86_400;
 
 /// Where changes are committed.
 #[derive(Clone, Deserialize)]
@@ -216,6 +221,9 @@ impl Settings {
         }
         if self.request_timeout_ms == 0 || self.client_request_timeout_ms == 0 {
             return fail("request_timeout_ms and client_request_timeout_ms must be at least 1");
+        }
+        if !(1..=MAX_HOLD_SECS).contains(&self.hold_secs) {
+            return fail("hold_secs must be 1 to 86400");
         }
         if self.body_limit < 256 {
             return fail("body_limit must be at least 256 bytes");

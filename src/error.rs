@@ -28,6 +28,11 @@ pub enum ApiError {
     AlreadyBooked,
     #[error("User is already on the waiting list")]
     AlreadyWaiting,
+    #[error("User already holds a ticket")]
+    AlreadyHolding,
+    /// No live hold: never held, released, or lapsed.
+    #[error("Hold not found")]
+    HoldNotFound,
     /// A write was not acknowledged: not committed, or (PostgreSQL) its
     /// connection broke during the commit, which may have landed.
     #[error("Storage unavailable")]
@@ -83,6 +88,8 @@ pub enum ErrorCode {
     EventNotFound,
     /// 404: the user has no ticket or waiting place at the event.
     BookingNotFound,
+    /// 404: the user has no live hold at the event: never held, released, or lapsed.
+    HoldNotFound,
     /// 404: no route has this path.
     RouteNotFound,
     /// 405: the path exists, not with this method; `Allow` lists the ones it has.
@@ -93,6 +100,9 @@ pub enum ErrorCode {
     AlreadyBooked,
     /// 409: the user is already on the event's waiting list.
     AlreadyWaiting,
+    /// 409: the user already holds a ticket at the event (one hold per
+    /// user, and no booking beside it).
+    AlreadyHolding,
     /// 409: the first request with this `Idempotency-Key` is still running.
     IdempotencyKeyInFlight,
     /// 413: the body is over the limit.
@@ -153,12 +163,14 @@ impl ResponseError for ApiError {
         match self {
             ApiError::InvalidInput(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::EventNotFound | ApiError::BookingNotFound | ApiError::RouteNotFound => {
-                StatusCode::NOT_FOUND
-            }
-            ApiError::EventExists | ApiError::AlreadyBooked | ApiError::AlreadyWaiting => {
-                StatusCode::CONFLICT
-            }
+            ApiError::EventNotFound
+            | ApiError::BookingNotFound
+            | ApiError::HoldNotFound
+            | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
+            ApiError::EventExists
+            | ApiError::AlreadyBooked
+            | ApiError::AlreadyWaiting
+            | ApiError::AlreadyHolding => StatusCode::CONFLICT,
             ApiError::StorageUnavailable
             | ApiError::ServiceUnavailable
             | ApiError::ServerBusy
@@ -204,6 +216,8 @@ impl ApiError {
             ApiError::EventExists => ErrorCode::EventExists,
             ApiError::AlreadyBooked => ErrorCode::AlreadyBooked,
             ApiError::AlreadyWaiting => ErrorCode::AlreadyWaiting,
+            ApiError::AlreadyHolding => ErrorCode::AlreadyHolding,
+            ApiError::HoldNotFound => ErrorCode::HoldNotFound,
             ApiError::StorageUnavailable => ErrorCode::StorageUnavailable,
             ApiError::ServiceUnavailable => ErrorCode::ServiceUnavailable,
             ApiError::ServerBusy => ErrorCode::ServerBusy,
@@ -253,6 +267,8 @@ impl From<Refusal> for ApiError {
             Refusal::AlreadyBooked => ApiError::AlreadyBooked,
             Refusal::AlreadyWaiting => ApiError::AlreadyWaiting,
             Refusal::BookingNotFound => ApiError::BookingNotFound,
+            Refusal::AlreadyHolding => ApiError::AlreadyHolding,
+            Refusal::HoldNotFound => ApiError::HoldNotFound,
         }
     }
 }
@@ -291,6 +307,8 @@ mod tests {
             (ApiError::EventExists, "event_exists"),
             (ApiError::AlreadyBooked, "already_booked"),
             (ApiError::AlreadyWaiting, "already_waiting"),
+            (ApiError::AlreadyHolding, "already_holding"),
+            (ApiError::HoldNotFound, "hold_not_found"),
             (ApiError::StorageUnavailable, "storage_unavailable"),
             (ApiError::ServiceUnavailable, "service_unavailable"),
             (ApiError::ServerBusy, "server_busy"),

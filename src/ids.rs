@@ -220,13 +220,22 @@ impl Serialize for UserId {
 
 /// Number of tickets an event is initialized with.
 pub fn total_tickets_from_json(value: &Value) -> Result<u32, String> {
+    whole_number_from_json("totalTickets", value, 1, MAX_TOTAL_TICKETS).map(|n| n as u32)
+}
+
+/// A whole number from `min` to `max` in the JSON field `field` (`7`, or
+/// `7.0`), or the reason it is not one, naming the field.
+pub fn whole_number_from_json(
+    field: &str,
+    value: &Value,
+    min: u64,
+    max: u64,
+) -> Result<u64, String> {
     match value {
-        Value::Number(number) => {
-            integer("totalTickets", number, 1, MAX_TOTAL_TICKETS).map(|n| n as u32)
-        }
-        Value::Null => Err("totalTickets must not be null".into()),
+        Value::Number(number) => integer(field, number, min, max),
+        Value::Null => Err(format!("{field} must not be null")),
         _ => Err(format!(
-            "totalTickets must be a whole number from 1 to {MAX_TOTAL_TICKETS}, not {}",
+            "{field} must be a whole number from {min} to {max}, not {}",
             kind_of(value)
         )),
     }

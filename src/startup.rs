@@ -173,6 +173,7 @@ impl SharedState {
             request_timeout: Duration::from_millis(settings.request_timeout_ms),
             passivate_after: (settings.passivate_after_secs > 0)
                 .then(|| Duration::from_secs(settings.passivate_after_secs)),
+            hold_secs: settings.hold_secs,
         };
         let retention = Duration::from_secs(settings.idempotency.retention_secs);
         let registry =
@@ -392,6 +393,7 @@ fn recover(
             totals.waiting,
             started.elapsed()
         );
+        actix_web::rt::spawn(async move { registry.wake_events_with_holds().await });
         Ok(())
     })
 }

@@ -32,6 +32,9 @@ pub const ACTIVE_EVENTS: &str = "booking_active_events";
 pub const ACTIVATIONS: &str = "booking_event_activations_total";
 pub const PASSIVATIONS: &str = "booking_event_passivations_total";
 pub const BOOKED_TICKETS: &str = "booking_booked_tickets";
+pub const HELD_TICKETS: &str = "booking_held_tickets";
+pub const HOLDS: &str = "booking_holds_total";
+pub const LAPSED_HOLDS: &str = "booking_holds_lapsed_total";
 pub const WAITING_USERS: &str = "booking_waiting_users";
 pub const COMMIT_BATCH_SIZE: &str = "booking_commit_batch_size";
 pub const COMMIT_DURATION: &str = "booking_commit_duration_seconds";
@@ -237,8 +240,11 @@ pub struct StoreMetrics {
     joins: Counter,
     cancellations: Counter,
     reassignments: Counter,
+    holds: Counter,
+    lapsed: Counter,
     events: Gauge,
     booked: Gauge,
+    held: Gauge,
     waiting: Gauge,
     batch_size: Histogram,
     commit_duration: Histogram,
@@ -254,8 +260,11 @@ impl StoreMetrics {
             joins: counter!(WAITING_LIST_JOINS),
             cancellations: counter!(CANCELLATIONS),
             reassignments: counter!(REASSIGNMENTS),
+            holds: counter!(HOLDS),
+            lapsed: counter!(LAPSED_HOLDS),
             events: gauge!(EVENTS),
             booked: gauge!(BOOKED_TICKETS),
+            held: gauge!(HELD_TICKETS),
             waiting: gauge!(WAITING_USERS),
             batch_size: histogram!(COMMIT_BATCH_SIZE),
             commit_duration: histogram!(COMMIT_DURATION),
@@ -269,6 +278,7 @@ impl StoreMetrics {
     pub fn recovered(&self, totals: Totals) {
         self.events.set(totals.events as f64);
         self.booked.set(totals.booked as f64);
+        self.held.set(totals.held as f64);
         self.waiting.set(totals.waiting as f64);
         gauge!(ACTIVE_EVENTS).set(0.0);
         counter!(ACTIVATIONS).increment(0);
@@ -293,31 +303,37 @@ impl StoreMetrics {
 
     /// One committed change.
     pub fn stored(&self, change: &Change) {
-        match change {
-            Change::CreateEvent { .. } => self.events.increment(1.0),
-            Change::Order { update, .. } => match update {
-                OrderUpdate::Booked(_) => {
-                    self.bookings.increment(1);
-                    self.booked.increment(1.0);
+        let update = match change {
+            Change::CreateEvent { .. } => return self.events.increment(1.0),
+            Change::Order { update, .. } => update,
+        };
+        let moved = update.counts();
+        self.booked.increment(moved.booked as f64);
+        self.held.increment(moved.held as f64);
+        self.waiting.increment(moved.waiting as f64);
+        match update {
+            // A confirmed hold is a ticket sold, as a booking is.
+            OrderUpdate::Booked(_) | OrderUpdate::Confirmed(_) => self.bookings.increment(1),
+            OrderUpdate::Waiting(_) => self.joins.increment(1),
+            OrderUpdate::Held { .. } => self.holds.increment(1),
+            OrderUpdate::Cancelled(_) | OrderUpdate::LeftWaitingList(_) => {
+                self.cancellations.increment(1)
+            }
+            OrderUpdate::Reassigned { .. } => {
+                self.cancellations.increment(1);
+                self.reassignments.increment(1);
+            }
+            OrderUpdate::HoldEnded {
+                lapsed, promoted, ..
+            } => {
+                match lapsed {
+                    Some(_) => self.lapsed.increment(1),
+                    None => self.cancellations.increment(1),
                 }
-                OrderUpdate::Waiting(_) => {
-                    self.joins.increment(1);
-                    self.waiting.increment(1.0);
-                }
-                OrderUpdate::Cancelled(_) => {
-                    self.cancellations.increment(1);
-                    self.booked.decrement(1.0);
-                }
-                OrderUpdate::LeftWaitingList(_) => {
-                    self.cancellations.increment(1);
-                    self.waiting.decrement(1.0);
-                }
-                OrderUpdate::Reassigned { .. } => {
-                    self.cancellations.increment(1);
+                if promoted.is_some() {
                     self.reassignments.increment(1);
-                    self.waiting.decrement(1.0);
                 }
-            },
+            }
         }
     }
 }

@@ -96,6 +96,8 @@ pub struct Directory {
     mailbox_capacity: usize,
     /// An actor idle this long stops; `None`: never.
     passivate_after: Option<Duration>,
+    /// A hold's duration in seconds when neither its request nor its event names one.
+    hold_secs: u32,
     /// Passivations since freed memory was last handed back to the system.
     passivated_since_trim: AtomicUsize,
     /// Events just handed to another instance, and until when this one
@@ -110,6 +112,7 @@ impl Directory {
         threads: Arc<WorkerThreads>,
         mailbox_capacity: usize,
         passivate_after: Option<Duration>,
+        hold_secs: u32,
     ) -> std::io::Result<Self> {
         let readers = ReaderThreads::start(READERS)?;
         Ok(Directory {
@@ -121,6 +124,7 @@ impl Directory {
             readers,
             mailbox_capacity,
             passivate_after,
+            hold_secs,
             passivated_since_trim: AtomicUsize::new(0),
             yielded: DashMap::new(),
         })
@@ -278,6 +282,16 @@ impl Directory {
     }
 
     /// The database events are read from.
+    /// How long an idle actor waits before it stops; `None`: never.
+    pub(super) fn passivate_after(&self) -> Option<Duration> {
+        self.passivate_after
+    }
+
+    /// A hold's duration in seconds when neither its request nor its event names one.
+    pub(super) fn hold_secs(&self) -> u32 {
+        self.hold_secs
+    }
+
     pub(super) fn database(&self) -> Database {
         self.database.clone()
     }
@@ -300,15 +314,14 @@ impl Directory {
     ) -> EventAddr {
         let thread = self.threads.pick(self.placement.hash_one(&id));
         let capacity = self.mailbox_capacity;
-        let (store, directory, passivate_after) =
-            (self.store.clone(), self.clone(), self.passivate_after);
+        let (store, directory) = (self.store.clone(), self.clone());
         let (started, on_start) = oneshot::channel();
         let actor = EventActor::start_in_arbiter(&thread, move |ctx| {
             ctx.set_mailbox_capacity(capacity);
             // The very address the actor compares with its slot's when it passivates.
             let me = Arc::new(ctx.address());
             let _ = started.send(me.clone());
-            EventActor::new(id, state, session, store, me, directory, passivate_after)
+            EventActor::new(id, state, session, store, me, directory)
         });
         on_start.await.unwrap_or_else(|_| Arc::new(actor))
     }

@@ -1,5 +1,7 @@
 //! One actor per event: it owns the event's [`EventState`] and decides each
-//! book and cancel in the order they arrive, one at a time.
+//! book, hold and cancel in the order they arrive, one at a time, and the
+//! lapse of each hold at its expiry (a timer for the earliest, re-armed
+//! after every decision).
 //!
 //! A decision is made at once, in memory, and the change goes to the
 //! [`OrderStore`] together with the request's [`Reply`] channel (and, for an
@@ -12,19 +14,21 @@
 //!
 //! An actor lives only while its event is in use: the [`Directory`] starts
 //! it from the database on the first message, and it stops itself once idle
-//! for `passivate_after` (see `directory` for the order of both).
+//! for `passivate_after` (see `directory` for the order of both), unless it
+//! has live holds: it must be awake to lapse them.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use actix::SpawnHandle;
 use futures::channel::oneshot;
 
 use super::directory::Directory;
 use super::order_store::{NotStored, OrderStore, Origin, Persist, QueueSlot, Reload};
 use crate::booking::{
-    BookOutcome, CancelOutcome, EventState, OrderUpdate, PageCursor, Refusal, Standing, Summary,
-    WaitingPage,
+    BookOutcome, CancelOutcome, EventState, HoldOutcome, OrderUpdate, PageCursor, Refusal,
+    Standing, Summary, UtcMillis, WaitingPage,
 };
 use crate::idempotency::Pending;
 use crate::ids::EventId;
@@ -79,6 +83,43 @@ pub struct Book {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Cancel {
+    pub user: Arc<str>,
+    pub reply: Reply<CancelOutcome>,
+    pub recorder: Option<Recorder<CancelOutcome, Refusal>>,
+    /// Taken when the request was admitted: the store has room for the change.
+    pub slot: QueueSlot,
+}
+
+/// Hold a ticket for `user` for `hold_secs` seconds (else the default), or
+/// a waiting place when none is free. Built, and its decision rendered, by
+/// its `OrderMessage` impl in `routes/holds.rs`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Hold {
+    pub user: Arc<str>,
+    /// As the request asked, 1 to `MAX_HOLD_SECS`; `None`: the default.
+    pub hold_secs: Option<u32>,
+    pub reply: Reply<HoldOutcome>,
+    pub recorder: Option<Recorder<HoldOutcome, Refusal>>,
+    /// Taken when the request was admitted: the store has room for the change.
+    pub slot: QueueSlot,
+}
+
+/// Turn `user`'s live hold into a booking (see `routes/holds.rs`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ConfirmHold {
+    pub user: Arc<str>,
+    pub reply: Reply<()>,
+    pub recorder: Option<Recorder<(), Refusal>>,
+    /// Taken when the request was admitted: the store has room for the change.
+    pub slot: QueueSlot,
+}
+
+/// Give up `user`'s live hold (see `routes/holds.rs`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReleaseHold {
     pub user: Arc<str>,
     pub reply: Reply<CancelOutcome>,
     pub recorder: Option<Recorder<CancelOutcome, Refusal>>,
@@ -177,6 +218,11 @@ pub struct EventActor {
     /// once it held the event for `MIN_OWNERSHIP`), and then lets that
     /// instance take it before its own requests may take it back.
     handing_off: bool,
+    /// A hold's duration in seconds when its request names none.
+    hold_secs: u32,
+    /// The timer of the earliest live hold's lapse, and that expiry: moved
+    /// whenever a decision changes which hold lapses first.
+    expiry_timer: Option<(UtcMillis, SpawnHandle)>,
 }
 
 impl EventActor {
@@ -187,9 +233,9 @@ impl EventActor {
         store: Addr<OrderStore>,
         me: EventAddr,
         directory: Arc<Directory>,
-        passivate_after: Option<Duration>,
     ) -> Self {
         let database = directory.database();
+        let (passivate_after, hold_secs) = (directory.passivate_after(), directory.hold_secs());
         EventActor {
             id,
             me,
@@ -205,6 +251,8 @@ impl EventActor {
             passivating: None,
             started: Instant::now(),
             handing_off: false,
+            hold_secs,
+            expiry_timer: None,
         }
     }
 
@@ -216,7 +264,8 @@ impl EventActor {
         }
         self.idle_checks += 1;
         // The first check after a message may come at once: it does not count.
-        if self.idle_checks <= IDLE_CHECKS {
+        // Live holds keep it awake: no one else would lapse them in time.
+        if self.idle_checks <= IDLE_CHECKS || self.state.next_expiry().is_some() {
             return;
         }
         self.passivate();
@@ -278,8 +327,66 @@ impl EventActor {
             answer,
             origin: Some(origin),
             done,
-            slot,
+            slot: Some(slot),
         });
+    }
+
+    /// Lapses the holds whose expiry has passed, each a change of its own
+    /// for the store (no request waits on it), and sets the timer for the
+    /// next. Called before every decision and answer, so that nothing is
+    /// decided or read on a hold that has lapsed, whether or not its timer
+    /// has fired yet.
+    fn lapse_due(&mut self, ctx: &mut Context<Self>) {
+        let Some(next) = self.state.next_expiry() else {
+            return self.cancel_expiry_timer(ctx);
+        };
+        let now = UtcMillis::now();
+        if next <= now {
+            for update in self.state.lapse_due(now) {
+                let origin = Origin {
+                    actor: self.me.clone(),
+                    event: self.id.clone(),
+                    generation: self.generation,
+                };
+                self.store.do_send(Persist {
+                    change: Some(Change::Order {
+                        event: self.id.clone(),
+                        update,
+                    }),
+                    answer: None,
+                    origin: Some(origin),
+                    // A failure reloads the event (`StorageFailed`), which lapses the hold again.
+                    done: Box::new(|_| {}),
+                    slot: None,
+                });
+            }
+        }
+        self.arm_expiry_timer(ctx);
+    }
+
+    /// Points the timer at the earliest live hold's expiry, if it is not there yet.
+    fn arm_expiry_timer(&mut self, ctx: &mut Context<Self>) {
+        let Some(next) = self.state.next_expiry() else {
+            return self.cancel_expiry_timer(ctx);
+        };
+        if matches!(self.expiry_timer, Some((armed, _)) if armed == next) {
+            return;
+        }
+        self.cancel_expiry_timer(ctx);
+        let wait = UtcMillis::now().until(next);
+        let handle = ctx.run_later(wait, |actor, ctx| {
+            actor.expiry_timer = None;
+            if actor.check_fresh(ctx).is_ok() {
+                actor.lapse_due(ctx);
+            }
+        });
+        self.expiry_timer = Some((next, handle));
+    }
+
+    fn cancel_expiry_timer(&mut self, ctx: &mut Context<Self>) {
+        if let Some((_, handle)) = self.expiry_timer.take() {
+            ctx.cancel_future(handle);
+        }
     }
 
     /// Replaces the state with what the database holds. The mailbox waits
@@ -291,12 +398,15 @@ impl EventActor {
         ctx.wait(
             reload
                 .into_actor(self)
-                .map(|loaded, actor, _| match loaded {
+                .map(|loaded, actor, ctx| match loaded {
                     Ok(Ok(Some((state, session)))) => {
                         log::info!("event {} reloaded from the database", actor.id);
                         actor.state = state;
                         actor.session = session;
                         actor.stale = false;
+                        // What lapsed meanwhile, or was lapsed and not stored, lapses now.
+                        actor.expiry_timer = None;
+                        actor.lapse_due(ctx);
                     }
                     _ => {
                         log::warn!(
@@ -337,8 +447,10 @@ impl EventActor {
     ) {
         match self.check_fresh(ctx) {
             Ok(()) => {
+                self.lapse_due(ctx);
                 let decided = decision(&mut self.state);
                 self.commit_then_reply(decided, reply, recorder, slot);
+                self.arm_expiry_timer(ctx);
             }
             Err(error) => {
                 // The key and the place are freed before the client hears the 503 and retries.
@@ -357,6 +469,9 @@ impl Actor for EventActor {
             let every = (after / IDLE_CHECKS).max(Duration::from_millis(1));
             ctx.run_interval(every, Self::check_idle);
         }
+        // Before any request is decided: the holds that lapsed while the
+        // event was not in memory (or the server was down), in order of expiry.
+        self.lapse_due(ctx);
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
@@ -431,12 +546,71 @@ impl Handler<Cancel> for EventActor {
     }
 }
 
+impl Handler<Hold> for EventActor {
+    type Result = ();
+
+    fn handle(
+        &mut self,
+        Hold {
+            user,
+            hold_secs,
+            reply,
+            recorder,
+            slot,
+        }: Hold,
+        ctx: &mut Context<Self>,
+    ) {
+        self.idle_checks = 0;
+        let expires_at = UtcMillis::now().plus_secs(hold_secs.unwrap_or(self.hold_secs));
+        self.decide(reply, recorder, slot, ctx, |state| {
+            state.hold(&user, expires_at)
+        });
+    }
+}
+
+impl Handler<ConfirmHold> for EventActor {
+    type Result = ();
+
+    fn handle(
+        &mut self,
+        ConfirmHold {
+            user,
+            reply,
+            recorder,
+            slot,
+        }: ConfirmHold,
+        ctx: &mut Context<Self>,
+    ) {
+        self.idle_checks = 0;
+        self.decide(reply, recorder, slot, ctx, |state| state.confirm(&user));
+    }
+}
+
+impl Handler<ReleaseHold> for EventActor {
+    type Result = ();
+
+    fn handle(
+        &mut self,
+        ReleaseHold {
+            user,
+            reply,
+            recorder,
+            slot,
+        }: ReleaseHold,
+        ctx: &mut Context<Self>,
+    ) {
+        self.idle_checks = 0;
+        self.decide(reply, recorder, slot, ctx, |state| state.release(&user));
+    }
+}
+
 impl Handler<GetSummary> for EventActor {
     type Result = Result<Summary, BookingError>;
 
     fn handle(&mut self, _: GetSummary, ctx: &mut Context<Self>) -> Self::Result {
         self.idle_checks = 0;
         self.check_fresh(ctx)?;
+        self.lapse_due(ctx);
         Ok(self.state.summary())
     }
 }
@@ -451,6 +625,7 @@ impl Handler<GetStanding> for EventActor {
     ) -> Self::Result {
         self.idle_checks = 0;
         self.check_fresh(ctx)?;
+        self.lapse_due(ctx);
         Ok(self.state.standing(&user))
     }
 }
@@ -465,6 +640,7 @@ impl Handler<GetWaitingList> for EventActor {
     ) -> Self::Result {
         self.idle_checks = 0;
         self.check_fresh(ctx)?;
+        self.lapse_due(ctx);
         Ok(self.state.waiting_page(after.as_ref(), limit))
     }
 }

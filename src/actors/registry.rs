@@ -35,6 +35,8 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// An event actor idle this long stops (passivation); `None`: never.
     pub passivate_after: Option<Duration>,
+    /// A hold's duration in seconds when neither its request nor its event names one.
+    pub hold_secs: u32,
 }
 
 /// Finds each event's actor by its id, through the [`Directory`] of active
@@ -69,6 +71,7 @@ impl EventRegistry {
             threads.clone(),
             limits.mailbox_capacity,
             limits.passivate_after,
+            limits.hold_secs,
         )?;
         let directory = Arc::new(directory);
         let listening = Arc::downgrade(&directory);
@@ -91,6 +94,36 @@ impl EventRegistry {
     pub async fn recover(&self) {
         self.threads.all_started().await;
         self.recovered.open();
+    }
+
+    /// Activates the events that had live holds at their last commit, so
+    /// that each lapses its holds on time: at once, in order of expiry,
+    /// those whose time passed while the server was down. For after the
+    /// start, in the background: readiness does not wait for it. Only where
+    /// this instance is the only one: on a shared database (PostgreSQL),
+    /// activating an event owned elsewhere would ask its owner to hand it
+    /// over, and the owner keeps its events with holds active anyway.
+    pub async fn wake_events_with_holds(&self) {
+        let database = self.directory.database();
+        if database.fences() {
+            return;
+        }
+        let found = actix_web::rt::task::spawn_blocking(move || database.events_with_holds()).await;
+        let events = match found {
+            Ok(Ok(events)) => events,
+            Ok(Err(error)) => {
+                return log::error!("could not find the events with holds to lapse: {error}")
+            }
+            Err(_) => return,
+        };
+        for event in &events {
+            if let Err(error) = self.find(event).await {
+                log::warn!("event {event}, which has holds, could not be activated: {error:?}");
+            }
+        }
+        if !events.is_empty() {
+            log::info!("{} events with holds activated", events.len());
+        }
     }
 
     /// Whether requests for events are let in.
@@ -408,7 +441,7 @@ impl EventRegistry {
             answer,
             origin: None,
             done,
-            slot,
+            slot: Some(slot),
         });
         match committed.await {
             Ok(Ok(())) => Ok(()),
@@ -477,6 +510,7 @@ mod tests {
             store_backlog: 1000,
             request_timeout: Duration::from_secs(10),
             passivate_after,
+            hold_secs: 600,
         };
         (
             EventRegistry::new(store, database, threads, limits).expect("reader threads"),

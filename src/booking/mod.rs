@@ -1,15 +1,19 @@
 //! The booking rules of one event, as plain data: no actors, no I/O.
 //!
-//! [`EventState`] decides every book and cancel synchronously and says what
-//! changed as an [`OrderUpdate`], which the event actor hands to storage. The
-//! same state is rebuilt from storage on start-up and after a failed commit.
+//! [`EventState`] decides every book, hold and cancel synchronously and says
+//! what changed as an [`OrderUpdate`], which the event actor hands to
+//! storage. The same state is rebuilt from storage when the event is
+//! activated and after a failed commit. Time comes in from outside (the
+//! actor reads the clock), so every rule here is exact and testable.
 
+mod clock;
 mod waiting_list;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
+pub use clock::UtcMillis;
 pub use waiting_list::WaitingList;
 
 /// What a successful booking gave the user.
@@ -22,7 +26,17 @@ pub enum BookOutcome {
     },
 }
 
-/// What a successful cancellation did.
+/// What a successful hold gave the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldOutcome {
+    /// A ticket is set aside for the user until `expires_at`.
+    Held { expires_at: UtcMillis },
+    /// No ticket free (each is booked or held): the user joined the waiting
+    /// list at this 1-based place, as a booking would.
+    Waiting { position: u64 },
+}
+
+/// What a successful cancellation (or release of a hold) did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CancelOutcome {
     /// The user's ticket went back on sale, or the user left the waiting list.
@@ -38,7 +52,11 @@ pub enum Refusal {
     AlreadyInitialized,
     AlreadyBooked,
     AlreadyWaiting,
+    /// The user holds a ticket already: one hold per user, and no booking beside it.
+    AlreadyHolding,
     BookingNotFound,
+    /// No live hold to confirm or release: never held, released, or lapsed.
+    HoldNotFound,
 }
 
 /// One decided change to the stored orders, in the order it was decided.
@@ -46,6 +64,13 @@ pub enum Refusal {
 pub enum OrderUpdate {
     Booked(Arc<str>),
     Waiting(Arc<str>),
+    /// A ticket set aside for `user` until `expires_at`.
+    Held {
+        user: Arc<str>,
+        expires_at: UtcMillis,
+    },
+    /// A hold became a booking.
+    Confirmed(Arc<str>),
     /// A ticket went back on sale: nobody was waiting for it.
     Cancelled(Arc<str>),
     /// A waiting user gave up the place.
@@ -55,46 +80,79 @@ pub enum OrderUpdate {
         cancelled: Arc<str>,
         promoted: Arc<str>,
     },
+    /// `user`'s hold ended: given up (`lapsed` is `None`), or lapsed at
+    /// its expiry, `lapsed`. Its ticket went to `promoted`, the head of the
+    /// queue, if anyone waited (one step, two rows), else back on sale.
+    HoldEnded {
+        user: Arc<str>,
+        lapsed: Option<UtcMillis>,
+        promoted: Option<Arc<str>>,
+    },
+}
+
+/// How a change moves an event's counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CountsMoved {
+    pub booked: i64,
+    pub held: i64,
+    pub waiting: i64,
+}
+
+impl CountsMoved {
+    /// `self`, then `other`.
+    pub fn and(self, other: CountsMoved) -> CountsMoved {
+        CountsMoved {
+            booked: self.booked + other.booked,
+            held: self.held + other.held,
+            waiting: self.waiting + other.waiting,
+        }
+    }
 }
 
 impl OrderUpdate {
-    /// What it changes in the event's counts: (booked tickets, waiting users).
-    pub fn counts(&self) -> (i64, i64) {
-        match self {
-            OrderUpdate::Booked(_) => (1, 0),
-            OrderUpdate::Waiting(_) => (0, 1),
-            OrderUpdate::Cancelled(_) => (-1, 0),
-            OrderUpdate::LeftWaitingList(_) => (0, -1),
+    /// What it changes in the event's counts.
+    pub fn counts(&self) -> CountsMoved {
+        let (booked, held, waiting) = match self {
+            OrderUpdate::Booked(_) => (1, 0, 0),
+            OrderUpdate::Waiting(_) => (0, 0, 1),
+            OrderUpdate::Held { .. } => (0, 1, 0),
+            OrderUpdate::Confirmed(_) => (1, -1, 0),
+            OrderUpdate::Cancelled(_) => (-1, 0, 0),
+            OrderUpdate::LeftWaitingList(_) => (0, 0, -1),
             // The ticket changes hands; the queue is one shorter.
-            OrderUpdate::Reassigned { .. } => (0, -1),
+            OrderUpdate::Reassigned { .. } => (0, 0, -1),
+            OrderUpdate::HoldEnded { promoted: None, .. } => (0, -1, 0),
+            OrderUpdate::HoldEnded {
+                promoted: Some(_), ..
+            } => (1, -1, -1),
+        };
+        CountsMoved {
+            booked,
+            held,
+            waiting,
         }
     }
 
-    /// Rows it appends to the order log.
-    pub fn rows(&self) -> u64 {
-        match self {
-            OrderUpdate::Reassigned { .. } => 2,
-            _ => 1,
-        }
-    }
-
-    /// Rows of the order log this update replaces for good: a cancellation
-    /// replaces the user's booked or waiting row, a reassignment the promoted
-    /// user's waiting row as well. A booking replaces the row of a user who
-    /// cancelled before, if there is one: not counted here, and never more
-    /// than the cancellations.
+    /// Rows of the order log this update replaces for good: each user's
+    /// row before (a cancelled, waiting or held one). A booking or hold
+    /// replaces the row of a user who cancelled before, if there is one:
+    /// not counted here, and never more than the cancellations.
     pub fn rows_replaced(&self) -> u64 {
         match self {
-            OrderUpdate::Booked(_) | OrderUpdate::Waiting(_) => 0,
-            OrderUpdate::Cancelled(_) | OrderUpdate::LeftWaitingList(_) => 1,
+            OrderUpdate::Booked(_) | OrderUpdate::Waiting(_) | OrderUpdate::Held { .. } => 0,
+            OrderUpdate::Confirmed(_)
+            | OrderUpdate::Cancelled(_)
+            | OrderUpdate::LeftWaitingList(_) => 1,
             OrderUpdate::Reassigned { .. } => 2,
+            OrderUpdate::HoldEnded { promoted, .. } => 1 + u64::from(promoted.is_some()),
         }
     }
 }
 
 /// A user's standing at an event, as the status endpoint reports it: on the
-/// wire, `{"status": "booked"}`, `{"status": "waiting", "position": 2}` or
-/// `{"status": "cancelled"}`.
+/// wire, `{"status": "booked"}`, `{"status": "waiting", "position": 2}`,
+/// `{"status": "held", "expiresAt": "..."}`, `{"status": "cancelled"}` or
+/// `{"status": "expired", "expiredAt": "..."}` (instants in RFC 3339, UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(tag = "status", rename_all = "lowercase")]
 pub enum Standing {
@@ -104,8 +162,20 @@ pub enum Standing {
         #[schema(minimum = 1)]
         position: u64,
     },
-    /// Had a ticket or a place, and gave it up.
+    /// A ticket is set aside for the user until `expiresAt`, unless confirmed before.
+    Held {
+        #[serde(rename = "expiresAt")]
+        #[schema(value_type = String, format = DateTime)]
+        expires_at: UtcMillis,
+    },
+    /// Had a ticket, a hold or a place, and gave it up.
     Cancelled,
+    /// Held a ticket, and did not confirm it by `expiredAt`.
+    Expired {
+        #[serde(rename = "expiredAt")]
+        #[schema(value_type = String, format = DateTime)]
+        expired_at: UtcMillis,
+    },
 }
 
 /// A page of the waiting list: users with their 1-based positions, in queue order.
@@ -132,7 +202,22 @@ pub struct PageCursor {
 pub struct Summary {
     pub total_tickets: u32,
     pub booked_tickets: u32,
+    pub held_tickets: u32,
     pub waiting: usize,
+}
+
+/// An event's users as storage holds them, to rebuild its state from
+/// ([`EventState::restore`]).
+#[derive(Debug, Default)]
+pub struct StoredSeats {
+    pub booked: Vec<Arc<str>>,
+    /// In queue order.
+    pub waiting: Vec<Arc<str>>,
+    /// With their expiries, passed or not.
+    pub held: Vec<(Arc<str>, UtcMillis)>,
+    pub cancelled: Vec<Arc<str>>,
+    /// With the instants they lapsed at.
+    pub expired: Vec<(Arc<str>, UtcMillis)>,
 }
 
 /// Where one user stands; one map probe answers duplicates and lookups.
@@ -141,18 +226,26 @@ enum Seat {
     Booked,
     /// Waiting with this sequence number in the [`WaitingList`].
     Waiting(u64),
+    /// Holds a ticket until then.
+    Held(UtcMillis),
     Cancelled,
+    /// A hold that lapsed then.
+    Expired(UtcMillis),
 }
 
 /// Tickets, holders and the waiting list of one event.
 #[derive(Debug)]
 pub struct EventState {
     total_tickets: u32,
-    /// Users holding a ticket; never more than `total_tickets`.
+    /// Users with a ticket; with `held`, never more than `total_tickets`.
     booked: u32,
+    /// Tickets set aside by live holds.
+    held: u32,
     /// Every user ever seen at this event, so a cancelled user still has a status.
     users: HashMap<Arc<str>, Seat, foldhash::fast::RandomState>,
     waiting: WaitingList,
+    /// The live holds by expiry, earliest first: what lapses next.
+    expiries: BTreeSet<(UtcMillis, Arc<str>)>,
     /// Tells this state's waiting-list entries from those of an earlier
     /// reading of the event (their sequence numbers start again at 0), so
     /// that a page cursor names an entry exactly while the state lives.
@@ -164,36 +257,44 @@ impl EventState {
         EventState {
             total_tickets,
             booked: 0,
+            held: 0,
             users: HashMap::default(),
             waiting: WaitingList::default(),
+            expiries: BTreeSet::new(),
             // Below 10^18: 18 digits in a cursor, as the API documents.
             epoch: RandomState::new().hash_one(0u8) % 1_000_000_000_000_000_000,
         }
     }
 
-    /// Rebuilds the state that storage holds. `waiting` must be in queue order.
-    pub fn restore(
-        total_tickets: u32,
-        booked: impl IntoIterator<Item = Arc<str>>,
-        waiting: impl IntoIterator<Item = Arc<str>>,
-        cancelled: impl IntoIterator<Item = Arc<str>>,
-    ) -> Self {
-        let (booked, waiting, cancelled) = (
-            booked.into_iter(),
-            waiting.into_iter().collect::<Vec<_>>(),
-            cancelled.into_iter(),
-        );
+    /// Rebuilds the state that storage holds. Holds whose expiry passed
+    /// are live until [`lapse_due`](Self::lapse_due) ends them.
+    pub fn restore(total_tickets: u32, seats: StoredSeats) -> Self {
+        let StoredSeats {
+            booked,
+            waiting,
+            held,
+            cancelled,
+            expired,
+        } = seats;
         let mut state = EventState::new(total_tickets);
         // Sized once: a map grown by doubling hashes every user again at each step.
         state
             .users
-            .reserve(booked.size_hint().0 + waiting.len() + cancelled.size_hint().0);
+            .reserve(booked.len() + waiting.len() + held.len() + cancelled.len() + expired.len());
         for user in cancelled {
             state.users.insert(user, Seat::Cancelled);
+        }
+        for (user, at) in expired {
+            state.users.insert(user, Seat::Expired(at));
         }
         for user in booked {
             state.users.insert(user, Seat::Booked);
             state.booked += 1;
+        }
+        for (user, expires_at) in held {
+            state.users.insert(user.clone(), Seat::Held(expires_at));
+            state.expiries.insert((expires_at, user));
+            state.held += 1;
         }
         for (seq, user) in (0..).zip(&waiting) {
             state.users.insert(user.clone(), Seat::Waiting(seq));
@@ -202,30 +303,146 @@ impl EventState {
         state
     }
 
-    /// Gives `user` a ticket, or a place at the back of the waiting list when sold out.
-    pub fn book(&mut self, user: &Arc<str>) -> Result<(BookOutcome, OrderUpdate), Refusal> {
+    /// Refuses a user who has a ticket, a hold or a place already.
+    fn refuse_if_taken(&self, user: &str) -> Result<(), Refusal> {
         match self.users.get(user) {
-            Some(Seat::Booked) => return Err(Refusal::AlreadyBooked),
-            Some(Seat::Waiting(_)) => return Err(Refusal::AlreadyWaiting),
-            Some(Seat::Cancelled) | None => {}
-        }
-        // The queue only ever holds users while every ticket is taken.
-        if self.booked < self.total_tickets {
-            self.booked += 1;
-            self.users.insert(user.clone(), Seat::Booked);
-            Ok((BookOutcome::Booked, OrderUpdate::Booked(user.clone())))
-        } else {
-            let seq = self.waiting.push(user.clone());
-            self.users.insert(user.clone(), Seat::Waiting(seq));
-            let position = self.waiting.len() as u64;
-            Ok((
-                BookOutcome::Waiting { position },
-                OrderUpdate::Waiting(user.clone()),
-            ))
+            Some(Seat::Booked) => Err(Refusal::AlreadyBooked),
+            Some(Seat::Waiting(_)) => Err(Refusal::AlreadyWaiting),
+            Some(Seat::Held(_)) => Err(Refusal::AlreadyHolding),
+            Some(Seat::Cancelled | Seat::Expired(_)) | None => Ok(()),
         }
     }
 
-    /// Gives up `user`'s ticket (to the head of the queue, if anyone waits) or waiting place.
+    /// A ticket that is neither booked nor held. The queue only ever holds
+    /// users while there is none.
+    fn has_free_ticket(&self) -> bool {
+        self.booked + self.held < self.total_tickets
+    }
+
+    /// Puts `user` at the back of the queue; returns the 1-based place.
+    fn join_queue(&mut self, user: &Arc<str>) -> u64 {
+        let seq = self.waiting.push(user.clone());
+        self.users.insert(user.clone(), Seat::Waiting(seq));
+        self.waiting.len() as u64
+    }
+
+    /// Gives a freed ticket to the head of the queue, if anyone waits.
+    fn promote_head(&mut self) -> Option<Arc<str>> {
+        let promoted = self.waiting.pop_front()?;
+        self.users.insert(promoted.clone(), Seat::Booked);
+        self.booked += 1;
+        Some(promoted)
+    }
+
+    /// Gives `user` a ticket, or a place at the back of the waiting list when sold out.
+    pub fn book(&mut self, user: &Arc<str>) -> Result<(BookOutcome, OrderUpdate), Refusal> {
+        self.refuse_if_taken(user)?;
+        if self.has_free_ticket() {
+            self.booked += 1;
+            self.users.insert(user.clone(), Seat::Booked);
+            return Ok((BookOutcome::Booked, OrderUpdate::Booked(user.clone())));
+        }
+        let position = self.join_queue(user);
+        Ok((
+            BookOutcome::Waiting { position },
+            OrderUpdate::Waiting(user.clone()),
+        ))
+    }
+
+    /// Sets a ticket aside for `user` until `expires_at`, or gives a place
+    /// at the back of the waiting list when none is free.
+    pub fn hold(
+        &mut self,
+        user: &Arc<str>,
+        expires_at: UtcMillis,
+    ) -> Result<(HoldOutcome, OrderUpdate), Refusal> {
+        self.refuse_if_taken(user)?;
+        if self.has_free_ticket() {
+            self.held += 1;
+            self.users.insert(user.clone(), Seat::Held(expires_at));
+            self.expiries.insert((expires_at, user.clone()));
+            let update = OrderUpdate::Held {
+                user: user.clone(),
+                expires_at,
+            };
+            return Ok((HoldOutcome::Held { expires_at }, update));
+        }
+        let position = self.join_queue(user);
+        Ok((
+            HoldOutcome::Waiting { position },
+            OrderUpdate::Waiting(user.clone()),
+        ))
+    }
+
+    /// `user`'s live hold, with the map's key for the user.
+    fn live_hold(&self, user: &str) -> Result<(Arc<str>, UtcMillis), Refusal> {
+        match self.users.get_key_value(user) {
+            Some((key, Seat::Held(expires_at))) => Ok((key.clone(), *expires_at)),
+            _ => Err(Refusal::HoldNotFound),
+        }
+    }
+
+    /// Turns `user`'s live hold into a booking.
+    pub fn confirm(&mut self, user: &str) -> Result<((), OrderUpdate), Refusal> {
+        let (key, expires_at) = self.live_hold(user)?;
+        self.expiries.remove(&(expires_at, key.clone()));
+        self.held -= 1;
+        self.booked += 1;
+        self.users.insert(key.clone(), Seat::Booked);
+        Ok(((), OrderUpdate::Confirmed(key)))
+    }
+
+    /// Gives up `user`'s live hold; its ticket goes to the head of the
+    /// queue, else back on sale.
+    pub fn release(&mut self, user: &str) -> Result<(CancelOutcome, OrderUpdate), Refusal> {
+        let (key, expires_at) = self.live_hold(user)?;
+        Ok(self.end_hold(key, expires_at, None))
+    }
+
+    /// Ends a live hold: released (`lapsed` is `None`) or lapsed then.
+    fn end_hold(
+        &mut self,
+        user: Arc<str>,
+        expires_at: UtcMillis,
+        lapsed: Option<UtcMillis>,
+    ) -> (CancelOutcome, OrderUpdate) {
+        self.expiries.remove(&(expires_at, user.clone()));
+        self.held -= 1;
+        let seat = lapsed.map_or(Seat::Cancelled, Seat::Expired);
+        self.users.insert(user.clone(), seat);
+        let promoted = self.promote_head();
+        let outcome = match &promoted {
+            Some(to) => CancelOutcome::Reassigned { to: to.clone() },
+            None => CancelOutcome::Cancelled,
+        };
+        let update = OrderUpdate::HoldEnded {
+            user,
+            lapsed,
+            promoted,
+        };
+        (outcome, update)
+    }
+
+    /// Lapses every hold whose expiry is not after `now`, earliest first,
+    /// each exactly as if released at its expiry.
+    pub fn lapse_due(&mut self, now: UtcMillis) -> Vec<OrderUpdate> {
+        let mut lapsed = Vec::new();
+        while let Some((expires_at, user)) = self.expiries.first().cloned() {
+            if expires_at > now {
+                break;
+            }
+            lapsed.push(self.end_hold(user, expires_at, Some(expires_at)).1);
+        }
+        lapsed
+    }
+
+    /// When the earliest live hold lapses, if there is one.
+    pub fn next_expiry(&self) -> Option<UtcMillis> {
+        self.expiries.first().map(|(expires_at, _)| *expires_at)
+    }
+
+    /// Gives up `user`'s ticket (to the head of the queue, if anyone
+    /// waits), hold (likewise) or waiting place.
     pub fn cancel(&mut self, user: &str) -> Result<(CancelOutcome, OrderUpdate), Refusal> {
         let (key, seat) = self
             .users
@@ -233,24 +450,30 @@ impl EventState {
             .ok_or(Refusal::BookingNotFound)?;
         let (key, seat) = (key.clone(), *seat);
         match seat {
-            Seat::Cancelled => return Err(Refusal::BookingNotFound),
-            Seat::Waiting(seq) => self.waiting.remove(seq),
-            Seat::Booked => {}
-        }
-        self.users.insert(key.clone(), Seat::Cancelled);
-        if let Seat::Booked = seat {
-            if let Some(promoted) = self.waiting.pop_front() {
-                self.users.insert(promoted.clone(), Seat::Booked);
-                let update = OrderUpdate::Reassigned {
-                    cancelled: key,
-                    promoted: promoted.clone(),
-                };
-                return Ok((CancelOutcome::Reassigned { to: promoted }, update));
+            Seat::Cancelled | Seat::Expired(_) => Err(Refusal::BookingNotFound),
+            Seat::Held(expires_at) => Ok(self.end_hold(key, expires_at, None)),
+            Seat::Waiting(seq) => {
+                self.waiting.remove(seq);
+                self.users.insert(key.clone(), Seat::Cancelled);
+                Ok((CancelOutcome::Cancelled, OrderUpdate::LeftWaitingList(key)))
             }
-            self.booked -= 1;
-            return Ok((CancelOutcome::Cancelled, OrderUpdate::Cancelled(key)));
+            Seat::Booked => {
+                self.users.insert(key.clone(), Seat::Cancelled);
+                self.booked -= 1;
+                Ok(match self.promote_head() {
+                    Some(promoted) => (
+                        CancelOutcome::Reassigned {
+                            to: promoted.clone(),
+                        },
+                        OrderUpdate::Reassigned {
+                            cancelled: key,
+                            promoted,
+                        },
+                    ),
+                    None => (CancelOutcome::Cancelled, OrderUpdate::Cancelled(key)),
+                })
+            }
         }
-        Ok((CancelOutcome::Cancelled, OrderUpdate::LeftWaitingList(key)))
     }
 
     /// `None` for a user never seen at this event.
@@ -260,7 +483,13 @@ impl EventState {
             Seat::Waiting(seq) => Standing::Waiting {
                 position: self.waiting.position(*seq),
             },
+            Seat::Held(expires_at) => Standing::Held {
+                expires_at: *expires_at,
+            },
             Seat::Cancelled => Standing::Cancelled,
+            Seat::Expired(expired_at) => Standing::Expired {
+                expired_at: *expired_at,
+            },
         })
     }
 
@@ -314,6 +543,7 @@ impl EventState {
         Summary {
             total_tickets: self.total_tickets,
             booked_tickets: self.booked,
+            held_tickets: self.held,
             waiting: self.waiting.len(),
         }
     }
@@ -349,6 +579,7 @@ mod tests {
             Summary {
                 total_tickets: 2,
                 booked_tickets: 2,
+                held_tickets: 0,
                 waiting: 2
             }
         );
@@ -386,6 +617,7 @@ mod tests {
             Summary {
                 total_tickets: 1,
                 booked_tickets: 1,
+                held_tickets: 0,
                 waiting: 1
             }
         );
@@ -446,12 +678,21 @@ mod tests {
 
     #[test]
     fn restore_rebuilds_the_same_queue() {
-        let state = EventState::restore(1, [user("a")], [user("c"), user("b")], [user("z")]);
+        let state = EventState::restore(
+            1,
+            StoredSeats {
+                booked: vec![user("a")],
+                waiting: vec![user("c"), user("b")],
+                cancelled: vec![user("z")],
+                ..StoredSeats::default()
+            },
+        );
         assert_eq!(
             state.summary(),
             Summary {
                 total_tickets: 1,
                 booked_tickets: 1,
+                held_tickets: 0,
                 waiting: 2
             }
         );
@@ -468,6 +709,11 @@ mod tests {
             state.book(&user(n)).unwrap();
         }
         // u1..u7 wait.
+        let queue_of = |waiting| StoredSeats {
+            booked: vec![user(0)],
+            waiting,
+            ..StoredSeats::default()
+        };
         let first = state.waiting_page(None, 3);
         let names = |page: &WaitingPage| {
             page.entries
@@ -490,14 +736,15 @@ mod tests {
         // The event read again (another epoch): after the cursor's user if
         // still waiting, else after the place it had.
         let cursor = second.next.clone().expect("more");
-        let reread = EventState::restore(1, [user(0)], (1..8).filter(|n| *n != 3).map(user), []);
+        let reread =
+            EventState::restore(1, queue_of((1..8).filter(|n| *n != 3).map(user).collect()));
         assert_eq!(
             names(&reread.waiting_page(Some(&cursor), 3)),
             [("u7".into(), 6)]
         );
         // The cursor's user u6 leaves too, and the event is read again: the
         // page starts at the place u6 had, where u7 moved up to.
-        let without_u6 = EventState::restore(1, [user(0)], [1, 2, 4, 5, 7].map(user), []);
+        let without_u6 = EventState::restore(1, queue_of([1, 2, 4, 5, 7].map(user).to_vec()));
         assert_eq!(
             names(&without_u6.waiting_page(Some(&cursor), 3)),
             [("u7".into(), 5)]
@@ -513,5 +760,155 @@ mod tests {
             .waiting_page(Some(&foreign), 3)
             .entries
             .is_empty());
+    }
+
+    fn held(state: &mut EventState, name: &str, expires_at: i64) -> Result<HoldOutcome, Refusal> {
+        state
+            .hold(&user(name), UtcMillis(expires_at))
+            .map(|(outcome, _)| outcome)
+    }
+
+    #[test]
+    fn a_hold_takes_a_ticket_until_confirmed_or_released() {
+        let mut state = EventState::new(2);
+        assert_eq!(
+            held(&mut state, "a", 1000),
+            Ok(HoldOutcome::Held {
+                expires_at: UtcMillis(1000)
+            })
+        );
+        book(&mut state, "b").unwrap();
+        // Both tickets are taken: a third user waits, for a hold as for a booking.
+        assert_eq!(
+            held(&mut state, "c", 1000),
+            Ok(HoldOutcome::Waiting { position: 1 })
+        );
+        let summary = state.summary();
+        assert_eq!((summary.booked_tickets, summary.held_tickets), (1, 1));
+        assert_eq!(
+            state.standing("a"),
+            Some(Standing::Held {
+                expires_at: UtcMillis(1000)
+            })
+        );
+        assert_eq!(
+            state.confirm("a"),
+            Ok(((), OrderUpdate::Confirmed(user("a"))))
+        );
+        assert_eq!(state.standing("a"), Some(Standing::Booked));
+        assert_eq!(state.confirm("a"), Err(Refusal::HoldNotFound));
+        assert_eq!(state.release("b"), Err(Refusal::HoldNotFound));
+        assert_eq!(state.next_expiry(), None, "a confirmed hold lapses no more");
+    }
+
+    #[test]
+    fn one_hold_per_user_and_no_booking_beside_it() {
+        let mut state = EventState::new(3);
+        held(&mut state, "a", 1000).unwrap();
+        assert_eq!(held(&mut state, "a", 2000), Err(Refusal::AlreadyHolding));
+        assert_eq!(book(&mut state, "a"), Err(Refusal::AlreadyHolding));
+        book(&mut state, "b").unwrap();
+        assert_eq!(held(&mut state, "b", 1000), Err(Refusal::AlreadyBooked));
+    }
+
+    #[test]
+    fn a_released_hold_goes_to_the_head_of_the_queue() {
+        let mut state = EventState::new(1);
+        held(&mut state, "a", 1000).unwrap();
+        book(&mut state, "b").unwrap();
+        book(&mut state, "c").unwrap();
+        let (outcome, update) = state.release("a").unwrap();
+        assert_eq!(outcome, CancelOutcome::Reassigned { to: user("b") });
+        assert_eq!(
+            update,
+            OrderUpdate::HoldEnded {
+                user: user("a"),
+                lapsed: None,
+                promoted: Some(user("b"))
+            }
+        );
+        assert_eq!(update.counts().and(CountsMoved::default()), update.counts());
+        assert_eq!(state.standing("a"), Some(Standing::Cancelled));
+        assert_eq!(state.standing("b"), Some(Standing::Booked));
+        assert_eq!(state.standing("c"), Some(Standing::Waiting { position: 1 }));
+        // A cancel of a held user releases it too.
+        let mut state = EventState::new(1);
+        held(&mut state, "a", 1000).unwrap();
+        assert_eq!(state.cancel("a").unwrap().0, CancelOutcome::Cancelled);
+        assert_eq!(state.summary().held_tickets, 0);
+        assert_eq!(book(&mut state, "d"), Ok(BookOutcome::Booked));
+    }
+
+    #[test]
+    fn holds_lapse_in_order_of_expiry_and_their_tickets_go_to_the_queue() {
+        let mut state = EventState::new(3);
+        held(&mut state, "late", 3000).unwrap();
+        held(&mut state, "early", 1000).unwrap();
+        held(&mut state, "live", 9000).unwrap();
+        book(&mut state, "w1").unwrap();
+        assert_eq!(state.next_expiry(), Some(UtcMillis(1000)));
+        assert_eq!(state.lapse_due(UtcMillis(999)), []);
+        let lapsed = state.lapse_due(UtcMillis(3000));
+        assert_eq!(
+            lapsed,
+            [
+                OrderUpdate::HoldEnded {
+                    user: user("early"),
+                    lapsed: Some(UtcMillis(1000)),
+                    promoted: Some(user("w1"))
+                },
+                OrderUpdate::HoldEnded {
+                    user: user("late"),
+                    lapsed: Some(UtcMillis(3000)),
+                    promoted: None
+                },
+            ]
+        );
+        assert_eq!(
+            state.standing("early"),
+            Some(Standing::Expired {
+                expired_at: UtcMillis(1000)
+            })
+        );
+        assert_eq!(state.standing("w1"), Some(Standing::Booked));
+        assert_eq!(state.next_expiry(), Some(UtcMillis(9000)));
+        let summary = state.summary();
+        assert_eq!(
+            (
+                summary.booked_tickets,
+                summary.held_tickets,
+                summary.waiting
+            ),
+            (1, 1, 0)
+        );
+        // A lapsed user may hold again, and has nothing to cancel or confirm.
+        assert_eq!(state.confirm("early"), Err(Refusal::HoldNotFound));
+        assert_eq!(state.cancel("early"), Err(Refusal::BookingNotFound));
+        assert!(matches!(
+            held(&mut state, "early", 5000),
+            Ok(HoldOutcome::Held { .. })
+        ));
+    }
+
+    #[test]
+    fn restored_holds_keep_their_expiries() {
+        let state = EventState::restore(
+            2,
+            StoredSeats {
+                held: vec![(user("h"), UtcMillis(500))],
+                expired: vec![(user("x"), UtcMillis(100))],
+                booked: vec![user("b")],
+                waiting: vec![user("w")],
+                ..StoredSeats::default()
+            },
+        );
+        assert_eq!(state.next_expiry(), Some(UtcMillis(500)));
+        assert_eq!(
+            state.standing("x"),
+            Some(Standing::Expired {
+                expired_at: UtcMillis(100)
+            })
+        );
+        assert_eq!(state.summary().held_tickets, 1);
     }
 }

@@ -34,8 +34,11 @@ pub enum BookResponse<'a> {
 impl OrderMessage for Book {
     type Outcome = BookOutcome;
 
+    type Args = ();
+
     fn new(
         user: Arc<str>,
+        (): (),
         reply: Reply<BookOutcome>,
         recorder: Option<Recorder<BookOutcome, Refusal>>,
         slot: QueueSlot,
@@ -87,5 +90,5 @@ pub async fn book(
     req: HttpRequest,
     Valid(request, sent): Valid<OrderRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    order::<Book>(&registry, &idempotency, &req, request, &sent, None).await
+    order::<Book>(&registry, &idempotency, &req, request, (), &sent, None).await
 }

@@ -86,6 +86,7 @@ pub async fn create_booking(
         &idempotency,
         &req,
         request,
+        (),
         &sent,
         Some(location),
     )
@@ -121,7 +122,7 @@ pub async fn delete_booking(
     let (event, user) = ids(&event, Some(&user))?;
     let user = user.expect("a user was given");
     let request = OrderRequest { event, user };
-    order::<Cancel>(&registry, &idempotency, &req, request, &[], None).await
+    order::<Cancel>(&registry, &idempotency, &req, request, (), &[], None).await
 }
 
 /// `GET /api/events/{eventId}/bookings/{userId}`: one user's standing at the event.

@@ -37,8 +37,11 @@ pub enum CancelResponse<'a> {
 impl OrderMessage for Cancel {
     type Outcome = CancelOutcome;
 
+    type Args = ();
+
     fn new(
         user: Arc<str>,
+        (): (),
         reply: Reply<CancelOutcome>,
         recorder: Option<Recorder<CancelOutcome, Refusal>>,
         slot: QueueSlot,
@@ -90,5 +93,5 @@ pub async fn cancel(
     req: HttpRequest,
     Valid(request, sent): Valid<OrderRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    order::<Cancel>(&registry, &idempotency, &req, request, &sent, None).await
+    order::<Cancel>(&registry, &idempotency, &req, request, (), &sent, None).await
 }

@@ -13,6 +13,7 @@ use super::openapi;
 use super::page::EventsQuery;
 use super::status::{event_status, EventStatus};
 use crate::actors::EventRegistry;
+use crate::booking::Summary;
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::Idempotency;
 use crate::ids::EventId;
@@ -111,8 +112,13 @@ pub async fn list_events(
     let events = events
         .into_iter()
         .map(|event| {
-            let waiting = event.waiting as usize;
-            EventStatus::new(event.id, event.total_tickets, event.booked_tickets, waiting)
+            let counts = Summary {
+                total_tickets: event.total_tickets,
+                booked_tickets: event.booked_tickets,
+                held_tickets: event.held_tickets,
+                waiting: event.waiting as usize,
+            };
+            EventStatus::new(event.id, counts)
         })
         .collect();
     Ok(HttpResponse::Ok().json(EventsPage { events, next }))

@@ -4,7 +4,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::extract::{InitializeRequest, Valid};
+use super::extract::{FromJsonObject, InitializeRequest, Valid};
 use super::openapi;
 use super::order::{begin, failure, respond, success, Location};
 use crate::actors::{BookingError, EventRegistry, Recorder};
@@ -76,7 +76,7 @@ pub(super) async fn create(
     located: bool,
 ) -> Result<HttpResponse, ApiError> {
     let location = located.then(|| Location::event(&request.event));
-    let claim = match begin(registry, idempotency, req, &request, sent).await? {
+    let claim = match begin(registry, idempotency, req, || request.canonical(), sent).await? {
         Ok(claim) => claim,
         Err(replayed) => return Ok(Location::on(location.as_ref(), replayed)),
     };

@@ -8,6 +8,7 @@ mod cancel;
 mod events;
 mod extract;
 mod head;
+mod holds;
 mod initialize;
 mod json_errors;
 mod observe;
@@ -82,6 +83,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     resource("/events/{eventId}/bookings/{userId}", "GET, HEAD, DELETE")
                         .route(web::get().to(bookings::get_booking))
                         .route(web::delete().to(bookings::delete_booking)),
+                )
+                .service(
+                    resource("/events/{eventId}/holds", "POST")
+                        .route(web::post().to(holds::create_hold)),
+                )
+                .service(
+                    resource("/events/{eventId}/holds/{userId}", "GET, HEAD, DELETE")
+                        .route(web::get().to(holds::get_hold))
+                        .route(web::delete().to(holds::release_hold)),
+                )
+                .service(
+                    resource("/events/{eventId}/holds/{userId}/confirm", "POST")
+                        .route(web::post().to(holds::confirm_hold)),
                 )
                 .service(
                     resource("/events/{eventId}/waiting-list", ALLOW_GET)

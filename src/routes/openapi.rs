@@ -187,6 +187,10 @@ Every `GET` route answers `HEAD` as well, with the same status and headers and n
         super::bookings::get_booking,
         super::bookings::delete_booking,
         super::bookings::waiting_list,
+        super::holds::create_hold,
+        super::holds::get_hold,
+        super::holds::confirm_hold,
+        super::holds::release_hold,
         super::operations::health,
         super::operations::ready,
         super::operations::metrics

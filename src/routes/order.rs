@@ -1,6 +1,6 @@
 //! The pipeline every route that changes something shares: an idempotent
-//! request's claim or replay (`begin`), the event's actor (`order`, for book
-//! and cancel, whose messages implement `OrderMessage`), and one rendering of
+//! request's claim or replay (`begin`), the event's actor (`order`, for book,
+//! cancel and the holds' routes, whose messages implement `OrderMessage`), and one rendering of
 //! each answer, sent and stored alike (`respond`, `success`, `failure`,
 //! `refuse`), with the `Location` of what a resource route created.
 
@@ -61,9 +61,18 @@ impl Location {
 
     /// `/api/events/{eventId}/bookings/{userId}`, the user percent-encoded.
     pub(super) fn booking(event: &EventId, user: &UserId) -> Self {
+        Location::of_user(event, "bookings", user)
+    }
+
+    /// `/api/events/{eventId}/holds/{userId}`, the user percent-encoded.
+    pub(super) fn hold(event: &EventId, user: &UserId) -> Self {
+        Location::of_user(event, "holds", user)
+    }
+
+    fn of_user(event: &EventId, collection: &str, user: &UserId) -> Self {
         let Location(event) = Location::event(event);
         let user = utf8_percent_encode(user.key(), SEGMENT);
-        Location(format!("{event}/bookings/{user}"))
+        Location(format!("{event}/{collection}/{user}"))
     }
 
     /// `answer`, a success turned into `201 Created`.
@@ -127,57 +136,70 @@ pub(super) async fn begin(
     registry: &EventRegistry,
     idempotency: &web::Data<Idempotency>,
     req: &HttpRequest,
-    request: &impl FromJsonObject,
+    canonical: impl FnOnce() -> Vec<u8>,
     sent: &[u8],
 ) -> Result<Result<Option<KeyClaim>, HttpResponse>, ApiError> {
-    Ok(
-        match idempotency.begin(req, || request.canonical(), sent)? {
-            None => Ok(None),
-            Some(Begin::Execute(claim)) => {
-                // A key new here may have been answered by another instance.
-                let since = idempotency.cutoff();
-                match Box::pin(registry.answered_elsewhere(claim.id(), since)).await? {
-                    None => Ok(Some(claim)),
-                    Some(stored) => {
-                        let seq = claim.stored_elsewhere(stored)?;
-                        Err(replay(&Box::pin(registry.stored_answer(seq)).await?))
-                    }
+    Ok(match idempotency.begin(req, canonical, sent)? {
+        None => Ok(None),
+        Some(Begin::Execute(claim)) => {
+            // A key new here may have been answered by another instance.
+            let since = idempotency.cutoff();
+            match Box::pin(registry.answered_elsewhere(claim.id(), since)).await? {
+                None => Ok(Some(claim)),
+                Some(stored) => {
+                    let seq = claim.stored_elsewhere(stored)?;
+                    Err(replay(&Box::pin(registry.stored_answer(seq)).await?))
                 }
             }
-            // Boxed: a rare path, kept out of every booking's future (see `order`).
-            Some(Begin::Replay { seq }) => {
-                Err(replay(&Box::pin(registry.stored_answer(seq)).await?))
-            }
-        },
-    )
+        }
+        // Boxed: a rare path, kept out of every booking's future (see `order`).
+        Some(Begin::Replay { seq }) => Err(replay(&Box::pin(registry.stored_answer(seq)).await?)),
+    })
 }
 
-/// A change book and cancel ask of an event's actor, as a message, and the
-/// answer its decision gets. `Book` and `Cancel` implement it, each in its
-/// route's file, which owns its wire format.
+/// A change a request asks of an event's actor, as a message, and the
+/// answer its decision gets. `Book`, `Cancel`, `Hold`, `ConfirmHold` and
+/// `ReleaseHold` implement it, each in its route's file, which owns its
+/// wire format.
 pub(super) trait OrderMessage: Message<Result = ()> + Send + Sized + 'static {
-    /// What the event decides: `BookOutcome` or `CancelOutcome`.
+    /// What the event decides: `BookOutcome`, `CancelOutcome`, ...
     type Outcome: Send + 'static;
+
+    /// What the request names beyond the event and the user (a hold's
+    /// duration); `()` for most.
+    type Args: Send + 'static;
+
+    /// On a resource route, a success is `201 Created` at the route's
+    /// `Location` (a booking); `false` where `answer` says itself whether it
+    /// created something (a hold: `201`, or `200` with a place in the queue).
+    const CREATES: bool = true;
 
     /// The message for `user`: the request waits on `reply`; `recorder`, for
     /// an idempotent request, renders the answer to store with the change;
     /// `slot` is the store's room for that change, taken at admission.
     fn new(
         user: Arc<str>,
+        args: Self::Args,
         reply: Reply<Self::Outcome>,
         recorder: Option<Recorder<Self::Outcome, Refusal>>,
         slot: QueueSlot,
     ) -> Self;
 
+    /// The request in one spelling, over which its `Idempotency-Key`'s
+    /// fingerprint is taken (see `FromJsonObject::canonical`).
+    fn canonical(request: &OrderRequest, _args: &Self::Args) -> Vec<u8> {
+        request.canonical()
+    }
+
     /// The answer to `user`'s request, sent and stored alike.
     fn answer(user: &UserId, decided: Result<&Self::Outcome, Refusal>) -> Answer;
 }
 
-/// The path shared by book and cancel, old routes and resource routes:
-/// idempotency, the event's actor, the message `M`, and the answer as
-/// `M::answer` renders it, both sent and stored; with a `location`, a
-/// success is `201 Created` there. `sent` is the body as it came (see
-/// `Idempotency::begin`).
+/// The path shared by every change of an event's orders, old routes and
+/// resource routes: idempotency, the event's actor, the message `M` (with
+/// `args`), and the answer as `M::answer` renders it, both sent and stored;
+/// with a `location`, a `201 Created` is there (and a success is one, if
+/// `M::CREATES`). `sent` is the body as it came (see `Idempotency::begin`).
 ///
 /// actix boxes the future of every request, and its size is that of the
 /// largest state it awaits. The rare paths it awaits (a replay, a stored
@@ -189,17 +211,19 @@ pub(super) async fn order<M: OrderMessage>(
     idempotency: &web::Data<Idempotency>,
     req: &HttpRequest,
     request: OrderRequest,
+    args: M::Args,
     sent: &[u8],
     location: Option<Location>,
 ) -> Result<HttpResponse, ApiError>
 where
     EventActor: Handler<M>,
 {
-    let claim = match begin(registry, idempotency, req, &request, sent).await? {
+    let canonical = || M::canonical(&request, &args);
+    let claim = match begin(registry, idempotency, req, canonical, sent).await? {
         Ok(claim) => claim,
         Err(replayed) => return Ok(Location::on(location.as_ref(), replayed)),
     };
-    let creates = location.is_some();
+    let creates = location.is_some() && M::CREATES;
     let answer = move |user: &UserId, decided: Result<&M::Outcome, Refusal>| match creates {
         true => Location::created(M::answer(user, decided)),
         false => M::answer(user, decided),
@@ -222,7 +246,7 @@ where
     let user = request.user.key().clone();
     let outcome = registry
         .forward(&request.event, |reply, slot| {
-            M::new(user, reply, recorder, slot)
+            M::new(user, args, reply, recorder, slot)
         })
         .await?;
     let response = respond(&answer(&request.user, Ok(&outcome)));

@@ -5,7 +5,7 @@ use utoipa::ToSchema;
 use super::extract::PathSegments;
 use super::openapi;
 use crate::actors::{EventRegistry, GetStanding, GetSummary};
-use crate::booking::Standing;
+use crate::booking::{Standing, Summary};
 use crate::error::{ApiError, ErrorBody};
 use crate::ids::{EventId, UserId};
 
@@ -16,18 +16,25 @@ pub struct EventStatus {
     event_id: EventId,
     total_tickets: u32,
     booked_tickets: u32,
+    /// Tickets set aside by live holds.
+    held_tickets: u32,
+    /// `totalTickets - bookedTickets - heldTickets`.
     available_tickets: u32,
     waiting_list_count: usize,
 }
 
 impl EventStatus {
-    pub(super) fn new(event_id: EventId, total_tickets: u32, booked: u32, waiting: usize) -> Self {
+    pub(super) fn new(event_id: EventId, counts: Summary) -> Self {
         EventStatus {
             event_id,
-            total_tickets,
-            booked_tickets: booked,
-            available_tickets: total_tickets.saturating_sub(booked),
-            waiting_list_count: waiting,
+            total_tickets: counts.total_tickets,
+            booked_tickets: counts.booked_tickets,
+            held_tickets: counts.held_tickets,
+            available_tickets: counts
+                .total_tickets
+                .saturating_sub(counts.booked_tickets)
+                .saturating_sub(counts.held_tickets),
+            waiting_list_count: counts.waiting,
         }
     }
 }
@@ -62,12 +69,7 @@ pub async fn event_status(
 ) -> Result<HttpResponse, ApiError> {
     let event = EventId::parse(&event).map_err(ApiError::InvalidInput)?;
     let summary = registry.ask(&event, GetSummary).await?;
-    Ok(HttpResponse::Ok().json(EventStatus::new(
-        event,
-        summary.total_tickets,
-        summary.booked_tickets,
-        summary.waiting,
-    )))
+    Ok(HttpResponse::Ok().json(EventStatus::new(event, summary)))
 }
 
 /// `GET /api/status/{eventId}/{userId}`: one user's standing at the event.

@@ -5,7 +5,8 @@
 //! of the server holds; [`replay`] reads a log back into events.
 //!
 //! Both keep the same tables. Every change appends rows to `order_log`
-//! (event, user, new status), whose `seq` is the order of commits. A user's
+//! (event, user, new status, and for a hold its expiry: see [`LogRow`]),
+//! whose `seq` is the order of commits. A user's
 //! status is the last row about it; the waiting list is the waiting users in
 //! the order of the rows that put them there, so nothing is ever renumbered.
 //! The only rows ever deleted are those that a later row of the same user
@@ -19,7 +20,7 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-use crate::booking::{EventState, OrderUpdate};
+use crate::booking::{EventState, OrderUpdate, UtcMillis};
 use crate::configuration::{Backend, Settings};
 use crate::idempotency::{Answer, KeyId, StoredAnswer, StoredKey};
 use crate::ids::EventId;
@@ -79,11 +80,73 @@ impl Change {
     }
 }
 
+/// One row of the order log: `user`'s new status at the event. A `held`
+/// row carries the hold's expiry, an `expired` one the instant its hold
+/// lapsed (`expires_at`, milliseconds since the Unix epoch, UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogRow<'a> {
+    pub user: &'a str,
+    pub status: &'static str,
+    pub expires_at: Option<i64>,
+}
+
+impl<'a> LogRow<'a> {
+    fn new(user: &'a str, status: &'static str) -> Self {
+        LogRow {
+            user,
+            status,
+            expires_at: None,
+        }
+    }
+
+    fn at(user: &'a str, status: &'static str, at: UtcMillis) -> Self {
+        LogRow {
+            user,
+            status,
+            expires_at: Some(at.0),
+        }
+    }
+}
+
+/// The rows of the log a change appends, in order (one or two).
+pub fn log_rows(update: &OrderUpdate) -> impl Iterator<Item = LogRow<'_>> {
+    let (first, second) = match update {
+        OrderUpdate::Booked(user) | OrderUpdate::Confirmed(user) => {
+            (LogRow::new(user, "booked"), None)
+        }
+        OrderUpdate::Waiting(user) => (LogRow::new(user, "waiting"), None),
+        OrderUpdate::Held { user, expires_at } => (LogRow::at(user, "held", *expires_at), None),
+        OrderUpdate::Cancelled(user) | OrderUpdate::LeftWaitingList(user) => {
+            (LogRow::new(user, "cancelled"), None)
+        }
+        OrderUpdate::Reassigned {
+            cancelled,
+            promoted,
+        } => (
+            LogRow::new(cancelled, "cancelled"),
+            Some(LogRow::new(promoted, "booked")),
+        ),
+        OrderUpdate::HoldEnded {
+            user,
+            lapsed,
+            promoted,
+        } => (
+            match lapsed {
+                Some(at) => LogRow::at(user, "expired", *at),
+                None => LogRow::new(user, "cancelled"),
+            },
+            promoted.as_deref().map(|user| LogRow::new(user, "booked")),
+        ),
+    };
+    std::iter::once(first).chain(second)
+}
+
 /// Every stored event, and their counts as committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Totals {
     pub events: u64,
     pub booked: u64,
+    pub held: u64,
     pub waiting: u64,
 }
 
@@ -95,6 +158,7 @@ pub struct StoredEvent {
     pub created: i64,
     pub total_tickets: u32,
     pub booked_tickets: u32,
+    pub held_tickets: u32,
     pub waiting: u64,
 }
 
@@ -153,14 +217,18 @@ pub trait Storage: Send + Sync {
     /// or [`load_event`](Self::load_event) named.
     fn delete_superseded(&self, rows: &[i64]) -> Result<usize, StorageError>;
 
-    /// Every stored event, its booked tickets and its waiting users, as
-    /// committed, without reading any order.
+    /// Every stored event, its booked and held tickets and its waiting
+    /// users, as committed, without reading any order.
     fn totals(&self) -> Result<Totals, StorageError>;
 
     /// Up to `limit` events created after the one in place `after` of the
     /// creation order (0: from the first), in that order, with their counts
     /// as committed. Events created meanwhile come after every one listed.
     fn list_events(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StorageError>;
+
+    /// The events that had live holds at their last commit, which must be
+    /// activated to lapse them in time (see `Directory`).
+    fn events_with_holds(&self) -> Result<Vec<EventId>, StorageError>;
 
     /// At least as many rows as the order log holds.
     fn log_rows_at_most(&self) -> Result<u64, StorageError>;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::StorageError;
-use crate::booking::EventState;
+use crate::booking::{EventState, StoredSeats, UtcMillis};
 use crate::ids::EventId;
 
 /// Replays the log: a user's last row is its status, and the waiting list is
@@ -38,7 +38,9 @@ pub(super) struct StoredOrders {
 enum Stored {
     Booked,
     Waiting,
+    Held(UtcMillis),
     Cancelled,
+    Expired(UtcMillis),
 }
 
 impl Loader {
@@ -52,13 +54,15 @@ impl Loader {
         );
     }
 
-    /// Replays row `seq`; rows come in ascending `seq`.
+    /// Replays row `seq`; rows come in ascending `seq`. `expires_at` as
+    /// in [`LogRow`](super::LogRow).
     pub(super) fn order(
         &mut self,
         seq: i64,
         event: &str,
         user: &str,
         status: &str,
+        expires_at: Option<i64>,
     ) -> Result<(), StorageError> {
         let stored = self.events.get_mut(event).ok_or_else(|| {
             StorageError::Inconsistent(format!("order of {user:?} at unknown event {event}"))
@@ -67,6 +71,15 @@ impl Loader {
             "booked" => Stored::Booked,
             "waiting" => Stored::Waiting,
             "cancelled" => Stored::Cancelled,
+            "held" | "expired" => {
+                let at = UtcMillis(expires_at.ok_or_else(|| {
+                    StorageError::Inconsistent(format!("{status} row of {user:?} without a time"))
+                })?);
+                match status {
+                    "held" => Stored::Held(at),
+                    _ => Stored::Expired(at),
+                }
+            }
             other => {
                 return Err(StorageError::Inconsistent(format!(
                     "order of {user:?} has status {other:?}"
@@ -90,30 +103,28 @@ impl Loader {
             .events
             .into_iter()
             .map(|(id, stored)| {
-                let mut booked = Vec::new();
+                let mut seats = StoredSeats::default();
                 let mut waiting = Vec::new();
-                let mut cancelled = Vec::new();
                 for (user, (status, row)) in stored.users {
                     match status {
-                        Stored::Booked => booked.push(user),
+                        Stored::Booked => seats.booked.push(user),
                         Stored::Waiting => waiting.push((row, user)),
-                        Stored::Cancelled => cancelled.push(user),
+                        Stored::Held(expires_at) => seats.held.push((user, expires_at)),
+                        Stored::Cancelled => seats.cancelled.push(user),
+                        Stored::Expired(at) => seats.expired.push((user, at)),
                     }
                 }
-                if booked.len() > stored.total_tickets as usize {
+                let taken = seats.booked.len() + seats.held.len();
+                if taken > stored.total_tickets as usize {
                     let message = format!(
-                        "event {id} has {} holders of {} tickets",
-                        booked.len(),
+                        "event {id} has {taken} tickets booked or held of {}",
                         stored.total_tickets
                     );
                     return Err(StorageError::Inconsistent(message));
                 }
                 waiting.sort_unstable_by_key(|(row, _)| *row);
-                let waiting = waiting.into_iter().map(|(_, user)| user);
-                Ok((
-                    id,
-                    EventState::restore(stored.total_tickets, booked, waiting, cancelled),
-                ))
+                seats.waiting = waiting.into_iter().map(|(_, user)| user).collect();
+                Ok((id, EventState::restore(stored.total_tickets, seats)))
             })
             .collect::<Result<_, _>>()?;
         Ok(StoredOrders {

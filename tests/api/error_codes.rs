@@ -4,7 +4,8 @@
 //! `storage_failure.rs`, `server_busy` and `request_timed_out` in
 //! `overload.rs`, `server_starting` in `operations.rs`, `event_elsewhere` in
 //! `postgres.rs`,
-//! `idempotency_key_in_flight` in `idempotency.rs`, `unauthorized`,
+//! `idempotency_key_in_flight` in `idempotency.rs`, `hold_not_found` and
+//! `already_holding` in `holds.rs`, `unauthorized`,
 //! `forbidden` and `rate_limited` in `access.rs`; `service_unavailable` (the
 //! server stopping) and `internal_error` by the unit tests of `error.rs`.
 
@@ -12,19 +13,21 @@ use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app, Answer};
 
-/// The codes, as issues 20 and 22 and `docs/api.md` list them: clients branch on
+/// The codes, as issues 20, 22 and 23 and `docs/api.md` list them: clients branch on
 /// these strings, so any change here is a breaking change.
-const CODES: [&str; 21] = [
+const CODES: [&str; 23] = [
     "invalid_input",
     "unauthorized",
     "forbidden",
     "event_not_found",
     "booking_not_found",
+    "hold_not_found",
     "route_not_found",
     "method_not_allowed",
     "event_exists",
     "already_booked",
     "already_waiting",
+    "already_holding",
     "idempotency_key_in_flight",
     "payload_too_large",
     "idempotency_key_reused",

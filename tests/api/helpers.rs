@@ -48,8 +48,12 @@ impl Answer {
 }
 
 /// Turns a current database into one of schema version 3, as the server of
-/// that version left it: its next start must upgrade it (versions 4, 5 and 6).
+/// that version left it (but for the wider CHECK on the log's statuses): its
+/// next start must upgrade it (versions 4 to 7).
 pub const BACK_TO_VERSION_3: &str = "
+    DROP INDEX events_holding;
+    ALTER TABLE events DROP COLUMN held;
+    ALTER TABLE order_log DROP COLUMN expires_at;
     DROP INDEX events_by_creation;
     DROP TABLE orders_by_event;
     DROP TABLE orders_indexed;

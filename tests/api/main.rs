@@ -13,6 +13,7 @@ mod durability;
 mod error_codes;
 mod head;
 mod helpers;
+mod holds;
 mod idempotency;
 mod initialize;
 mod markdown;

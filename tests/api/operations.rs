@@ -107,7 +107,7 @@ async fn sigterm_during_recovery_stops_cleanly_and_loses_nothing() {
 
 #[actix_web::test]
 async fn ready_says_unavailable_when_the_database_is_full() {
-    let app = spawn_app_with(&[("BOOKING_MAX_PAGE_COUNT", "13")]);
+    let app = spawn_app_with(&[("BOOKING_MAX_PAGE_COUNT", "14")]);
     app.initialize(json!(1), 100_000).await;
     assert_eq!(app.get("/ready").await.status, 200);
     for i in 0.. {

@@ -154,7 +154,7 @@ async fn instances_starting_at_once_on_one_database_create_its_schema_once() {
     for app in &apps {
         app.until_ready().await;
     }
-    assert_eq!(database.sql("SELECT version FROM booking_schema"), "2");
+    assert_eq!(database.sql("SELECT version FROM booking_schema"), "3");
     // Creations of all instances take one order.
     for (i, app) in apps.iter().enumerate() {
         assert_eq!(app.initialize(json!(format!("e{i}")), 1).await.status, 201);
@@ -177,14 +177,20 @@ async fn a_database_of_schema_version_1_is_migrated_and_keeps_its_orders() {
     assert!(app.stop_with("TERM").success());
     // Back to version 1, as an older release left it.
     database.sql(
-        "ALTER TABLE order_log DROP COLUMN ownership;
+        "DROP INDEX events_holding;
+         ALTER TABLE events DROP COLUMN held;
+         ALTER TABLE order_log DROP COLUMN expires_at;
+         ALTER TABLE order_log DROP CONSTRAINT order_log_status_check;
+         ALTER TABLE order_log ADD CONSTRAINT order_log_status_check
+             CHECK (status IN ('booked', 'waiting', 'cancelled'));
+         ALTER TABLE order_log DROP COLUMN ownership;
          DROP SEQUENCE ownerships;
          UPDATE booking_schema SET version = 1",
     );
 
     app.start();
     app.until_ready().await;
-    assert_eq!(database.sql("SELECT version FROM booking_schema"), "2");
+    assert_eq!(database.sql("SELECT version FROM booking_schema"), "3");
     assert_eq!(app.counts("gig").await, (1, 1));
     assert_eq!(
         app.cancel(json!("gig"), json!("a")).await.body["status"],
@@ -194,6 +200,17 @@ async fn a_database_of_schema_version_1_is_migrated_and_keeps_its_orders() {
     assert_eq!(
         database.sql("SELECT user_id, status, ownership IS NOT NULL FROM order_log ORDER BY seq"),
         "a|booked|f\nb|waiting|f\na|cancelled|t\nb|booked|t"
+    );
+    // Version 3: holds, which the old CHECK refused.
+    app.initialize(json!("fair"), 1).await;
+    let held = app
+        .post("/api/events/fair/holds", &json!({"userId": "h"}))
+        .await;
+    assert_eq!(held.status, 201, "{:?}", held.body);
+    assert_eq!(
+        database
+            .sql("SELECT status, expires_at IS NOT NULL FROM order_log WHERE event_id = 'fair'"),
+        "held|t"
     );
 }
 

@@ -48,7 +48,7 @@ async fn an_event_is_created_and_read_through_its_resource() {
     assert_eq!(resource.body, app.status("7").await.body);
     assert_eq!(
         resource.body,
-        json!({"eventId": 7, "totalTickets": 2, "bookedTickets": 0, "availableTickets": 2, "waitingListCount": 0})
+        json!({"eventId": 7, "totalTickets": 2, "bookedTickets": 0, "heldTickets": 0, "availableTickets": 2, "waitingListCount": 0})
     );
     let unknown = app.get("/api/events/8").await;
     assert_eq!(
@@ -299,7 +299,7 @@ async fn paging_through_every_event_sees_each_once_with_its_counts_active_or_not
         let (booked, waiting) = expected[id];
         assert_eq!(
             event,
-            &json!({"eventId": id, "totalTickets": 3, "bookedTickets": booked,
+            &json!({"eventId": id, "totalTickets": 3, "bookedTickets": booked, "heldTickets": 0,
                     "availableTickets": 3 - booked, "waitingListCount": waiting}),
         );
     }

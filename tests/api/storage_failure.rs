@@ -223,7 +223,8 @@ async fn an_event_whose_stored_orders_contradict_each_other_is_refused_and_the_o
     assert_eq!(app.counts("fine").await, (1, 0));
     let log = app.log();
     assert!(
-        log.contains("activating event broken failed") && log.contains("2 holders of 1 tickets"),
+        log.contains("activating event broken failed")
+            && log.contains("2 tickets booked or held of 1"),
         "{log}"
     );
 }

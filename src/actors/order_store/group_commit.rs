@@ -45,8 +45,10 @@ pub struct Persist {
     /// `None` for what no event actor decided (a new event, an unknown one).
     pub origin: Option<Origin>,
     pub done: OnCommit,
-    /// Its place in the bounded queue, freed once it is answered.
-    pub slot: QueueSlot,
+    /// Its place in the bounded queue, freed once it is answered; `None`
+    /// for a change no request asked for (a hold's lapse), which is stored
+    /// whatever the backlog: it was decided already.
+    pub slot: Option<QueueSlot>,
 }
 
 impl Persist {
@@ -114,7 +116,7 @@ impl OrderStore {
                     if let Some(change) = &persist.change {
                         self.metrics.stored(change);
                         if let Change::Order { update, .. } = change {
-                            self.log_rows += update.rows();
+                            self.log_rows += crate::storage::log_rows(update).count() as u64;
                             self.replaced_since_scan += update.rows_replaced();
                         }
                     }
@@ -262,7 +264,7 @@ mod tests {
                 answer: Some(claim.answer(answer)),
                 origin: None,
                 done,
-                slot: backlog.reserve().expect("room"),
+                slot: backlog.reserve(),
             }
             .settle(stored.map(|()| Some(7)));
             let retry = if stored.is_ok() {

@@ -320,7 +320,7 @@ mod tests {
             done: Box::new(move |outcome| {
                 let _ = heard.send((outcome.is_ok(), counted()));
             }),
-            slot: Backlog::new(1).reserve().unwrap(),
+            slot: Backlog::new(1).reserve(),
         });
         recovered.await.unwrap().unwrap();
         let all = 2 * CHURNED as i64;
@@ -377,7 +377,7 @@ mod tests {
                 answer: None,
                 origin: None,
                 done: Box::new(|_| {}),
-                slot,
+                slot: Some(slot),
             });
             booked += 1;
         }

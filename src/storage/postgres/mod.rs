@@ -50,8 +50,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, Client, Config, IsolationLevel, NoTls, Statement};
 
 use super::replay::Loader;
-use super::{Change, Storage, StorageError, StoredEvent, Totals, NO_SESSION};
-use crate::booking::{EventState, OrderUpdate};
+use super::{log_rows, Change, Storage, StorageError, StoredEvent, Totals, NO_SESSION};
+use crate::booking::{CountsMoved, EventState};
 use crate::idempotency::{Answer, KeyId, StoredAnswer, StoredKey};
 use crate::ids::EventId;
 
@@ -118,17 +118,17 @@ struct Writer {
 /// one round trip per commit.
 const COMMIT_BATCH: &str = "
 WITH orders AS (
-    INSERT INTO order_log (event_id, user_id, status, ownership)
-    SELECT e, u, s, w FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[])
-        WITH ORDINALITY AS o (e, u, s, w, n) ORDER BY n
+    INSERT INTO order_log (event_id, user_id, status, expires_at, ownership)
+    SELECT e, u, s, x, w FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[])
+        WITH ORDINALITY AS o (e, u, s, x, w, n) ORDER BY n
 ), counts AS (
-    UPDATE events SET booked = booked + d.b, waiting = waiting + d.w
-    FROM unnest($5::text[], $6::int8[], $7::int8[]) AS d (id, b, w)
+    UPDATE events SET booked = booked + d.b, held = held + d.h, waiting = waiting + d.w
+    FROM unnest($6::text[], $7::int8[], $8::int8[], $9::int8[]) AS d (id, b, h, w)
     WHERE events.id = d.id
 ), answers AS (
     INSERT INTO idempotency (scope, key, fingerprint, status, body, stored_at)
-    SELECT s, k, f, c, b, t FROM unnest($8::text[], $9::text[], $10::bytea[],
-        $11::int4[], $12::bytea[], $13::int8[])
+    SELECT s, k, f, c, b, t FROM unnest($10::text[], $11::text[], $12::bytea[],
+        $13::int4[], $14::bytea[], $15::int8[])
         WITH ORDINALITY AS a (s, k, f, c, b, t, n) ORDER BY n
     RETURNING seq
 )
@@ -399,24 +399,6 @@ enum Reopen {
     No,
 }
 
-/// The rows of the log a change appends: (user, status).
-fn rows_of(update: &OrderUpdate) -> impl Iterator<Item = (&str, &'static str)> {
-    let (first, second) = match update {
-        OrderUpdate::Booked(user) => ((user, "booked"), None),
-        OrderUpdate::Waiting(user) => ((user, "waiting"), None),
-        OrderUpdate::Cancelled(user) | OrderUpdate::LeftWaitingList(user) => {
-            ((user, "cancelled"), None)
-        }
-        OrderUpdate::Reassigned {
-            cancelled,
-            promoted,
-        } => ((cancelled, "cancelled"), Some((promoted, "booked"))),
-    };
-    std::iter::once(first)
-        .chain(second)
-        .map(|(user, status)| (user.as_ref(), status))
-}
-
 impl Storage for PostgresStorage {
     fn commit_batch(
         &self,
@@ -425,10 +407,10 @@ impl Storage for PostgresStorage {
     ) -> Result<Vec<i64>, StorageError> {
         let mut created = Vec::new();
         let (mut events, mut users, mut statuses) = (Vec::new(), Vec::new(), Vec::new());
-        let mut ownership = Vec::new();
+        let (mut expiries, mut ownership) = (Vec::new(), Vec::new());
         let ownerships = self.ownerships();
         // Each event's counts move once per transaction, however many of its changes it holds.
-        let mut counts: Vec<(&str, i64, i64)> = Vec::new();
+        let mut counts: Vec<(&str, CountsMoved)> = Vec::new();
         for change in changes {
             match change {
                 Change::CreateEvent {
@@ -440,29 +422,24 @@ impl Storage for PostgresStorage {
                     let claim = ownerships.get(event.as_str()).copied().ok_or_else(|| {
                         StorageError::Inconsistent(format!("a change of {event}, not owned here"))
                     })?;
-                    for (user, status) in rows_of(update) {
+                    for row in log_rows(update) {
                         events.push(event.as_str());
-                        users.push(user);
-                        statuses.push(status);
+                        users.push(row.user);
+                        statuses.push(row.status);
+                        expiries.push(row.expires_at);
                         ownership.push(claim);
                     }
-                    let (booked, waiting) = update.counts();
-                    match counts.iter_mut().find(|(id, ..)| *id == event.as_str()) {
-                        Some(moved) => (moved.1, moved.2) = (moved.1 + booked, moved.2 + waiting),
-                        None => counts.push((event.as_str(), booked, waiting)),
+                    match counts.iter_mut().find(|(id, _)| *id == event.as_str()) {
+                        Some((_, moved)) => *moved = moved.and(update.counts()),
+                        None => counts.push((event.as_str(), update.counts())),
                     }
                 }
             }
         }
-        let (counted, booked, waiting): (Vec<&str>, Vec<i64>, Vec<i64>) =
-            counts
-                .into_iter()
-                .fold(Default::default(), |mut all, (id, b, w)| {
-                    all.0.push(id);
-                    all.1.push(b);
-                    all.2.push(w);
-                    all
-                });
+        let counted: Vec<&str> = counts.iter().map(|(id, _)| *id).collect();
+        let booked: Vec<i64> = counts.iter().map(|(_, moved)| moved.booked).collect();
+        let held: Vec<i64> = counts.iter().map(|(_, moved)| moved.held).collect();
+        let waiting: Vec<i64> = counts.iter().map(|(_, moved)| moved.waiting).collect();
         let scopes: Vec<&str> = answers.iter().map(|a| a.id.scope.as_str()).collect();
         let keys: Vec<&str> = answers.iter().map(|a| a.id.key.as_str()).collect();
         let prints: Vec<&[u8]> = answers.iter().map(|a| &a.fingerprint[..]).collect();
@@ -470,9 +447,9 @@ impl Storage for PostgresStorage {
         let bodies: Vec<&[u8]> = answers.iter().map(|a| &a.answer.body[..]).collect();
         let times: Vec<i64> = answers.iter().map(|a| a.stored_at).collect();
         drop(ownerships);
-        let params: [&(dyn ToSql + Sync); 13] = [
-            &events, &users, &statuses, &ownership, &counted, &booked, &waiting, &scopes, &keys,
-            &prints, &codes, &bodies, &times,
+        let params: [&(dyn ToSql + Sync); 15] = [
+            &events, &users, &statuses, &expiries, &ownership, &counted, &booked, &held, &waiting,
+            &scopes, &keys, &prints, &codes, &bodies, &times,
         ];
         let mut writer = self.writer(Reopen::No)?;
         let Writer { client, commit } = writer.as_mut().expect("connected");
@@ -610,13 +587,13 @@ impl Storage for PostgresStorage {
             let no_params: [&str; 0] = [];
             let rows = reader
                 .query_raw(
-                    "SELECT seq, event_id, user_id, status FROM order_log ORDER BY seq",
+                    "SELECT seq, event_id, user_id, status, expires_at FROM order_log ORDER BY seq",
                     no_params,
                 )
                 .await?;
             pin_mut!(rows);
             while let Some(row) = rows.try_next().await? {
-                loader.order(row.get(0), row.get(1), row.get(2), row.get(3))?;
+                loader.order(row.get(0), row.get(1), row.get(2), row.get(3), row.get(4))?;
             }
             loader.superseded.sort_unstable();
             Ok(loader.superseded)
@@ -635,7 +612,8 @@ impl Storage for PostgresStorage {
     fn totals(&self) -> Result<Totals, StorageError> {
         let reader = self.reader()?;
         let row = wait(reader.query_one(
-            "SELECT count(*), coalesce(sum(booked), 0)::bigint, coalesce(sum(waiting), 0)::bigint
+            "SELECT count(*), coalesce(sum(booked), 0)::bigint, coalesce(sum(held), 0)::bigint,
+                 coalesce(sum(waiting), 0)::bigint
              FROM events",
             &[],
         ))?;
@@ -643,14 +621,26 @@ impl Storage for PostgresStorage {
         Ok(Totals {
             events: count(0),
             booked: count(1),
-            waiting: count(2),
+            held: count(2),
+            waiting: count(3),
         })
+    }
+
+    /// Through the partial index `events_holding`. Every instance activates
+    /// them at its start; all but the owner are refused, which is enough:
+    /// the owner lapses them, and an owner that died leaves them to
+    /// whichever instance next activates them (see `Directory`).
+    fn events_with_holds(&self) -> Result<Vec<EventId>, StorageError> {
+        let reader = self.reader()?;
+        let rows =
+            wait(reader.query("SELECT id FROM events WHERE held > 0 ORDER BY created", &[]))?;
+        Ok(rows.iter().map(|row| EventId::stored(row.get(0))).collect())
     }
 
     fn list_events(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StorageError> {
         let reader = self.reader()?;
         let rows = wait(reader.query(
-            "SELECT id, created, total_tickets, booked, waiting FROM events
+            "SELECT id, created, total_tickets, booked, held, waiting FROM events
              WHERE created > $1 ORDER BY created LIMIT $2",
             &[&after, &i64::from(limit)],
         ))?;
@@ -661,7 +651,8 @@ impl Storage for PostgresStorage {
                 created: row.get(1),
                 total_tickets: row.get::<_, i64>(2) as u32,
                 booked_tickets: row.get::<_, i64>(3).max(0) as u32,
-                waiting: row.get::<_, i64>(4).max(0) as u64,
+                held_tickets: row.get::<_, i64>(4).max(0) as u32,
+                waiting: row.get::<_, i64>(5).max(0) as u64,
             })
             .collect())
     }
@@ -757,13 +748,20 @@ impl Storage for PostgresStorage {
             loader.event(event.as_str(), row.get::<_, i64>(0) as u32);
             let rows = reader
                 .query_raw(
-                    "SELECT seq, user_id, status FROM order_log WHERE event_id = $1 ORDER BY seq",
+                    "SELECT seq, user_id, status, expires_at FROM order_log
+                     WHERE event_id = $1 ORDER BY seq",
                     [event.as_str()],
                 )
                 .await?;
             pin_mut!(rows);
             while let Some(row) = rows.try_next().await? {
-                loader.order(row.get(0), event.as_str(), row.get(1), row.get(2))?;
+                loader.order(
+                    row.get(0),
+                    event.as_str(),
+                    row.get(1),
+                    row.get(2),
+                    row.get(3),
+                )?;
             }
             let mut stored = loader.finish()?;
             Ok(stored

@@ -9,7 +9,7 @@ use tokio_postgres::Client;
 use super::super::StorageError;
 
 /// Stored in `booking_schema.version`; a database with a newer one is refused.
-pub(super) const SCHEMA_VERSION: i64 = 2;
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 /// The advisory lock key that serializes migrations (the bytes of "evbook-m").
 const MIGRATION_LOCK: i64 = 0x6576_626f_6f6b_2d6d;
@@ -65,6 +65,22 @@ CREATE SEQUENCE ownerships;
 ALTER TABLE order_log ADD COLUMN ownership bigint;
 ";
 
+/// Version 3: holds, as SQLite's version 7. The log's statuses gain `held`
+/// and `expired`, with the hold's expiry (or lapse) in `expires_at`
+/// (milliseconds since the Unix epoch, UTC); each event counts its `held`
+/// tickets; `events_holding` finds the events with live holds. The wider
+/// `CHECK` is added `NOT VALID`: every stored row satisfies the narrower one
+/// it replaces, and a validation would read the whole log
+/// (<https://www.postgresql.org/docs/current/sql-altertable.html>).
+const HOLDS: &str = "
+ALTER TABLE order_log DROP CONSTRAINT order_log_status_check;
+ALTER TABLE order_log ADD CONSTRAINT order_log_status_check
+    CHECK (status IN ('booked', 'waiting', 'cancelled', 'held', 'expired')) NOT VALID;
+ALTER TABLE order_log ADD COLUMN expires_at bigint;
+ALTER TABLE events ADD COLUMN held bigint NOT NULL DEFAULT 0;
+CREATE INDEX events_holding ON events (created) WHERE held > 0;
+";
+
 /// Creates the schema in an empty database, migrates an older one, refuses
 /// a newer one. Safe when
 /// several instances start at once (see the module's comment).
@@ -90,6 +106,11 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), StorageError> {
     if version < 2 {
         tx.batch_execute(OWNERSHIPS).await?;
         tx.execute("UPDATE booking_schema SET version = 2", &[])
+            .await?;
+    }
+    if version < 3 {
+        tx.batch_execute(HOLDS).await?;
+        tx.execute("UPDATE booking_schema SET version = 3", &[])
             .await?;
     }
     tx.commit().await?;

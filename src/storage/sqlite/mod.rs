@@ -17,8 +17,8 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::replay::Loader;
-use super::{Change, Storage, StorageError, StoredEvent, Totals};
-use crate::booking::{EventState, OrderUpdate};
+use super::{log_rows, Change, Storage, StorageError, StoredEvent, Totals};
+use crate::booking::{CountsMoved, EventState};
 use crate::configuration::{Settings, Synchronous};
 use crate::idempotency::{Answer, KeyId, StoredAnswer, StoredKey};
 use crate::ids::EventId;
@@ -101,10 +101,11 @@ impl Storage for SqliteStorage {
                  VALUES (?1, ?2, (SELECT coalesce(max(created), 0) + 1 FROM events))",
             )?;
             let mut append = tx.prepare_cached(
-                "INSERT INTO order_log (event_id, user_id, status) VALUES (?1, ?2, ?3)",
+                "INSERT INTO order_log (event_id, user_id, status, expires_at)
+                 VALUES (?1, ?2, ?3, ?4)",
             )?;
             // Each event's counts move once per transaction, however many of its changes it holds.
-            let mut counts: HashMap<&str, (i64, i64)> = HashMap::new();
+            let mut counts: HashMap<&str, CountsMoved> = HashMap::new();
             for change in changes {
                 match change {
                     Change::CreateEvent {
@@ -115,35 +116,20 @@ impl Storage for SqliteStorage {
                     }
                     Change::Order { event, update } => {
                         let event = event.as_str();
-                        let (booked, waiting) = update.counts();
                         let moved = counts.entry(event).or_default();
-                        *moved = (moved.0 + booked, moved.1 + waiting);
-                        match update {
-                            OrderUpdate::Booked(user) => {
-                                append.execute(params![event, user.as_ref(), "booked"])?
-                            }
-                            OrderUpdate::Waiting(user) => {
-                                append.execute(params![event, user.as_ref(), "waiting"])?
-                            }
-                            OrderUpdate::Cancelled(user) | OrderUpdate::LeftWaitingList(user) => {
-                                append.execute(params![event, user.as_ref(), "cancelled"])?
-                            }
-                            OrderUpdate::Reassigned {
-                                cancelled,
-                                promoted,
-                            } => {
-                                append.execute(params![event, cancelled.as_ref(), "cancelled"])?;
-                                append.execute(params![event, promoted.as_ref(), "booked"])?
-                            }
-                        };
+                        *moved = moved.and(update.counts());
+                        for row in log_rows(update) {
+                            append.execute(params![event, row.user, row.status, row.expires_at])?;
+                        }
                     }
                 }
             }
             let mut count = tx.prepare_cached(
-                "UPDATE events SET booked = booked + ?2, waiting = waiting + ?3 WHERE id = ?1",
+                "UPDATE events SET booked = booked + ?2, held = held + ?3, waiting = waiting + ?4
+                 WHERE id = ?1",
             )?;
-            for (event, (booked, waiting)) in counts {
-                count.execute(params![event, booked, waiting])?;
+            for (event, moved) in counts {
+                count.execute(params![event, moved.booked, moved.held, moved.waiting])?;
             }
         }
         let mut rows = Vec::new();
@@ -266,7 +252,7 @@ impl Storage for SqliteStorage {
     /// user's last row, not the events' states.
     fn superseded_rows(&self) -> Result<Vec<i64>, StorageError> {
         let conn = self.pool.get()?;
-        Ok(read_log(&conn)?.superseded)
+        Ok(read_log(&conn, LogSchema::Current)?.superseded)
     }
 
     /// Deletes `rows` of the order log in one transaction; returns how many
@@ -294,22 +280,32 @@ impl Storage for SqliteStorage {
         Ok(deleted)
     }
 
-    /// Every stored event, its booked tickets and its waiting users, as
-    /// committed: for the gauges of `/metrics`, without reading any order.
+    /// Every stored event, its booked and held tickets and its waiting
+    /// users, as committed: for the gauges of `/metrics`, without reading any order.
     fn totals(&self) -> Result<Totals, StorageError> {
         let conn = self.pool.get()?;
         Ok(conn.query_row(
-            "SELECT count(*), coalesce(sum(booked), 0), coalesce(sum(waiting), 0) FROM events",
+            "SELECT count(*), coalesce(sum(booked), 0), coalesce(sum(held), 0),
+                 coalesce(sum(waiting), 0) FROM events",
             [],
             |row| {
                 let count = |column| row.get::<_, i64>(column).map(|n| n.max(0) as u64);
                 Ok(Totals {
                     events: count(0)?,
                     booked: count(1)?,
-                    waiting: count(2)?,
+                    held: count(2)?,
+                    waiting: count(3)?,
                 })
             },
         )?)
+    }
+
+    /// Through the partial index `events_holding`: no scan of every event.
+    fn events_with_holds(&self) -> Result<Vec<EventId>, StorageError> {
+        let conn = self.pool.get()?;
+        let mut query = conn.prepare("SELECT id FROM events WHERE held > 0 ORDER BY created")?;
+        let rows = query.query_map([], |row| Ok(EventId::stored(row.get_ref(0)?.as_str()?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Up to `limit` events created after the one in place `after` of the
@@ -318,7 +314,7 @@ impl Storage for SqliteStorage {
     fn list_events(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StorageError> {
         let conn = self.pool.get()?;
         let mut query = conn.prepare_cached(
-            "SELECT id, created, total_tickets, booked, waiting FROM events
+            "SELECT id, created, total_tickets, booked, held, waiting FROM events
              WHERE created > ?1 ORDER BY created LIMIT ?2",
         )?;
         let rows = query.query_map(params![after, limit], |row| {
@@ -327,7 +323,8 @@ impl Storage for SqliteStorage {
                 created: row.get(1)?,
                 total_tickets: row.get(2)?,
                 booked_tickets: row.get(3)?,
-                waiting: row.get::<_, i64>(4)?.max(0) as u64,
+                held_tickets: row.get(4)?,
+                waiting: row.get::<_, i64>(5)?.max(0) as u64,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -409,10 +406,10 @@ impl Storage for SqliteStorage {
         let mut loader = Loader::default();
         loader.event(event.as_str(), total);
         // CROSS JOIN: SQLite keeps the left table as the outer loop.
-        let indexed = "SELECT o.seq, o.user_id, o.status
+        let indexed = "SELECT o.seq, o.user_id, o.status, o.expires_at
              FROM orders_by_event i CROSS JOIN order_log o ON o.seq = i.seq
              WHERE i.event_id = ?1 ORDER BY i.seq";
-        let not_yet = "SELECT seq, user_id, status FROM order_log
+        let not_yet = "SELECT seq, user_id, status, expires_at FROM order_log
              WHERE seq > (SELECT through FROM orders_indexed) AND event_id = ?1 ORDER BY seq";
         for query in [indexed, not_yet] {
             let mut log = conn.prepare_cached(query)?;
@@ -423,6 +420,7 @@ impl Storage for SqliteStorage {
                     event.as_str(),
                     row.get_ref(1)?.as_str()?,
                     row.get_ref(2)?.as_str()?,
+                    row.get(3)?,
                 )?;
             }
         }
@@ -436,16 +434,22 @@ impl Storage for SqliteStorage {
 }
 
 /// One ordered pass over the log: each user's last row, and the rows
-/// replaced (sorted).
-fn read_log(conn: &Connection) -> Result<Loader, StorageError> {
+/// replaced (sorted). `LogSchema::BeforeHolds` for a log of schema version 6 or
+/// before, which has no `expires_at` (a migration reads it).
+fn read_log(conn: &Connection, schema: LogSchema) -> Result<Loader, StorageError> {
     let mut loader = Loader::default();
     let mut events = conn.prepare("SELECT id, total_tickets FROM events")?;
     let mut rows = events.query([])?;
     while let Some(row) = rows.next()? {
         loader.event(row.get_ref(0)?.as_str()?, row.get(1)?);
     }
-    let mut log =
-        conn.prepare("SELECT seq, event_id, user_id, status FROM order_log ORDER BY seq")?;
+    let mut log = conn.prepare(&format!(
+        "SELECT seq, event_id, user_id, status, {} FROM order_log ORDER BY seq",
+        match schema {
+            LogSchema::Current => "expires_at",
+            LogSchema::BeforeHolds => "NULL",
+        }
+    ))?;
     let mut rows = log.query([])?;
     while let Some(row) = rows.next()? {
         let (seq, event, user, status) = (
@@ -454,10 +458,17 @@ fn read_log(conn: &Connection) -> Result<Loader, StorageError> {
             row.get_ref(2)?.as_str()?,
             row.get_ref(3)?,
         );
-        loader.order(seq, event, user, status.as_str()?)?;
+        loader.order(seq, event, user, status.as_str()?, row.get(4)?)?;
     }
     loader.superseded.sort_unstable();
     Ok(loader)
+}
+
+/// The columns of the log that [`read_log`] reads.
+#[derive(Clone, Copy)]
+enum LogSchema {
+    Current,
+    BeforeHolds,
 }
 
 /// Settings applied to every connection, the pool's and the first.
@@ -488,7 +499,7 @@ mod tests {
 
     use super::schema::SCHEMA;
     use super::*;
-    use crate::booking::Standing;
+    use crate::booking::{OrderUpdate, Standing, UtcMillis};
     use crate::storage::Database;
 
     fn settings(dir: &tempfile::TempDir) -> Settings {
@@ -555,6 +566,7 @@ mod tests {
             Totals {
                 events: 1,
                 booked: 1,
+                held: 0,
                 waiting: 2
             }
         );
@@ -716,6 +728,79 @@ mod tests {
         };
         db.commit([&create], []).unwrap();
         assert_eq!(db.list_events(3, 10).unwrap()[0].created, 4);
+        // Version 7: the log takes holds, which the old CHECK refused.
+        let held = OrderUpdate::Held {
+            user: Arc::from("h"),
+            expires_at: UtcMillis(5),
+        };
+        db.commit([&order(&EventId::parse("quiet").unwrap(), held)], [])
+            .expect("a held row is stored");
+    }
+
+    #[test]
+    fn holds_are_stored_with_their_expiries_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(&settings(&dir)).unwrap();
+        let event = EventId::parse("e").unwrap();
+        let user = |name: &str| Arc::<str>::from(name);
+        let changes = [
+            Change::CreateEvent {
+                event: event.clone(),
+                total_tickets: 2,
+            },
+            order(
+                &event,
+                OrderUpdate::Held {
+                    user: user("early"),
+                    expires_at: UtcMillis(1_000),
+                },
+            ),
+            order(
+                &event,
+                OrderUpdate::Held {
+                    user: user("late"),
+                    expires_at: UtcMillis(9_000),
+                },
+            ),
+            order(&event, OrderUpdate::Waiting(user("w"))),
+            order(
+                &event,
+                OrderUpdate::HoldEnded {
+                    user: user("early"),
+                    lapsed: Some(UtcMillis(1_000)),
+                    promoted: Some(user("w")),
+                },
+            ),
+        ];
+        db.commit(&changes, []).unwrap();
+        assert_eq!(db.events_with_holds().unwrap(), std::slice::from_ref(&event));
+        let (state, _) = db.load_event(&event).unwrap().expect("stored");
+        assert_eq!(
+            state.standing("early"),
+            Some(Standing::Expired {
+                expired_at: UtcMillis(1_000)
+            })
+        );
+        assert_eq!(
+            state.standing("late"),
+            Some(Standing::Held {
+                expires_at: UtcMillis(9_000)
+            })
+        );
+        assert_eq!(state.standing("w"), Some(Standing::Booked));
+        let listed = &db.list_events(0, 1).unwrap()[0];
+        assert_eq!(
+            (listed.booked_tickets, listed.held_tickets, listed.waiting),
+            (1, 1, 0)
+        );
+        let release = OrderUpdate::HoldEnded {
+            user: user("late"),
+            lapsed: None,
+            promoted: None,
+        };
+        db.commit([&order(&event, release)], []).unwrap();
+        assert!(db.events_with_holds().unwrap().is_empty());
+        assert_eq!(db.totals().unwrap().held, 0);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, TransactionBehavior};
 use crate::storage::StorageError;
 
 /// Stored in `PRAGMA user_version`; a file with a newer version is refused.
-pub(super) const SCHEMA_VERSION: i64 = 6;
+pub(super) const SCHEMA_VERSION: i64 = 7;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE events (
@@ -89,6 +89,55 @@ CREATE TABLE orders_indexed (through INTEGER NOT NULL);
 INSERT INTO orders_indexed SELECT coalesce(max(seq), 0) FROM order_log;
 ";
 
+/// Version 7: holds. The log's statuses gain `held` and `expired`, with the
+/// hold's expiry (or lapse) in `expires_at` (milliseconds since the Unix
+/// epoch, UTC); each event counts its `held` tickets, and the partial index
+/// `events_holding` finds the events with live holds at a start without
+/// reading every event. The wider `CHECK` is written by [`widen_statuses`].
+const HOLDS_SCHEMA: &str = "
+ALTER TABLE order_log ADD COLUMN expires_at INTEGER;
+ALTER TABLE events ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX events_holding ON events (created) WHERE held > 0;
+";
+
+/// The `CHECK` on `order_log.status` before version 7, and after.
+const STATUSES_BEFORE_7: &str =
+    "CHECK (status = 'booked' OR status = 'waiting' OR status = 'cancelled')";
+const STATUSES: &str = "CHECK (status = 'booked' OR status = 'waiting' OR status = 'cancelled' \
+     OR status = 'held' OR status = 'expired')";
+
+/// Widens the `CHECK` on the log's statuses in place, without copying the
+/// log: SQLite's documented procedure for a change of a table's schema that
+/// every stored row already satisfies ("Making Other Kinds Of Table Schema
+/// Changes", <https://www.sqlite.org/lang_altertable.html#otheralter>): the
+/// table's SQL text is rewritten in `sqlite_schema` with `writable_schema`
+/// on, and `schema_version` is bumped so that every connection reads the
+/// schema again. The integrity check of step 7 is left out: it reads the
+/// whole file (minutes at 10 million orders), and the rewrite touches no
+/// row or index.
+fn widen_statuses(tx: &Connection) -> Result<(), StorageError> {
+    let version: i64 = tx.pragma_query_value(None, "schema_version", |row| row.get(0))?;
+    tx.pragma_update(None, "writable_schema", "ON")?;
+    tx.execute(
+        "UPDATE sqlite_schema SET sql = replace(sql, ?1, ?2)
+         WHERE type = 'table' AND name = 'order_log'",
+        [STATUSES_BEFORE_7, STATUSES],
+    )?;
+    tx.pragma_update(None, "schema_version", version + 1)?;
+    tx.pragma_update(None, "writable_schema", "OFF")?;
+    let widened: bool = tx.query_row(
+        "SELECT instr(sql, ?1) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'order_log'",
+        [STATUSES],
+        |row| row.get(0),
+    )?;
+    if !widened {
+        return Err(StorageError::Inconsistent(
+            "order_log has not the CHECK on its statuses that schema version 6 wrote".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Creates the schema in a new file, upgrades an older one; refuses a newer
 /// one. A file already at this version is only read: a server must be able
 /// to start, and read what it stored, on a disk with no room for a write.
@@ -128,6 +177,10 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
     }
     if version < 6 {
         tx.execute_batch(ORDERS_BY_EVENT_SCHEMA)?;
+    }
+    if version < 7 {
+        widen_statuses(&tx)?;
+        tx.execute_batch(HOLDS_SCHEMA)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
@@ -226,7 +279,7 @@ fn normalize_stored_users(tx: &Connection) -> Result<Vec<String>, StorageError> 
 /// place in creation order: the order of its first row in the log (events
 /// with none after, by id). Runs once, in the migration to version 5.
 fn count_stored_orders(tx: &Connection) -> Result<(), StorageError> {
-    let stored = super::read_log(tx)?.finish()?;
+    let stored = super::read_log(tx, super::LogSchema::BeforeHolds)?.finish()?;
     // One pass over the log, grouped: the log has no index by event yet.
     let mut first_rows = tx.prepare(
         "SELECT id, first FROM events LEFT JOIN
