@@ -773,7 +773,10 @@ mod tests {
             ),
         ];
         db.commit(&changes, []).unwrap();
-        assert_eq!(db.events_with_holds().unwrap(), std::slice::from_ref(&event));
+        assert_eq!(
+            db.events_with_holds().unwrap(),
+            std::slice::from_ref(&event)
+        );
         let (state, _) = db.load_event(&event).unwrap().expect("stored");
         assert_eq!(
             state.standing("early"),
