@@ -30,6 +30,12 @@ pub enum ApiError {
     AlreadyWaiting,
     #[error("User already holds a ticket")]
     AlreadyHolding,
+    /// New bookings, holds and places in the queue are refused.
+    #[error("Sales closed")]
+    SalesClosed,
+    /// A capacity below the tickets booked and held.
+    #[error("Capacity below tickets taken")]
+    CapacityBelowTaken,
     /// No live hold: never held, released, or lapsed.
     #[error("Hold not found")]
     HoldNotFound,
@@ -103,6 +109,10 @@ pub enum ErrorCode {
     /// 409: the user already holds a ticket at the event (one hold per
     /// user, and no booking beside it).
     AlreadyHolding,
+    /// 409: the event's sales are closed: no new booking, hold or place in the queue.
+    SalesClosed,
+    /// 409: a capacity below the tickets booked and held; nothing changed.
+    CapacityBelowTicketsTaken,
     /// 409: the first request with this `Idempotency-Key` is still running.
     IdempotencyKeyInFlight,
     /// 413: the body is over the limit.
@@ -170,7 +180,9 @@ impl ResponseError for ApiError {
             ApiError::EventExists
             | ApiError::AlreadyBooked
             | ApiError::AlreadyWaiting
-            | ApiError::AlreadyHolding => StatusCode::CONFLICT,
+            | ApiError::AlreadyHolding
+            | ApiError::SalesClosed
+            | ApiError::CapacityBelowTaken => StatusCode::CONFLICT,
             ApiError::StorageUnavailable
             | ApiError::ServiceUnavailable
             | ApiError::ServerBusy
@@ -217,6 +229,8 @@ impl ApiError {
             ApiError::AlreadyBooked => ErrorCode::AlreadyBooked,
             ApiError::AlreadyWaiting => ErrorCode::AlreadyWaiting,
             ApiError::AlreadyHolding => ErrorCode::AlreadyHolding,
+            ApiError::SalesClosed => ErrorCode::SalesClosed,
+            ApiError::CapacityBelowTaken => ErrorCode::CapacityBelowTicketsTaken,
             ApiError::HoldNotFound => ErrorCode::HoldNotFound,
             ApiError::StorageUnavailable => ErrorCode::StorageUnavailable,
             ApiError::ServiceUnavailable => ErrorCode::ServiceUnavailable,
@@ -269,6 +283,8 @@ impl From<Refusal> for ApiError {
             Refusal::BookingNotFound => ApiError::BookingNotFound,
             Refusal::AlreadyHolding => ApiError::AlreadyHolding,
             Refusal::HoldNotFound => ApiError::HoldNotFound,
+            Refusal::SalesClosed => ApiError::SalesClosed,
+            Refusal::CapacityBelowTaken => ApiError::CapacityBelowTaken,
         }
     }
 }
@@ -309,6 +325,8 @@ mod tests {
             (ApiError::AlreadyWaiting, "already_waiting"),
             (ApiError::AlreadyHolding, "already_holding"),
             (ApiError::HoldNotFound, "hold_not_found"),
+            (ApiError::SalesClosed, "sales_closed"),
+            (ApiError::CapacityBelowTaken, "capacity_below_tickets_taken"),
             (ApiError::StorageUnavailable, "storage_unavailable"),
             (ApiError::ServiceUnavailable, "service_unavailable"),
             (ApiError::ServerBusy, "server_busy"),

@@ -303,25 +303,29 @@ impl StoreMetrics {
 
     /// One committed change.
     pub fn stored(&self, change: &Change) {
-        let update = match change {
-            Change::CreateEvent { .. } => return self.events.increment(1.0),
-            Change::Order { update, .. } => update,
-        };
-        let moved = update.counts();
+        if let Change::CreateEvent { .. } = change {
+            return self.events.increment(1.0);
+        }
+        let moved = change.counts();
         self.booked.increment(moved.booked as f64);
         self.held.increment(moved.held as f64);
         self.waiting.increment(moved.waiting as f64);
+        let (update, promotions) = match change {
+            Change::Order { update, .. } => (Some(update), 0),
+            Change::Configure { promoted, .. } => (None, promoted.len() as u64),
+            Change::CreateEvent { .. } => (None, 0),
+        };
+        self.reassignments.increment(promotions);
+        let Some(update) = update else { return };
         match update {
             // A confirmed hold is a ticket sold, as a booking is.
             OrderUpdate::Booked(_) | OrderUpdate::Confirmed(_) => self.bookings.increment(1),
             OrderUpdate::Waiting(_) => self.joins.increment(1),
             OrderUpdate::Held { .. } => self.holds.increment(1),
-            OrderUpdate::Cancelled(_) | OrderUpdate::LeftWaitingList(_) => {
-                self.cancellations.increment(1)
-            }
-            OrderUpdate::Reassigned { .. } => {
+            OrderUpdate::LeftWaitingList(_) => self.cancellations.increment(1),
+            OrderUpdate::Cancelled { promoted, .. } => {
                 self.cancellations.increment(1);
-                self.reassignments.increment(1);
+                self.reassignments.increment(promoted.is_some().into());
             }
             OrderUpdate::HoldEnded {
                 lapsed, promoted, ..
@@ -330,9 +334,7 @@ impl StoreMetrics {
                     Some(_) => self.lapsed.increment(1),
                     None => self.cancellations.increment(1),
                 }
-                if promoted.is_some() {
-                    self.reassignments.increment(1);
-                }
+                self.reassignments.increment(promoted.is_some().into());
             }
         }
     }

@@ -451,7 +451,7 @@ fn virtual_actors(options: &BenchOptions) -> Result<VirtualActors, String> {
 /// Writes `orders` bookings over `events` new events into the database at
 /// `path`, through the server's own storage code, in large transactions.
 fn seed(path: &std::path::Path, events: u64, orders: u64) -> Result<(), String> {
-    use event_booking::booking::OrderUpdate;
+    use event_booking::booking::{EventSettings, OrderUpdate};
     use event_booking::configuration::Settings;
     use event_booking::ids::EventId;
     use event_booking::storage::{Change, Database};
@@ -470,7 +470,7 @@ fn seed(path: &std::path::Path, events: u64, orders: u64) -> Result<(), String> 
         let event = EventId::parse(&format!("seed-{number}")).map_err(|e| e.to_string())?;
         changes.push(Change::CreateEvent {
             event: event.clone(),
-            total_tickets: tickets,
+            settings: EventSettings::new(tickets),
         });
         for user in 0..per_event.min(orders - written) {
             changes.push(Change::Order {

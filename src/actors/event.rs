@@ -28,7 +28,7 @@ use super::directory::Directory;
 use super::order_store::{NotStored, OrderStore, Origin, Persist, QueueSlot, Reload};
 use crate::booking::{
     BookOutcome, CancelOutcome, EventState, HoldOutcome, OrderUpdate, PageCursor, Refusal,
-    Standing, Summary, UtcMillis, WaitingPage,
+    SettingsPatch, Standing, Summary, UtcMillis, WaitingPage,
 };
 use crate::idempotency::Pending;
 use crate::ids::EventId;
@@ -123,6 +123,18 @@ pub struct ReleaseHold {
     pub user: Arc<str>,
     pub reply: Reply<CancelOutcome>,
     pub recorder: Option<Recorder<CancelOutcome, Refusal>>,
+    /// Taken when the request was admitted: the store has room for the change.
+    pub slot: QueueSlot,
+}
+
+/// Change the event's settings (see `EventState::configure`); answered
+/// with its status once committed. See `routes/events.rs`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Configure {
+    pub patch: SettingsPatch,
+    pub reply: Reply<Summary>,
+    pub recorder: Option<Recorder<Summary, Refusal>>,
     /// Taken when the request was admitted: the store has room for the change.
     pub slot: QueueSlot,
 }
@@ -283,24 +295,18 @@ impl EventActor {
         }
     }
 
-    /// Replies to a decided book or cancel: a change, or the answer of an
+    /// Replies to a decided change: the change, or the answer of an
     /// idempotent request, goes to the store, which replies once they are
     /// committed; a plain refusal is replied to at once.
     fn commit_then_reply<T: Send + 'static>(
         &self,
-        decided: Result<(T, OrderUpdate), Refusal>,
+        decided: Result<(T, Change), Refusal>,
         reply: Reply<T>,
         recorder: Option<Recorder<T, Refusal>>,
         slot: QueueSlot,
     ) {
         let (result, change) = match decided {
-            Ok((outcome, update)) => (
-                Ok(outcome),
-                Some(Change::Order {
-                    event: self.id.clone(),
-                    update,
-                }),
-            ),
+            Ok((outcome, change)) => (Ok(outcome), Some(change)),
             Err(refusal) => (Err(refusal), None),
         };
         let answer = recorder.map(|record| record(result.as_ref().map_err(|refusal| *refusal)));
@@ -435,20 +441,37 @@ impl EventActor {
         Ok(())
     }
 
-    /// Decides a book or cancel with `decision` and answers it, once the
-    /// state is fresh; else refuses.
+    /// Decides a change of the event's orders with `decision` (given the
+    /// time now) and answers it, once the state is fresh; else refuses.
     fn decide<T: Send + 'static>(
         &mut self,
         reply: Reply<T>,
         recorder: Option<Recorder<T, Refusal>>,
         slot: QueueSlot,
         ctx: &mut Context<Self>,
-        decision: impl FnOnce(&mut EventState) -> Result<(T, OrderUpdate), Refusal>,
+        decision: impl FnOnce(&mut EventState, UtcMillis) -> Result<(T, OrderUpdate), Refusal>,
+    ) {
+        let event = self.id.clone();
+        self.decide_change(reply, recorder, slot, ctx, |state, now| {
+            let (outcome, update) = decision(state, now)?;
+            Ok((outcome, Change::Order { event, update }))
+        });
+    }
+
+    /// Decides any change with `decision` (given the time now) and answers
+    /// it, once the state is fresh and the holds due have lapsed; else refuses.
+    fn decide_change<T: Send + 'static>(
+        &mut self,
+        reply: Reply<T>,
+        recorder: Option<Recorder<T, Refusal>>,
+        slot: QueueSlot,
+        ctx: &mut Context<Self>,
+        decision: impl FnOnce(&mut EventState, UtcMillis) -> Result<(T, Change), Refusal>,
     ) {
         match self.check_fresh(ctx) {
             Ok(()) => {
                 self.lapse_due(ctx);
-                let decided = decision(&mut self.state);
+                let decided = decision(&mut self.state, UtcMillis::now());
                 self.commit_then_reply(decided, reply, recorder, slot);
                 self.arm_expiry_timer(ctx);
             }
@@ -524,7 +547,7 @@ impl Handler<Book> for EventActor {
         ctx: &mut Context<Self>,
     ) {
         self.idle_checks = 0;
-        self.decide(reply, recorder, slot, ctx, |state| state.book(&user));
+        self.decide(reply, recorder, slot, ctx, |state, _| state.book(&user));
     }
 }
 
@@ -542,7 +565,9 @@ impl Handler<Cancel> for EventActor {
         ctx: &mut Context<Self>,
     ) {
         self.idle_checks = 0;
-        self.decide(reply, recorder, slot, ctx, |state| state.cancel(&user));
+        self.decide(reply, recorder, slot, ctx, |state, now| {
+            state.cancel(&user, now)
+        });
     }
 }
 
@@ -561,9 +586,11 @@ impl Handler<Hold> for EventActor {
         ctx: &mut Context<Self>,
     ) {
         self.idle_checks = 0;
-        let expires_at = UtcMillis::now().plus_secs(hold_secs.unwrap_or(self.hold_secs));
-        self.decide(reply, recorder, slot, ctx, |state| {
-            state.hold(&user, expires_at)
+        let default = self.hold_secs;
+        self.decide(reply, recorder, slot, ctx, |state, now| {
+            // The request's duration, else the event's, else the server's.
+            let secs = hold_secs.or(state.settings().hold_secs).unwrap_or(default);
+            state.hold(&user, now.plus_secs(secs))
         });
     }
 }
@@ -582,7 +609,7 @@ impl Handler<ConfirmHold> for EventActor {
         ctx: &mut Context<Self>,
     ) {
         self.idle_checks = 0;
-        self.decide(reply, recorder, slot, ctx, |state| state.confirm(&user));
+        self.decide(reply, recorder, slot, ctx, |state, _| state.confirm(&user));
     }
 }
 
@@ -600,7 +627,36 @@ impl Handler<ReleaseHold> for EventActor {
         ctx: &mut Context<Self>,
     ) {
         self.idle_checks = 0;
-        self.decide(reply, recorder, slot, ctx, |state| state.release(&user));
+        self.decide(reply, recorder, slot, ctx, |state, now| {
+            state.release(&user, now)
+        });
+    }
+}
+
+impl Handler<Configure> for EventActor {
+    type Result = ();
+
+    fn handle(
+        &mut self,
+        Configure {
+            patch,
+            reply,
+            recorder,
+            slot,
+        }: Configure,
+        ctx: &mut Context<Self>,
+    ) {
+        self.idle_checks = 0;
+        let event = self.id.clone();
+        self.decide_change(reply, recorder, slot, ctx, |state, now| {
+            let (settings, promoted) = state.configure(patch, now)?;
+            let change = Change::Configure {
+                event,
+                settings,
+                promoted,
+            };
+            Ok((state.summary(), change))
+        });
     }
 }
 

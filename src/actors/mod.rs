@@ -11,8 +11,8 @@ mod registry;
 mod threads;
 
 pub use event::{
-    Book, BookingError, Cancel, ConfirmHold, EventActor, GetStanding, GetSummary, GetWaitingList,
-    Hold, Recorder, ReleaseHold, Reply,
+    Book, BookingError, Cancel, Configure, ConfirmHold, EventActor, GetStanding, GetSummary,
+    GetWaitingList, Hold, Recorder, ReleaseHold, Reply,
 };
 pub use order_store::{
     CheckWritable, Flush, ForgetAnswers, OrderStore, QueueSlot, Recover, Recovered,

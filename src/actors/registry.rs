@@ -17,7 +17,7 @@ use super::event::{BookingError, EventActor, Recorder, Reply};
 use super::gate::Gate;
 use super::order_store::{Backlog, LoadAnswer, NotStored, OrderStore, Persist, QueueSlot};
 use super::threads::WorkerThreads;
-use crate::booking::{EventState, Refusal};
+use crate::booking::{EventSettings, EventState, Refusal};
 use crate::idempotency::{Answer, KeyId, Pending, StoredKey};
 use crate::ids::EventId;
 use crate::storage::{Change, Database};
@@ -124,6 +124,12 @@ impl EventRegistry {
         if !events.is_empty() {
             log::info!("{} events with holds activated", events.len());
         }
+    }
+
+    /// A hold's duration in seconds when neither its request nor its event
+    /// names one (`hold_secs`).
+    pub fn hold_secs(&self) -> u32 {
+        self.limits.hold_secs
     }
 
     /// Whether requests for events are let in.
@@ -281,7 +287,7 @@ impl EventRegistry {
     pub async fn initialize(
         &self,
         id: EventId,
-        total_tickets: u32,
+        settings: EventSettings,
         recorder: Option<Recorder<(), Refusal>>,
     ) -> Result<(), BookingError> {
         // Its place in the store's queue first: a full queue refuses at once.
@@ -320,12 +326,9 @@ impl EventRegistry {
                 let exists = BookingError::Refused(Refusal::AlreadyInitialized);
                 (Ok(Some(actor)), Err(exists))
             }
-            Ok((session, None)) => match self
-                .create(&id, total_tickets, recorder.take(), place)
-                .await
-            {
+            Ok((session, None)) => match self.create(&id, settings, recorder.take(), place).await {
                 Ok(()) => {
-                    let state = EventState::new(total_tickets);
+                    let state = EventState::new(settings);
                     let actor = self.directory.start_actor(id.clone(), state, session).await;
                     (Ok(Some(actor)), Ok(()))
                 }
@@ -354,13 +357,13 @@ impl EventRegistry {
     async fn create(
         &self,
         id: &EventId,
-        total_tickets: u32,
+        settings: EventSettings,
         recorder: Option<Recorder<(), Refusal>>,
         place: QueueSlot,
     ) -> Result<(), BookingError> {
         let change = Change::CreateEvent {
             event: id.clone(),
-            total_tickets,
+            settings,
         };
         let answer = recorder.map(|record| record(Ok(&())));
         self.persist(Some(change), answer, place).await
@@ -534,7 +537,10 @@ mod tests {
     ) -> (EventRegistry, Arbiter, tempfile::TempDir) {
         let (registry, worker, dir) = empty_registry(mailbox_capacity).await;
         let gig = EventId::parse("gig").unwrap();
-        registry.initialize(gig, 100, None).await.unwrap();
+        registry
+            .initialize(gig, EventSettings::new(100), None)
+            .await
+            .unwrap();
         (registry, worker, dir)
     }
 
@@ -591,7 +597,8 @@ mod tests {
         let gig = EventId::parse("gig").unwrap();
         // The event's thread is busy as the event is created: its actor cannot start yet.
         let release = block(&worker).await;
-        let mut initialize = Box::pin(registry.initialize(gig.clone(), 100, None));
+        let mut initialize =
+            Box::pin(registry.initialize(gig.clone(), EventSettings::new(100), None));
         let waited =
             actix_web::rt::time::timeout(Duration::from_millis(100), &mut initialize).await;
         drop(release);
@@ -622,7 +629,7 @@ mod tests {
         let gig = EventId::parse("gig").unwrap();
         let mut changes = vec![Change::CreateEvent {
             event: gig.clone(),
-            total_tickets: 100,
+            settings: EventSettings::new(100),
         }];
         changes.extend((0..booked).map(|n| Change::Order {
             event: gig.clone(),

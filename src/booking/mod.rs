@@ -1,10 +1,16 @@
 //! The booking rules of one event, as plain data: no actors, no I/O.
 //!
-//! [`EventState`] decides every book, hold and cancel synchronously and says
-//! what changed as an [`OrderUpdate`], which the event actor hands to
+//! [`EventState`] decides every book, hold, cancel and change of settings
+//! synchronously and says what changed as an [`OrderUpdate`] (or, for
+//! settings, the [`Promotion`]s they caused), which the event actor hands to
 //! storage. The same state is rebuilt from storage when the event is
 //! activated and after a failed commit. Time comes in from outside (the
 //! actor reads the clock), so every rule here is exact and testable.
+//!
+//! Whatever frees a ticket (a cancel, a release, a lapse, more capacity)
+//! gives it to the head of the waiting list at once, booked or offered as
+//! the event's [`WaitingListMode`] says, so that no ticket sits free while
+//! someone waits, sales open or not.
 
 mod clock;
 mod waiting_list;
@@ -43,6 +49,9 @@ pub enum CancelOutcome {
     Cancelled,
     /// The user's ticket went to the head of the waiting list, this user.
     Reassigned { to: Arc<str> },
+    /// The user's ticket is offered to the head of the waiting list, this
+    /// user (an event in `offer` mode).
+    Offered { to: Arc<str> },
 }
 
 /// Why a request was refused; nothing changed.
@@ -57,6 +66,88 @@ pub enum Refusal {
     BookingNotFound,
     /// No live hold to confirm or release: never held, released, or lapsed.
     HoldNotFound,
+    /// Sales are closed: no new booking, hold or place in the queue.
+    SalesClosed,
+    /// A capacity below the tickets booked and held.
+    CapacityBelowTaken,
+}
+
+/// How an event's waiting list gets a freed ticket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitingListMode {
+    /// The head of the queue is booked at once (the default).
+    Assign,
+    /// The head of the queue is offered the ticket: a hold for `offer_secs`
+    /// seconds, which it confirms like any hold.
+    Offer { offer_secs: u32 },
+}
+
+/// What an event is set up with, at its creation and by later changes
+/// ([`EventState::configure`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventSettings {
+    pub total_tickets: u32,
+    /// New bookings, holds and places in the queue are taken.
+    pub sales_open: bool,
+    pub waiting_list: WaitingListMode,
+    /// A hold's duration in seconds when its request names none; `None`:
+    /// the server's `hold_secs`.
+    pub hold_secs: Option<u32>,
+}
+
+impl EventSettings {
+    /// The settings of an event created with only its tickets: sales open,
+    /// the queue's head booked at once, the server's hold duration.
+    pub fn new(total_tickets: u32) -> Self {
+        EventSettings {
+            total_tickets,
+            sales_open: true,
+            waiting_list: WaitingListMode::Assign,
+            hold_secs: None,
+        }
+    }
+}
+
+/// A change of an event's settings: each `None` leaves one as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SettingsPatch {
+    pub total_tickets: Option<u32>,
+    pub sales_open: Option<bool>,
+    pub waiting_list: Option<WaitingListMode>,
+    pub hold_secs: Option<u32>,
+}
+
+/// Where a freed ticket went: to the head of the queue, booked at once or
+/// offered until `expires_at` (per the event's waiting-list mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Promotion {
+    Booked(Arc<str>),
+    Offered {
+        user: Arc<str>,
+        expires_at: UtcMillis,
+    },
+}
+
+impl Promotion {
+    pub fn user(&self) -> &Arc<str> {
+        match self {
+            Promotion::Booked(user) | Promotion::Offered { user, .. } => user,
+        }
+    }
+
+    /// What it changes in the event's counts: the user leaves the queue
+    /// with a ticket, booked or held.
+    pub fn counts(&self) -> CountsMoved {
+        let (booked, held) = match self {
+            Promotion::Booked(_) => (1, 0),
+            Promotion::Offered { .. } => (0, 1),
+        };
+        CountsMoved {
+            booked,
+            held,
+            waiting: -1,
+        }
+    }
 }
 
 /// One decided change to the stored orders, in the order it was decided.
@@ -69,24 +160,23 @@ pub enum OrderUpdate {
         user: Arc<str>,
         expires_at: UtcMillis,
     },
-    /// A hold became a booking.
+    /// A hold (or an offer) became a booking.
     Confirmed(Arc<str>),
-    /// A ticket went back on sale: nobody was waiting for it.
-    Cancelled(Arc<str>),
+    /// `user` gave up a ticket: it went to `promoted`, the head of the
+    /// queue, if anyone waited (one step, two rows), else back on sale.
+    Cancelled {
+        user: Arc<str>,
+        promoted: Option<Promotion>,
+    },
     /// A waiting user gave up the place.
     LeftWaitingList(Arc<str>),
-    /// One step, two rows: `cancelled` gave up the ticket that `promoted` now holds.
-    Reassigned {
-        cancelled: Arc<str>,
-        promoted: Arc<str>,
-    },
     /// `user`'s hold ended: given up (`lapsed` is `None`), or lapsed at
-    /// its expiry, `lapsed`. Its ticket went to `promoted`, the head of the
-    /// queue, if anyone waited (one step, two rows), else back on sale.
+    /// its expiry, `lapsed`. Its ticket went to `promoted`, as a cancelled
+    /// one does.
     HoldEnded {
         user: Arc<str>,
         lapsed: Option<UtcMillis>,
-        promoted: Option<Arc<str>>,
+        promoted: Option<Promotion>,
     },
 }
 
@@ -117,41 +207,43 @@ impl OrderUpdate {
             OrderUpdate::Waiting(_) => (0, 0, 1),
             OrderUpdate::Held { .. } => (0, 1, 0),
             OrderUpdate::Confirmed(_) => (1, -1, 0),
-            OrderUpdate::Cancelled(_) => (-1, 0, 0),
+            OrderUpdate::Cancelled { .. } => (-1, 0, 0),
             OrderUpdate::LeftWaitingList(_) => (0, 0, -1),
-            // The ticket changes hands; the queue is one shorter.
-            OrderUpdate::Reassigned { .. } => (0, 0, -1),
-            OrderUpdate::HoldEnded { promoted: None, .. } => (0, -1, 0),
-            OrderUpdate::HoldEnded {
-                promoted: Some(_), ..
-            } => (1, -1, -1),
+            OrderUpdate::HoldEnded { .. } => (0, -1, 0),
         };
-        CountsMoved {
+        let promoted = match self {
+            OrderUpdate::Cancelled { promoted, .. } | OrderUpdate::HoldEnded { promoted, .. } => {
+                promoted.as_ref().map(Promotion::counts)
+            }
+            _ => None,
+        };
+        let own = CountsMoved {
             booked,
             held,
             waiting,
-        }
+        };
+        own.and(promoted.unwrap_or_default())
     }
 
     /// Rows of the order log this update replaces for good: each user's
-    /// row before (a cancelled, waiting or held one). A booking or hold
+    /// row before (a booked, waiting or held one). A booking or hold
     /// replaces the row of a user who cancelled before, if there is one:
     /// not counted here, and never more than the cancellations.
     pub fn rows_replaced(&self) -> u64 {
         match self {
             OrderUpdate::Booked(_) | OrderUpdate::Waiting(_) | OrderUpdate::Held { .. } => 0,
-            OrderUpdate::Confirmed(_)
-            | OrderUpdate::Cancelled(_)
-            | OrderUpdate::LeftWaitingList(_) => 1,
-            OrderUpdate::Reassigned { .. } => 2,
-            OrderUpdate::HoldEnded { promoted, .. } => 1 + u64::from(promoted.is_some()),
+            OrderUpdate::Confirmed(_) | OrderUpdate::LeftWaitingList(_) => 1,
+            OrderUpdate::Cancelled { promoted, .. } | OrderUpdate::HoldEnded { promoted, .. } => {
+                1 + u64::from(promoted.is_some())
+            }
         }
     }
 }
 
 /// A user's standing at an event, as the status endpoint reports it: on the
 /// wire, `{"status": "booked"}`, `{"status": "waiting", "position": 2}`,
-/// `{"status": "held", "expiresAt": "..."}`, `{"status": "cancelled"}` or
+/// `{"status": "held", "expiresAt": "..."}` (with `"offered": true` for an
+/// offer from the queue), `{"status": "cancelled"}` or
 /// `{"status": "expired", "expiredAt": "..."}` (instants in RFC 3339, UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(tag = "status", rename_all = "lowercase")]
@@ -167,10 +259,13 @@ pub enum Standing {
         #[serde(rename = "expiresAt")]
         #[schema(value_type = String, format = DateTime)]
         expires_at: UtcMillis,
+        /// `true` when the ticket was offered from the waiting list; absent otherwise.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        offered: bool,
     },
     /// Had a ticket, a hold or a place, and gave it up.
     Cancelled,
-    /// Held a ticket, and did not confirm it by `expiredAt`.
+    /// Held a ticket (or was offered one), and did not confirm it by `expiredAt`.
     Expired {
         #[serde(rename = "expiredAt")]
         #[schema(value_type = String, format = DateTime)]
@@ -197,13 +292,22 @@ pub struct PageCursor {
     pub user: Arc<str>,
 }
 
-/// The counts the event status endpoint reports.
+/// An event's settings and counts, as its status reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
-    pub total_tickets: u32,
+    pub settings: EventSettings,
     pub booked_tickets: u32,
     pub held_tickets: u32,
     pub waiting: usize,
+}
+
+/// A held user as storage holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredHold {
+    pub user: Arc<str>,
+    pub expires_at: UtcMillis,
+    /// Offered from the waiting list.
+    pub offered: bool,
 }
 
 /// An event's users as storage holds them, to rebuild its state from
@@ -214,7 +318,7 @@ pub struct StoredSeats {
     /// In queue order.
     pub waiting: Vec<Arc<str>>,
     /// With their expiries, passed or not.
-    pub held: Vec<(Arc<str>, UtcMillis)>,
+    pub held: Vec<StoredHold>,
     pub cancelled: Vec<Arc<str>>,
     /// With the instants they lapsed at.
     pub expired: Vec<(Arc<str>, UtcMillis)>,
@@ -226,8 +330,11 @@ enum Seat {
     Booked,
     /// Waiting with this sequence number in the [`WaitingList`].
     Waiting(u64),
-    /// Holds a ticket until then.
-    Held(UtcMillis),
+    /// Holds a ticket until `expires_at`; `offered` from the queue.
+    Held {
+        expires_at: UtcMillis,
+        offered: bool,
+    },
     Cancelled,
     /// A hold that lapsed then.
     Expired(UtcMillis),
@@ -236,10 +343,10 @@ enum Seat {
 /// Tickets, holders and the waiting list of one event.
 #[derive(Debug)]
 pub struct EventState {
-    total_tickets: u32,
+    settings: EventSettings,
     /// Users with a ticket; with `held`, never more than `total_tickets`.
     booked: u32,
-    /// Tickets set aside by live holds.
+    /// Tickets set aside by live holds and offers.
     held: u32,
     /// Every user ever seen at this event, so a cancelled user still has a status.
     users: HashMap<Arc<str>, Seat, foldhash::fast::RandomState>,
@@ -253,9 +360,9 @@ pub struct EventState {
 }
 
 impl EventState {
-    pub fn new(total_tickets: u32) -> Self {
+    pub fn new(settings: EventSettings) -> Self {
         EventState {
-            total_tickets,
+            settings,
             booked: 0,
             held: 0,
             users: HashMap::default(),
@@ -268,7 +375,7 @@ impl EventState {
 
     /// Rebuilds the state that storage holds. Holds whose expiry passed
     /// are live until [`lapse_due`](Self::lapse_due) ends them.
-    pub fn restore(total_tickets: u32, seats: StoredSeats) -> Self {
+    pub fn restore(settings: EventSettings, seats: StoredSeats) -> Self {
         let StoredSeats {
             booked,
             waiting,
@@ -276,7 +383,7 @@ impl EventState {
             cancelled,
             expired,
         } = seats;
-        let mut state = EventState::new(total_tickets);
+        let mut state = EventState::new(settings);
         // Sized once: a map grown by doubling hashes every user again at each step.
         state
             .users
@@ -291,10 +398,13 @@ impl EventState {
             state.users.insert(user, Seat::Booked);
             state.booked += 1;
         }
-        for (user, expires_at) in held {
-            state.users.insert(user.clone(), Seat::Held(expires_at));
-            state.expiries.insert((expires_at, user));
-            state.held += 1;
+        for StoredHold {
+            user,
+            expires_at,
+            offered,
+        } in held
+        {
+            state.set_held(user, expires_at, offered);
         }
         for (seq, user) in (0..).zip(&waiting) {
             state.users.insert(user.clone(), Seat::Waiting(seq));
@@ -303,20 +413,34 @@ impl EventState {
         state
     }
 
+    /// The event's settings now.
+    pub fn settings(&self) -> EventSettings {
+        self.settings
+    }
+
     /// Refuses a user who has a ticket, a hold or a place already.
     fn refuse_if_taken(&self, user: &str) -> Result<(), Refusal> {
         match self.users.get(user) {
             Some(Seat::Booked) => Err(Refusal::AlreadyBooked),
             Some(Seat::Waiting(_)) => Err(Refusal::AlreadyWaiting),
-            Some(Seat::Held(_)) => Err(Refusal::AlreadyHolding),
+            Some(Seat::Held { .. }) => Err(Refusal::AlreadyHolding),
             Some(Seat::Cancelled | Seat::Expired(_)) | None => Ok(()),
+        }
+    }
+
+    /// What a new booking or hold needs besides a free user: open sales.
+    fn refuse_new(&self, user: &str) -> Result<(), Refusal> {
+        self.refuse_if_taken(user)?;
+        match self.settings.sales_open {
+            true => Ok(()),
+            false => Err(Refusal::SalesClosed),
         }
     }
 
     /// A ticket that is neither booked nor held. The queue only ever holds
     /// users while there is none.
     fn has_free_ticket(&self) -> bool {
-        self.booked + self.held < self.total_tickets
+        self.booked + self.held < self.settings.total_tickets
     }
 
     /// Puts `user` at the back of the queue; returns the 1-based place.
@@ -326,17 +450,39 @@ impl EventState {
         self.waiting.len() as u64
     }
 
-    /// Gives a freed ticket to the head of the queue, if anyone waits.
-    fn promote_head(&mut self) -> Option<Arc<str>> {
-        let promoted = self.waiting.pop_front()?;
-        self.users.insert(promoted.clone(), Seat::Booked);
-        self.booked += 1;
-        Some(promoted)
+    fn set_held(&mut self, user: Arc<str>, expires_at: UtcMillis, offered: bool) {
+        self.held += 1;
+        self.expiries.insert((expires_at, user.clone()));
+        self.users.insert(
+            user,
+            Seat::Held {
+                expires_at,
+                offered,
+            },
+        );
+    }
+
+    /// Gives a free ticket to the head of the queue, if anyone waits: booked,
+    /// or offered until `now` plus the offer's time.
+    fn promote_head(&mut self, now: UtcMillis) -> Option<Promotion> {
+        let user = self.waiting.pop_front()?;
+        Some(match self.settings.waiting_list {
+            WaitingListMode::Assign => {
+                self.users.insert(user.clone(), Seat::Booked);
+                self.booked += 1;
+                Promotion::Booked(user)
+            }
+            WaitingListMode::Offer { offer_secs } => {
+                let expires_at = now.plus_secs(offer_secs);
+                self.set_held(user.clone(), expires_at, true);
+                Promotion::Offered { user, expires_at }
+            }
+        })
     }
 
     /// Gives `user` a ticket, or a place at the back of the waiting list when sold out.
     pub fn book(&mut self, user: &Arc<str>) -> Result<(BookOutcome, OrderUpdate), Refusal> {
-        self.refuse_if_taken(user)?;
+        self.refuse_new(user)?;
         if self.has_free_ticket() {
             self.booked += 1;
             self.users.insert(user.clone(), Seat::Booked);
@@ -356,11 +502,9 @@ impl EventState {
         user: &Arc<str>,
         expires_at: UtcMillis,
     ) -> Result<(HoldOutcome, OrderUpdate), Refusal> {
-        self.refuse_if_taken(user)?;
+        self.refuse_new(user)?;
         if self.has_free_ticket() {
-            self.held += 1;
-            self.users.insert(user.clone(), Seat::Held(expires_at));
-            self.expiries.insert((expires_at, user.clone()));
+            self.set_held(user.clone(), expires_at, false);
             let update = OrderUpdate::Held {
                 user: user.clone(),
                 expires_at,
@@ -377,12 +521,12 @@ impl EventState {
     /// `user`'s live hold, with the map's key for the user.
     fn live_hold(&self, user: &str) -> Result<(Arc<str>, UtcMillis), Refusal> {
         match self.users.get_key_value(user) {
-            Some((key, Seat::Held(expires_at))) => Ok((key.clone(), *expires_at)),
+            Some((key, Seat::Held { expires_at, .. })) => Ok((key.clone(), *expires_at)),
             _ => Err(Refusal::HoldNotFound),
         }
     }
 
-    /// Turns `user`'s live hold into a booking.
+    /// Turns `user`'s live hold (or offer) into a booking, sales open or not.
     pub fn confirm(&mut self, user: &str) -> Result<((), OrderUpdate), Refusal> {
         let (key, expires_at) = self.live_hold(user)?;
         self.expiries.remove(&(expires_at, key.clone()));
@@ -394,9 +538,13 @@ impl EventState {
 
     /// Gives up `user`'s live hold; its ticket goes to the head of the
     /// queue, else back on sale.
-    pub fn release(&mut self, user: &str) -> Result<(CancelOutcome, OrderUpdate), Refusal> {
+    pub fn release(
+        &mut self,
+        user: &str,
+        now: UtcMillis,
+    ) -> Result<(CancelOutcome, OrderUpdate), Refusal> {
         let (key, expires_at) = self.live_hold(user)?;
-        Ok(self.end_hold(key, expires_at, None))
+        Ok(self.end_hold(key, expires_at, None, now))
     }
 
     /// Ends a live hold: released (`lapsed` is `None`) or lapsed then.
@@ -405,16 +553,14 @@ impl EventState {
         user: Arc<str>,
         expires_at: UtcMillis,
         lapsed: Option<UtcMillis>,
+        now: UtcMillis,
     ) -> (CancelOutcome, OrderUpdate) {
         self.expiries.remove(&(expires_at, user.clone()));
         self.held -= 1;
         let seat = lapsed.map_or(Seat::Cancelled, Seat::Expired);
         self.users.insert(user.clone(), seat);
-        let promoted = self.promote_head();
-        let outcome = match &promoted {
-            Some(to) => CancelOutcome::Reassigned { to: to.clone() },
-            None => CancelOutcome::Cancelled,
-        };
+        let promoted = self.promote_head(now);
+        let outcome = CancelOutcome::of(promoted.as_ref());
         let update = OrderUpdate::HoldEnded {
             user,
             lapsed,
@@ -424,14 +570,16 @@ impl EventState {
     }
 
     /// Lapses every hold whose expiry is not after `now`, earliest first,
-    /// each exactly as if released at its expiry.
+    /// each exactly as if released at its expiry. An offer its lapse makes
+    /// runs from `now`: the next user in the queue gets its whole time, even
+    /// after a server that was down.
     pub fn lapse_due(&mut self, now: UtcMillis) -> Vec<OrderUpdate> {
         let mut lapsed = Vec::new();
         while let Some((expires_at, user)) = self.expiries.first().cloned() {
             if expires_at > now {
                 break;
             }
-            lapsed.push(self.end_hold(user, expires_at, Some(expires_at)).1);
+            lapsed.push(self.end_hold(user, expires_at, Some(expires_at), now).1);
         }
         lapsed
     }
@@ -443,7 +591,11 @@ impl EventState {
 
     /// Gives up `user`'s ticket (to the head of the queue, if anyone
     /// waits), hold (likewise) or waiting place.
-    pub fn cancel(&mut self, user: &str) -> Result<(CancelOutcome, OrderUpdate), Refusal> {
+    pub fn cancel(
+        &mut self,
+        user: &str,
+        now: UtcMillis,
+    ) -> Result<(CancelOutcome, OrderUpdate), Refusal> {
         let (key, seat) = self
             .users
             .get_key_value(user)
@@ -451,7 +603,7 @@ impl EventState {
         let (key, seat) = (key.clone(), *seat);
         match seat {
             Seat::Cancelled | Seat::Expired(_) => Err(Refusal::BookingNotFound),
-            Seat::Held(expires_at) => Ok(self.end_hold(key, expires_at, None)),
+            Seat::Held { expires_at, .. } => Ok(self.end_hold(key, expires_at, None, now)),
             Seat::Waiting(seq) => {
                 self.waiting.remove(seq);
                 self.users.insert(key.clone(), Seat::Cancelled);
@@ -460,20 +612,57 @@ impl EventState {
             Seat::Booked => {
                 self.users.insert(key.clone(), Seat::Cancelled);
                 self.booked -= 1;
-                Ok(match self.promote_head() {
-                    Some(promoted) => (
-                        CancelOutcome::Reassigned {
-                            to: promoted.clone(),
-                        },
-                        OrderUpdate::Reassigned {
-                            cancelled: key,
-                            promoted,
-                        },
-                    ),
-                    None => (CancelOutcome::Cancelled, OrderUpdate::Cancelled(key)),
-                })
+                let promoted = self.promote_head(now);
+                let outcome = CancelOutcome::of(promoted.as_ref());
+                Ok((
+                    outcome,
+                    OrderUpdate::Cancelled {
+                        user: key,
+                        promoted,
+                    },
+                ))
             }
         }
+    }
+
+    /// Changes the event's settings; more tickets go to the head of the
+    /// queue at once (booked or offered, per the mode then), in queue
+    /// order. Refuses a capacity below the tickets booked and held, and
+    /// changes nothing then.
+    pub fn configure(
+        &mut self,
+        patch: SettingsPatch,
+        now: UtcMillis,
+    ) -> Result<(EventSettings, Vec<Promotion>), Refusal> {
+        let SettingsPatch {
+            total_tickets,
+            sales_open,
+            waiting_list,
+            hold_secs,
+        } = patch;
+        if let Some(total) = total_tickets {
+            if total < self.booked + self.held {
+                return Err(Refusal::CapacityBelowTaken);
+            }
+            self.settings.total_tickets = total;
+        }
+        if let Some(open) = sales_open {
+            self.settings.sales_open = open;
+        }
+        if let Some(mode) = waiting_list {
+            self.settings.waiting_list = mode;
+        }
+        if let Some(secs) = hold_secs {
+            self.settings.hold_secs = Some(secs);
+        }
+        let mut promoted = Vec::new();
+        while self.has_free_ticket() {
+            match self.promote_head(now) {
+                Some(promotion) => promoted.push(promotion),
+                None => break,
+            }
+        }
+        Ok((self.settings, promoted))
     }
 
     /// `None` for a user never seen at this event.
@@ -483,8 +672,12 @@ impl EventState {
             Seat::Waiting(seq) => Standing::Waiting {
                 position: self.waiting.position(*seq),
             },
-            Seat::Held(expires_at) => Standing::Held {
+            Seat::Held {
+                expires_at,
+                offered,
+            } => Standing::Held {
                 expires_at: *expires_at,
+                offered: *offered,
             },
             Seat::Cancelled => Standing::Cancelled,
             Seat::Expired(expired_at) => Standing::Expired {
@@ -541,7 +734,7 @@ impl EventState {
 
     pub fn summary(&self) -> Summary {
         Summary {
-            total_tickets: self.total_tickets,
+            settings: self.settings,
             booked_tickets: self.booked,
             held_tickets: self.held,
             waiting: self.waiting.len(),
@@ -549,9 +742,23 @@ impl EventState {
     }
 }
 
+impl CancelOutcome {
+    /// The answer of a cancel whose freed ticket went to `promoted`.
+    fn of(promoted: Option<&Promotion>) -> Self {
+        match promoted {
+            None => CancelOutcome::Cancelled,
+            Some(Promotion::Booked(to)) => CancelOutcome::Reassigned { to: to.clone() },
+            Some(Promotion::Offered { user, .. }) => CancelOutcome::Offered { to: user.clone() },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The clock of the tests that do not care what time it is.
+    const NOW: UtcMillis = UtcMillis(0);
 
     fn user(name: &str) -> Arc<str> {
         Arc::from(name)
@@ -563,7 +770,7 @@ mod tests {
 
     #[test]
     fn sells_every_ticket_then_queues_in_order() {
-        let mut state = EventState::new(2);
+        let mut state = EventState::new(EventSettings::new(2));
         assert_eq!(book(&mut state, "a"), Ok(BookOutcome::Booked));
         assert_eq!(book(&mut state, "b"), Ok(BookOutcome::Booked));
         assert_eq!(
@@ -577,7 +784,7 @@ mod tests {
         assert_eq!(
             state.summary(),
             Summary {
-                total_tickets: 2,
+                settings: EventSettings::new(2),
                 booked_tickets: 2,
                 held_tickets: 0,
                 waiting: 2
@@ -587,7 +794,7 @@ mod tests {
 
     #[test]
     fn refuses_a_second_booking_or_place() {
-        let mut state = EventState::new(1);
+        let mut state = EventState::new(EventSettings::new(1));
         book(&mut state, "a").unwrap();
         book(&mut state, "b").unwrap();
         assert_eq!(book(&mut state, "a"), Err(Refusal::AlreadyBooked));
@@ -596,17 +803,17 @@ mod tests {
 
     #[test]
     fn cancelling_a_ticket_promotes_the_head_of_the_queue() {
-        let mut state = EventState::new(1);
+        let mut state = EventState::new(EventSettings::new(1));
         book(&mut state, "a").unwrap();
         book(&mut state, "b").unwrap();
         book(&mut state, "c").unwrap();
-        let (outcome, update) = state.cancel("a").unwrap();
+        let (outcome, update) = state.cancel("a", NOW).unwrap();
         assert_eq!(outcome, CancelOutcome::Reassigned { to: user("b") });
         assert_eq!(
             update,
-            OrderUpdate::Reassigned {
-                cancelled: user("a"),
-                promoted: user("b")
+            OrderUpdate::Cancelled {
+                user: user("a"),
+                promoted: Some(Promotion::Booked(user("b")))
             }
         );
         assert_eq!(state.standing("b"), Some(Standing::Booked));
@@ -615,7 +822,7 @@ mod tests {
         assert_eq!(
             state.summary(),
             Summary {
-                total_tickets: 1,
+                settings: EventSettings::new(1),
                 booked_tickets: 1,
                 held_tickets: 0,
                 waiting: 1
@@ -625,11 +832,17 @@ mod tests {
 
     #[test]
     fn cancelling_with_nobody_waiting_puts_the_ticket_back_on_sale() {
-        let mut state = EventState::new(1);
+        let mut state = EventState::new(EventSettings::new(1));
         book(&mut state, "a").unwrap();
         assert_eq!(
-            state.cancel("a").unwrap(),
-            (CancelOutcome::Cancelled, OrderUpdate::Cancelled(user("a")))
+            state.cancel("a", NOW).unwrap(),
+            (
+                CancelOutcome::Cancelled,
+                OrderUpdate::Cancelled {
+                    user: user("a"),
+                    promoted: None
+                }
+            )
         );
         assert_eq!(state.summary().booked_tickets, 0);
         assert_eq!(book(&mut state, "b"), Ok(BookOutcome::Booked));
@@ -637,11 +850,11 @@ mod tests {
 
     #[test]
     fn leaving_the_queue_moves_the_rest_up() {
-        let mut state = EventState::new(1);
+        let mut state = EventState::new(EventSettings::new(1));
         for name in ["a", "b", "c", "d"] {
             book(&mut state, name).unwrap();
         }
-        let (outcome, update) = state.cancel("c").unwrap();
+        let (outcome, update) = state.cancel("c", NOW).unwrap();
         assert_eq!(
             (outcome, update),
             (
@@ -655,21 +868,21 @@ mod tests {
 
     #[test]
     fn unknown_or_cancelled_users_have_no_booking_to_cancel() {
-        let mut state = EventState::new(1);
-        assert_eq!(state.cancel("nobody"), Err(Refusal::BookingNotFound));
+        let mut state = EventState::new(EventSettings::new(1));
+        assert_eq!(state.cancel("nobody", NOW), Err(Refusal::BookingNotFound));
         book(&mut state, "a").unwrap();
-        state.cancel("a").unwrap();
-        assert_eq!(state.cancel("a"), Err(Refusal::BookingNotFound));
+        state.cancel("a", NOW).unwrap();
+        assert_eq!(state.cancel("a", NOW), Err(Refusal::BookingNotFound));
         assert_eq!(state.standing("nobody"), None);
     }
 
     #[test]
     fn a_cancelled_user_may_book_again_at_the_back() {
-        let mut state = EventState::new(1);
+        let mut state = EventState::new(EventSettings::new(1));
         book(&mut state, "a").unwrap();
         book(&mut state, "b").unwrap();
         book(&mut state, "c").unwrap();
-        state.cancel("b").unwrap();
+        state.cancel("b", NOW).unwrap();
         assert_eq!(
             book(&mut state, "b"),
             Ok(BookOutcome::Waiting { position: 2 })
@@ -679,7 +892,7 @@ mod tests {
     #[test]
     fn restore_rebuilds_the_same_queue() {
         let state = EventState::restore(
-            1,
+            EventSettings::new(1),
             StoredSeats {
                 booked: vec![user("a")],
                 waiting: vec![user("c"), user("b")],
@@ -690,7 +903,7 @@ mod tests {
         assert_eq!(
             state.summary(),
             Summary {
-                total_tickets: 1,
+                settings: EventSettings::new(1),
                 booked_tickets: 1,
                 held_tickets: 0,
                 waiting: 2
@@ -704,7 +917,7 @@ mod tests {
     #[test]
     fn waiting_list_pages_go_on_after_their_last_entry_across_a_new_reading() {
         let user = |n: u32| Arc::<str>::from(format!("u{n}"));
-        let mut state = EventState::new(1);
+        let mut state = EventState::new(EventSettings::new(1));
         for n in 0..8 {
             state.book(&user(n)).unwrap();
         }
@@ -727,7 +940,7 @@ mod tests {
         );
         let cursor = first.next.clone().expect("more");
         // The last user of the page leaves: the next page still starts after it.
-        state.cancel("u3").unwrap();
+        state.cancel("u3", NOW).unwrap();
         let second = state.waiting_page(Some(&cursor), 3);
         assert_eq!(
             names(&second),
@@ -736,15 +949,20 @@ mod tests {
         // The event read again (another epoch): after the cursor's user if
         // still waiting, else after the place it had.
         let cursor = second.next.clone().expect("more");
-        let reread =
-            EventState::restore(1, queue_of((1..8).filter(|n| *n != 3).map(user).collect()));
+        let reread = EventState::restore(
+            EventSettings::new(1),
+            queue_of((1..8).filter(|n| *n != 3).map(user).collect()),
+        );
         assert_eq!(
             names(&reread.waiting_page(Some(&cursor), 3)),
             [("u7".into(), 6)]
         );
         // The cursor's user u6 leaves too, and the event is read again: the
         // page starts at the place u6 had, where u7 moved up to.
-        let without_u6 = EventState::restore(1, queue_of([1, 2, 4, 5, 7].map(user).to_vec()));
+        let without_u6 = EventState::restore(
+            EventSettings::new(1),
+            queue_of([1, 2, 4, 5, 7].map(user).to_vec()),
+        );
         assert_eq!(
             names(&without_u6.waiting_page(Some(&cursor), 3)),
             [("u7".into(), 5)]
@@ -770,7 +988,7 @@ mod tests {
 
     #[test]
     fn a_hold_takes_a_ticket_until_confirmed_or_released() {
-        let mut state = EventState::new(2);
+        let mut state = EventState::new(EventSettings::new(2));
         assert_eq!(
             held(&mut state, "a", 1000),
             Ok(HoldOutcome::Held {
@@ -788,7 +1006,8 @@ mod tests {
         assert_eq!(
             state.standing("a"),
             Some(Standing::Held {
-                expires_at: UtcMillis(1000)
+                expires_at: UtcMillis(1000),
+                offered: false,
             })
         );
         assert_eq!(
@@ -797,13 +1016,13 @@ mod tests {
         );
         assert_eq!(state.standing("a"), Some(Standing::Booked));
         assert_eq!(state.confirm("a"), Err(Refusal::HoldNotFound));
-        assert_eq!(state.release("b"), Err(Refusal::HoldNotFound));
+        assert_eq!(state.release("b", NOW), Err(Refusal::HoldNotFound));
         assert_eq!(state.next_expiry(), None, "a confirmed hold lapses no more");
     }
 
     #[test]
     fn one_hold_per_user_and_no_booking_beside_it() {
-        let mut state = EventState::new(3);
+        let mut state = EventState::new(EventSettings::new(3));
         held(&mut state, "a", 1000).unwrap();
         assert_eq!(held(&mut state, "a", 2000), Err(Refusal::AlreadyHolding));
         assert_eq!(book(&mut state, "a"), Err(Refusal::AlreadyHolding));
@@ -813,18 +1032,18 @@ mod tests {
 
     #[test]
     fn a_released_hold_goes_to_the_head_of_the_queue() {
-        let mut state = EventState::new(1);
+        let mut state = EventState::new(EventSettings::new(1));
         held(&mut state, "a", 1000).unwrap();
         book(&mut state, "b").unwrap();
         book(&mut state, "c").unwrap();
-        let (outcome, update) = state.release("a").unwrap();
+        let (outcome, update) = state.release("a", NOW).unwrap();
         assert_eq!(outcome, CancelOutcome::Reassigned { to: user("b") });
         assert_eq!(
             update,
             OrderUpdate::HoldEnded {
                 user: user("a"),
                 lapsed: None,
-                promoted: Some(user("b"))
+                promoted: Some(Promotion::Booked(user("b")))
             }
         );
         assert_eq!(update.counts().and(CountsMoved::default()), update.counts());
@@ -832,16 +1051,16 @@ mod tests {
         assert_eq!(state.standing("b"), Some(Standing::Booked));
         assert_eq!(state.standing("c"), Some(Standing::Waiting { position: 1 }));
         // A cancel of a held user releases it too.
-        let mut state = EventState::new(1);
+        let mut state = EventState::new(EventSettings::new(1));
         held(&mut state, "a", 1000).unwrap();
-        assert_eq!(state.cancel("a").unwrap().0, CancelOutcome::Cancelled);
+        assert_eq!(state.cancel("a", NOW).unwrap().0, CancelOutcome::Cancelled);
         assert_eq!(state.summary().held_tickets, 0);
         assert_eq!(book(&mut state, "d"), Ok(BookOutcome::Booked));
     }
 
     #[test]
     fn holds_lapse_in_order_of_expiry_and_their_tickets_go_to_the_queue() {
-        let mut state = EventState::new(3);
+        let mut state = EventState::new(EventSettings::new(3));
         held(&mut state, "late", 3000).unwrap();
         held(&mut state, "early", 1000).unwrap();
         held(&mut state, "live", 9000).unwrap();
@@ -855,7 +1074,7 @@ mod tests {
                 OrderUpdate::HoldEnded {
                     user: user("early"),
                     lapsed: Some(UtcMillis(1000)),
-                    promoted: Some(user("w1"))
+                    promoted: Some(Promotion::Booked(user("w1")))
                 },
                 OrderUpdate::HoldEnded {
                     user: user("late"),
@@ -883,7 +1102,7 @@ mod tests {
         );
         // A lapsed user may hold again, and has nothing to cancel or confirm.
         assert_eq!(state.confirm("early"), Err(Refusal::HoldNotFound));
-        assert_eq!(state.cancel("early"), Err(Refusal::BookingNotFound));
+        assert_eq!(state.cancel("early", NOW), Err(Refusal::BookingNotFound));
         assert!(matches!(
             held(&mut state, "early", 5000),
             Ok(HoldOutcome::Held { .. })
@@ -893,9 +1112,13 @@ mod tests {
     #[test]
     fn restored_holds_keep_their_expiries() {
         let state = EventState::restore(
-            2,
+            EventSettings::new(2),
             StoredSeats {
-                held: vec![(user("h"), UtcMillis(500))],
+                held: vec![StoredHold {
+                    user: user("h"),
+                    expires_at: UtcMillis(500),
+                    offered: false,
+                }],
                 expired: vec![(user("x"), UtcMillis(100))],
                 booked: vec![user("b")],
                 waiting: vec![user("w")],
@@ -910,5 +1133,154 @@ mod tests {
             })
         );
         assert_eq!(state.summary().held_tickets, 1);
+    }
+
+    fn offering(total_tickets: u32, offer_secs: u32) -> EventState {
+        EventState::new(EventSettings {
+            waiting_list: WaitingListMode::Offer { offer_secs },
+            ..EventSettings::new(total_tickets)
+        })
+    }
+
+    #[test]
+    fn in_offer_mode_a_freed_ticket_is_offered_down_the_queue_until_one_confirms() {
+        let mut state = offering(1, 60);
+        for name in ["a", "b", "c", "d"] {
+            book(&mut state, name).unwrap();
+        }
+        let (outcome, update) = state.cancel("a", UtcMillis(1_000)).unwrap();
+        assert_eq!(outcome, CancelOutcome::Offered { to: user("b") });
+        let offer_to_b = Promotion::Offered {
+            user: user("b"),
+            expires_at: UtcMillis(61_000),
+        };
+        assert_eq!(
+            update,
+            OrderUpdate::Cancelled {
+                user: user("a"),
+                promoted: Some(offer_to_b)
+            }
+        );
+        assert_eq!(
+            update.counts(),
+            CountsMoved {
+                booked: -1,
+                held: 1,
+                waiting: -1
+            }
+        );
+        assert_eq!(
+            state.standing("b"),
+            Some(Standing::Held {
+                expires_at: UtcMillis(61_000),
+                offered: true
+            })
+        );
+        assert_eq!(state.standing("c"), Some(Standing::Waiting { position: 1 }));
+        // b lets it lapse: c gets the offer, from the lapse on.
+        let lapsed = state.lapse_due(UtcMillis(61_500));
+        assert_eq!(
+            lapsed,
+            [OrderUpdate::HoldEnded {
+                user: user("b"),
+                lapsed: Some(UtcMillis(61_000)),
+                promoted: Some(Promotion::Offered {
+                    user: user("c"),
+                    expires_at: UtcMillis(121_500)
+                })
+            }]
+        );
+        // c releases it: d gets it; d confirms.
+        assert_eq!(
+            state.release("c", UtcMillis(70_000)).unwrap().0,
+            CancelOutcome::Offered { to: user("d") }
+        );
+        assert_eq!(
+            state.confirm("d"),
+            Ok(((), OrderUpdate::Confirmed(user("d"))))
+        );
+        let summary = state.summary();
+        assert_eq!(
+            (
+                summary.booked_tickets,
+                summary.held_tickets,
+                summary.waiting
+            ),
+            (1, 0, 0)
+        );
+        // d, who got the ticket from the queue, cancels: nobody waits, and d
+        // is not put back in the queue or offered it again.
+        assert_eq!(state.cancel("d", NOW).unwrap().0, CancelOutcome::Cancelled);
+        assert_eq!(state.standing("d"), Some(Standing::Cancelled));
+        assert_eq!(state.next_expiry(), None);
+    }
+
+    #[test]
+    fn more_capacity_goes_to_the_head_of_the_queue_and_less_than_taken_is_refused() {
+        let mut state = EventState::new(EventSettings::new(1));
+        for name in ["a", "b", "c", "d"] {
+            book(&mut state, name).unwrap();
+        }
+        let more = SettingsPatch {
+            total_tickets: Some(3),
+            ..SettingsPatch::default()
+        };
+        let (settings, promoted) = state.configure(more, NOW).unwrap();
+        assert_eq!(settings.total_tickets, 3);
+        assert_eq!(
+            promoted,
+            [Promotion::Booked(user("b")), Promotion::Booked(user("c"))]
+        );
+        assert_eq!(state.standing("d"), Some(Standing::Waiting { position: 1 }));
+        let less = SettingsPatch {
+            total_tickets: Some(2),
+            sales_open: Some(false),
+            ..SettingsPatch::default()
+        };
+        assert_eq!(state.configure(less, NOW), Err(Refusal::CapacityBelowTaken));
+        assert_eq!(state.settings(), settings, "nothing changed");
+        // Room beyond the queue: the rest goes on sale.
+        let room = SettingsPatch {
+            total_tickets: Some(5),
+            ..SettingsPatch::default()
+        };
+        assert_eq!(
+            state.configure(room, NOW).unwrap().1,
+            [Promotion::Booked(user("d"))]
+        );
+        assert_eq!(book(&mut state, "e"), Ok(BookOutcome::Booked));
+    }
+
+    #[test]
+    fn closed_sales_take_nothing_new_but_confirmations_cancels_and_promotions_go_on() {
+        let mut state = EventState::new(EventSettings::new(2));
+        held(&mut state, "h", 9_000).unwrap();
+        book(&mut state, "a").unwrap();
+        book(&mut state, "w").unwrap();
+        let close = SettingsPatch {
+            sales_open: Some(false),
+            ..SettingsPatch::default()
+        };
+        state.configure(close, NOW).unwrap();
+        assert_eq!(book(&mut state, "new"), Err(Refusal::SalesClosed));
+        assert_eq!(held(&mut state, "new", 9_000), Err(Refusal::SalesClosed));
+        assert_eq!(book(&mut state, "a"), Err(Refusal::AlreadyBooked));
+        assert_eq!(
+            state.confirm("h"),
+            Ok(((), OrderUpdate::Confirmed(user("h"))))
+        );
+        assert_eq!(
+            state.cancel("a", NOW).unwrap().0,
+            CancelOutcome::Reassigned { to: user("w") }
+        );
+        let open = SettingsPatch {
+            sales_open: Some(true),
+            ..SettingsPatch::default()
+        };
+        state.configure(open, NOW).unwrap();
+        assert_eq!(
+            book(&mut state, "new"),
+            Ok(BookOutcome::Waiting { position: 1 })
+        );
     }
 }

@@ -122,9 +122,11 @@ impl Access {
         }
         // The path as the router reads it, percent-decoded: `/api/%65vents` is `/api/events`.
         let path = percent_decode_str(req.path()).decode_utf8_lossy();
-        let creates_event =
-            path == "/api/initialize" || (path == "/api/events" && req.method() == Method::POST);
-        let needed = if creates_event {
+        // Creating an event, and changing one (the only PATCH route).
+        let admin_route = path == "/api/initialize"
+            || (path == "/api/events" && req.method() == Method::POST)
+            || req.method() == Method::PATCH;
+        let needed = if admin_route {
             Role::Admin
         } else {
             Role::Client

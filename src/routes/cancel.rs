@@ -18,10 +18,14 @@ use crate::ids::UserId;
 #[derive(Serialize, ToSchema)]
 #[serde(tag = "status", rename_all = "camelCase")]
 pub enum CancelResponse<'a> {
-    /// The ticket is back on sale, or the waiting place is given up.
+    /// The ticket is back on sale, or the waiting place is given up; or
+    /// (an event in `offer` mode) the ticket is offered to `offeredTo`, the
+    /// head of the queue.
     Cancelled {
         #[serde(rename = "userId")]
         user_id: &'a UserId,
+        #[serde(rename = "offeredTo", skip_serializing_if = "Option::is_none")]
+        offered_to: Option<UserId>,
     },
     /// The ticket went to the head of the queue.
     Reassigned {
@@ -56,9 +60,20 @@ impl OrderMessage for Cancel {
 
     fn answer(user: &UserId, decided: Result<&CancelOutcome, Refusal>) -> Answer {
         match decided {
-            Ok(CancelOutcome::Cancelled) => {
-                success(StatusCode::OK, &CancelResponse::Cancelled { user_id: user })
-            }
+            Ok(CancelOutcome::Cancelled) => success(
+                StatusCode::OK,
+                &CancelResponse::Cancelled {
+                    user_id: user,
+                    offered_to: None,
+                },
+            ),
+            Ok(CancelOutcome::Offered { to }) => success(
+                StatusCode::OK,
+                &CancelResponse::Cancelled {
+                    user_id: user,
+                    offered_to: Some(UserId::stored(to.clone())),
+                },
+            ),
             Ok(CancelOutcome::Reassigned { to }) => {
                 let reassigned = CancelResponse::Reassigned {
                     user_id: UserId::stored(to.clone()),

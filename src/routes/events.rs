@@ -11,7 +11,7 @@ use super::extract::{InitializeRequest, PathSegments, Valid};
 use super::initialize::{create, InitializeResponse};
 use super::openapi;
 use super::page::EventsQuery;
-use super::status::{event_status, EventStatus};
+use super::status::{full_event_status, EventStatus};
 use crate::actors::EventRegistry;
 use crate::booking::Summary;
 use crate::error::{ApiError, ErrorBody};
@@ -65,7 +65,7 @@ pub async fn get_event(
     registry: web::Data<EventRegistry>,
     event: PathSegments<String>,
 ) -> Result<HttpResponse, ApiError> {
-    event_status(registry, event).await
+    full_event_status(registry, event).await
 }
 
 /// One page of `GET /api/events`.
@@ -95,6 +95,7 @@ pub struct EventsPage {
 )]
 pub async fn list_events(
     database: web::Data<Database>,
+    registry: web::Data<EventRegistry>,
     web::Query(page): web::Query<EventsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (limit, after) = (page.limit()?, page.after()?);
@@ -112,13 +113,13 @@ pub async fn list_events(
     let events = events
         .into_iter()
         .map(|event| {
-            let counts = Summary {
-                total_tickets: event.total_tickets,
+            let summary = Summary {
+                settings: event.settings,
                 booked_tickets: event.booked_tickets,
                 held_tickets: event.held_tickets,
                 waiting: event.waiting as usize,
             };
-            EventStatus::new(event.id, counts)
+            EventStatus::new(event.id, summary, registry.hold_secs())
         })
         .collect();
     Ok(HttpResponse::Ok().json(EventsPage { events, next }))

@@ -14,7 +14,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
+use super::event_settings::{canonical_settings, settings_of, WaitingListBody};
 use super::strict_json::parse_json;
+use crate::booking::{EventSettings, SettingsPatch, WaitingListMode};
 use crate::error::ApiError;
 use crate::ids::{total_tickets_from_json, EventId, UserId};
 
@@ -202,6 +204,29 @@ pub struct InitializeRequest {
     /// The tickets for sale.
     #[schema(rename = "totalTickets", minimum = 1, maximum = 10_000_000)]
     pub total_tickets: u32,
+    /// `true` unless given: bookings, holds and places in the queue are taken.
+    #[schema(rename = "salesOpen")]
+    pub sales_open: Option<bool>,
+    /// `{"mode": "assign"}` unless given.
+    #[schema(rename = "waitingList", value_type = Option<WaitingListBody>)]
+    pub waiting_list: Option<WaitingListMode>,
+    /// A hold's duration when its request names none, 1 to 86400; the
+    /// server's `hold_secs` unless given.
+    #[schema(rename = "holdSecs", minimum = 1, maximum = 86400)]
+    pub hold_secs: Option<u32>,
+}
+
+impl InitializeRequest {
+    /// The settings the event is created with: those given, else the defaults.
+    pub fn event_settings(&self) -> EventSettings {
+        let defaults = EventSettings::new(self.total_tickets);
+        EventSettings {
+            total_tickets: self.total_tickets,
+            sales_open: self.sales_open.unwrap_or(defaults.sales_open),
+            waiting_list: self.waiting_list.unwrap_or(defaults.waiting_list),
+            hold_secs: self.hold_secs,
+        }
+    }
 }
 
 impl FromJsonObject for InitializeRequest {
@@ -212,18 +237,37 @@ impl FromJsonObject for InitializeRequest {
             Value::Number(_) => json!(event),
             _ => sent.clone(),
         };
+        let total_tickets = total_tickets_from_json(field(object, "totalTickets")?)
+            .map_err(ApiError::InvalidInput)?;
+        let SettingsPatch {
+            sales_open,
+            waiting_list,
+            hold_secs,
+            ..
+        } = settings_of(object)?;
         Ok(InitializeRequest {
             event,
             event_as_sent,
-            total_tickets: total_tickets_from_json(field(object, "totalTickets")?)
-                .map_err(ApiError::InvalidInput)?,
+            total_tickets,
+            sales_open,
+            waiting_list,
+            hold_secs,
         })
     }
 
     fn canonical(&self) -> Vec<u8> {
         // The event, not its spelling: `7` and `"7"` are one event, as one
-        // user is one user in `OrderRequest::canonical`.
-        let fields = json!({"eventId": self.event, "totalTickets": self.total_tickets});
+        // user is one user in `OrderRequest::canonical`. The other settings
+        // only where given: a creation without them keeps its old fingerprint.
+        let mut fields = Map::new();
+        fields.insert("eventId".into(), json!(self.event));
+        let settings = SettingsPatch {
+            total_tickets: Some(self.total_tickets),
+            sales_open: self.sales_open,
+            waiting_list: self.waiting_list,
+            hold_secs: self.hold_secs,
+        };
+        canonical_settings(&settings, &mut fields);
         serde_json::to_vec(&fields).expect("ids serialize")
     }
 }

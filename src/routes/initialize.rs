@@ -80,10 +80,12 @@ pub(super) async fn create(
         Ok(claim) => claim,
         Err(replayed) => return Ok(Location::on(location.as_ref(), replayed)),
     };
+    let settings = request.event_settings();
     let InitializeRequest {
         event,
         event_as_sent,
         total_tickets,
+        ..
     } = request;
     let recorder = claim.map(|claim| {
         let event_as_sent = event_as_sent.clone();
@@ -95,7 +97,7 @@ pub(super) async fn create(
     // can interrupt it half-way.
     let creating = actix_web::rt::spawn({
         let registry = registry.clone();
-        async move { registry.initialize(event, total_tickets, recorder).await }
+        async move { registry.initialize(event, settings, recorder).await }
     });
     registry
         .within(async { creating.await.unwrap_or(Err(BookingError::Stopped)) })

@@ -5,6 +5,7 @@ mod access;
 mod book;
 mod bookings;
 mod cancel;
+mod event_settings;
 mod events;
 mod extract;
 mod head;
@@ -72,8 +73,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(web::post().to(events::create_event)),
                 )
                 .service(
-                    resource("/events/{eventId}", ALLOW_GET)
-                        .route(web::get().to(events::get_event)),
+                    resource("/events/{eventId}", "GET, HEAD, PATCH")
+                        .route(web::get().to(events::get_event))
+                        .route(web::patch().to(event_settings::update_event)),
                 )
                 .service(
                     resource("/events/{eventId}/bookings", "POST")
@@ -110,7 +112,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// withholds the answer), never refused with an error of ours.
 pub fn cors(settings: &CorsSettings) -> Cors {
     let mut cors = Cors::default()
-        .allowed_methods(["GET", "POST", "DELETE"])
+        .allowed_methods(["GET", "POST", "PATCH", "DELETE"])
         .allowed_headers([AUTHORIZATION, CONTENT_TYPE, idempotency::HEADER])
         .expose_headers([
             RETRY_AFTER,

@@ -2,40 +2,81 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::event_settings::WaitingListBody;
 use super::extract::PathSegments;
 use super::openapi;
 use crate::actors::{EventRegistry, GetStanding, GetSummary};
-use crate::booking::{Standing, Summary};
+use crate::booking::{EventSettings, Standing, Summary};
 use crate::error::{ApiError, ErrorBody};
 use crate::ids::{EventId, UserId};
 
-/// The body of an event's status: its counts.
+/// The body of an event's status: its counts, and its holds and settings.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventStatus {
     event_id: EventId,
     total_tickets: u32,
     booked_tickets: u32,
-    /// Tickets set aside by live holds.
-    held_tickets: u32,
     /// `totalTickets - bookedTickets - heldTickets`.
     available_tickets: u32,
     waiting_list_count: usize,
+    /// Always on the resource routes; on `/api/status/{eventId}` only for
+    /// an event with live holds or settings other than the defaults, which
+    /// answers the Node.js original's five fields otherwise.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    holds_and_settings: Option<HoldsAndSettings>,
+}
+
+/// What the event status gained with holds, offers and settings.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HoldsAndSettings {
+    /// Tickets set aside by live holds (offers from the queue among them).
+    held_tickets: u32,
+    /// New bookings, holds and places in the queue are taken.
+    sales_open: bool,
+    waiting_list: WaitingListBody,
+    /// A hold's duration, in seconds, when its request names none.
+    hold_secs: u32,
 }
 
 impl EventStatus {
-    pub(super) fn new(event_id: EventId, counts: Summary) -> Self {
+    /// The full status; `hold_secs` is the server's, for an event without its own.
+    pub(super) fn new(event_id: EventId, summary: Summary, hold_secs: u32) -> Self {
+        let Summary {
+            settings,
+            booked_tickets,
+            held_tickets,
+            waiting,
+        } = summary;
         EventStatus {
             event_id,
-            total_tickets: counts.total_tickets,
-            booked_tickets: counts.booked_tickets,
-            held_tickets: counts.held_tickets,
-            available_tickets: counts
+            total_tickets: settings.total_tickets,
+            booked_tickets,
+            available_tickets: settings
                 .total_tickets
-                .saturating_sub(counts.booked_tickets)
-                .saturating_sub(counts.held_tickets),
-            waiting_list_count: counts.waiting,
+                .saturating_sub(booked_tickets)
+                .saturating_sub(held_tickets),
+            waiting_list_count: waiting,
+            holds_and_settings: Some(HoldsAndSettings {
+                held_tickets,
+                sales_open: settings.sales_open,
+                waiting_list: settings.waiting_list.into(),
+                hold_secs: settings.hold_secs.unwrap_or(hold_secs),
+            }),
         }
+    }
+
+    /// As `/api/status/{eventId}` answers it: the original five fields for
+    /// an event that uses none of holds and settings, else the full status.
+    fn legacy(event_id: EventId, summary: Summary, hold_secs: u32) -> Self {
+        let plain = summary.held_tickets == 0
+            && summary.settings == EventSettings::new(summary.settings.total_tickets);
+        let mut status = EventStatus::new(event_id, summary, hold_secs);
+        if plain {
+            status.holds_and_settings = None;
+        }
+        status
     }
 }
 
@@ -69,7 +110,19 @@ pub async fn event_status(
 ) -> Result<HttpResponse, ApiError> {
     let event = EventId::parse(&event).map_err(ApiError::InvalidInput)?;
     let summary = registry.ask(&event, GetSummary).await?;
-    Ok(HttpResponse::Ok().json(EventStatus::new(event, summary)))
+    let hold_secs = registry.hold_secs();
+    Ok(HttpResponse::Ok().json(EventStatus::legacy(event, summary, hold_secs)))
+}
+
+/// `GET /api/events/{eventId}`: the full status (see `EventStatus`).
+pub(super) async fn full_event_status(
+    registry: web::Data<EventRegistry>,
+    PathSegments(event): PathSegments<String>,
+) -> Result<HttpResponse, ApiError> {
+    let event = EventId::parse(&event).map_err(ApiError::InvalidInput)?;
+    let summary = registry.ask(&event, GetSummary).await?;
+    let hold_secs = registry.hold_secs();
+    Ok(HttpResponse::Ok().json(EventStatus::new(event, summary, hold_secs)))
 }
 
 /// `GET /api/status/{eventId}/{userId}`: one user's standing at the event.

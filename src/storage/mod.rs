@@ -20,7 +20,9 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-use crate::booking::{EventState, OrderUpdate, UtcMillis};
+use crate::booking::{
+    CountsMoved, EventSettings, EventState, OrderUpdate, Promotion, UtcMillis, WaitingListMode,
+};
 use crate::configuration::{Backend, Settings};
 use crate::idempotency::{Answer, KeyId, StoredAnswer, StoredKey};
 use crate::ids::EventId;
@@ -67,22 +69,83 @@ impl StorageError {
 /// One decided change, as the persistence actor hands it over.
 #[derive(Debug, Clone)]
 pub enum Change {
-    CreateEvent { event: EventId, total_tickets: u32 },
-    Order { event: EventId, update: OrderUpdate },
+    CreateEvent {
+        event: EventId,
+        settings: EventSettings,
+    },
+    /// The event's settings changed, and the tickets that more capacity
+    /// freed went to the head of its queue: one change, so one transaction.
+    Configure {
+        event: EventId,
+        settings: EventSettings,
+        promoted: Vec<Promotion>,
+    },
+    Order {
+        event: EventId,
+        update: OrderUpdate,
+    },
 }
 
 impl Change {
     /// The event it changes.
     pub fn event(&self) -> &EventId {
         match self {
-            Change::CreateEvent { event, .. } | Change::Order { event, .. } => event,
+            Change::CreateEvent { event, .. }
+            | Change::Configure { event, .. }
+            | Change::Order { event, .. } => event,
+        }
+    }
+
+    /// The rows it appends to the order log, in order.
+    pub fn log_rows(&self) -> Vec<LogRow<'_>> {
+        match self {
+            Change::CreateEvent { .. } => Vec::new(),
+            Change::Configure { promoted, .. } => promoted.iter().map(LogRow::promotion).collect(),
+            Change::Order { update, .. } => log_rows(update).collect(),
+        }
+    }
+
+    /// What it moves in its event's counts.
+    pub fn counts(&self) -> CountsMoved {
+        match self {
+            Change::CreateEvent { .. } => CountsMoved::default(),
+            Change::Configure { promoted, .. } => promoted
+                .iter()
+                .fold(CountsMoved::default(), |all, p| all.and(p.counts())),
+            Change::Order { update, .. } => update.counts(),
         }
     }
 }
 
+/// How the columns of `events` spell a waiting-list mode: `waiting_list`
+/// (`assign`, `offer`) and `offer_secs` (`NULL` in `assign` mode).
+pub fn waiting_list_columns(mode: WaitingListMode) -> (&'static str, Option<i64>) {
+    match mode {
+        WaitingListMode::Assign => ("assign", None),
+        WaitingListMode::Offer { offer_secs } => ("offer", Some(offer_secs.into())),
+    }
+}
+
+/// The waiting-list mode the columns of `events` spell.
+pub fn waiting_list_of(
+    mode: &str,
+    offer_secs: Option<i64>,
+) -> Result<WaitingListMode, StorageError> {
+    match (mode, offer_secs) {
+        ("assign", _) => Ok(WaitingListMode::Assign),
+        ("offer", Some(secs)) => Ok(WaitingListMode::Offer {
+            offer_secs: u32::try_from(secs)
+                .map_err(|_| StorageError::Inconsistent(format!("offer_secs {secs}")))?,
+        }),
+        (mode, secs) => Err(StorageError::Inconsistent(format!(
+            "waiting list {mode:?} with offer_secs {secs:?}"
+        ))),
+    }
+}
+
 /// One row of the order log: `user`'s new status at the event. A `held`
-/// row carries the hold's expiry, an `expired` one the instant its hold
-/// lapsed (`expires_at`, milliseconds since the Unix epoch, UTC).
+/// or `offered` row carries the hold's expiry, an `expired` one the instant
+/// its hold lapsed (`expires_at`, milliseconds since the Unix epoch, UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogRow<'a> {
     pub user: &'a str,
@@ -106,26 +169,28 @@ impl<'a> LogRow<'a> {
             expires_at: Some(at.0),
         }
     }
+
+    /// The row of the head of the queue that got a freed ticket.
+    fn promotion(promoted: &'a Promotion) -> Self {
+        match promoted {
+            Promotion::Booked(user) => LogRow::new(user, "booked"),
+            Promotion::Offered { user, expires_at } => LogRow::at(user, "offered", *expires_at),
+        }
+    }
 }
 
-/// The rows of the log a change appends, in order (one or two).
-pub fn log_rows(update: &OrderUpdate) -> impl Iterator<Item = LogRow<'_>> {
-    let (first, second) = match update {
+/// The rows of the log an order's change appends, in order (one or two).
+fn log_rows(update: &OrderUpdate) -> impl Iterator<Item = LogRow<'_>> {
+    let (first, promoted) = match update {
         OrderUpdate::Booked(user) | OrderUpdate::Confirmed(user) => {
             (LogRow::new(user, "booked"), None)
         }
         OrderUpdate::Waiting(user) => (LogRow::new(user, "waiting"), None),
         OrderUpdate::Held { user, expires_at } => (LogRow::at(user, "held", *expires_at), None),
-        OrderUpdate::Cancelled(user) | OrderUpdate::LeftWaitingList(user) => {
-            (LogRow::new(user, "cancelled"), None)
+        OrderUpdate::LeftWaitingList(user) => (LogRow::new(user, "cancelled"), None),
+        OrderUpdate::Cancelled { user, promoted } => {
+            (LogRow::new(user, "cancelled"), promoted.as_ref())
         }
-        OrderUpdate::Reassigned {
-            cancelled,
-            promoted,
-        } => (
-            LogRow::new(cancelled, "cancelled"),
-            Some(LogRow::new(promoted, "booked")),
-        ),
         OrderUpdate::HoldEnded {
             user,
             lapsed,
@@ -135,10 +200,10 @@ pub fn log_rows(update: &OrderUpdate) -> impl Iterator<Item = LogRow<'_>> {
                 Some(at) => LogRow::at(user, "expired", *at),
                 None => LogRow::new(user, "cancelled"),
             },
-            promoted.as_deref().map(|user| LogRow::new(user, "booked")),
+            promoted.as_ref(),
         ),
     };
-    std::iter::once(first).chain(second)
+    std::iter::once(first).chain(promoted.map(LogRow::promotion))
 }
 
 /// Every stored event, and their counts as committed.
@@ -156,7 +221,7 @@ pub struct StoredEvent {
     pub id: EventId,
     /// Its place in creation order (1, 2, ...): the cursor of a listing.
     pub created: i64,
-    pub total_tickets: u32,
+    pub settings: EventSettings,
     pub booked_tickets: u32,
     pub held_tickets: u32,
     pub waiting: u64,

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::StorageError;
-use crate::booking::{EventState, StoredSeats, UtcMillis};
+use crate::booking::{EventSettings, EventState, StoredHold, StoredSeats, UtcMillis};
 use crate::ids::EventId;
 
 /// Replays the log: a user's last row is its status, and the waiting list is
@@ -19,7 +19,7 @@ pub(super) struct Loader {
 }
 
 pub(super) struct ReplayedEvent {
-    total_tickets: u32,
+    settings: EventSettings,
     /// Each user's last status, with its row (`seq`): the replay order.
     users: HashMap<Arc<str>, (Stored, i64), foldhash::fast::RandomState>,
 }
@@ -38,17 +38,18 @@ pub(super) struct StoredOrders {
 enum Stored {
     Booked,
     Waiting,
-    Held(UtcMillis),
+    /// Held until then; offered from the queue, or not.
+    Held(UtcMillis, bool),
     Cancelled,
     Expired(UtcMillis),
 }
 
 impl Loader {
-    pub(super) fn event(&mut self, id: &str, total_tickets: u32) {
+    pub(super) fn event(&mut self, id: &str, settings: EventSettings) {
         self.events.insert(
             EventId::stored(id),
             ReplayedEvent {
-                total_tickets,
+                settings,
                 users: HashMap::default(),
             },
         );
@@ -71,12 +72,13 @@ impl Loader {
             "booked" => Stored::Booked,
             "waiting" => Stored::Waiting,
             "cancelled" => Stored::Cancelled,
-            "held" | "expired" => {
+            "held" | "offered" | "expired" => {
                 let at = UtcMillis(expires_at.ok_or_else(|| {
                     StorageError::Inconsistent(format!("{status} row of {user:?} without a time"))
                 })?);
                 match status {
-                    "held" => Stored::Held(at),
+                    "held" => Stored::Held(at, false),
+                    "offered" => Stored::Held(at, true),
                     _ => Stored::Expired(at),
                 }
             }
@@ -109,22 +111,25 @@ impl Loader {
                     match status {
                         Stored::Booked => seats.booked.push(user),
                         Stored::Waiting => waiting.push((row, user)),
-                        Stored::Held(expires_at) => seats.held.push((user, expires_at)),
+                        Stored::Held(expires_at, offered) => seats.held.push(StoredHold {
+                            user,
+                            expires_at,
+                            offered,
+                        }),
                         Stored::Cancelled => seats.cancelled.push(user),
                         Stored::Expired(at) => seats.expired.push((user, at)),
                     }
                 }
                 let taken = seats.booked.len() + seats.held.len();
-                if taken > stored.total_tickets as usize {
-                    let message = format!(
-                        "event {id} has {taken} tickets booked or held of {}",
-                        stored.total_tickets
-                    );
+                let total = stored.settings.total_tickets;
+                if taken > total as usize {
+                    let message =
+                        format!("event {id} has {taken} tickets booked or held of {total}");
                     return Err(StorageError::Inconsistent(message));
                 }
                 waiting.sort_unstable_by_key(|(row, _)| *row);
                 seats.waiting = waiting.into_iter().map(|(_, user)| user).collect();
-                Ok((id, EventState::restore(stored.total_tickets, seats)))
+                Ok((id, EventState::restore(stored.settings, seats)))
             })
             .collect::<Result<_, _>>()?;
         Ok(StoredOrders {

@@ -41,7 +41,7 @@ async fn assert_unchanged(app: &TestApp) {
     let status = app.status("1").await.body;
     assert_eq!(
         status,
-        json!({"eventId": 1, "totalTickets": 1, "bookedTickets": 1, "heldTickets": 0, "availableTickets": 0, "waitingListCount": 1})
+        json!({"eventId": 1, "totalTickets": 1, "bookedTickets": 1, "availableTickets": 0, "waitingListCount": 1})
     );
     assert_eq!(
         app.get("/api/status/2").await.status,

@@ -26,7 +26,7 @@ async fn books_every_ticket_then_queues_in_order() {
     let status = app.status("1").await.body;
     assert_eq!(
         status,
-        json!({"eventId": 1, "totalTickets": 2, "bookedTickets": 2, "heldTickets": 0, "availableTickets": 0, "waitingListCount": 3})
+        json!({"eventId": 1, "totalTickets": 2, "bookedTickets": 2, "availableTickets": 0, "waitingListCount": 3})
     );
 }
 

@@ -5,7 +5,8 @@
 //! `overload.rs`, `server_starting` in `operations.rs`, `event_elsewhere` in
 //! `postgres.rs`,
 //! `idempotency_key_in_flight` in `idempotency.rs`, `hold_not_found` and
-//! `already_holding` in `holds.rs`, `unauthorized`,
+//! `already_holding` in `holds.rs`, `sales_closed` and
+//! `capacity_below_tickets_taken` in `event_settings.rs`, `unauthorized`,
 //! `forbidden` and `rate_limited` in `access.rs`; `service_unavailable` (the
 //! server stopping) and `internal_error` by the unit tests of `error.rs`.
 
@@ -15,7 +16,7 @@ use crate::helpers::{spawn_app, Answer};
 
 /// The codes, as issues 20, 22 and 23 and `docs/api.md` list them: clients branch on
 /// these strings, so any change here is a breaking change.
-const CODES: [&str; 23] = [
+const CODES: [&str; 25] = [
     "invalid_input",
     "unauthorized",
     "forbidden",
@@ -28,6 +29,8 @@ const CODES: [&str; 23] = [
     "already_booked",
     "already_waiting",
     "already_holding",
+    "sales_closed",
+    "capacity_below_tickets_taken",
     "idempotency_key_in_flight",
     "payload_too_large",
     "idempotency_key_reused",

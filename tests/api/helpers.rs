@@ -48,9 +48,20 @@ impl Answer {
 }
 
 /// Turns a current database into one of schema version 3, as the server of
-/// that version left it (but for the wider CHECK on the log's statuses): its
-/// next start must upgrade it (versions 4 to 7).
+/// that version left it: its next start must upgrade it (versions 4 to 8).
+/// The CHECK on the log's statuses is narrowed back as SQLite's documented
+/// procedure allows (`writable_schema`), with the server stopped.
 pub const BACK_TO_VERSION_3: &str = "
+    PRAGMA writable_schema = ON;
+    UPDATE sqlite_schema SET sql = replace(sql,
+        'CHECK (status = ''booked'' OR status = ''waiting'' OR status = ''cancelled'' OR status = ''held'' OR status = ''expired'' OR status = ''offered'')',
+        'CHECK (status = ''booked'' OR status = ''waiting'' OR status = ''cancelled'')')
+    WHERE type = 'table' AND name = 'order_log';
+    PRAGMA writable_schema = OFF;
+    ALTER TABLE events DROP COLUMN sales_open;
+    ALTER TABLE events DROP COLUMN waiting_list;
+    ALTER TABLE events DROP COLUMN offer_secs;
+    ALTER TABLE events DROP COLUMN hold_secs;
     DROP INDEX events_holding;
     ALTER TABLE events DROP COLUMN held;
     ALTER TABLE order_log DROP COLUMN expires_at;

@@ -17,7 +17,7 @@ async fn initialize_creates_an_event_and_answers_201() {
     assert_eq!(status.status, 200);
     assert_eq!(
         status.body,
-        json!({"eventId": 1, "totalTickets": 100, "bookedTickets": 0, "heldTickets": 0, "availableTickets": 100, "waitingListCount": 0})
+        json!({"eventId": 1, "totalTickets": 100, "bookedTickets": 0, "availableTickets": 100, "waitingListCount": 0})
     );
 }
 

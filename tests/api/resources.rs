@@ -45,10 +45,18 @@ async fn an_event_is_created_and_read_through_its_resource() {
     assert_eq!(app.initialize(json!(7), 2).await.status, 409);
     let resource = app.get("/api/events/7").await;
     assert_eq!(resource.status, 200);
-    assert_eq!(resource.body, app.status("7").await.body);
     assert_eq!(
         resource.body,
-        json!({"eventId": 7, "totalTickets": 2, "bookedTickets": 0, "heldTickets": 0, "availableTickets": 2, "waitingListCount": 0})
+        json!({"eventId": 7, "totalTickets": 2, "bookedTickets": 0, "heldTickets": 0,
+               "availableTickets": 2, "waitingListCount": 0, "salesOpen": true,
+               "waitingList": {"mode": "assign"}, "holdSecs": 600})
+    );
+    // The old route answers the Node.js original's five fields for an
+    // event that uses no holds or settings.
+    assert_eq!(
+        app.status("7").await.body,
+        json!({"eventId": 7, "totalTickets": 2, "bookedTickets": 0,
+               "availableTickets": 2, "waitingListCount": 0})
     );
     let unknown = app.get("/api/events/8").await;
     assert_eq!(
@@ -300,7 +308,8 @@ async fn paging_through_every_event_sees_each_once_with_its_counts_active_or_not
         assert_eq!(
             event,
             &json!({"eventId": id, "totalTickets": 3, "bookedTickets": booked, "heldTickets": 0,
-                    "availableTickets": 3 - booked, "waitingListCount": waiting}),
+                    "availableTickets": 3 - booked, "waitingListCount": waiting,
+                    "salesOpen": true, "waitingList": {"mode": "assign"}, "holdSecs": 600}),
         );
     }
     assert_eq!(

@@ -115,10 +115,13 @@ impl OrderStore {
                 for persist in writes {
                     if let Some(change) = &persist.change {
                         self.metrics.stored(change);
-                        if let Change::Order { update, .. } = change {
-                            self.log_rows += crate::storage::log_rows(update).count() as u64;
-                            self.replaced_since_scan += update.rows_replaced();
-                        }
+                        self.log_rows += change.log_rows().len() as u64;
+                        self.replaced_since_scan += match change {
+                            Change::Order { update, .. } => update.rows_replaced(),
+                            // Each promoted user's waiting row.
+                            Change::Configure { promoted, .. } => promoted.len() as u64,
+                            Change::CreateEvent { .. } => 0,
+                        };
                     }
                     let row = persist.answer.as_ref().and_then(|_| rows.next());
                     persist.settle(Ok(row));

@@ -248,7 +248,7 @@ mod tests {
 
     use super::*;
     use crate::actors::order_store::{Backlog, Persist, Recover, Reload};
-    use crate::booking::{OrderUpdate, Standing};
+    use crate::booking::{EventSettings, OrderUpdate, Standing};
     use crate::configuration::Settings;
     use crate::ids::EventId;
     use crate::storage::{Change, Database};
@@ -268,12 +268,15 @@ mod tests {
         let database = Database::open(&settings).unwrap();
         let mut changes = vec![Change::CreateEvent {
             event: gig(),
-            total_tickets: 1000,
+            settings: EventSettings::new(1000),
         }];
         for user in 0..churned {
             let user: Arc<str> = format!("u{user}").into();
             changes.push(order(OrderUpdate::Booked(user.clone())));
-            changes.push(order(OrderUpdate::Cancelled(user)));
+            changes.push(order(OrderUpdate::Cancelled {
+                user,
+                promoted: None,
+            }));
         }
         database.commit(&changes, []).unwrap();
         let rows = move || -> i64 {

@@ -50,8 +50,11 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, Client, Config, IsolationLevel, NoTls, Statement};
 
 use super::replay::Loader;
-use super::{log_rows, Change, Storage, StorageError, StoredEvent, Totals, NO_SESSION};
-use crate::booking::{CountsMoved, EventState};
+use super::{
+    waiting_list_columns, waiting_list_of, Change, Storage, StorageError, StoredEvent, Totals,
+    NO_SESSION,
+};
+use crate::booking::{CountsMoved, EventSettings, EventState};
 use crate::idempotency::{Answer, KeyId, StoredAnswer, StoredKey};
 use crate::ids::EventId;
 
@@ -399,41 +402,75 @@ enum Reopen {
     No,
 }
 
+/// The columns of `events` that hold its settings, in the order
+/// [`settings_of`] reads them.
+const SETTINGS: &str = "total_tickets, sales_open, waiting_list, offer_secs, hold_secs";
+
+/// The settings in the columns [`SETTINGS`] of `row`, from column `first` on.
+fn settings_of(row: &tokio_postgres::Row, first: usize) -> Result<EventSettings, StorageError> {
+    let total: i64 = row.try_get(first)?;
+    let hold_secs: Option<i64> = row.try_get(first + 4)?;
+    let number = |value: i64| {
+        u32::try_from(value).map_err(|_| StorageError::Inconsistent(format!("setting {value}")))
+    };
+    Ok(EventSettings {
+        total_tickets: number(total)?,
+        sales_open: row.try_get(first + 1)?,
+        waiting_list: waiting_list_of(row.try_get(first + 2)?, row.try_get(first + 3)?)?,
+        hold_secs: hold_secs.map(number).transpose()?,
+    })
+}
+
+/// `settings` as the columns [`SETTINGS`] take them.
+fn settings_columns(
+    settings: &EventSettings,
+) -> (i64, bool, &'static str, Option<i64>, Option<i64>) {
+    let (mode, offer_secs) = waiting_list_columns(settings.waiting_list);
+    (
+        settings.total_tickets.into(),
+        settings.sales_open,
+        mode,
+        offer_secs,
+        settings.hold_secs.map(i64::from),
+    )
+}
+
 impl Storage for PostgresStorage {
     fn commit_batch(
         &self,
         changes: &[&Change],
         answers: &[&StoredAnswer],
     ) -> Result<Vec<i64>, StorageError> {
-        let mut created = Vec::new();
+        let (mut created, mut configured) = (Vec::new(), Vec::new());
         let (mut events, mut users, mut statuses) = (Vec::new(), Vec::new(), Vec::new());
         let (mut expiries, mut ownership) = (Vec::new(), Vec::new());
         let ownerships = self.ownerships();
         // Each event's counts move once per transaction, however many of its changes it holds.
         let mut counts: Vec<(&str, CountsMoved)> = Vec::new();
         for change in changes {
+            let event = change.event().as_str();
             match change {
-                Change::CreateEvent {
-                    event,
-                    total_tickets,
-                } => created.push((event.as_str(), i64::from(*total_tickets))),
-                Change::Order { event, update } => {
-                    // Only changes of events owned in this session reach here (the store's `is_void`).
-                    let claim = ownerships.get(event.as_str()).copied().ok_or_else(|| {
-                        StorageError::Inconsistent(format!("a change of {event}, not owned here"))
-                    })?;
-                    for row in log_rows(update) {
-                        events.push(event.as_str());
-                        users.push(row.user);
-                        statuses.push(row.status);
-                        expiries.push(row.expires_at);
-                        ownership.push(claim);
-                    }
-                    match counts.iter_mut().find(|(id, _)| *id == event.as_str()) {
-                        Some((_, moved)) => *moved = moved.and(update.counts()),
-                        None => counts.push((event.as_str(), update.counts())),
-                    }
+                Change::CreateEvent { settings, .. } => {
+                    created.push((event, settings));
+                    continue;
                 }
+                Change::Configure { settings, .. } => configured.push((event, settings)),
+                Change::Order { .. } => {}
+            }
+            // Only changes of events owned in this session reach here (the store's `is_void`).
+            let claim = ownerships.get(event).copied().ok_or_else(|| {
+                StorageError::Inconsistent(format!("a change of {event}, not owned here"))
+            })?;
+            for row in change.log_rows() {
+                events.push(event);
+                users.push(row.user);
+                statuses.push(row.status);
+                expiries.push(row.expires_at);
+                ownership.push(claim);
+            }
+            match counts.iter_mut().find(|(id, _)| *id == event) {
+                Some((_, moved)) => *moved = moved.and(change.counts()),
+                None => counts.push((event, change.counts())),
             }
         }
         let counted: Vec<&str> = counts.iter().map(|(id, _)| *id).collect();
@@ -454,19 +491,34 @@ impl Storage for PostgresStorage {
         let mut writer = self.writer(Reopen::No)?;
         let Writer { client, commit } = writer.as_mut().expect("connected");
         let rows = wait(async {
-            if created.is_empty() {
+            if created.is_empty() && configured.is_empty() {
                 // One statement, one round trip: its own transaction.
                 return Ok::<_, StorageError>(client.query(&*commit, &params).await?);
             }
             let tx = client.transaction().await?;
-            // Held to the commit: creations of all instances take turns.
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CREATION_LOCK])
-                .await?;
-            for (event, total_tickets) in &created {
+            if !created.is_empty() {
+                // Held to the commit: creations of all instances take turns.
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CREATION_LOCK])
+                    .await?;
+            }
+            for (event, settings) in &created {
+                let (total, open, mode, offer_secs, hold_secs) = settings_columns(settings);
                 tx.execute(
-                    "INSERT INTO events (id, total_tickets, created)
-                     VALUES ($1, $2, (SELECT coalesce(max(created), 0) + 1 FROM events))",
-                    &[event, total_tickets],
+                    "INSERT INTO events
+                         (id, total_tickets, sales_open, waiting_list, offer_secs, hold_secs, created)
+                     VALUES ($1, $2, $3, $4, $5, $6,
+                         (SELECT coalesce(max(created), 0) + 1 FROM events))",
+                    &[event, &total, &open, &mode, &offer_secs, &hold_secs],
+                )
+                .await?;
+            }
+            for (event, settings) in &configured {
+                let (total, open, mode, offer_secs, hold_secs) = settings_columns(settings);
+                tx.execute(
+                    "UPDATE events SET total_tickets = $2, sales_open = $3, waiting_list = $4,
+                         offer_secs = $5, hold_secs = $6
+                     WHERE id = $1",
+                    &[event, &total, &open, &mode, &offer_secs, &hold_secs],
                 )
                 .await?;
             }
@@ -579,10 +631,10 @@ impl Storage for PostgresStorage {
                 .await?;
             let mut loader = Loader::default();
             for row in reader
-                .query("SELECT id, total_tickets FROM events", &[])
+                .query(&format!("SELECT id, {SETTINGS} FROM events"), &[])
                 .await?
             {
-                loader.event(row.get(0), row.get::<_, i64>(1) as u32);
+                loader.event(row.get(0), settings_of(&row, 1)?);
             }
             let no_params: [&str; 0] = [];
             let rows = reader
@@ -640,21 +692,24 @@ impl Storage for PostgresStorage {
     fn list_events(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StorageError> {
         let reader = self.reader()?;
         let rows = wait(reader.query(
-            "SELECT id, created, total_tickets, booked, held, waiting FROM events
-             WHERE created > $1 ORDER BY created LIMIT $2",
+            &format!(
+                "SELECT id, created, booked, held, waiting, {SETTINGS} FROM events
+                 WHERE created > $1 ORDER BY created LIMIT $2"
+            ),
             &[&after, &i64::from(limit)],
         ))?;
-        Ok(rows
-            .iter()
-            .map(|row| StoredEvent {
-                id: EventId::stored(row.get(0)),
-                created: row.get(1),
-                total_tickets: row.get::<_, i64>(2) as u32,
-                booked_tickets: row.get::<_, i64>(3).max(0) as u32,
-                held_tickets: row.get::<_, i64>(4).max(0) as u32,
-                waiting: row.get::<_, i64>(5).max(0) as u64,
+        rows.iter()
+            .map(|row| {
+                Ok(StoredEvent {
+                    id: EventId::stored(row.get(0)),
+                    created: row.get(1),
+                    booked_tickets: row.get::<_, i64>(2).max(0) as u32,
+                    held_tickets: row.get::<_, i64>(3).max(0) as u32,
+                    waiting: row.get::<_, i64>(4).max(0) as u64,
+                    settings: settings_of(row, 5)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     fn log_rows_at_most(&self) -> Result<u64, StorageError> {
@@ -737,7 +792,7 @@ impl Storage for PostgresStorage {
         wait(async {
             let Some(row) = reader
                 .query_opt(
-                    "SELECT total_tickets FROM events WHERE id = $1",
+                    &format!("SELECT {SETTINGS} FROM events WHERE id = $1"),
                     &[&event.as_str()],
                 )
                 .await?
@@ -745,7 +800,7 @@ impl Storage for PostgresStorage {
                 return Ok(None);
             };
             let mut loader = Loader::default();
-            loader.event(event.as_str(), row.get::<_, i64>(0) as u32);
+            loader.event(event.as_str(), settings_of(&row, 0)?);
             let rows = reader
                 .query_raw(
                     "SELECT seq, user_id, status, expires_at FROM order_log

@@ -9,7 +9,7 @@ use tokio_postgres::Client;
 use super::super::StorageError;
 
 /// Stored in `booking_schema.version`; a database with a newer one is refused.
-pub(super) const SCHEMA_VERSION: i64 = 3;
+pub(super) const SCHEMA_VERSION: i64 = 4;
 
 /// The advisory lock key that serializes migrations (the bytes of "evbook-m").
 const MIGRATION_LOCK: i64 = 0x6576_626f_6f6b_2d6d;
@@ -81,6 +81,21 @@ ALTER TABLE events ADD COLUMN held bigint NOT NULL DEFAULT 0;
 CREATE INDEX events_holding ON events (created) WHERE held > 0;
 ";
 
+/// Version 4: each event's settings, as SQLite's version 8: whether sales
+/// are open, its waiting list's mode (`assign` or `offer`, with
+/// `offer_secs`), its holds' duration (`NULL`: the server's); and the log's
+/// status `offered`, a hold offered from the waiting list.
+const SETTINGS: &str = "
+ALTER TABLE events ADD COLUMN sales_open boolean NOT NULL DEFAULT true,
+    ADD COLUMN waiting_list text NOT NULL DEFAULT 'assign'
+        CHECK (waiting_list IN ('assign', 'offer')),
+    ADD COLUMN offer_secs bigint,
+    ADD COLUMN hold_secs bigint;
+ALTER TABLE order_log DROP CONSTRAINT order_log_status_check;
+ALTER TABLE order_log ADD CONSTRAINT order_log_status_check
+    CHECK (status IN ('booked', 'waiting', 'cancelled', 'held', 'expired', 'offered')) NOT VALID;
+";
+
 /// Creates the schema in an empty database, migrates an older one, refuses
 /// a newer one. Safe when
 /// several instances start at once (see the module's comment).
@@ -111,6 +126,11 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), StorageError> {
     if version < 3 {
         tx.batch_execute(HOLDS).await?;
         tx.execute("UPDATE booking_schema SET version = 3", &[])
+            .await?;
+    }
+    if version < 4 {
+        tx.batch_execute(SETTINGS).await?;
+        tx.execute("UPDATE booking_schema SET version = 4", &[])
             .await?;
     }
     tx.commit().await?;

@@ -17,8 +17,10 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::replay::Loader;
-use super::{log_rows, Change, Storage, StorageError, StoredEvent, Totals};
-use crate::booking::{CountsMoved, EventState};
+use super::{
+    waiting_list_columns, waiting_list_of, Change, Storage, StorageError, StoredEvent, Totals,
+};
+use crate::booking::{CountsMoved, EventSettings, EventState};
 use crate::configuration::{Settings, Synchronous};
 use crate::idempotency::{Answer, KeyId, StoredAnswer, StoredKey};
 use crate::ids::EventId;
@@ -97,8 +99,15 @@ impl Storage for SqliteStorage {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut create = tx.prepare_cached(
-                "INSERT INTO events (id, total_tickets, created)
-                 VALUES (?1, ?2, (SELECT coalesce(max(created), 0) + 1 FROM events))",
+                "INSERT INTO events
+                     (id, total_tickets, sales_open, waiting_list, offer_secs, hold_secs, created)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6,
+                     (SELECT coalesce(max(created), 0) + 1 FROM events))",
+            )?;
+            let mut configure = tx.prepare_cached(
+                "UPDATE events SET total_tickets = ?2, sales_open = ?3, waiting_list = ?4,
+                     offer_secs = ?5, hold_secs = ?6
+                 WHERE id = ?1",
             )?;
             let mut append = tx.prepare_cached(
                 "INSERT INTO order_log (event_id, user_id, status, expires_at)
@@ -107,21 +116,36 @@ impl Storage for SqliteStorage {
             // Each event's counts move once per transaction, however many of its changes it holds.
             let mut counts: HashMap<&str, CountsMoved> = HashMap::new();
             for change in changes {
+                let event = change.event().as_str();
                 match change {
-                    Change::CreateEvent {
-                        event,
-                        total_tickets,
-                    } => {
-                        create.execute(params![event.as_str(), total_tickets])?;
+                    Change::CreateEvent { settings, .. } => {
+                        let (mode, offer_secs) = waiting_list_columns(settings.waiting_list);
+                        create.execute(params![
+                            event,
+                            settings.total_tickets,
+                            settings.sales_open,
+                            mode,
+                            offer_secs,
+                            settings.hold_secs
+                        ])?;
                     }
-                    Change::Order { event, update } => {
-                        let event = event.as_str();
-                        let moved = counts.entry(event).or_default();
-                        *moved = moved.and(update.counts());
-                        for row in log_rows(update) {
-                            append.execute(params![event, row.user, row.status, row.expires_at])?;
-                        }
+                    Change::Configure { settings, .. } => {
+                        let (mode, offer_secs) = waiting_list_columns(settings.waiting_list);
+                        configure.execute(params![
+                            event,
+                            settings.total_tickets,
+                            settings.sales_open,
+                            mode,
+                            offer_secs,
+                            settings.hold_secs
+                        ])?;
                     }
+                    Change::Order { .. } => {}
+                }
+                let moved = counts.entry(event).or_default();
+                *moved = moved.and(change.counts());
+                for row in change.log_rows() {
+                    append.execute(params![event, row.user, row.status, row.expires_at])?;
                 }
             }
             let mut count = tx.prepare_cached(
@@ -313,21 +337,23 @@ impl Storage for SqliteStorage {
     /// as committed. Events created meanwhile come after every one listed.
     fn list_events(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StorageError> {
         let conn = self.pool.get()?;
-        let mut query = conn.prepare_cached(
-            "SELECT id, created, total_tickets, booked, held, waiting FROM events
-             WHERE created > ?1 ORDER BY created LIMIT ?2",
-        )?;
-        let rows = query.query_map(params![after, limit], |row| {
-            Ok(StoredEvent {
+        let mut query = conn.prepare_cached(&format!(
+            "SELECT id, created, booked, held, waiting, {SETTINGS} FROM events
+             WHERE created > ?1 ORDER BY created LIMIT ?2"
+        ))?;
+        let mut rows = query.query(params![after, limit])?;
+        let mut events = Vec::new();
+        while let Some(row) = rows.next()? {
+            events.push(StoredEvent {
                 id: EventId::stored(row.get_ref(0)?.as_str()?),
                 created: row.get(1)?,
-                total_tickets: row.get(2)?,
-                booked_tickets: row.get(3)?,
-                held_tickets: row.get(4)?,
-                waiting: row.get::<_, i64>(5)?.max(0) as u64,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+                booked_tickets: row.get(2)?,
+                held_tickets: row.get(3)?,
+                waiting: row.get::<_, i64>(4)?.max(0) as u64,
+                settings: settings_of(row, 5)?,
+            });
+        }
+        Ok(events)
     }
 
     /// At least as many rows as the order log holds, read from its first
@@ -395,16 +421,18 @@ impl Storage for SqliteStorage {
         // One read transaction: an `index_orders` between the two reads of
         // the log would move rows from the second to the first unseen.
         let conn = conn.transaction()?;
-        let total: Option<u32> = conn
+        let settings = conn
             .query_row(
-                "SELECT total_tickets FROM events WHERE id = ?1",
+                &format!("SELECT {SETTINGS} FROM events WHERE id = ?1"),
                 [event.as_str()],
-                |row| row.get(0),
+                |row| Ok(settings_of(row, 0)),
             )
             .optional()?;
-        let Some(total) = total else { return Ok(None) };
+        let Some(settings) = settings else {
+            return Ok(None);
+        };
         let mut loader = Loader::default();
-        loader.event(event.as_str(), total);
+        loader.event(event.as_str(), settings?);
         // CROSS JOIN: SQLite keeps the left table as the outer loop.
         let indexed = "SELECT o.seq, o.user_id, o.status, o.expires_at
              FROM orders_by_event i CROSS JOIN order_log o ON o.seq = i.seq
@@ -433,22 +461,37 @@ impl Storage for SqliteStorage {
     }
 }
 
+/// The columns of `events` that hold its settings, in the order
+/// [`settings_of`] reads them.
+const SETTINGS: &str = "total_tickets, sales_open, waiting_list, offer_secs, hold_secs";
+
+/// The settings in the columns [`SETTINGS`] of `row`, from column `first` on.
+fn settings_of(row: &rusqlite::Row<'_>, first: usize) -> Result<EventSettings, StorageError> {
+    Ok(EventSettings {
+        total_tickets: row.get(first)?,
+        sales_open: row.get(first + 1)?,
+        waiting_list: waiting_list_of(row.get_ref(first + 2)?.as_str()?, row.get(first + 3)?)?,
+        hold_secs: row.get(first + 4)?,
+    })
+}
+
 /// One ordered pass over the log: each user's last row, and the rows
-/// replaced (sorted). `LogSchema::BeforeHolds` for a log of schema version 6 or
-/// before, which has no `expires_at` (a migration reads it).
+/// replaced (sorted). `LogSchema::BeforeHolds` for a database of schema
+/// version 6 or before, which has neither `expires_at` nor the events'
+/// settings but their tickets (a migration reads it).
 fn read_log(conn: &Connection, schema: LogSchema) -> Result<Loader, StorageError> {
     let mut loader = Loader::default();
-    let mut events = conn.prepare("SELECT id, total_tickets FROM events")?;
+    let (settings, expires_at) = match schema {
+        LogSchema::Current => (SETTINGS, "expires_at"),
+        LogSchema::BeforeHolds => ("total_tickets, 1, 'assign', NULL, NULL", "NULL"),
+    };
+    let mut events = conn.prepare(&format!("SELECT id, {settings} FROM events"))?;
     let mut rows = events.query([])?;
     while let Some(row) = rows.next()? {
-        loader.event(row.get_ref(0)?.as_str()?, row.get(1)?);
+        loader.event(row.get_ref(0)?.as_str()?, settings_of(row, 1)?);
     }
     let mut log = conn.prepare(&format!(
-        "SELECT seq, event_id, user_id, status, {} FROM order_log ORDER BY seq",
-        match schema {
-            LogSchema::Current => "expires_at",
-            LogSchema::BeforeHolds => "NULL",
-        }
+        "SELECT seq, event_id, user_id, status, {expires_at} FROM order_log ORDER BY seq"
     ))?;
     let mut rows = log.query([])?;
     while let Some(row) = rows.next()? {
@@ -499,7 +542,7 @@ mod tests {
 
     use super::schema::SCHEMA;
     use super::*;
-    use crate::booking::{OrderUpdate, Standing, UtcMillis};
+    use crate::booking::{OrderUpdate, Promotion, Standing, UtcMillis, WaitingListMode};
     use crate::storage::Database;
 
     fn settings(dir: &tempfile::TempDir) -> Settings {
@@ -525,7 +568,7 @@ mod tests {
         let changes = [
             Change::CreateEvent {
                 event: gig.clone(),
-                total_tickets: 1,
+                settings: EventSettings::new(1),
             },
             order(&gig, OrderUpdate::Booked(user("a"))),
             order(&gig, OrderUpdate::Waiting(user("z"))),
@@ -533,9 +576,9 @@ mod tests {
             order(&gig, OrderUpdate::Waiting(user("m"))),
             order(
                 &gig,
-                OrderUpdate::Reassigned {
-                    cancelled: user("a"),
-                    promoted: user("z"),
+                OrderUpdate::Cancelled {
+                    user: user("a"),
+                    promoted: Some(Promotion::Booked(user("z"))),
                 },
             ),
             order(&gig, OrderUpdate::LeftWaitingList(user("b"))),
@@ -605,7 +648,7 @@ mod tests {
         let changes = [
             Change::CreateEvent {
                 event: gig.clone(),
-                total_tickets: 1,
+                settings: EventSettings::new(1),
             },
             order(&unknown, OrderUpdate::Booked(Arc::from("a"))),
         ];
@@ -724,7 +767,7 @@ mod tests {
         let gig = EventId::parse("new").unwrap();
         let create = Change::CreateEvent {
             event: gig,
-            total_tickets: 1,
+            settings: EventSettings::new(1),
         };
         db.commit([&create], []).unwrap();
         assert_eq!(db.list_events(3, 10).unwrap()[0].created, 4);
@@ -733,8 +776,29 @@ mod tests {
             user: Arc::from("h"),
             expires_at: UtcMillis(5),
         };
-        db.commit([&order(&EventId::parse("quiet").unwrap(), held)], [])
+        let quiet = EventId::parse("quiet").unwrap();
+        db.commit([&order(&quiet, held)], [])
             .expect("a held row is stored");
+        // Version 8: the events' settings, and offers.
+        let settings = EventSettings {
+            sales_open: false,
+            waiting_list: WaitingListMode::Offer { offer_secs: 60 },
+            hold_secs: Some(30),
+            ..EventSettings::new(6)
+        };
+        let configure = Change::Configure {
+            event: quiet.clone(),
+            settings,
+            promoted: vec![Promotion::Offered {
+                user: Arc::from("o"),
+                expires_at: UtcMillis(9),
+            }],
+        };
+        db.commit([&configure], [])
+            .expect("new settings and an offered row are stored");
+        let listed = db.list_events(0, 10).unwrap();
+        let quiet = listed.iter().find(|e| e.id == quiet).expect("listed");
+        assert_eq!((quiet.settings, quiet.held_tickets), (settings, 2));
     }
 
     #[test]
@@ -746,7 +810,7 @@ mod tests {
         let changes = [
             Change::CreateEvent {
                 event: event.clone(),
-                total_tickets: 2,
+                settings: EventSettings::new(2),
             },
             order(
                 &event,
@@ -768,7 +832,7 @@ mod tests {
                 OrderUpdate::HoldEnded {
                     user: user("early"),
                     lapsed: Some(UtcMillis(1_000)),
-                    promoted: Some(user("w")),
+                    promoted: Some(Promotion::Booked(user("w"))),
                 },
             ),
         ];
@@ -787,7 +851,8 @@ mod tests {
         assert_eq!(
             state.standing("late"),
             Some(Standing::Held {
-                expires_at: UtcMillis(9_000)
+                expires_at: UtcMillis(9_000),
+                offered: false
             })
         );
         assert_eq!(state.standing("w"), Some(Standing::Booked));

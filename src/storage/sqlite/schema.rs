@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, TransactionBehavior};
 use crate::storage::StorageError;
 
 /// Stored in `PRAGMA user_version`; a file with a newer version is refused.
-pub(super) const SCHEMA_VERSION: i64 = 7;
+pub(super) const SCHEMA_VERSION: i64 = 8;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE events (
@@ -100,14 +100,27 @@ ALTER TABLE events ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX events_holding ON events (created) WHERE held > 0;
 ";
 
-/// The `CHECK` on `order_log.status` before version 7, and after.
-const STATUSES_BEFORE_7: &str =
-    "CHECK (status = 'booked' OR status = 'waiting' OR status = 'cancelled')";
-const STATUSES: &str = "CHECK (status = 'booked' OR status = 'waiting' OR status = 'cancelled' \
-     OR status = 'held' OR status = 'expired')";
+/// Version 8: each event's settings beside its tickets: whether sales are
+/// open, its waiting list's mode (`assign` or `offer`, with `offer_secs`),
+/// and its holds' duration (`NULL`: the server's); and the log's status
+/// `offered`, a hold offered from the waiting list (see [`widen_statuses`]).
+const SETTINGS_SCHEMA: &str = "
+ALTER TABLE events ADD COLUMN sales_open INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE events ADD COLUMN waiting_list TEXT NOT NULL DEFAULT 'assign';
+ALTER TABLE events ADD COLUMN offer_secs INTEGER;
+ALTER TABLE events ADD COLUMN hold_secs INTEGER;
+";
 
-/// Widens the `CHECK` on the log's statuses in place, without copying the
-/// log: SQLite's documented procedure for a change of a table's schema that
+/// The `CHECK` on `order_log.status` before version 7, from version 7, and
+/// from version 8.
+const STATUSES_1: &str = "CHECK (status = 'booked' OR status = 'waiting' OR status = 'cancelled')";
+const STATUSES_7: &str = "CHECK (status = 'booked' OR status = 'waiting' OR status = 'cancelled' \
+     OR status = 'held' OR status = 'expired')";
+const STATUSES_8: &str = "CHECK (status = 'booked' OR status = 'waiting' OR status = 'cancelled' \
+     OR status = 'held' OR status = 'expired' OR status = 'offered')";
+
+/// Widens the `CHECK` on the log's statuses from `before` to `after` in
+/// place, without copying the log: SQLite's documented procedure for a change of a table's schema that
 /// every stored row already satisfies ("Making Other Kinds Of Table Schema
 /// Changes", <https://www.sqlite.org/lang_altertable.html#otheralter>): the
 /// table's SQL text is rewritten in `sqlite_schema` with `writable_schema`
@@ -115,24 +128,24 @@ const STATUSES: &str = "CHECK (status = 'booked' OR status = 'waiting' OR status
 /// schema again. The integrity check of step 7 is left out: it reads the
 /// whole file (minutes at 10 million orders), and the rewrite touches no
 /// row or index.
-fn widen_statuses(tx: &Connection) -> Result<(), StorageError> {
+fn widen_statuses(tx: &Connection, before: &str, after: &str) -> Result<(), StorageError> {
     let version: i64 = tx.pragma_query_value(None, "schema_version", |row| row.get(0))?;
     tx.pragma_update(None, "writable_schema", "ON")?;
     tx.execute(
         "UPDATE sqlite_schema SET sql = replace(sql, ?1, ?2)
          WHERE type = 'table' AND name = 'order_log'",
-        [STATUSES_BEFORE_7, STATUSES],
+        [before, after],
     )?;
     tx.pragma_update(None, "schema_version", version + 1)?;
     tx.pragma_update(None, "writable_schema", "OFF")?;
     let widened: bool = tx.query_row(
         "SELECT instr(sql, ?1) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'order_log'",
-        [STATUSES],
+        [after],
         |row| row.get(0),
     )?;
     if !widened {
         return Err(StorageError::Inconsistent(
-            "order_log has not the CHECK on its statuses that schema version 6 wrote".into(),
+            "order_log has not the CHECK on its statuses that the schema before wrote".into(),
         ));
     }
     Ok(())
@@ -179,8 +192,12 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
         tx.execute_batch(ORDERS_BY_EVENT_SCHEMA)?;
     }
     if version < 7 {
-        widen_statuses(&tx)?;
+        widen_statuses(&tx, STATUSES_1, STATUSES_7)?;
         tx.execute_batch(HOLDS_SCHEMA)?;
+    }
+    if version < 8 {
+        widen_statuses(&tx, STATUSES_7, STATUSES_8)?;
+        tx.execute_batch(SETTINGS_SCHEMA)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
