@@ -18,6 +18,12 @@ pub enum Outcome {
     Reassigned {
         to: u64,
     },
+    /// A ticket held until then (milliseconds since the Unix epoch).
+    Held {
+        expires_at_ms: i64,
+    },
+    /// A confirm found no live hold (404 `hold_not_found`): it had lapsed.
+    HoldGone,
     /// `GET /health` answered 200.
     Healthy,
     /// Turned away before anything was decided: 503 `server_busy` or 429,
@@ -35,6 +41,11 @@ pub enum Outcome {
 pub struct Standing {
     pub status: String,
     pub position: Option<u64>,
+    /// A held user's expiry, an expired one's lapse (RFC 3339).
+    #[serde(rename = "expiresAt")]
+    pub expires_at: Option<String>,
+    #[serde(rename = "expiredAt")]
+    pub expired_at: Option<String>,
 }
 
 /// The counts of `GET /api/status/{event}` (or `GET /api/events/{event}`).
@@ -43,6 +54,9 @@ pub struct Standing {
 pub struct EventCounts {
     pub total_tickets: u64,
     pub booked_tickets: u64,
+    /// Absent on the old route for an event without holds.
+    #[serde(default)]
+    pub held_tickets: u64,
     pub waiting_list_count: u64,
 }
 
@@ -54,6 +68,13 @@ struct Reply {
     #[serde(rename = "userId")]
     user_id: Option<Value>,
     position: Option<u64>,
+    #[serde(rename = "expiresAt")]
+    expires_at: Option<String>,
+}
+
+/// Milliseconds since the Unix epoch of an RFC 3339 instant.
+pub fn instant_ms(text: &str) -> Option<i64> {
+    Some(text.parse::<jiff::Timestamp>().ok()?.as_millisecond())
 }
 
 /// The load generator's users are named `u<number>`.
@@ -201,6 +222,20 @@ impl Api {
         }
     }
 
+    /// Holds a ticket for `hold_secs` seconds (the holds exist on the
+    /// resource routes only, whichever routes the run drives).
+    pub async fn hold(&self, event: &str, user: u64, hold_secs: u32) -> (Option<u16>, Outcome) {
+        let path = format!("/api/events/{event}/holds");
+        let body = format!(r#"{{"userId":"u{user}","holdSecs":{hold_secs}}}"#);
+        self.order("POST", &path, Some(body), event, user).await
+    }
+
+    /// Confirms a hold: booked, or `HoldGone` if it lapsed first.
+    pub async fn confirm(&self, event: &str, user: u64) -> (Option<u16>, Outcome) {
+        let path = format!("/api/events/{event}/holds/u{user}/confirm");
+        self.order("POST", &path, None, event, user).await
+    }
+
     async fn order(
         &self,
         method: &str,
@@ -220,6 +255,10 @@ impl Api {
                 (Some("booked"), _) => Outcome::Booked,
                 (Some("waiting"), Some(position)) => Outcome::Waiting { position },
                 (Some("cancelled"), _) => Outcome::Cancelled,
+                (Some("held"), _) => match reply.expires_at.as_deref().and_then(instant_ms) {
+                    Some(expires_at_ms) => Outcome::Held { expires_at_ms },
+                    None => Outcome::Error,
+                },
                 (Some("reassigned"), _) => match reply.user_id.as_ref().and_then(user_number) {
                     Some(to) => Outcome::Reassigned { to },
                     None => Outcome::Error,
@@ -233,6 +272,12 @@ impl Api {
                 }),
             ) if code == "server_busy" => Outcome::Refused { retry_after_secs },
             (Some(429), _) => Outcome::Refused { retry_after_secs },
+            (
+                Some(404),
+                Ok(Reply {
+                    code: Some(code), ..
+                }),
+            ) if code == "hold_not_found" => Outcome::HoldGone,
             _ => Outcome::Error,
         };
         (status, outcome)

@@ -744,6 +744,8 @@ fn scenario_table(rounds: &[Round]) -> String {
             Scenario::Drop => (figure, "≥ 60%, p99 ≤ 10 ms"),
             Scenario::Spread => (figure, "≥ 60%"),
             Scenario::Churn => (figure, "≥ 50%"),
+            // Not a round of the benchmark: `loadtest run --scenario checkout`.
+            Scenario::Checkout => (figure, ""),
         };
         let reports: Vec<&Report> = ranked.iter().map(|(_, report)| *report).collect();
         let _ = writeln!(

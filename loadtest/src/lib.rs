@@ -28,7 +28,7 @@ pub use api::Routes;
 use api::{Api, Outcome};
 pub use report::{Report, Verification};
 pub use scenario::Scenario;
-use scenario::{Op, Plan, Rng};
+use scenario::{Op, Plan, Ratios, Rng};
 use spawn::SpawnedServer;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -53,6 +53,12 @@ pub struct Options {
     /// Churn: share of requests that cancel a booked user's ticket.
     #[arg(long, default_value_t = 0.3)]
     pub cancel_ratio: f64,
+    /// Checkout: share of holds confirmed; the others lapse.
+    #[arg(long, default_value_t = 0.5)]
+    pub confirm_ratio: f64,
+    /// Checkout: seconds each hold lasts (1 to 86400).
+    #[arg(long, default_value_t = 2)]
+    pub hold_secs: u32,
     /// Connections, each with one request in flight at a time.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
@@ -115,10 +121,13 @@ pub fn run_against(
 ) -> Result<Report, String> {
     if options.concurrency == 0
         || !(0.0..=1.0).contains(&options.cancel_ratio)
+        || !(0.0..=1.0).contains(&options.confirm_ratio)
+        || !(1..=86_400).contains(&options.hold_secs)
         || options.duration <= 0.0
     {
         return Err(
-            "--concurrency must be positive, --cancel-ratio within 0..1, --duration positive"
+            "--concurrency must be positive, --cancel-ratio and --confirm-ratio within 0..1, \
+             --hold-secs 1 to 86400, --duration positive"
                 .into(),
         );
     }
@@ -142,12 +151,22 @@ pub fn run_against(
         users,
         options.requests.unwrap_or(u64::MAX),
         Duration::from_secs_f64(options.duration),
-        options.cancel_ratio,
+        Ratios {
+            cancel: options.cancel_ratio,
+            confirm: options.confirm_ratio,
+        },
     ));
     let done = Arc::new(AtomicBool::new(false));
     let progress = std::thread::spawn({
         let (plan, done, quiet) = (plan.clone(), done.clone(), options.json);
         move || show_progress(&plan, &done, quiet)
+    });
+    // Checkout: the event's counts, watched while the holds come and go.
+    let monitor = (options.scenario == Scenario::Checkout).then(|| {
+        let (url, event, done) = (url.to_string(), events[0].clone(), done.clone());
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(verify::watch_counts(&url, &event, &done))
+        })
     });
     let cpu_before = cpu::Snapshot::take(server_pid);
     let threads = match options.threads {
@@ -165,6 +184,7 @@ pub fn run_against(
                 idempotency_keys: options.idempotency_keys,
                 honor_retry_after: options.honor_retry_after,
                 routes: options.api,
+                hold_secs: options.hold_secs,
             };
             std::thread::spawn(move || {
                 let load = load(&url, &plan, &events, connections, thread as u64, client);
@@ -180,6 +200,12 @@ pub fn run_against(
     let cpu_after = cpu::Snapshot::take(server_pid);
     done.store(true, Ordering::Relaxed);
     let _ = progress.join();
+    let watched = match monitor {
+        Some(monitor) => monitor
+            .join()
+            .map_err(|_| "the watch of the counts panicked")?,
+        None => Vec::new(),
+    };
 
     let mut report = Report::new(options.scenario, events, elapsed, stats);
     report.routes = options.api;
@@ -191,13 +217,14 @@ pub fn run_against(
         // busy; thousands would only wait in line (and time out as idle).
         let lookups = options.concurrency.min(256);
         let api = Api::new(url, lookups).on(options.api);
-        let violations = system.block_on(verify::verify(
+        let mut violations = watched;
+        violations.extend(system.block_on(verify::verify(
             &api,
             &report.events,
             options.tickets,
             &report.stats.records,
             lookups,
-        ));
+        )));
         report.verification = Verification {
             checked: true,
             violations,
@@ -210,7 +237,7 @@ pub fn run_against(
 fn event_names(options: &Options) -> Vec<String> {
     let count = match options.scenario {
         Scenario::Ceiling => 0,
-        Scenario::Drop | Scenario::Churn => 1,
+        Scenario::Drop | Scenario::Churn | Scenario::Checkout => 1,
         Scenario::Spread => options.events.max(1),
     };
     unique_event_names(count)
@@ -246,6 +273,8 @@ struct Client {
     idempotency_keys: bool,
     honor_retry_after: bool,
     routes: Routes,
+    /// Checkout: the duration each hold asks for.
+    hold_secs: u32,
 }
 
 /// One load thread: `connections` loops, each sending the plan's next request
@@ -274,6 +303,10 @@ async fn load(
                 let (status, outcome) = match op {
                     Op::Book { event, user } => api.book(&events[event], user).await,
                     Op::Cancel { event, user } => api.cancel(&events[event], user).await,
+                    Op::Hold { event, user } => {
+                        api.hold(&events[event], user, client.hold_secs).await
+                    }
+                    Op::Confirm { event, user } => api.confirm(&events[event], user).await,
                     Op::Health => api.health().await,
                 };
                 let received = plan.started.elapsed().as_micros() as u64;

@@ -90,6 +90,10 @@ pub struct OutcomeCounts {
     pub waiting: u64,
     pub reassigned: u64,
     pub cancelled: u64,
+    /// Checkout: holds taken, and confirms that found the hold lapsed.
+    pub held: u64,
+    #[serde(rename = "holdGone")]
+    pub hold_gone: u64,
     /// Turned away by overload protection (503 `server_busy`, 429): nothing changed.
     pub refused: u64,
     pub errors: u64,
@@ -131,6 +135,8 @@ impl Report {
                 Outcome::Waiting { .. } => outcomes.waiting += 1,
                 Outcome::Reassigned { .. } => outcomes.reassigned += 1,
                 Outcome::Cancelled => outcomes.cancelled += 1,
+                Outcome::Held { .. } => outcomes.held += 1,
+                Outcome::HoldGone => outcomes.hold_gone += 1,
                 Outcome::Healthy => {}
                 Outcome::Refused { .. } => outcomes.refused += 1,
                 Outcome::Error => outcomes.errors += 1,
@@ -166,10 +172,11 @@ impl Report {
         self.stats.refused_latency.value_at_quantile(quantile) as f64 / 1000.0
     }
 
-    /// Requests that changed something (booked, waiting, cancelled, reassigned) per second.
+    /// Requests that changed something (booked, waiting, cancelled,
+    /// reassigned, held) per second.
     pub fn successes_per_second(&self) -> f64 {
         let o = &self.outcomes;
-        (o.booked + o.waiting + o.reassigned + o.cancelled) as f64
+        (o.booked + o.waiting + o.reassigned + o.cancelled + o.held) as f64
             / self.elapsed.as_secs_f64().max(1e-9)
     }
 
@@ -249,6 +256,12 @@ impl Report {
             "outcomes: booked {}, waiting {}, reassigned {}, cancelled {}, refused {}, errors {}",
             o.booked, o.waiting, o.reassigned, o.cancelled, o.refused, o.errors
         );
+        if self.scenario == Scenario::Checkout {
+            println!(
+                "holds: {} taken, {} confirms found the hold lapsed",
+                o.held, o.hold_gone
+            );
+        }
         if let Some(cpu) = &self.cpu {
             let server = cpu
                 .server_us_per_request

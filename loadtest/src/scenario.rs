@@ -18,6 +18,10 @@ pub enum Scenario {
     /// A hot event where booked users cancel while others book, so the
     /// waiting list is promoted all the time.
     Churn,
+    /// A hot event sold through holds: each user holds a ticket, then
+    /// confirms it (a share, `--confirm-ratio`) or lets it lapse
+    /// (`--hold-secs`), and a lapsed ticket goes to the head of the queue.
+    Checkout,
     /// `GET /health`: the HTTP ceiling, touching no actor and no database.
     Ceiling,
 }
@@ -27,6 +31,8 @@ pub enum Scenario {
 pub enum Op {
     Book { event: usize, user: u64 },
     Cancel { event: usize, user: u64 },
+    Hold { event: usize, user: u64 },
+    Confirm { event: usize, user: u64 },
     Health,
 }
 
@@ -35,6 +41,8 @@ pub struct Plan {
     pub scenario: Scenario,
     events: usize,
     cancel_ratio: f64,
+    /// Checkout: share of holds confirmed.
+    confirm_ratio: f64,
     /// Most requests to send; bookings also end when every user has booked.
     limit: u64,
     users: u64,
@@ -46,6 +54,17 @@ pub struct Plan {
     next_user: AtomicU64,
     /// Churn: users the clients were told hold a ticket, to cancel from.
     holders: Mutex<Vec<u64>>,
+    /// Checkout: users told they hold a ticket, who will confirm it.
+    to_confirm: Mutex<Vec<u64>>,
+}
+
+/// The share of a run's requests that each kind takes.
+#[derive(Debug, Clone, Copy)]
+pub struct Ratios {
+    /// Churn: share of requests that cancel a booked user's ticket.
+    pub cancel: f64,
+    /// Checkout: share of holds confirmed.
+    pub confirm: f64,
 }
 
 impl Plan {
@@ -55,13 +74,14 @@ impl Plan {
         users: u64,
         limit: u64,
         duration: Duration,
-        cancel_ratio: f64,
+        ratios: Ratios,
     ) -> Self {
         let started = Instant::now();
         Plan {
             scenario,
             events,
-            cancel_ratio,
+            cancel_ratio: ratios.cancel,
+            confirm_ratio: ratios.confirm,
             limit,
             users,
             started,
@@ -69,6 +89,7 @@ impl Plan {
             sent: AtomicU64::new(0),
             next_user: AtomicU64::new(0),
             holders: Mutex::new(Vec::new()),
+            to_confirm: Mutex::new(Vec::new()),
         }
     }
 
@@ -103,11 +124,30 @@ impl Plan {
                 }
                 self.new_user().map(|user| Op::Book { event: 0, user })
             }
+            Scenario::Checkout => {
+                if let Some(user) = self.to_confirm.lock().unwrap().pop() {
+                    return Some(Op::Confirm { event: 0, user });
+                }
+                self.new_user().map(|user| Op::Hold { event: 0, user })
+            }
         }
     }
 
-    /// Churn learns who holds a ticket from the answers.
+    /// Checkout: whether `user` confirms its hold, the same at every ask.
+    fn confirms(&self, user: u64) -> bool {
+        let spread = user.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 11;
+        ((spread as f64) / (1u64 << 53) as f64) < self.confirm_ratio
+    }
+
+    /// Churn learns who holds a ticket from the answers; checkout, who
+    /// holds one to confirm.
     pub fn learn(&self, outcome: &Outcome, op: Op) {
+        if let (Outcome::Held { .. }, Op::Hold { user, .. }) = (outcome, op) {
+            if self.confirms(user) {
+                self.to_confirm.lock().unwrap().push(user);
+            }
+            return;
+        }
         if self.scenario != Scenario::Churn {
             return;
         }

@@ -1,10 +1,14 @@
 //! After the storm: does the server hold exactly what its clients were told?
+//! And, for checkout, while it runs: do the event's counts keep the
+//! invariants of holds at every reading ([`watch_counts`])?
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::stream::{self, StreamExt};
 
-use super::api::{Api, Outcome, Standing};
+use super::api::{instant_ms, Api, EventCounts, Outcome, Routes, Standing};
 use super::report::Record;
 use super::scenario::Op;
 
@@ -24,6 +28,10 @@ struct Told {
     unclear: bool,
     /// A request was refused (server busy): it changed nothing.
     refused: bool,
+    /// Checkout: told it holds a ticket until then (ms since the Unix epoch).
+    held: Option<i64>,
+    /// Checkout: its confirm booked the held ticket.
+    confirmed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +39,8 @@ enum Expected {
     Booked,
     Waiting,
     Cancelled,
+    /// Held a ticket until then and did not book it: lapsed at that instant.
+    Expired(i64),
     /// Only ever refused: the server must not know the user.
     Absent,
 }
@@ -42,7 +52,15 @@ impl Told {
             Told {
                 cancelled: true, ..
             } => Some(Expected::Cancelled),
-            Told { booked: true, .. } | Told { promoted: true, .. } => Some(Expected::Booked),
+            Told { booked: true, .. }
+            | Told { promoted: true, .. }
+            | Told {
+                confirmed: true, ..
+            } => Some(Expected::Booked),
+            Told {
+                held: Some(expires_at),
+                ..
+            } => Some(Expected::Expired(expires_at)),
             Told {
                 joined: Some(_), ..
             } => Some(Expected::Waiting),
@@ -76,8 +94,50 @@ impl Findings {
     }
 }
 
+/// The time now, in milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Reads `event`'s counts every 20 ms until `done`: booked and held tickets
+/// never exceed its capacity, and while anyone waits every ticket is
+/// booked or held. Returns the violations seen.
+pub async fn watch_counts(url: &str, event: &str, done: &AtomicBool) -> Vec<String> {
+    let api = Api::new(url, 1).on(Routes::Resource);
+    let mut findings = Findings::default();
+    while !done.load(Ordering::Relaxed) {
+        if let Ok(counts) = api.event_counts(event).await {
+            check_counts(event, &counts, &mut findings);
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    findings.finish()
+}
+
+/// The invariants of one reading of an event's counts.
+fn check_counts(event: &str, counts: &EventCounts, findings: &mut Findings) {
+    let taken = counts.booked_tickets + counts.held_tickets;
+    if taken > counts.total_tickets {
+        findings.add(format!(
+            "event {event}: {} booked and {} held of {} tickets",
+            counts.booked_tickets, counts.held_tickets, counts.total_tickets
+        ));
+    }
+    if counts.waiting_list_count > 0 && taken < counts.total_tickets {
+        findings.add(format!(
+            "event {event}: {} tickets free while {} wait",
+            counts.total_tickets - taken,
+            counts.waiting_list_count
+        ));
+    }
+}
+
 /// Checks the server against `records`: counts, every user's standing,
-/// waiting positions 1..n, and that promotions went to the head of the queue.
+/// waiting positions 1..n, and that promotions went to the head of the
+/// queue. After a checkout, it first waits until a second after the last
+/// hold's expiry: every hold not booked must have lapsed by then.
 pub async fn verify(
     api: &Api,
     events: &[String],
@@ -111,10 +171,34 @@ pub async fn verify(
                     told.entry((event, *to)).or_default().promoted = true;
                 }
             }
+            (Op::Hold { event, user }, outcome) => {
+                let entry = told.entry((event, user)).or_default();
+                entry.unclear |= unclear;
+                entry.refused |= refused;
+                match outcome {
+                    Outcome::Held { expires_at_ms } => entry.held = Some(*expires_at_ms),
+                    Outcome::Waiting { position } => {
+                        entry.joined = Some((*position, record.sent_us, record.received_us))
+                    }
+                    _ => {}
+                }
+            }
+            (Op::Confirm { event, user }, outcome) => {
+                let entry = told.entry((event, user)).or_default();
+                entry.unclear |= unclear;
+                entry.confirmed |= *outcome == Outcome::Booked;
+            }
             (Op::Health, _) => {}
         }
     }
 
+    let last_expiry = told.values().filter_map(|t| t.held).max();
+    if let Some(last_expiry) = last_expiry {
+        let wait = last_expiry + 1_000 - now_ms();
+        if wait > 0 {
+            actix_web::rt::time::sleep(Duration::from_millis(wait as u64)).await;
+        }
+    }
     let mut findings = Findings::default();
     for (index, event) in events.iter().enumerate() {
         let users: Vec<(u64, Told)> = told
@@ -143,23 +227,43 @@ async fn verify_event(
     };
     let unclear = users.iter().filter(|(_, t)| t.unclear).count() as u64;
     let (booked, waiting) = (count(Expected::Booked), count(Expected::Waiting));
+    // A lapsed hold's ticket goes to the head of the queue, and no client
+    // is told: those told they wait may have been booked since.
+    let silent_promotions = users.iter().any(|(_, t)| t.held.is_some());
     let counts = match api.event_counts(event).await {
         Ok(counts) => counts,
         Err(error) => return findings.add(error),
     };
+    check_counts(event, &counts, findings);
     if counts.booked_tickets > u64::from(tickets) || counts.booked_tickets > counts.total_tickets {
         findings.add(format!(
             "event {event}: oversold, {} booked of {tickets} tickets",
             counts.booked_tickets
         ));
     }
-    if counts.booked_tickets.abs_diff(booked) > unclear {
+    if silent_promotions {
+        let promoted = waiting.saturating_sub(counts.waiting_list_count);
+        if counts.booked_tickets.abs_diff(booked + promoted) > unclear {
+            findings.add(format!(
+                "event {event}: the server counts {} booked, clients were told {booked}, and \
+                 {promoted} left the queue ({unclear} unclear)",
+                counts.booked_tickets
+            ));
+        }
+        if counts.waiting_list_count > waiting + unclear || counts.held_tickets > unclear {
+            findings.add(format!(
+                "event {event}: {} waiting and {} held after every hold's expiry; clients \
+                 were told {waiting} waiting ({unclear} unclear)",
+                counts.waiting_list_count, counts.held_tickets
+            ));
+        }
+    } else if counts.booked_tickets.abs_diff(booked) > unclear {
         findings.add(format!(
             "event {event}: the server counts {} booked, clients were told {booked} ({unclear} unclear)",
             counts.booked_tickets
         ));
     }
-    if counts.waiting_list_count.abs_diff(waiting) > unclear {
+    if !silent_promotions && counts.waiting_list_count.abs_diff(waiting) > unclear {
         findings.add(format!(
             "event {event}: the server counts {} waiting, clients were told {waiting} ({unclear} unclear)",
             counts.waiting_list_count
@@ -180,6 +284,10 @@ async fn verify_event(
             Some(Expected::Booked) => "booked",
             Some(Expected::Waiting) => "waiting",
             Some(Expected::Cancelled) | None => "cancelled",
+            Some(Expected::Expired(expires_at)) => {
+                check_lapse(event, *user, expires_at, standing, findings);
+                continue;
+            }
             Some(Expected::Absent) => {
                 match standing {
                     Ok(None) => {}
@@ -193,6 +301,9 @@ async fn verify_event(
             }
         };
         match standing {
+            // Promoted by a lapse, silently.
+            Ok(Some(standing))
+                if silent_promotions && expected == "waiting" && standing.status == "booked" => {}
             Ok(Some(standing)) if standing.status == expected => {
                 if let (Some(position), Some((_, sent, received))) = (standing.position, t.joined) {
                     still_waiting.push((position, sent, received, *user, t.joined.map(|j| j.0)));
@@ -223,9 +334,10 @@ async fn verify_event(
         ));
     }
     // Without promotions or users leaving, each keeps the position it was told.
-    let queue_moved = users
-        .iter()
-        .any(|(_, t)| t.promoted || (t.cancelled && t.joined.is_some()));
+    let queue_moved = silent_promotions
+        || users
+            .iter()
+            .any(|(_, t)| t.promoted || (t.cancelled && t.joined.is_some()));
     if !queue_moved {
         for (position, _, _, user, told_position) in &still_waiting {
             if Some(*position) != *told_position {
@@ -254,5 +366,36 @@ async fn verify_event(
                 ));
             }
         }
+    }
+}
+
+/// A hold told to last until `expires_at` and not booked: a second after
+/// that, the user's standing must say it lapsed, then.
+fn check_lapse(
+    event: &str,
+    user: u64,
+    expires_at: i64,
+    standing: &Result<Option<Standing>, String>,
+    findings: &mut Findings,
+) {
+    let standing = match standing {
+        Ok(Some(standing)) => standing,
+        Ok(None) => {
+            return findings.add(format!(
+                "event {event}: u{user} held a ticket, the server does not know it"
+            ))
+        }
+        Err(error) => return findings.add(error.clone()),
+    };
+    let expired_at = standing.expired_at.as_deref().and_then(instant_ms);
+    match standing.status.as_str() {
+        "expired" if expired_at == Some(expires_at) => {}
+        "held" => findings.add(format!(
+            "event {event}: u{user}'s hold outlived its expiry by more than a second"
+        )),
+        other => findings.add(format!(
+            "event {event}: u{user} held a ticket until {expires_at} ms and did not book it, \
+             the server says {other} (expired at {expired_at:?})"
+        )),
     }
 }

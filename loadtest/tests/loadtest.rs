@@ -112,6 +112,33 @@ fn every_scenario_verifies_against_the_real_server_through_either_routes() {
 }
 
 #[test]
+fn the_checkout_scenario_holds_confirms_lets_lapse_and_verifies() {
+    let output = loadtest(&[
+        "--spawn",
+        "--scenario",
+        "checkout",
+        "--users",
+        "300",
+        "--tickets",
+        "100",
+        "--hold-secs",
+        "1",
+        "--confirm-ratio",
+        "0.5",
+        "--concurrency",
+        "16",
+        "--json",
+    ]);
+    let report = verified_report(&output, "checkout");
+    let outcomes = &report["outcomes"];
+    let count = |key: &str| outcomes[key].as_u64().unwrap();
+    // Every ticket is held first; about half the holders confirm, the
+    // others' tickets lapse to the queue (checked by the verification).
+    assert_eq!((count("held"), count("waiting")), (100, 200), "{outcomes}");
+    assert!((20..=80).contains(&count("booked")), "confirms: {outcomes}");
+}
+
+#[test]
 fn idempotency_keys_on_every_request_still_verify() {
     for scenario in ["drop", "churn"] {
         let output = loadtest(&[
@@ -469,4 +496,95 @@ fn every_scenario_verifies_against_three_instances_behind_nginx() {
         );
     }
     drop(cluster);
+}
+
+/// A server that holds tickets and never lets a hold lapse.
+fn never_lapsing_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let held = web::Data::new(AtomicU64::new(0));
+    let soon = || {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        jiff::Timestamp::from_millisecond(now.as_millis() as i64 + 500)
+            .unwrap()
+            .to_string()
+    };
+    let expires_at = soon();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            HttpServer::new(move || {
+                let expires_at = expires_at.clone();
+                let held_at = expires_at.clone();
+                App::new()
+                    .app_data(held.clone())
+                    .route("/api/initialize", web::post().to(|| async { HttpResponse::Created().json(json!({})) }))
+                    .route(
+                        "/api/events/{event}/holds",
+                        web::post().to(move |body: web::Json<Value>, held: web::Data<AtomicU64>| {
+                            let expires_at = expires_at.clone();
+                            async move {
+                                held.fetch_add(1, Ordering::Relaxed);
+                                HttpResponse::Created().json(json!({"status": "held", "userId": body["userId"], "expiresAt": expires_at}))
+                            }
+                        }),
+                    )
+                    .route(
+                        "/api/events/{event}",
+                        web::get().to(|held: web::Data<AtomicU64>| async move {
+                            let held = held.load(Ordering::Relaxed);
+                            HttpResponse::Ok().json(json!({"totalTickets": 10, "bookedTickets": 0, "heldTickets": held, "waitingListCount": 0}))
+                        }),
+                    )
+                    .route(
+                        "/api/status/{event}",
+                        web::get().to(|held: web::Data<AtomicU64>| async move {
+                            let held = held.load(Ordering::Relaxed);
+                            HttpResponse::Ok().json(json!({"totalTickets": 10, "bookedTickets": 0, "heldTickets": held, "waitingListCount": 0}))
+                        }),
+                    )
+                    .route(
+                        "/api/status/{event}/{user}",
+                        web::get().to(move || {
+                            let held_at = held_at.clone();
+                            async move { HttpResponse::Ok().json(json!({"status": "held", "expiresAt": held_at})) }
+                        }),
+                    )
+            })
+            .workers(1)
+            .listen(listener)
+            .unwrap()
+            .run()
+            .await
+        })
+    });
+    url
+}
+
+#[test]
+fn verification_catches_a_server_whose_holds_never_lapse() {
+    let url = never_lapsing_server();
+    let output = loadtest(&[
+        "--url",
+        &url,
+        "--scenario",
+        "checkout",
+        "--requests",
+        "10",
+        "--users",
+        "10",
+        "--tickets",
+        "10",
+        "--confirm-ratio",
+        "0",
+        "--concurrency",
+        "2",
+    ]);
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("u0's hold outlived its expiry by more than a second"),
+        "{text}"
+    );
 }

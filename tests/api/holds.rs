@@ -392,27 +392,38 @@ async fn holds_survive_kill_9_and_those_that_lapsed_meanwhile_lapse_at_the_start
 
 #[actix_web::test]
 async fn a_storm_of_holds_confirms_releases_and_bookings_keeps_every_invariant() {
-    const TICKETS: u64 = 20;
-    const USERS: usize = 300;
     let app = spawn_app_with(&[("BOOKING_HOLD_SECS", "2")]);
-    create_event(&app, "storm", TICKETS).await;
-    let requests = (0..USERS).map(|n| {
-        let app = &app;
-        async move {
-            let user = format!("u{n}");
-            match n % 4 {
-                0 => app.book(json!("storm"), json!(user)).await.status,
-                1 => {
-                    hold(app, "storm", json!({"userId": user})).await;
-                    confirm(app, "storm", &user).await.status
-                }
-                2 => {
-                    hold(app, "storm", json!({"userId": user})).await;
-                    release(app, "storm", &user).await.status
-                }
-                // Held and left to lapse.
-                _ => hold(app, "storm", json!({"userId": user})).await.status,
+    storm(&app, "assign", json!({"mode": "assign"}), 300).await;
+}
+
+#[actix_web::test]
+async fn a_storm_on_an_event_that_offers_its_freed_tickets_keeps_every_invariant() {
+    let app = spawn_app_with(&[("BOOKING_HOLD_SECS", "2")]);
+    // Fewer users: each lapsed offer passes its ticket one place down the
+    // queue a second, and the test waits until every offer has lapsed.
+    storm(&app, "offer", json!({"mode": "offer", "offerSecs": 1}), 60).await;
+}
+
+/// Holds, confirms, releases, lapses and bookings of `users` on one event
+/// of 20 tickets at once; checked while the holds lapse, and once all have.
+async fn storm(app: &TestApp, event: &str, waiting_list: Value, users: usize) {
+    const TICKETS: u64 = 20;
+    let body = json!({"eventId": event, "totalTickets": TICKETS, "waitingList": waiting_list});
+    assert_eq!(app.post("/api/events", &body).await.status, 201);
+    let requests = (0..users).map(|n| async move {
+        let user = format!("u{n}");
+        match n % 4 {
+            0 => app.book(json!(event), json!(user)).await.status,
+            1 => {
+                hold(app, event, json!({"userId": user})).await;
+                confirm(app, event, &user).await.status
             }
+            2 => {
+                hold(app, event, json!({"userId": user})).await;
+                release(app, event, &user).await.status
+            }
+            // Held and left to lapse.
+            _ => hold(app, event, json!({"userId": user})).await.status,
         }
     });
     let statuses = join_all(requests).await;
@@ -420,14 +431,15 @@ async fn a_storm_of_holds_confirms_releases_and_bookings_keeps_every_invariant()
         statuses.iter().all(|s| [200, 201, 404].contains(s)),
         "every request was answered: {statuses:?}"
     );
-    check_counts(&app, "storm", TICKETS).await;
-    // Once every hold has lapsed, the tickets went to the queue.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while counts(&app, "storm").await.1 > 0 && std::time::Instant::now() < deadline {
+    check_counts(app, event, TICKETS).await;
+    // Once every hold (and offer) has lapsed, the tickets went down the queue.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while counts(app, event).await.1 > 0 && std::time::Instant::now() < deadline {
+        check_counts(app, event, TICKETS).await;
         actix_web::rt::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(counts(&app, "storm").await.1, 0, "every hold lapsed");
-    check_standings(&app, "storm", TICKETS, USERS).await;
+    assert_eq!(counts(app, event).await.1, 0, "every hold lapsed");
+    check_standings(app, event, TICKETS, users).await;
 }
 
 /// booked + held <= total, and if anyone waits, booked + held = total.
