@@ -47,26 +47,25 @@ impl From<WaitingListMode> for WaitingListBody {
     }
 }
 
-/// The settings fields of a body: each optional, each checked, a 400 naming
-/// the field otherwise.
+/// The settings fields of a body: each optional (absent or `null`: left as
+/// it is), each checked, a 400 naming the field otherwise.
 pub fn settings_of(object: &Map<String, Value>) -> Result<SettingsPatch, ApiError> {
     let invalid = ApiError::InvalidInput;
-    let total_tickets = object
-        .get("totalTickets")
+    let given = |name: &str| object.get(name).filter(|value| !value.is_null());
+    let total_tickets = given("totalTickets")
         .map(|value| total_tickets_from_json(value).map_err(invalid))
         .transpose()?;
-    let sales_open = match object.get("salesOpen") {
+    let sales_open = match given("salesOpen") {
         None => None,
         Some(Value::Bool(open)) => Some(*open),
         Some(_) => return Err(invalid("salesOpen must be true or false".into())),
     };
-    let hold_secs = object
-        .get("holdSecs")
+    let hold_secs = given("holdSecs")
         .map(|value| whole_number_from_json("holdSecs", value, 1, MAX_HOLD_SECS.into()))
         .transpose()
         .map_err(invalid)?
         .map(|secs| secs as u32);
-    let waiting_list = object.get("waitingList").map(waiting_list_of).transpose()?;
+    let waiting_list = given("waitingList").map(waiting_list_of).transpose()?;
     Ok(SettingsPatch {
         total_tickets,
         sales_open,
@@ -127,19 +126,25 @@ pub fn canonical_settings(patch: &SettingsPatch, fields: &mut Map<String, Value>
 /// The body of `PATCH /api/events/{eventId}`: any of the settings, at
 /// least one.
 #[derive(ToSchema)]
+#[schema(min_properties = 1)]
 pub struct EventPatch {
     /// A new capacity, 1 to 10,000,000; not below the tickets booked and held.
-    #[schema(rename = "totalTickets", minimum = 1, maximum = 10_000_000)]
+    #[schema(
+        rename = "totalTickets",
+        minimum = 1,
+        maximum = 10_000_000,
+        nullable = false
+    )]
     total_tickets: Option<u32>,
     /// `false`: new bookings, holds and places in the queue are refused
     /// (`409 Sales closed`); confirmations, cancellations and the queue's
     /// promotions go on.
-    #[schema(rename = "salesOpen")]
+    #[schema(rename = "salesOpen", nullable = false)]
     sales_open: Option<bool>,
-    #[schema(rename = "waitingList", value_type = Option<WaitingListBody>)]
+    #[schema(rename = "waitingList", value_type = Option<WaitingListBody>, nullable = false)]
     waiting_list: Option<WaitingListMode>,
     /// A hold's duration when its request names none, 1 to 86400.
-    #[schema(rename = "holdSecs", minimum = 1, maximum = 86400)]
+    #[schema(rename = "holdSecs", minimum = 1, maximum = 86400, nullable = false)]
     hold_secs: Option<u32>,
 }
 

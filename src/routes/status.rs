@@ -11,6 +11,10 @@ use crate::error::{ApiError, ErrorBody};
 use crate::ids::{EventId, UserId};
 
 /// The body of an event's status: its counts, and its holds and settings.
+/// The last four are always there on the resource routes; on
+/// `/api/status/{eventId}` only for an event with live holds or settings
+/// other than the defaults, which answers the Node.js original's five
+/// fields otherwise.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventStatus {
@@ -20,24 +24,17 @@ pub struct EventStatus {
     /// `totalTickets - bookedTickets - heldTickets`.
     available_tickets: u32,
     waiting_list_count: usize,
-    /// Always on the resource routes; on `/api/status/{eventId}` only for
-    /// an event with live holds or settings other than the defaults, which
-    /// answers the Node.js original's five fields otherwise.
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    holds_and_settings: Option<HoldsAndSettings>,
-}
-
-/// What the event status gained with holds, offers and settings.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct HoldsAndSettings {
     /// Tickets set aside by live holds (offers from the queue among them).
-    held_tickets: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    held_tickets: Option<u32>,
     /// New bookings, holds and places in the queue are taken.
-    sales_open: bool,
-    waiting_list: WaitingListBody,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sales_open: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    waiting_list: Option<WaitingListBody>,
     /// A hold's duration, in seconds, when its request names none.
-    hold_secs: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hold_secs: Option<u32>,
 }
 
 impl EventStatus {
@@ -58,12 +55,10 @@ impl EventStatus {
                 .saturating_sub(booked_tickets)
                 .saturating_sub(held_tickets),
             waiting_list_count: waiting,
-            holds_and_settings: Some(HoldsAndSettings {
-                held_tickets,
-                sales_open: settings.sales_open,
-                waiting_list: settings.waiting_list.into(),
-                hold_secs: settings.hold_secs.unwrap_or(hold_secs),
-            }),
+            held_tickets: Some(held_tickets),
+            sales_open: Some(settings.sales_open),
+            waiting_list: Some(settings.waiting_list.into()),
+            hold_secs: Some(settings.hold_secs.unwrap_or(hold_secs)),
         }
     }
 
@@ -74,7 +69,8 @@ impl EventStatus {
             && summary.settings == EventSettings::new(summary.settings.total_tickets);
         let mut status = EventStatus::new(event_id, summary, hold_secs);
         if plain {
-            status.holds_and_settings = None;
+            (status.held_tickets, status.sales_open) = (None, None);
+            (status.waiting_list, status.hold_secs) = (None, None);
         }
         status
     }
