@@ -1,7 +1,7 @@
 //! Idempotent retries: a POST with an `Idempotency-Key` header is executed
 //! once; its final answer is stored in the same SQLite transaction as the
 //! change it made, and a retry with the same key and request (route and
-//! normalized fields: see `routes::extract::FromJsonObject::canonical`) gets that answer
+//! normalized fields: see `routes::extract::Canonical`) gets that answer
 //! again, byte for byte.
 //!
 //! Keys live in memory (loaded from SQLite on start), so that a request is
@@ -192,7 +192,7 @@ impl Idempotency {
     /// For a request with an `Idempotency-Key`: execute it, replay its
     /// answer, or refuse (422 for a different request, 409 while in flight).
     /// `None` when the request has no key. A request is the route and its
-    /// `canonical` body (see `routes::extract::FromJsonObject::canonical`); `sent`, the body
+    /// `canonical` body (see `routes::extract::Canonical`); `sent`, the body
     /// as it came, only matters for answers stored before that.
     pub fn begin(
         self: &Arc<Self>,

@@ -393,7 +393,7 @@ fn recover(
             totals.waiting,
             started.elapsed()
         );
-        actix_web::rt::spawn(async move { registry.wake_events_with_holds().await });
+        actix_web::rt::spawn(async move { registry.watch_holds().await });
         Ok(())
     })
 }

@@ -321,6 +321,34 @@ impl Api {
         }
     }
 
+    /// `event`'s counts as its last commit left them, from the listing of
+    /// events (`GET /api/events`, paged), which reads the database and never
+    /// the event's actor: what the server did by itself, unasked.
+    pub async fn committed_counts(&self, event: &str) -> Result<EventCounts, String> {
+        #[derive(Deserialize)]
+        struct Page {
+            events: Vec<Value>,
+            next: Option<String>,
+        }
+        let mut after = String::new();
+        loop {
+            let path = format!("/api/events?limit=1000{after}");
+            let page: Page = match self.call("GET", &path, None).await {
+                (Some(200), body) => {
+                    serde_json::from_slice(&body).map_err(|e| format!("listing: {e}"))?
+                }
+                (status, _) => return Err(format!("the listing answered {status:?}")),
+            };
+            if let Some(listed) = page.events.into_iter().find(|e| e["eventId"] == event) {
+                return serde_json::from_value(listed).map_err(|e| format!("listing: {e}"));
+            }
+            match page.next {
+                Some(next) => after = format!("&after={next}"),
+                None => return Err(format!("event {event} is not listed")),
+            }
+        }
+    }
+
     /// `None` when the server does not know the user at this event.
     pub async fn standing(&self, event: &str, user: u64) -> Result<Option<Standing>, String> {
         let path = match self.routes {

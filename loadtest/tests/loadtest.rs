@@ -122,7 +122,7 @@ fn the_checkout_scenario_holds_confirms_lets_lapse_and_verifies() {
         "--tickets",
         "100",
         "--hold-secs",
-        "1",
+        "2",
         "--confirm-ratio",
         "0.5",
         "--concurrency",
@@ -132,9 +132,11 @@ fn the_checkout_scenario_holds_confirms_lets_lapse_and_verifies() {
     let report = verified_report(&output, "checkout");
     let outcomes = &report["outcomes"];
     let count = |key: &str| outcomes[key].as_u64().unwrap();
-    // Every ticket is held first; about half the holders confirm, the
+    // Every ticket is held first (more if a hold lapsed before the queue
+    // formed, on a slow machine); about half the holders confirm, the
     // others' tickets lapse to the queue (checked by the verification).
-    assert_eq!((count("held"), count("waiting")), (100, 200), "{outcomes}");
+    assert!(count("held") >= 100, "{outcomes}");
+    assert_eq!(count("held") + count("waiting"), 300, "{outcomes}");
     assert!((20..=80).contains(&count("booked")), "confirms: {outcomes}");
 }
 

@@ -157,6 +157,16 @@ impl Directory {
     /// Starts activating `id`, unless it is already on its way in or out;
     /// returns the slot to wait on. Called when a request found no slot.
     pub(super) fn activate(self: &Arc<Self>, id: &EventId) -> Waiting {
+        self.activate_as(id, Takeover::AskOwner)
+    }
+
+    /// As [`activate`](Self::activate), but only if no instance owns the
+    /// event: an owner elsewhere is left alone, not asked to hand it over.
+    pub(super) fn activate_if_free(self: &Arc<Self>, id: &EventId) -> Waiting {
+        self.activate_as(id, Takeover::IfFree)
+    }
+
+    fn activate_as(self: &Arc<Self>, id: &EventId, takeover: Takeover) -> Waiting {
         let (started, starting) = oneshot::channel();
         match self.slots.entry(id.clone()) {
             dashmap::Entry::Occupied(slot) => Waiting::of(slot.get()),
@@ -167,7 +177,7 @@ impl Directory {
                 let id = id.clone();
                 // A task of its own: a client hanging up must not leave the slot `Starting`.
                 actix_web::rt::spawn(async move {
-                    let outcome = directory.read_and_start(&id).await;
+                    let outcome = directory.read_and_start(&id, takeover).await;
                     let _ = started.send(outcome);
                 });
                 Waiting::Start(starting)
@@ -177,8 +187,8 @@ impl Directory {
 
     /// Reads the event and starts its actor; empties the slot if there is no
     /// event, or no reading it.
-    async fn read_and_start(self: &Arc<Self>, id: &EventId) -> Started {
-        match self.read(id).await {
+    async fn read_and_start(self: &Arc<Self>, id: &EventId, takeover: Takeover) -> Started {
+        match self.read(id, takeover).await {
             Ok((session, Some(state))) => {
                 let actor = self.start_actor(id.clone(), state, session).await;
                 self.slots.insert(id.clone(), Slot::Active(actor.clone()));
@@ -199,8 +209,9 @@ impl Directory {
     pub(super) async fn read(
         &self,
         id: &EventId,
+        takeover: Takeover,
     ) -> Result<(u64, Option<EventState>), BookingError> {
-        let session = self.own(id).await?;
+        let session = self.own(id, takeover).await?;
         let (database, event) = (self.database.clone(), id.clone());
         let read = self.readers.run(move || database.load_event(&event)).await;
         match read {
@@ -223,8 +234,15 @@ impl Directory {
     /// leaves an event it just handed over to the other instance is up.
     /// Where another instance owns it, asks that one to hand it over (every
     /// `HANDOFF_ASK_AGAIN`), and tries again every `HANDOFF_POLL` for up to
-    /// `HANDOFF_WAIT`.
-    async fn own(&self, id: &EventId) -> Result<u64, BookingError> {
+    /// `HANDOFF_WAIT`; or, with `Takeover::IfFree`, gives up at once.
+    async fn own(&self, id: &EventId, takeover: Takeover) -> Result<u64, BookingError> {
+        if takeover == Takeover::IfFree {
+            if self.yielded.contains_key(id) {
+                return Err(BookingError::Elsewhere);
+            }
+            let owned = self.store.send(Activate { event: id.clone() }).await;
+            return owned.map_err(|_| BookingError::Stopped)?;
+        }
         // Read again after each wait: the release may have moved the time on.
         while let Some(until) = self.yielded.get(id).map(|until| *until) {
             let now = Instant::now();
@@ -281,7 +299,6 @@ impl Directory {
         });
     }
 
-    /// The database events are read from.
     /// How long an idle actor waits before it stops; `None`: never.
     pub(super) fn passivate_after(&self) -> Option<Duration> {
         self.passivate_after
@@ -292,6 +309,7 @@ impl Directory {
         self.hold_secs
     }
 
+    /// The database events are read from.
     pub(super) fn database(&self) -> Database {
         self.database.clone()
     }
@@ -356,6 +374,15 @@ impl Directory {
         self.passivated_since_trim.fetch_add(1, Ordering::Relaxed);
         telemetry::event_passivated();
     }
+}
+
+/// How an activation takes an event that another instance may own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Takeover {
+    /// A request needs it: the owner is asked to hand it over.
+    AskOwner,
+    /// Only if no instance owns it (an owner that died left it).
+    IfFree,
 }
 
 /// What a request for an event that is not active waits for.

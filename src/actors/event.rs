@@ -78,7 +78,7 @@ pub struct Book {
     pub slot: QueueSlot,
 }
 
-/// Cancel `user`'s ticket or waiting place. Built, and its decision
+/// Cancel `user`'s ticket, hold or waiting place. Built, and its decision
 /// rendered, by its `OrderMessage` impl in `routes/cancel.rs`.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -128,7 +128,7 @@ pub struct ReleaseHold {
 }
 
 /// Change the event's settings (see `EventState::configure`); answered
-/// with its status once committed. See `routes/events.rs`.
+/// with its status once committed. See `routes/event_settings.rs`.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Configure {
@@ -411,7 +411,7 @@ impl EventActor {
                         actor.session = session;
                         actor.stale = false;
                         // What lapsed meanwhile, or was lapsed and not stored, lapses now.
-                        actor.expiry_timer = None;
+                        actor.cancel_expiry_timer(ctx);
                         actor.lapse_due(ctx);
                     }
                     _ => {

@@ -12,7 +12,7 @@ use dashmap::Entry;
 use futures::channel::oneshot;
 use futures::FutureExt;
 
-use super::directory::{Directory, Slot, Waiting};
+use super::directory::{Directory, Slot, Takeover, Waiting};
 use super::event::{BookingError, EventActor, Recorder, Reply};
 use super::gate::Gate;
 use super::order_store::{Backlog, LoadAnswer, NotStored, OrderStore, Persist, QueueSlot};
@@ -22,6 +22,12 @@ use crate::idempotency::{Answer, KeyId, Pending, StoredKey};
 use crate::ids::EventId;
 use crate::storage::{Change, Database};
 use crate::telemetry;
+
+/// How often each instance on a shared database looks for events with live
+/// holds that no instance owns (see `EventRegistry::watch_holds`): a hold
+/// whose owner died lapses within about this much after its expiry, or after
+/// PostgreSQL noticed the owner's death, whichever is later.
+const ORPHANED_HOLDS_EVERY: Duration = Duration::from_secs(1);
 
 /// The limits of the booking path, from the settings.
 #[derive(Debug, Clone, Copy)]
@@ -96,33 +102,56 @@ impl EventRegistry {
         self.recovered.open();
     }
 
-    /// Activates the events that had live holds at their last commit, so
-    /// that each lapses its holds on time: at once, in order of expiry,
-    /// those whose time passed while the server was down. For after the
-    /// start, in the background: readiness does not wait for it. Only where
-    /// this instance is the only one: on a shared database (PostgreSQL),
-    /// activating an event owned elsewhere would ask its owner to hand it
-    /// over, and the owner keeps its events with holds active anyway.
-    pub async fn wake_events_with_holds(&self) {
+    /// Keeps every event with live holds active somewhere, so that its
+    /// actor lapses them on time. At the start, the events with holds are
+    /// activated: those whose time passed while the server was down lapse at
+    /// once, in order of expiry. Where instances share the database, this
+    /// goes on every `ORPHANED_HOLDS_EVERY`: an owner that died (or lost its
+    /// session) left its events with holds to whichever instance takes them
+    /// first. Only events that no instance owns are taken; an owner keeps its
+    /// events with holds active, and is never asked to hand them over. In
+    /// the background: readiness does not wait for it.
+    pub async fn watch_holds(&self) {
         let database = self.directory.database();
-        if database.fences() {
-            return;
+        loop {
+            self.wake_events_with_holds(&database).await;
+            if !database.fences() {
+                // One instance: its events with holds never passivate.
+                return;
+            }
+            actix_web::rt::time::sleep(ORPHANED_HOLDS_EVERY).await;
         }
-        let found = actix_web::rt::task::spawn_blocking(move || database.events_with_holds()).await;
+    }
+
+    /// Activates the events with live holds that no instance owns.
+    async fn wake_events_with_holds(&self, database: &Database) {
+        let reading = database.clone();
+        let found = actix_web::rt::task::spawn_blocking(move || reading.events_with_holds()).await;
         let events = match found {
             Ok(Ok(events)) => events,
             Ok(Err(error)) => {
-                return log::error!("could not find the events with holds to lapse: {error}")
+                return log::warn!("could not look for events with holds to lapse: {error}")
             }
             Err(_) => return,
         };
+        let mut woken = 0;
         for event in &events {
-            if let Err(error) = self.find(event).await {
-                log::warn!("event {event}, which has holds, could not be activated: {error:?}");
+            let waiting = match self.directory.slots.get(event) {
+                // Active here, or on its way in or out: its actor sees to it.
+                Some(_) => continue,
+                None => self.directory.activate_if_free(event),
+            };
+            match self.within(waiting.over()).await {
+                Ok(()) => woken += 1,
+                // Taken by another instance meanwhile.
+                Err(BookingError::Elsewhere) => {}
+                Err(error) => {
+                    log::warn!("event {event}, which has holds, could not be activated: {error:?}")
+                }
             }
         }
-        if !events.is_empty() {
-            log::info!("{} events with holds activated", events.len());
+        if woken > 0 {
+            log::info!("{woken} events with holds activated, to lapse them on time");
         }
     }
 
@@ -320,7 +349,7 @@ impl EventRegistry {
         }
         // The slot is this request's: the event may be stored, though not active.
         let mut recorder = recorder;
-        let (outcome, result) = match self.directory.read(&id).await {
+        let (outcome, result) = match self.directory.read(&id, Takeover::AskOwner).await {
             Ok((session, Some(state))) => {
                 let actor = self.directory.start_actor(id.clone(), state, session).await;
                 let exists = BookingError::Refused(Refusal::AlreadyInitialized);

@@ -15,7 +15,7 @@
 mod clock;
 mod waiting_list;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
@@ -317,12 +317,17 @@ pub struct StoredSeats {
     pub booked: Vec<Arc<str>>,
     /// In queue order.
     pub waiting: Vec<Arc<str>>,
-    /// With their expiries, passed or not.
+    /// In the order they were taken, with their expiries, passed or not.
     pub held: Vec<StoredHold>,
     pub cancelled: Vec<Arc<str>>,
     /// With the instants they lapsed at.
     pub expired: Vec<(Arc<str>, UtcMillis)>,
 }
+
+/// Where a live hold sits in the order of lapses: its expiry, then the
+/// order holds were taken in, so that holds of one expiry lapse first come,
+/// first served.
+type LapseKey = (UtcMillis, u64);
 
 /// Where one user stands; one map probe answers duplicates and lookups.
 #[derive(Debug, Clone, Copy)]
@@ -330,9 +335,9 @@ enum Seat {
     Booked,
     /// Waiting with this sequence number in the [`WaitingList`].
     Waiting(u64),
-    /// Holds a ticket until `expires_at`; `offered` from the queue.
+    /// Holds a ticket until the expiry in `lapses`; `offered` from the queue.
     Held {
-        expires_at: UtcMillis,
+        lapses: LapseKey,
         offered: bool,
     },
     Cancelled,
@@ -351,8 +356,10 @@ pub struct EventState {
     /// Every user ever seen at this event, so a cancelled user still has a status.
     users: HashMap<Arc<str>, Seat, foldhash::fast::RandomState>,
     waiting: WaitingList,
-    /// The live holds by expiry, earliest first: what lapses next.
-    expiries: BTreeSet<(UtcMillis, Arc<str>)>,
+    /// The live holds in the order they lapse: what lapses next first.
+    expiries: BTreeMap<LapseKey, Arc<str>>,
+    /// Holds taken so far: the tie-break of [`LapseKey`].
+    holds_taken: u64,
     /// Tells this state's waiting-list entries from those of an earlier
     /// reading of the event (their sequence numbers start again at 0), so
     /// that a page cursor names an entry exactly while the state lives.
@@ -367,7 +374,8 @@ impl EventState {
             held: 0,
             users: HashMap::default(),
             waiting: WaitingList::default(),
-            expiries: BTreeSet::new(),
+            expiries: BTreeMap::new(),
+            holds_taken: 0,
             // Below 10^18: 18 digits in a cursor, as the API documents.
             epoch: RandomState::new().hash_one(0u8) % 1_000_000_000_000_000_000,
         }
@@ -451,15 +459,11 @@ impl EventState {
     }
 
     fn set_held(&mut self, user: Arc<str>, expires_at: UtcMillis, offered: bool) {
+        let lapses = (expires_at, self.holds_taken);
+        self.holds_taken += 1;
         self.held += 1;
-        self.expiries.insert((expires_at, user.clone()));
-        self.users.insert(
-            user,
-            Seat::Held {
-                expires_at,
-                offered,
-            },
-        );
+        self.expiries.insert(lapses, user.clone());
+        self.users.insert(user, Seat::Held { lapses, offered });
     }
 
     /// Gives a free ticket to the head of the queue, if anyone waits: booked,
@@ -519,17 +523,17 @@ impl EventState {
     }
 
     /// `user`'s live hold, with the map's key for the user.
-    fn live_hold(&self, user: &str) -> Result<(Arc<str>, UtcMillis), Refusal> {
+    fn live_hold(&self, user: &str) -> Result<(Arc<str>, LapseKey), Refusal> {
         match self.users.get_key_value(user) {
-            Some((key, Seat::Held { expires_at, .. })) => Ok((key.clone(), *expires_at)),
+            Some((key, Seat::Held { lapses, .. })) => Ok((key.clone(), *lapses)),
             _ => Err(Refusal::HoldNotFound),
         }
     }
 
     /// Turns `user`'s live hold (or offer) into a booking, sales open or not.
     pub fn confirm(&mut self, user: &str) -> Result<((), OrderUpdate), Refusal> {
-        let (key, expires_at) = self.live_hold(user)?;
-        self.expiries.remove(&(expires_at, key.clone()));
+        let (key, lapses) = self.live_hold(user)?;
+        self.expiries.remove(&lapses);
         self.held -= 1;
         self.booked += 1;
         self.users.insert(key.clone(), Seat::Booked);
@@ -543,19 +547,19 @@ impl EventState {
         user: &str,
         now: UtcMillis,
     ) -> Result<(CancelOutcome, OrderUpdate), Refusal> {
-        let (key, expires_at) = self.live_hold(user)?;
-        Ok(self.end_hold(key, expires_at, None, now))
+        let (key, lapses) = self.live_hold(user)?;
+        Ok(self.end_hold(key, lapses, None, now))
     }
 
     /// Ends a live hold: released (`lapsed` is `None`) or lapsed then.
     fn end_hold(
         &mut self,
         user: Arc<str>,
-        expires_at: UtcMillis,
+        lapses: LapseKey,
         lapsed: Option<UtcMillis>,
         now: UtcMillis,
     ) -> (CancelOutcome, OrderUpdate) {
-        self.expiries.remove(&(expires_at, user.clone()));
+        self.expiries.remove(&lapses);
         self.held -= 1;
         let seat = lapsed.map_or(Seat::Cancelled, Seat::Expired);
         self.users.insert(user.clone(), seat);
@@ -569,24 +573,29 @@ impl EventState {
         (outcome, update)
     }
 
-    /// Lapses every hold whose expiry is not after `now`, earliest first,
-    /// each exactly as if released at its expiry. An offer its lapse makes
+    /// Lapses every hold whose expiry is not after `now`, earliest first
+    /// (of one expiry, the first taken first), each as a release would,
+    /// but recorded as lapsed at its expiry. An offer its lapse makes
     /// runs from `now`: the next user in the queue gets its whole time, even
     /// after a server that was down.
     pub fn lapse_due(&mut self, now: UtcMillis) -> Vec<OrderUpdate> {
         let mut lapsed = Vec::new();
-        while let Some((expires_at, user)) = self.expiries.first().cloned() {
+        while let Some((&lapses, user)) = self.expiries.first_key_value() {
+            let expires_at = lapses.0;
             if expires_at > now {
                 break;
             }
-            lapsed.push(self.end_hold(user, expires_at, Some(expires_at), now).1);
+            let user = user.clone();
+            lapsed.push(self.end_hold(user, lapses, Some(expires_at), now).1);
         }
         lapsed
     }
 
     /// When the earliest live hold lapses, if there is one.
     pub fn next_expiry(&self) -> Option<UtcMillis> {
-        self.expiries.first().map(|(expires_at, _)| *expires_at)
+        self.expiries
+            .first_key_value()
+            .map(|((expires_at, _), _)| *expires_at)
     }
 
     /// Gives up `user`'s ticket (to the head of the queue, if anyone
@@ -603,7 +612,7 @@ impl EventState {
         let (key, seat) = (key.clone(), *seat);
         match seat {
             Seat::Cancelled | Seat::Expired(_) => Err(Refusal::BookingNotFound),
-            Seat::Held { expires_at, .. } => Ok(self.end_hold(key, expires_at, None, now)),
+            Seat::Held { lapses, .. } => Ok(self.end_hold(key, lapses, None, now)),
             Seat::Waiting(seq) => {
                 self.waiting.remove(seq);
                 self.users.insert(key.clone(), Seat::Cancelled);
@@ -672,11 +681,8 @@ impl EventState {
             Seat::Waiting(seq) => Standing::Waiting {
                 position: self.waiting.position(*seq),
             },
-            Seat::Held {
-                expires_at,
-                offered,
-            } => Standing::Held {
-                expires_at: *expires_at,
+            Seat::Held { lapses, offered } => Standing::Held {
+                expires_at: lapses.0,
                 offered: *offered,
             },
             Seat::Cancelled => Standing::Cancelled,
@@ -1046,7 +1052,15 @@ mod tests {
                 promoted: Some(Promotion::Booked(user("b")))
             }
         );
-        assert_eq!(update.counts().and(CountsMoved::default()), update.counts());
+        assert_eq!(
+            update.counts(),
+            CountsMoved {
+                booked: 1,
+                held: -1,
+                waiting: -1
+            },
+            "a's hold ends, b books, the queue is one shorter"
+        );
         assert_eq!(state.standing("a"), Some(Standing::Cancelled));
         assert_eq!(state.standing("b"), Some(Standing::Booked));
         assert_eq!(state.standing("c"), Some(Standing::Waiting { position: 1 }));
@@ -1281,6 +1295,24 @@ mod tests {
         assert_eq!(
             book(&mut state, "new"),
             Ok(BookOutcome::Waiting { position: 1 })
+        );
+    }
+
+    #[test]
+    fn holds_of_one_expiry_lapse_in_the_order_they_were_taken() {
+        let mut state = EventState::new(EventSettings::new(2));
+        held(&mut state, "zed", 1000).unwrap();
+        held(&mut state, "amy", 1000).unwrap();
+        book(&mut state, "w").unwrap();
+        let lapsed = state.lapse_due(UtcMillis(1000));
+        assert_eq!(
+            lapsed[0],
+            OrderUpdate::HoldEnded {
+                user: user("zed"),
+                lapsed: Some(UtcMillis(1000)),
+                promoted: Some(Promotion::Booked(user("w")))
+            },
+            "zed held first: its ticket goes to the queue's head"
         );
     }
 }

@@ -80,7 +80,7 @@ impl OrderMessage for Book {
         openapi::PostErrors,
         openapi::AccessErrors,
         (status = 404, description = "Event not found (`event_not_found`)", body = ErrorBody),
-        (status = 409, description = "The user already has a ticket or a waiting place (`already_booked`, `already_waiting`), or the same Idempotency-Key is still in flight (`idempotency_key_in_flight`)", body = ErrorBody),
+        (status = 409, description = "The user already has a ticket, a hold or a waiting place (`already_booked`, `already_holding`, `already_waiting`), the event's sales are closed (`sales_closed`), or the same Idempotency-Key is still in flight (`idempotency_key_in_flight`)", body = ErrorBody),
     ),
     security((), ("bearer" = []))
 )]

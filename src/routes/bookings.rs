@@ -8,7 +8,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::book::BookResponse;
@@ -34,10 +34,6 @@ impl FromJsonObject for BookingRequest {
     fn from_object(object: &Map<String, Value>) -> Result<Self, ApiError> {
         let user = UserId::from_json(field(object, "userId")?).map_err(ApiError::InvalidInput)?;
         Ok(BookingRequest { user })
-    }
-
-    fn canonical(&self) -> Vec<u8> {
-        serde_json::to_vec(&json!({"userId": self.user.key().as_ref()})).expect("ids serialize")
     }
 }
 
@@ -67,7 +63,7 @@ fn ids(event: &str, user: Option<&str>) -> Result<(EventId, Option<UserId>), Api
         openapi::PostErrors,
         openapi::AccessErrors,
         (status = 404, description = "Event not found (`event_not_found`)", body = ErrorBody),
-        (status = 409, description = "The user already has a ticket or a waiting place (`already_booked`, `already_waiting`), or the same Idempotency-Key is still in flight (`idempotency_key_in_flight`)", body = ErrorBody),
+        (status = 409, description = "The user already has a ticket, a hold or a waiting place (`already_booked`, `already_holding`, `already_waiting`), the event's sales are closed (`sales_closed`), or the same Idempotency-Key is still in flight (`idempotency_key_in_flight`)", body = ErrorBody),
     ),
     security((), ("bearer" = []))
 )]

@@ -180,12 +180,6 @@ impl FromJsonObject for EventPatch {
         }
         Ok(body)
     }
-
-    fn canonical(&self) -> Vec<u8> {
-        let mut fields = Map::new();
-        canonical_settings(&self.patch(), &mut fields);
-        serde_json::to_vec(&fields).expect("settings serialize")
-    }
 }
 
 /// `PATCH /api/events/{eventId}` (admin): changes the event's capacity,

@@ -23,12 +23,15 @@ use crate::ids::{total_tickets_from_json, EventId, UserId};
 /// A request body type built from the fields of a JSON object.
 pub trait FromJsonObject: Sized {
     fn from_object(object: &Map<String, Value>) -> Result<Self, ApiError>;
+}
 
-    /// The request as the server reads it, in one spelling (JSON of its
-    /// normalized fields): the fingerprint of an idempotent request is taken
-    /// over this, so that a retry that differs only in how it is written
-    /// (member order, spaces, `1.0` for `1`, a user id not in NFC) is the
-    /// same request.
+/// A request as the server reads it, in one spelling (JSON of its
+/// normalized fields): the fingerprint of an idempotent request is taken
+/// over this, so that a retry that differs only in how it is written
+/// (member order, spaces, `1.0` for `1`, a user id not in NFC) is the same
+/// request. The routes whose request is more than a body (the event or
+/// user in the path, an operation) spell theirs where they call `begin`.
+pub trait Canonical {
     fn canonical(&self) -> Vec<u8>;
 }
 
@@ -182,7 +185,9 @@ impl FromJsonObject for OrderRequest {
             user: UserId::from_json(field(object, "userId")?).map_err(ApiError::InvalidInput)?,
         })
     }
+}
 
+impl Canonical for OrderRequest {
     fn canonical(&self) -> Vec<u8> {
         // The user's key: `7` and `"7"` are one user, so one request (a
         // retry replays the first answer, in the form it was sent).
@@ -254,7 +259,9 @@ impl FromJsonObject for InitializeRequest {
             hold_secs,
         })
     }
+}
 
+impl Canonical for InitializeRequest {
     fn canonical(&self) -> Vec<u8> {
         // The event, not its spelling: `7` and `"7"` are one event, as one
         // user is one user in `OrderRequest::canonical`. The other settings

@@ -32,7 +32,7 @@ pub struct HoldRequest {
     #[schema(rename = "userId")]
     user: UserId,
     /// Seconds the ticket is held, 1 to 86400; absent or `null`: the
-    /// server's `hold_secs` (600 unless configured).
+    /// event's `holdSecs`, else the server's `hold_secs` (600 unless configured).
     #[schema(rename = "holdSecs", minimum = 1, maximum = 86400)]
     hold_secs: Option<u32>,
 }
@@ -49,11 +49,6 @@ impl FromJsonObject for HoldRequest {
             }
         };
         Ok(HoldRequest { user, hold_secs })
-    }
-
-    fn canonical(&self) -> Vec<u8> {
-        let fields = json!({"userId": self.user.key().as_ref(), "holdSecs": self.hold_secs});
-        serde_json::to_vec(&fields).expect("ids serialize")
     }
 }
 
@@ -236,7 +231,7 @@ fn target(event: &str, user: &str) -> Result<OrderRequest, ApiError> {
         openapi::PostErrors,
         openapi::AccessErrors,
         (status = 404, description = "Event not found (`event_not_found`)", body = ErrorBody),
-        (status = 409, description = "The user already has a ticket, a hold or a waiting place (`already_booked`, `already_holding`, `already_waiting`), or the same Idempotency-Key is still in flight (`idempotency_key_in_flight`)", body = ErrorBody),
+        (status = 409, description = "The user already has a ticket, a hold or a waiting place (`already_booked`, `already_holding`, `already_waiting`), the event's sales are closed (`sales_closed`), or the same Idempotency-Key is still in flight (`idempotency_key_in_flight`)", body = ErrorBody),
     ),
     security((), ("bearer" = []))
 )]

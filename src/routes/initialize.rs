@@ -4,7 +4,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::extract::{FromJsonObject, InitializeRequest, Valid};
+use super::extract::{Canonical, InitializeRequest, Valid};
 use super::openapi;
 use super::order::{begin, failure, respond, success, Location};
 use crate::actors::{BookingError, EventRegistry, Recorder};

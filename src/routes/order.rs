@@ -12,7 +12,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use super::extract::{FromJsonObject, OrderRequest};
+use super::extract::{Canonical, OrderRequest};
 use crate::actors::{BookingError, EventActor, EventRegistry, QueueSlot, Recorder, Reply};
 use crate::booking::Refusal;
 use crate::error::ApiError;
@@ -186,7 +186,7 @@ pub(super) trait OrderMessage: Message<Result = ()> + Send + Sized + 'static {
     ) -> Self;
 
     /// The request in one spelling, over which its `Idempotency-Key`'s
-    /// fingerprint is taken (see `FromJsonObject::canonical`).
+    /// fingerprint is taken (see `Canonical`).
     fn canonical(request: &OrderRequest, _args: &Self::Args) -> Vec<u8> {
         request.canonical()
     }

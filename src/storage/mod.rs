@@ -97,12 +97,14 @@ impl Change {
     }
 
     /// The rows it appends to the order log, in order.
-    pub fn log_rows(&self) -> Vec<LogRow<'_>> {
-        match self {
-            Change::CreateEvent { .. } => Vec::new(),
-            Change::Configure { promoted, .. } => promoted.iter().map(LogRow::promotion).collect(),
-            Change::Order { update, .. } => log_rows(update).collect(),
-        }
+    pub fn log_rows(&self) -> impl Iterator<Item = LogRow<'_>> {
+        let (update, promoted): (Option<&OrderUpdate>, &[Promotion]) = match self {
+            Change::CreateEvent { .. } => (None, &[]),
+            Change::Configure { promoted, .. } => (None, promoted),
+            Change::Order { update, .. } => (Some(update), &[]),
+        };
+        let order_rows = update.into_iter().flat_map(log_rows);
+        order_rows.chain(promoted.iter().map(LogRow::promotion))
     }
 
     /// What it moves in its event's counts.
@@ -291,8 +293,10 @@ pub trait Storage: Send + Sync {
     /// as committed. Events created meanwhile come after every one listed.
     fn list_events(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StorageError>;
 
-    /// The events that had live holds at their last commit, which must be
-    /// activated to lapse them in time (see `Directory`).
+    /// The events that had live holds at their last commit and that no
+    /// instance owns now (every one of them, where there is one instance),
+    /// in creation order: they must be activated to lapse their holds in
+    /// time (see `EventRegistry::watch_holds`).
     fn events_with_holds(&self) -> Result<Vec<EventId>, StorageError>;
 
     /// At least as many rows as the order log holds.

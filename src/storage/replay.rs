@@ -106,20 +106,25 @@ impl Loader {
             .into_iter()
             .map(|(id, stored)| {
                 let mut seats = StoredSeats::default();
-                let mut waiting = Vec::new();
+                let (mut waiting, mut held) = (Vec::new(), Vec::new());
                 for (user, (status, row)) in stored.users {
                     match status {
                         Stored::Booked => seats.booked.push(user),
                         Stored::Waiting => waiting.push((row, user)),
-                        Stored::Held(expires_at, offered) => seats.held.push(StoredHold {
-                            user,
-                            expires_at,
-                            offered,
-                        }),
+                        Stored::Held(expires_at, offered) => held.push((
+                            row,
+                            StoredHold {
+                                user,
+                                expires_at,
+                                offered,
+                            },
+                        )),
                         Stored::Cancelled => seats.cancelled.push(user),
                         Stored::Expired(at) => seats.expired.push((user, at)),
                     }
                 }
+                held.sort_unstable_by_key(|(row, _)| *row);
+                seats.held = held.into_iter().map(|(_, hold)| hold).collect();
                 let taken = seats.booked.len() + seats.held.len();
                 let total = stored.settings.total_tickets;
                 if taken > total as usize {

@@ -459,3 +459,51 @@ async fn an_instance_whose_session_ended_answers_nothing_from_its_copy() {
         actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+#[actix_web::test]
+async fn holds_whose_owner_died_are_lapsed_on_time_by_another_instance_unasked() {
+    let Some(database) = postgres_database() else {
+        return;
+    };
+    let mut a = spawn_on(&database, &[]);
+    let b = spawn_on(&database, &[]);
+    let body = json!({"eventId": "gig", "totalTickets": 2});
+    assert_eq!(a.post("/api/events", &body).await.status, 201);
+    let short = a
+        .post(
+            "/api/events/gig/holds",
+            &json!({"userId": "short", "holdSecs": 2}),
+        )
+        .await;
+    assert_eq!(short.status, 201, "{:?}", short.body);
+    let long = a
+        .post(
+            "/api/events/gig/holds",
+            &json!({"userId": "long", "holdSecs": 3600}),
+        )
+        .await;
+    assert_eq!(long.status, 201);
+    assert_eq!(
+        a.book(json!("gig"), json!("waiter")).await.body["status"],
+        "waiting"
+    );
+    // A dies with the event and its holds: nobody asks B for the event.
+    a.send_signal("KILL");
+    a.wait_exit();
+    assert_eq!(
+        b.metric_reaching("booking_holds_lapsed_total", 1.0).await,
+        1.0,
+        "B took the orphaned event and lapsed the short hold by itself"
+    );
+    assert_eq!(b.metrics().await["booking_active_events"], 1.0);
+    assert_eq!(
+        database.sql("SELECT user_id, status FROM order_log WHERE event_id = 'gig' ORDER BY seq"),
+        "short|held\nlong|held\nwaiter|waiting\nshort|expired\nwaiter|booked"
+    );
+    // The live hold keeps its expiry, and B answers for the event now.
+    let standing = b.get("/api/events/gig/bookings/long").await.body;
+    assert_eq!(
+        (&standing["status"], &standing["expiresAt"]),
+        (&json!("held"), &long.body["expiresAt"])
+    );
+}

@@ -115,7 +115,7 @@ impl OrderStore {
                 for persist in writes {
                     if let Some(change) = &persist.change {
                         self.metrics.stored(change);
-                        self.log_rows += change.log_rows().len() as u64;
+                        self.log_rows += change.log_rows().count() as u64;
                         self.replaced_since_scan += match change {
                             Change::Order { update, .. } => update.rows_replaced(),
                             // Each promoted user's waiting row.

@@ -468,9 +468,10 @@ impl Storage for PostgresStorage {
                 expiries.push(row.expires_at);
                 ownership.push(claim);
             }
+            let moved = change.counts();
             match counts.iter_mut().find(|(id, _)| *id == event) {
-                Some((_, moved)) => *moved = moved.and(change.counts()),
-                None => counts.push((event, change.counts())),
+                Some((_, sum)) => *sum = sum.and(moved),
+                None => counts.push((event, moved)),
             }
         }
         let counted: Vec<&str> = counts.iter().map(|(id, _)| *id).collect();
@@ -678,14 +679,23 @@ impl Storage for PostgresStorage {
         })
     }
 
-    /// Through the partial index `events_holding`. Every instance activates
-    /// them at its start; all but the owner are refused, which is enough:
-    /// the owner lapses them, and an owner that died leaves them to
-    /// whichever instance next activates them (see `Directory`).
+    /// Through the partial index `events_holding`, less those whose
+    /// advisory lock some session holds (`pg_locks` shows a `bigint` key as
+    /// its high half in `classid` and its low half in `objid`, with
+    /// `objsubid` 1: <https://www.postgresql.org/docs/current/view-pg-locks.html>).
     fn events_with_holds(&self) -> Result<Vec<EventId>, StorageError> {
         let reader = self.reader()?;
-        let rows =
-            wait(reader.query("SELECT id FROM events WHERE held > 0 ORDER BY created", &[]))?;
+        let rows = wait(reader.query(
+            "SELECT e.id FROM events e
+             WHERE e.held > 0 AND NOT EXISTS (
+                 SELECT 1 FROM pg_locks l
+                 WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
+                   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                   AND l.classid::bigint = (hashtextextended(e.id, 0) >> 32) & 4294967295
+                   AND l.objid::bigint = hashtextextended(e.id, 0) & 4294967295)
+             ORDER BY e.created",
+            &[],
+        ))?;
         Ok(rows.iter().map(|row| EventId::stored(row.get(0))).collect())
     }
 

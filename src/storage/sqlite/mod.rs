@@ -142,8 +142,10 @@ impl Storage for SqliteStorage {
                     }
                     Change::Order { .. } => {}
                 }
-                let moved = counts.entry(event).or_default();
-                *moved = moved.and(change.counts());
+                if !matches!(change, Change::CreateEvent { .. }) {
+                    let moved = counts.entry(event).or_default();
+                    *moved = moved.and(change.counts());
+                }
                 for row in change.log_rows() {
                     append.execute(params![event, row.user, row.status, row.expires_at])?;
                 }
@@ -718,10 +720,28 @@ mod tests {
 
     #[test]
     fn a_version_1_database_is_upgraded() {
+        upgrade_version_1(SCHEMA);
+    }
+
+    #[test]
+    fn a_version_1_database_of_the_first_releases_is_upgraded() {
+        // Before 2d1f0eb, version 1 wrote its CHECK with `IN`.
+        let first = SCHEMA.replace(
+            "CHECK (status = 'booked' OR status = 'waiting' OR status = 'cancelled')",
+            "CHECK (status IN ('booked', 'waiting', 'cancelled'))",
+        );
+        assert_ne!(first, SCHEMA);
+        upgrade_version_1(&first);
+    }
+
+    /// A database of schema version 1 created by `schema`, with a few
+    /// orders, opened: upgraded, its orders read as they were, and every
+    /// later version's rows stored.
+    fn upgrade_version_1(schema: &str) {
         let dir = tempfile::tempdir().unwrap();
         let settings = settings(&dir);
         let old = Connection::open(&settings.database).unwrap();
-        old.execute_batch(SCHEMA).unwrap();
+        old.execute_batch(schema).unwrap();
         old.execute_batch(
             "INSERT INTO events VALUES ('quiet', 5), ('gig', 1), ('empty', 3);
              INSERT INTO order_log (event_id, user_id, status) VALUES
@@ -794,11 +814,15 @@ mod tests {
                 expires_at: UtcMillis(9),
             }],
         };
-        db.commit([&configure], [])
+        let joins = order(&quiet, OrderUpdate::Waiting(Arc::from("o")));
+        db.commit([&joins, &configure], [])
             .expect("new settings and an offered row are stored");
         let listed = db.list_events(0, 10).unwrap();
         let quiet = listed.iter().find(|e| e.id == quiet).expect("listed");
-        assert_eq!((quiet.settings, quiet.held_tickets), (settings, 2));
+        assert_eq!(
+            (quiet.settings, quiet.held_tickets, quiet.waiting),
+            (settings, 2, 0)
+        );
     }
 
     #[test]

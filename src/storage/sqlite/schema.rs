@@ -111,16 +111,18 @@ ALTER TABLE events ADD COLUMN offer_secs INTEGER;
 ALTER TABLE events ADD COLUMN hold_secs INTEGER;
 ";
 
-/// The `CHECK` on `order_log.status` before version 7, from version 7, and
-/// from version 8.
+/// The `CHECK` on `order_log.status` before version 7 (in either spelling
+/// version 1 had: the first releases wrote `IN`), from version 7, and from
+/// version 8.
 const STATUSES_1: &str = "CHECK (status = 'booked' OR status = 'waiting' OR status = 'cancelled')";
+const STATUSES_1_IN: &str = "CHECK (status IN ('booked', 'waiting', 'cancelled'))";
 const STATUSES_7: &str = "CHECK (status = 'booked' OR status = 'waiting' OR status = 'cancelled' \
      OR status = 'held' OR status = 'expired')";
 const STATUSES_8: &str = "CHECK (status = 'booked' OR status = 'waiting' OR status = 'cancelled' \
      OR status = 'held' OR status = 'expired' OR status = 'offered')";
 
-/// Widens the `CHECK` on the log's statuses from `before` to `after` in
-/// place, without copying the log: SQLite's documented procedure for a change of a table's schema that
+/// Widens the `CHECK` on the log's statuses from any of `before` to `after`
+/// in place, without copying the log: SQLite's documented procedure for a change of a table's schema that
 /// every stored row already satisfies ("Making Other Kinds Of Table Schema
 /// Changes", <https://www.sqlite.org/lang_altertable.html#otheralter>): the
 /// table's SQL text is rewritten in `sqlite_schema` with `writable_schema`
@@ -128,14 +130,16 @@ const STATUSES_8: &str = "CHECK (status = 'booked' OR status = 'waiting' OR stat
 /// schema again. The integrity check of step 7 is left out: it reads the
 /// whole file (minutes at 10 million orders), and the rewrite touches no
 /// row or index.
-fn widen_statuses(tx: &Connection, before: &str, after: &str) -> Result<(), StorageError> {
+fn widen_statuses(tx: &Connection, before: &[&str], after: &str) -> Result<(), StorageError> {
     let version: i64 = tx.pragma_query_value(None, "schema_version", |row| row.get(0))?;
     tx.pragma_update(None, "writable_schema", "ON")?;
-    tx.execute(
-        "UPDATE sqlite_schema SET sql = replace(sql, ?1, ?2)
-         WHERE type = 'table' AND name = 'order_log'",
-        [before, after],
-    )?;
+    for before in before {
+        tx.execute(
+            "UPDATE sqlite_schema SET sql = replace(sql, ?1, ?2)
+             WHERE type = 'table' AND name = 'order_log'",
+            [before, after],
+        )?;
+    }
     tx.pragma_update(None, "schema_version", version + 1)?;
     tx.pragma_update(None, "writable_schema", "OFF")?;
     let widened: bool = tx.query_row(
@@ -192,11 +196,11 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
         tx.execute_batch(ORDERS_BY_EVENT_SCHEMA)?;
     }
     if version < 7 {
-        widen_statuses(&tx, STATUSES_1, STATUSES_7)?;
+        widen_statuses(&tx, &[STATUSES_1, STATUSES_1_IN], STATUSES_7)?;
         tx.execute_batch(HOLDS_SCHEMA)?;
     }
     if version < 8 {
-        widen_statuses(&tx, STATUSES_7, STATUSES_8)?;
+        widen_statuses(&tx, &[STATUSES_7], STATUSES_8)?;
         tx.execute_batch(SETTINGS_SCHEMA)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
