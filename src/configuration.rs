@@ -33,6 +33,8 @@ pub struct Settings {
     pub passivate_after_secs: u64,
     /// A hold's duration in seconds when neither the request nor the event names one.
     pub hold_secs: u32,
+    /// Status streams open at once, at most; beyond, 503 with `Retry-After`.
+    pub max_streams: usize,
     pub client_request_timeout_ms: u64,
     pub keep_alive_secs: u64,
     pub max_connections: usize,

@@ -52,6 +52,9 @@ pub enum ApiError {
     /// Still starting: the idempotency keys are being read (just after a start).
     #[error("Server starting")]
     ServerStarting,
+    /// `max_streams` status streams are open.
+    #[error("Too many streams")]
+    TooManyStreams,
     /// Another instance owns the event (PostgreSQL's lock on it): nothing was changed.
     #[error("Event owned by another instance")]
     EventElsewhere,
@@ -131,6 +134,8 @@ pub enum ErrorCode {
     ServerBusy,
     /// 503: still starting (the idempotency keys are being read); nothing was changed.
     ServerStarting,
+    /// 503: `max_streams` status streams are open; `Retry-After` says when to try again.
+    TooManyStreams,
     /// 503: another instance owns the event for now; nothing was changed.
     EventElsewhere,
     /// 503: no answer in time; a book or cancel may still be stored.
@@ -188,6 +193,7 @@ impl ResponseError for ApiError {
             | ApiError::ServerBusy
             | ApiError::ServerStarting
             | ApiError::EventElsewhere
+            | ApiError::TooManyStreams
             | ApiError::RequestTimedOut => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -210,6 +216,8 @@ impl ResponseError for ApiError {
             | ApiError::ServerStarting
             | ApiError::EventElsewhere
             | ApiError::RequestTimedOut => response.insert_header((RETRY_AFTER, 1)),
+            // A stream lasts: a place frees up less often than a queue's.
+            ApiError::TooManyStreams => response.insert_header((RETRY_AFTER, 5)),
             ApiError::MethodNotAllowed { allow } => response.insert_header((ALLOW, *allow)),
             _ => &mut response,
         };
@@ -237,6 +245,7 @@ impl ApiError {
             ApiError::ServerBusy => ErrorCode::ServerBusy,
             ApiError::ServerStarting => ErrorCode::ServerStarting,
             ApiError::EventElsewhere => ErrorCode::EventElsewhere,
+            ApiError::TooManyStreams => ErrorCode::TooManyStreams,
             ApiError::RequestTimedOut => ErrorCode::RequestTimedOut,
             ApiError::Unauthorized => ErrorCode::Unauthorized,
             ApiError::Forbidden => ErrorCode::Forbidden,
@@ -332,6 +341,7 @@ mod tests {
             (ApiError::ServerBusy, "server_busy"),
             (ApiError::ServerStarting, "server_starting"),
             (ApiError::EventElsewhere, "event_elsewhere"),
+            (ApiError::TooManyStreams, "too_many_streams"),
             (ApiError::RequestTimedOut, "request_timed_out"),
             (ApiError::Unauthorized, "unauthorized"),
             (ApiError::Forbidden, "forbidden"),

@@ -16,7 +16,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::actors::{
-    EventRegistry, Flush, ForgetAnswers, Limits, OrderStore, Recover, Recovered, WorkerThreads,
+    EventRegistry, Flush, ForgetAnswers, Limits, OrderStore, Recover, Recovered, StatusFeed,
+    WorkerThreads,
 };
 use crate::configuration::Settings;
 use crate::idempotency::Idempotency;
@@ -59,6 +60,8 @@ pub struct Application {
     store: Addr<OrderStore>,
     /// The store's thread, stopped after the flush.
     store_thread: Arbiter,
+    /// The status streams, ended when the server stops.
+    feed: Arc<StatusFeed>,
 }
 
 impl Application {
@@ -71,8 +74,9 @@ impl Application {
         let (listener, address, max_connections) = bind(&settings, workers)?;
         // Before anything records a metric: until then, records go nowhere.
         let metrics = telemetry::install();
-        let (store, store_thread) = start_store(database.clone(), &settings);
-        let state = SharedState::new(&settings, &store, database, workers, metrics)
+        let feed = StatusFeed::new(settings.max_streams);
+        let (store, store_thread) = start_store(database.clone(), &settings, feed.clone());
+        let state = SharedState::new(&settings, &store, database, workers, metrics, feed.clone())
             .map_err(ServerError::Readers)?;
         warn_if_exposed(&settings, &state.access);
         spawn_metrics_upkeep(&state);
@@ -96,6 +100,7 @@ impl Application {
             recovery,
             store,
             store_thread,
+            feed,
         })
     }
 
@@ -125,6 +130,8 @@ impl Application {
         let outcome = match select(pin!(stop), &mut server).await {
             Either::Left((stopped, _)) => {
                 log::info!("shutting down: finishing the requests in flight");
+                // Streams never finish by themselves: they end now, their clients reconnect.
+                self.feed.stop();
                 handle.stop(true).await;
                 let served = server.await.map_err(std::io::Error::other)?;
                 stopped.and(served.map_err(ServerError::from))
@@ -153,6 +160,8 @@ struct SharedState {
     store: web::Data<Addr<OrderStore>>,
     /// For the reads that go to no event: the list of events.
     database: web::Data<Database>,
+    /// The events' committed statuses, for their streams.
+    feed: web::Data<StatusFeed>,
     /// The HTTP workers' threads, where event actors run; each worker
     /// announces its own as it starts (see `WorkerThreads`).
     threads: Arc<WorkerThreads>,
@@ -165,6 +174,7 @@ impl SharedState {
         database: Database,
         workers: usize,
         metrics: PrometheusHandle,
+        feed: Arc<StatusFeed>,
     ) -> std::io::Result<Self> {
         let threads = Arc::new(WorkerThreads::new(workers));
         let limits = Limits {
@@ -185,6 +195,7 @@ impl SharedState {
             metrics: web::Data::new(metrics),
             store: web::Data::new(store.clone()),
             database: web::Data::new(database),
+            feed: web::Data::from(feed),
             threads,
         })
     }
@@ -219,7 +230,11 @@ fn bind(
 }
 
 /// Starts the persistence actor on a thread of its own: SQLite calls block.
-fn start_store(database: Database, settings: &Settings) -> (Addr<OrderStore>, Arbiter) {
+fn start_store(
+    database: Database,
+    settings: &Settings,
+    feed: Arc<StatusFeed>,
+) -> (Addr<OrderStore>, Arbiter) {
     let store_thread = Arbiter::new();
     let (batch_limit, compaction_interval) = (
         settings.commit_batch_limit,
@@ -231,6 +246,7 @@ fn start_store(database: Database, settings: &Settings) -> (Addr<OrderStore>, Ar
             batch_limit,
             compaction_interval,
             StoreMetrics::new(),
+            feed,
         )
     });
     (store, store_thread)
@@ -312,6 +328,7 @@ fn serve(
             .app_data(state.metrics.clone())
             .app_data(state.store.clone())
             .app_data(state.database.clone())
+            .app_data(state.feed.clone())
             .app_data(BodyLimit(body_limit))
             .configure(routes::configure)
             .default_service(web::to(routes::route_not_found))

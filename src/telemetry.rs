@@ -42,6 +42,7 @@ pub const STORAGE_ERRORS: &str = "booking_storage_errors_total";
 pub const MAILBOX_REJECTIONS: &str = "booking_mailbox_rejections_total";
 pub const COMPACTED_ROWS: &str = "booking_order_log_compacted_rows_total";
 pub const IDEMPOTENCY_KEYS: &str = "booking_idempotency_keys";
+pub const OPEN_STREAMS: &str = "booking_open_streams";
 pub const EVICTED_KEYS: &str = "booking_idempotency_keys_evicted_total";
 
 /// Seconds: from well under a millisecond (a refusal) to the internal time-out.
@@ -224,6 +225,16 @@ pub fn event_passivated() {
     gauge!(ACTIVE_EVENTS).decrement(1.0);
 }
 
+/// A status stream opened.
+pub fn stream_opened() {
+    gauge!(OPEN_STREAMS).increment(1.0);
+}
+
+/// A status stream ended.
+pub fn stream_closed() {
+    gauge!(OPEN_STREAMS).decrement(1.0);
+}
+
 /// Idempotency keys kept now.
 pub fn idempotency_keys(kept: usize) {
     gauge!(IDEMPOTENCY_KEYS).set(kept as f64);
@@ -281,6 +292,7 @@ impl StoreMetrics {
         self.held.set(totals.held as f64);
         self.waiting.set(totals.waiting as f64);
         gauge!(ACTIVE_EVENTS).set(0.0);
+        gauge!(OPEN_STREAMS).set(0.0);
         counter!(ACTIVATIONS).increment(0);
         counter!(PASSIVATIONS).increment(0);
     }

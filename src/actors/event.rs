@@ -299,7 +299,7 @@ impl EventActor {
     /// idempotent request, goes to the store, which replies once they are
     /// committed; a plain refusal is replied to at once.
     fn commit_then_reply<T: Send + 'static>(
-        &self,
+        &mut self,
         decided: Result<(T, Change), Refusal>,
         reply: Reply<T>,
         recorder: Option<Recorder<T, Refusal>>,
@@ -328,13 +328,22 @@ impl EventActor {
             event: self.id.clone(),
             generation: self.generation,
         };
+        let published = change.is_some().then(|| self.next_version());
         self.store.do_send(Persist {
             change,
             answer,
             origin: Some(origin),
+            published,
             done,
             slot: Some(slot),
         });
+    }
+
+    /// Counts one more change handed to the store, and says the event's
+    /// status after it, for its status streams once it is committed.
+    fn next_version(&mut self) -> Summary {
+        self.state.bump_version();
+        self.state.summary()
     }
 
     /// Lapses the holds whose expiry has passed, each a change of its own
@@ -348,12 +357,14 @@ impl EventActor {
         };
         let now = UtcMillis::now();
         if next <= now {
-            for update in self.state.lapse_due(now) {
+            // One at a time: each change carries the status just after it.
+            while let Some(update) = self.state.lapse_next(now) {
                 let origin = Origin {
                     actor: self.me.clone(),
                     event: self.id.clone(),
                     generation: self.generation,
                 };
+                let published = Some(self.next_version());
                 self.store.do_send(Persist {
                     change: Some(Change::Order {
                         event: self.id.clone(),
@@ -361,6 +372,7 @@ impl EventActor {
                     }),
                     answer: None,
                     origin: Some(origin),
+                    published,
                     // A failure reloads the event (`StorageFailed`), which lapses the hold again.
                     done: Box::new(|_| {}),
                     slot: None,

@@ -8,6 +8,7 @@ mod gate;
 mod order_store;
 mod readers;
 mod registry;
+mod status_feed;
 mod threads;
 
 pub use event::{
@@ -18,4 +19,5 @@ pub use order_store::{
     CheckWritable, Flush, ForgetAnswers, OrderStore, QueueSlot, Recover, Recovered,
 };
 pub use registry::{EventRegistry, Limits};
+pub use status_feed::{StatusFeed, StreamSlot};
 pub use threads::WorkerThreads;

@@ -472,6 +472,7 @@ impl EventRegistry {
             change,
             answer,
             origin: None,
+            published: None,
             done,
             slot: Some(slot),
         });
@@ -498,6 +499,7 @@ impl EventRegistry {
 
 #[cfg(test)]
 mod tests {
+    use crate::actors::StatusFeed;
     use std::pin::Pin;
     use std::sync::mpsc;
     use std::task::Poll;
@@ -526,7 +528,14 @@ mod tests {
             ..Settings::default()
         };
         let database = Database::open(&settings).expect("the database opens");
-        let store = OrderStore::new(database.clone(), 64, 0, StoreMetrics::new()).start();
+        let store = OrderStore::new(
+            database.clone(),
+            64,
+            0,
+            StoreMetrics::new(),
+            StatusFeed::new(0),
+        )
+        .start();
         let threads = Arc::new(WorkerThreads::new(1));
         let (announced, done) = oneshot::channel();
         worker.spawn({

@@ -292,9 +292,12 @@ pub struct PageCursor {
     pub user: Arc<str>,
 }
 
-/// An event's settings and counts, as its status reports them.
+/// An event's settings and counts, as its status reports them, and the
+/// version they are of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
+    /// Grows by one with every change of the event (see `EventState::bump_version`).
+    pub version: u64,
     pub settings: EventSettings,
     pub booked_tickets: u32,
     pub held_tickets: u32,
@@ -364,6 +367,9 @@ pub struct EventState {
     /// reading of the event (their sequence numbers start again at 0), so
     /// that a page cursor names an entry exactly while the state lives.
     epoch: u64,
+    /// The changes decided since the event was created: the version its
+    /// status streams carry (`id:`), stored with its counts.
+    version: u64,
 }
 
 impl EventState {
@@ -378,7 +384,20 @@ impl EventState {
             holds_taken: 0,
             // Below 10^18: 18 digits in a cursor, as the API documents.
             epoch: RandomState::new().hash_one(0u8) % 1_000_000_000_000_000_000,
+            version: 0,
         }
+    }
+
+    /// The state, at the version storage holds.
+    pub fn at_version(mut self, version: u64) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// One more change was decided: the actor calls it for each change it
+    /// hands to storage, whose commit moves the stored version alike.
+    pub fn bump_version(&mut self) {
+        self.version += 1;
     }
 
     /// Rebuilds the state that storage holds. Holds whose expiry passed
@@ -579,16 +598,19 @@ impl EventState {
     /// runs from `now`: the next user in the queue gets its whole time, even
     /// after a server that was down.
     pub fn lapse_due(&mut self, now: UtcMillis) -> Vec<OrderUpdate> {
-        let mut lapsed = Vec::new();
-        while let Some((&lapses, user)) = self.expiries.first_key_value() {
-            let expires_at = lapses.0;
-            if expires_at > now {
-                break;
-            }
-            let user = user.clone();
-            lapsed.push(self.end_hold(user, lapses, Some(expires_at), now).1);
+        std::iter::from_fn(|| self.lapse_next(now)).collect()
+    }
+
+    /// Lapses the hold that lapses first, if its expiry is not after `now`
+    /// (see [`lapse_due`](Self::lapse_due)).
+    pub fn lapse_next(&mut self, now: UtcMillis) -> Option<OrderUpdate> {
+        let (&lapses, user) = self.expiries.first_key_value()?;
+        let expires_at = lapses.0;
+        if expires_at > now {
+            return None;
         }
-        lapsed
+        let user = user.clone();
+        Some(self.end_hold(user, lapses, Some(expires_at), now).1)
     }
 
     /// When the earliest live hold lapses, if there is one.
@@ -740,6 +762,7 @@ impl EventState {
 
     pub fn summary(&self) -> Summary {
         Summary {
+            version: self.version,
             settings: self.settings,
             booked_tickets: self.booked,
             held_tickets: self.held,
@@ -790,6 +813,7 @@ mod tests {
         assert_eq!(
             state.summary(),
             Summary {
+                version: 0,
                 settings: EventSettings::new(2),
                 booked_tickets: 2,
                 held_tickets: 0,
@@ -828,6 +852,7 @@ mod tests {
         assert_eq!(
             state.summary(),
             Summary {
+                version: 0,
                 settings: EventSettings::new(1),
                 booked_tickets: 1,
                 held_tickets: 0,
@@ -909,6 +934,7 @@ mod tests {
         assert_eq!(
             state.summary(),
             Summary {
+                version: 0,
                 settings: EventSettings::new(1),
                 booked_tickets: 1,
                 held_tickets: 0,

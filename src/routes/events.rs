@@ -13,7 +13,6 @@ use super::openapi;
 use super::page::EventsQuery;
 use super::status::{full_event_status, EventStatus};
 use crate::actors::EventRegistry;
-use crate::booking::Summary;
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::Idempotency;
 use crate::ids::EventId;
@@ -113,12 +112,7 @@ pub async fn list_events(
     let events = events
         .into_iter()
         .map(|event| {
-            let summary = Summary {
-                settings: event.settings,
-                booked_tickets: event.booked_tickets,
-                held_tickets: event.held_tickets,
-                waiting: event.waiting as usize,
-            };
+            let summary = event.summary();
             EventStatus::new(event.id, summary, registry.hold_secs())
         })
         .collect();

@@ -20,6 +20,7 @@ mod order;
 mod page;
 mod recovery;
 mod status;
+mod streams;
 mod strict_json;
 
 use actix_cors::Cors;
@@ -85,6 +86,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     resource("/events/{eventId}/bookings/{userId}", "GET, HEAD, DELETE")
                         .route(web::get().to(bookings::get_booking))
                         .route(web::delete().to(bookings::delete_booking)),
+                )
+                .service(
+                    resource("/events/{eventId}/stream", ALLOW_GET)
+                        .route(web::get().to(streams::event_stream)),
                 )
                 .service(
                     resource("/events/{eventId}/holds", "POST")

@@ -183,6 +183,7 @@ Every `GET` route answers `HEAD` as well, with the same status and headers and n
         super::events::create_event,
         super::events::list_events,
         super::events::get_event,
+        super::streams::event_stream,
         super::event_settings::update_event,
         super::bookings::create_booking,
         super::bookings::get_booking,

@@ -45,6 +45,7 @@ impl EventStatus {
             booked_tickets,
             held_tickets,
             waiting,
+            ..
         } = summary;
         EventStatus {
             event_id,

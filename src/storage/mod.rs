@@ -21,7 +21,8 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use crate::booking::{
-    CountsMoved, EventSettings, EventState, OrderUpdate, Promotion, UtcMillis, WaitingListMode,
+    CountsMoved, EventSettings, EventState, OrderUpdate, Promotion, Summary, UtcMillis,
+    WaitingListMode,
 };
 use crate::configuration::{Backend, Settings};
 use crate::idempotency::{Answer, KeyId, StoredAnswer, StoredKey};
@@ -223,10 +224,25 @@ pub struct StoredEvent {
     pub id: EventId,
     /// Its place in creation order (1, 2, ...): the cursor of a listing.
     pub created: i64,
+    /// Its changes committed so far (see `Summary::version`).
+    pub version: u64,
     pub settings: EventSettings,
     pub booked_tickets: u32,
     pub held_tickets: u32,
     pub waiting: u64,
+}
+
+impl StoredEvent {
+    /// Its settings and counts as an event's status reports them.
+    pub fn summary(&self) -> Summary {
+        Summary {
+            version: self.version,
+            settings: self.settings,
+            booked_tickets: self.booked_tickets,
+            held_tickets: self.held_tickets,
+            waiting: self.waiting as usize,
+        }
+    }
 }
 
 /// What [`Storage::session`] says while the writer has no session: nothing
@@ -292,6 +308,10 @@ pub trait Storage: Send + Sync {
     /// creation order (0: from the first), in that order, with their counts
     /// as committed. Events created meanwhile come after every one listed.
     fn list_events(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StorageError>;
+
+    /// One stored event as [`list_events`](Self::list_events) lists it; `None`
+    /// if it was never committed.
+    fn stored_event(&self, event: &EventId) -> Result<Option<StoredEvent>, StorageError>;
 
     /// The events that had live holds at their last commit and that no
     /// instance owns now (every one of them, where there is one instance),

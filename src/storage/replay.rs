@@ -20,6 +20,8 @@ pub(super) struct Loader {
 
 pub(super) struct ReplayedEvent {
     settings: EventSettings,
+    /// As the event's row holds it (see `Summary::version`).
+    version: u64,
     /// Each user's last status, with its row (`seq`): the replay order.
     users: HashMap<Arc<str>, (Stored, i64), foldhash::fast::RandomState>,
 }
@@ -45,11 +47,12 @@ enum Stored {
 }
 
 impl Loader {
-    pub(super) fn event(&mut self, id: &str, settings: EventSettings) {
+    pub(super) fn event(&mut self, id: &str, settings: EventSettings, version: u64) {
         self.events.insert(
             EventId::stored(id),
             ReplayedEvent {
                 settings,
+                version,
                 users: HashMap::default(),
             },
         );
@@ -134,7 +137,8 @@ impl Loader {
                 }
                 waiting.sort_unstable_by_key(|(row, _)| *row);
                 seats.waiting = waiting.into_iter().map(|(_, user)| user).collect();
-                Ok((id, EventState::restore(stored.settings, seats)))
+                let state = EventState::restore(stored.settings, seats);
+                Ok((id, state.at_version(stored.version)))
             })
             .collect::<Result<_, _>>()?;
         Ok(StoredOrders {

@@ -6,7 +6,8 @@
 //! `postgres.rs`,
 //! `idempotency_key_in_flight` in `idempotency.rs`, `hold_not_found` and
 //! `already_holding` in `holds.rs`, `sales_closed` and
-//! `capacity_below_tickets_taken` in `event_settings.rs`, `unauthorized`,
+//! `capacity_below_tickets_taken` in `event_settings.rs`, `too_many_streams` in
+//! `streams.rs`, `unauthorized`,
 //! `forbidden` and `rate_limited` in `access.rs`; `service_unavailable` (the
 //! server stopping) and `internal_error` by the unit tests of `error.rs`.
 
@@ -16,7 +17,7 @@ use crate::helpers::{spawn_app, Answer};
 
 /// The codes, as issues 20, 22 and 23 and `docs/api.md` list them: clients branch on
 /// these strings, so any change here is a breaking change.
-const CODES: [&str; 25] = [
+const CODES: [&str; 26] = [
     "invalid_input",
     "unauthorized",
     "forbidden",
@@ -40,6 +41,7 @@ const CODES: [&str; 25] = [
     "server_busy",
     "server_starting",
     "event_elsewhere",
+    "too_many_streams",
     "request_timed_out",
     "service_unavailable",
 ];

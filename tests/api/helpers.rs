@@ -48,7 +48,7 @@ impl Answer {
 }
 
 /// Turns a current database into one of schema version 3, as the server of
-/// that version left it: its next start must upgrade it (versions 4 to 8).
+/// that version left it: its next start must upgrade it (versions 4 to 9).
 /// The CHECK on the log's statuses is narrowed back as SQLite's documented
 /// procedure allows (`writable_schema`), with the server stopped.
 pub const BACK_TO_VERSION_3: &str = "
@@ -58,6 +58,7 @@ pub const BACK_TO_VERSION_3: &str = "
         'CHECK (status = ''booked'' OR status = ''waiting'' OR status = ''cancelled'')')
     WHERE type = 'table' AND name = 'order_log';
     PRAGMA writable_schema = OFF;
+    ALTER TABLE events DROP COLUMN version;
     ALTER TABLE events DROP COLUMN sales_open;
     ALTER TABLE events DROP COLUMN waiting_list;
     ALTER TABLE events DROP COLUMN offer_secs;
@@ -518,5 +519,87 @@ impl TestApp {
                 .await,
         )
         .await
+    }
+}
+
+/// One server-sent event, as a stream's client reads it.
+#[derive(Debug, Clone)]
+pub struct SentEvent {
+    pub event: String,
+    pub id: String,
+    pub data: Value,
+}
+
+/// The events of an open `text/event-stream` response, read as they come.
+pub struct EventReader {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    body: std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>>>,
+    >,
+    buffered: String,
+}
+
+impl EventReader {
+    /// The next event, skipping comment lines (keep-alives); `None` once
+    /// the stream ended, or if nothing came within `within`.
+    pub async fn next_event(&mut self, within: Duration) -> Option<SentEvent> {
+        use futures::StreamExt;
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(end) = self.buffered.find("\n\n") {
+                let block: String = self.buffered.drain(..end + 2).collect();
+                let mut event = SentEvent {
+                    event: String::new(),
+                    id: String::new(),
+                    data: Value::Null,
+                };
+                for line in block.lines() {
+                    match line.split_once(':') {
+                        Some(("event", value)) => event.event = value.trim().to_string(),
+                        Some(("id", value)) => event.id = value.trim().to_string(),
+                        Some(("data", value)) => {
+                            event.data = serde_json::from_str(value.trim()).unwrap_or(Value::Null)
+                        }
+                        _ => {}
+                    }
+                }
+                if !event.event.is_empty() {
+                    return Some(event);
+                }
+                continue;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match actix_web::rt::time::timeout(left, self.body.next()).await {
+                Ok(Some(Ok(bytes))) => self.buffered.push_str(&String::from_utf8_lossy(&bytes)),
+                _ => return None,
+            }
+        }
+    }
+}
+
+impl TestApp {
+    /// Opens a GET stream at `path` with these headers.
+    pub async fn stream(&self, path: &str, headers: &[(&str, &str)]) -> EventReader {
+        let response = self
+            .build("GET", path, headers)
+            .send()
+            .await
+            .expect("the server answers");
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(name, value)| {
+                let value = value.to_str().unwrap_or_default().to_string();
+                (name.as_str().to_string(), value)
+            })
+            .collect();
+        EventReader {
+            status,
+            headers,
+            body: Box::pin(response),
+            buffered: String::new(),
+        }
     }
 }

@@ -28,5 +28,6 @@ mod postgres_server;
 mod resources;
 mod status;
 mod storage_failure;
+mod streams;
 mod user_identity;
 mod virtual_actors;

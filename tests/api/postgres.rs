@@ -154,7 +154,7 @@ async fn instances_starting_at_once_on_one_database_create_its_schema_once() {
     for app in &apps {
         app.until_ready().await;
     }
-    assert_eq!(database.sql("SELECT version FROM booking_schema"), "4");
+    assert_eq!(database.sql("SELECT version FROM booking_schema"), "5");
     // Creations of all instances take one order.
     for (i, app) in apps.iter().enumerate() {
         assert_eq!(app.initialize(json!(format!("e{i}")), 1).await.status, 201);
@@ -177,7 +177,7 @@ async fn a_database_of_schema_version_1_is_migrated_and_keeps_its_orders() {
     assert!(app.stop_with("TERM").success());
     // Back to version 1, as an older release left it.
     database.sql(
-        "ALTER TABLE events DROP COLUMN sales_open, DROP COLUMN waiting_list,
+        "ALTER TABLE events DROP COLUMN version, DROP COLUMN sales_open, DROP COLUMN waiting_list,
              DROP COLUMN offer_secs, DROP COLUMN hold_secs;
          DROP INDEX events_holding;
          ALTER TABLE events DROP COLUMN held;
@@ -192,7 +192,7 @@ async fn a_database_of_schema_version_1_is_migrated_and_keeps_its_orders() {
 
     app.start();
     app.until_ready().await;
-    assert_eq!(database.sql("SELECT version FROM booking_schema"), "4");
+    assert_eq!(database.sql("SELECT version FROM booking_schema"), "5");
     assert_eq!(app.counts("gig").await, (1, 1));
     assert_eq!(
         app.cancel(json!("gig"), json!("a")).await.body["status"],
@@ -203,7 +203,7 @@ async fn a_database_of_schema_version_1_is_migrated_and_keeps_its_orders() {
         database.sql("SELECT user_id, status, ownership IS NOT NULL FROM order_log ORDER BY seq"),
         "a|booked|f\nb|waiting|f\na|cancelled|t\nb|booked|t"
     );
-    // Versions 3 and 4: holds and settings, which the old schema refused.
+    // Versions 3 to 5: holds, settings and versions, which the old schema lacked.
     app.initialize(json!("fair"), 1).await;
     let held = app
         .post("/api/events/fair/holds", &json!({"userId": "h"}))

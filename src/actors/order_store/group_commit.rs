@@ -13,6 +13,7 @@ use actix::prelude::*;
 
 use super::{OrderStore, QueueSlot};
 use crate::actors::event::{EventAddr, StorageFailed};
+use crate::booking::Summary;
 use crate::idempotency::Pending;
 use crate::ids::EventId;
 use crate::storage::{Change, StorageError};
@@ -44,6 +45,9 @@ pub struct Persist {
     pub answer: Option<Pending>,
     /// `None` for what no event actor decided (a new event, an unknown one).
     pub origin: Option<Origin>,
+    /// The event's status after `change`, for its status streams once the
+    /// change is committed (see `StatusFeed`).
+    pub published: Option<Summary>,
     pub done: OnCommit,
     /// Its place in the bounded queue, freed once it is answered; `None`
     /// for a change no request asked for (a hold's lapse), which is stored
@@ -115,6 +119,9 @@ impl OrderStore {
                 for persist in writes {
                     if let Some(change) = &persist.change {
                         self.metrics.stored(change);
+                        if let Some(status) = persist.published {
+                            self.feed.publish(change.event(), status);
+                        }
                         self.log_rows += change.log_rows().count() as u64;
                         self.replaced_since_scan += match change {
                             Change::Order { update, .. } => update.rows_replaced(),
@@ -266,6 +273,7 @@ mod tests {
                 change: None,
                 answer: Some(claim.answer(answer)),
                 origin: None,
+                published: None,
                 done,
                 slot: backlog.reserve(),
             }

@@ -244,6 +244,7 @@ impl Handler<ForgetAnswers> for OrderStore {
 
 #[cfg(test)]
 mod tests {
+    use crate::actors::StatusFeed;
     use std::sync::Arc;
 
     use super::*;
@@ -310,7 +311,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (database, rows) = churned_database(&dir, CHURNED);
         let superseded = superseded_of_gig(&database);
-        let store = OrderStore::new(database, 64, 0, StoreMetrics::new()).start();
+        let store =
+            OrderStore::new(database, 64, 0, StoreMetrics::new(), StatusFeed::new(0)).start();
         let recovered = store.send(Recover { answers_since: 0 });
         store.do_send(Compact { rows: superseded });
         // Queued behind the rows to delete, so ahead of the compaction they schedule.
@@ -320,6 +322,7 @@ mod tests {
             change: Some(order(OrderUpdate::Booked("late".into()))),
             answer: None,
             origin: None,
+            published: None,
             done: Box::new(move |outcome| {
                 let _ = heard.send((outcome.is_ok(), counted()));
             }),
@@ -355,7 +358,7 @@ mod tests {
         // On a thread of its own, as in the server: changes arrive during its commits.
         let thread = Arbiter::new();
         let store = OrderStore::start_in_arbiter(&thread.handle(), move |_| {
-            OrderStore::new(database, 64, 0, StoreMetrics::new())
+            OrderStore::new(database, 64, 0, StoreMetrics::new(), StatusFeed::new(0))
         });
         store
             .send(Recover { answers_since: 0 })
@@ -379,6 +382,7 @@ mod tests {
                 change: Some(order(OrderUpdate::Booked(format!("b{booked}").into()))),
                 answer: None,
                 origin: None,
+                published: None,
                 done: Box::new(|_| {}),
                 slot: Some(slot),
             });

@@ -23,6 +23,7 @@ mod housekeeping;
 mod reads;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
@@ -32,6 +33,7 @@ pub use group_commit::{Flush, NotStored, Origin, Persist};
 pub use housekeeping::{Compact, ForgetAnswers};
 pub use reads::{Activate, CheckWritable, LoadAnswer, Recover, Recovered, Release, Reload};
 
+use super::status_feed::StatusFeed;
 use crate::ids::EventId;
 use crate::storage::Database;
 use crate::telemetry::StoreMetrics;
@@ -53,6 +55,8 @@ pub struct OrderStore {
     valid_from: HashMap<EventId, u64>,
     /// What was committed, for `/metrics`.
     metrics: StoreMetrics,
+    /// Where each committed change's status goes, to the event's streams.
+    feed: Arc<StatusFeed>,
     /// The events this instance owns, each with the writer's session that
     /// took it (`Storage::claim`). A change of an event not owned in the
     /// current session is refused, not written: another instance may have
@@ -93,6 +97,7 @@ impl OrderStore {
         batch_limit: usize,
         compaction_interval: u64,
         metrics: StoreMetrics,
+        feed: Arc<StatusFeed>,
     ) -> Self {
         OrderStore {
             database,
@@ -101,6 +106,7 @@ impl OrderStore {
             batch_limit,
             valid_from: HashMap::new(),
             metrics,
+            feed,
             owned: HashMap::new(),
             superseded: Vec::new(),
             forget: None,

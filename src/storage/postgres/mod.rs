@@ -125,13 +125,14 @@ WITH orders AS (
     SELECT e, u, s, x, w FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[])
         WITH ORDINALITY AS o (e, u, s, x, w, n) ORDER BY n
 ), counts AS (
-    UPDATE events SET booked = booked + d.b, held = held + d.h, waiting = waiting + d.w
-    FROM unnest($6::text[], $7::int8[], $8::int8[], $9::int8[]) AS d (id, b, h, w)
+    UPDATE events SET booked = booked + d.b, held = held + d.h, waiting = waiting + d.w,
+        version = version + d.v
+    FROM unnest($6::text[], $7::int8[], $8::int8[], $9::int8[], $10::int8[]) AS d (id, b, h, w, v)
     WHERE events.id = d.id
 ), answers AS (
     INSERT INTO idempotency (scope, key, fingerprint, status, body, stored_at)
-    SELECT s, k, f, c, b, t FROM unnest($10::text[], $11::text[], $12::bytea[],
-        $13::int4[], $14::bytea[], $15::int8[])
+    SELECT s, k, f, c, b, t FROM unnest($11::text[], $12::text[], $13::bytea[],
+        $14::int4[], $15::bytea[], $16::int8[])
         WITH ORDINALITY AS a (s, k, f, c, b, t, n) ORDER BY n
     RETURNING seq
 )
@@ -402,22 +403,45 @@ enum Reopen {
     No,
 }
 
-/// The columns of `events` that hold its settings, in the order
-/// [`settings_of`] reads them.
-const SETTINGS: &str = "total_tickets, sales_open, waiting_list, offer_secs, hold_secs";
+/// The columns of `events` that hold its version and settings, in the
+/// order [`settings_of`] reads them.
+const SETTINGS: &str = "version, total_tickets, sales_open, waiting_list, offer_secs, hold_secs";
 
-/// The settings in the columns [`SETTINGS`] of `row`, from column `first` on.
-fn settings_of(row: &tokio_postgres::Row, first: usize) -> Result<EventSettings, StorageError> {
-    let total: i64 = row.try_get(first)?;
-    let hold_secs: Option<i64> = row.try_get(first + 4)?;
+/// The version and settings in the columns [`SETTINGS`] of `row`, from
+/// column `first` on.
+fn settings_of(
+    row: &tokio_postgres::Row,
+    first: usize,
+) -> Result<(u64, EventSettings), StorageError> {
+    let version: i64 = row.try_get(first)?;
+    let total: i64 = row.try_get(first + 1)?;
+    let hold_secs: Option<i64> = row.try_get(first + 5)?;
     let number = |value: i64| {
         u32::try_from(value).map_err(|_| StorageError::Inconsistent(format!("setting {value}")))
     };
-    Ok(EventSettings {
+    let settings = EventSettings {
         total_tickets: number(total)?,
-        sales_open: row.try_get(first + 1)?,
-        waiting_list: waiting_list_of(row.try_get(first + 2)?, row.try_get(first + 3)?)?,
+        sales_open: row.try_get(first + 2)?,
+        waiting_list: waiting_list_of(row.try_get(first + 3)?, row.try_get(first + 4)?)?,
         hold_secs: hold_secs.map(number).transpose()?,
+    };
+    Ok((version.max(0) as u64, settings))
+}
+
+/// The columns of an event as listed, in the order [`stored_event_of`] reads them.
+const LISTED: &str = "id, created, booked, held, waiting";
+
+/// The event in the columns `LISTED`, then [`SETTINGS`], of `row`.
+fn stored_event_of(row: &tokio_postgres::Row) -> Result<StoredEvent, StorageError> {
+    let (version, settings) = settings_of(row, 5)?;
+    Ok(StoredEvent {
+        id: EventId::stored(row.try_get(0)?),
+        created: row.try_get(1)?,
+        version,
+        booked_tickets: row.try_get::<_, i64>(2)?.max(0) as u32,
+        held_tickets: row.try_get::<_, i64>(3)?.max(0) as u32,
+        waiting: row.try_get::<_, i64>(4)?.max(0) as u64,
+        settings,
     })
 }
 
@@ -445,8 +469,9 @@ impl Storage for PostgresStorage {
         let (mut events, mut users, mut statuses) = (Vec::new(), Vec::new(), Vec::new());
         let (mut expiries, mut ownership) = (Vec::new(), Vec::new());
         let ownerships = self.ownerships();
-        // Each event's counts move once per transaction, however many of its changes it holds.
-        let mut counts: Vec<(&str, CountsMoved)> = Vec::new();
+        // Each event's counts (and version, by its changes) move once per
+        // transaction, however many of its changes it holds.
+        let mut counts: Vec<(&str, CountsMoved, i64)> = Vec::new();
         for change in changes {
             let event = change.event().as_str();
             match change {
@@ -469,15 +494,16 @@ impl Storage for PostgresStorage {
                 ownership.push(claim);
             }
             let moved = change.counts();
-            match counts.iter_mut().find(|(id, _)| *id == event) {
-                Some((_, sum)) => *sum = sum.and(moved),
-                None => counts.push((event, moved)),
+            match counts.iter_mut().find(|(id, ..)| *id == event) {
+                Some((_, sum, changes)) => (*sum, *changes) = (sum.and(moved), *changes + 1),
+                None => counts.push((event, moved, 1)),
             }
         }
-        let counted: Vec<&str> = counts.iter().map(|(id, _)| *id).collect();
-        let booked: Vec<i64> = counts.iter().map(|(_, moved)| moved.booked).collect();
-        let held: Vec<i64> = counts.iter().map(|(_, moved)| moved.held).collect();
-        let waiting: Vec<i64> = counts.iter().map(|(_, moved)| moved.waiting).collect();
+        let counted: Vec<&str> = counts.iter().map(|(id, ..)| *id).collect();
+        let booked: Vec<i64> = counts.iter().map(|(_, moved, _)| moved.booked).collect();
+        let held: Vec<i64> = counts.iter().map(|(_, moved, _)| moved.held).collect();
+        let waiting: Vec<i64> = counts.iter().map(|(_, moved, _)| moved.waiting).collect();
+        let versions: Vec<i64> = counts.iter().map(|(.., changes)| *changes).collect();
         let scopes: Vec<&str> = answers.iter().map(|a| a.id.scope.as_str()).collect();
         let keys: Vec<&str> = answers.iter().map(|a| a.id.key.as_str()).collect();
         let prints: Vec<&[u8]> = answers.iter().map(|a| &a.fingerprint[..]).collect();
@@ -485,9 +511,9 @@ impl Storage for PostgresStorage {
         let bodies: Vec<&[u8]> = answers.iter().map(|a| &a.answer.body[..]).collect();
         let times: Vec<i64> = answers.iter().map(|a| a.stored_at).collect();
         drop(ownerships);
-        let params: [&(dyn ToSql + Sync); 15] = [
+        let params: [&(dyn ToSql + Sync); 16] = [
             &events, &users, &statuses, &expiries, &ownership, &counted, &booked, &held, &waiting,
-            &scopes, &keys, &prints, &codes, &bodies, &times,
+            &versions, &scopes, &keys, &prints, &codes, &bodies, &times,
         ];
         let mut writer = self.writer(Reopen::No)?;
         let Writer { client, commit } = writer.as_mut().expect("connected");
@@ -635,7 +661,8 @@ impl Storage for PostgresStorage {
                 .query(&format!("SELECT id, {SETTINGS} FROM events"), &[])
                 .await?
             {
-                loader.event(row.get(0), settings_of(&row, 1)?);
+                let (version, settings) = settings_of(&row, 1)?;
+                loader.event(row.get(0), settings, version);
             }
             let no_params: [&str; 0] = [];
             let rows = reader
@@ -703,23 +730,21 @@ impl Storage for PostgresStorage {
         let reader = self.reader()?;
         let rows = wait(reader.query(
             &format!(
-                "SELECT id, created, booked, held, waiting, {SETTINGS} FROM events
+                "SELECT {LISTED}, {SETTINGS} FROM events
                  WHERE created > $1 ORDER BY created LIMIT $2"
             ),
             &[&after, &i64::from(limit)],
         ))?;
-        rows.iter()
-            .map(|row| {
-                Ok(StoredEvent {
-                    id: EventId::stored(row.get(0)),
-                    created: row.get(1),
-                    booked_tickets: row.get::<_, i64>(2).max(0) as u32,
-                    held_tickets: row.get::<_, i64>(3).max(0) as u32,
-                    waiting: row.get::<_, i64>(4).max(0) as u64,
-                    settings: settings_of(row, 5)?,
-                })
-            })
-            .collect()
+        rows.iter().map(stored_event_of).collect()
+    }
+
+    fn stored_event(&self, event: &EventId) -> Result<Option<StoredEvent>, StorageError> {
+        let reader = self.reader()?;
+        let row = wait(reader.query_opt(
+            &format!("SELECT {LISTED}, {SETTINGS} FROM events WHERE id = $1"),
+            &[&event.as_str()],
+        ))?;
+        row.as_ref().map(stored_event_of).transpose()
     }
 
     fn log_rows_at_most(&self) -> Result<u64, StorageError> {
@@ -810,7 +835,8 @@ impl Storage for PostgresStorage {
                 return Ok(None);
             };
             let mut loader = Loader::default();
-            loader.event(event.as_str(), settings_of(&row, 0)?);
+            let (version, settings) = settings_of(&row, 0)?;
+            loader.event(event.as_str(), settings, version);
             let rows = reader
                 .query_raw(
                     "SELECT seq, user_id, status, expires_at FROM order_log

@@ -9,7 +9,7 @@ use tokio_postgres::Client;
 use super::super::StorageError;
 
 /// Stored in `booking_schema.version`; a database with a newer one is refused.
-pub(super) const SCHEMA_VERSION: i64 = 4;
+pub(super) const SCHEMA_VERSION: i64 = 5;
 
 /// The advisory lock key that serializes migrations (the bytes of "evbook-m").
 const MIGRATION_LOCK: i64 = 0x6576_626f_6f6b_2d6d;
@@ -96,6 +96,10 @@ ALTER TABLE order_log ADD CONSTRAINT order_log_status_check
     CHECK (status IN ('booked', 'waiting', 'cancelled', 'held', 'expired', 'offered')) NOT VALID;
 ";
 
+/// Version 5: each event's version, the number of its changes committed,
+/// as SQLite's version 9.
+const VERSIONS: &str = "ALTER TABLE events ADD COLUMN version bigint NOT NULL DEFAULT 0;";
+
 /// Creates the schema in an empty database, migrates an older one, refuses
 /// a newer one. Safe when
 /// several instances start at once (see the module's comment).
@@ -131,6 +135,11 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), StorageError> {
     if version < 4 {
         tx.batch_execute(SETTINGS).await?;
         tx.execute("UPDATE booking_schema SET version = 4", &[])
+            .await?;
+    }
+    if version < 5 {
+        tx.batch_execute(VERSIONS).await?;
+        tx.execute("UPDATE booking_schema SET version = 5", &[])
             .await?;
     }
     tx.commit().await?;

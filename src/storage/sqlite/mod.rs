@@ -113,8 +113,9 @@ impl Storage for SqliteStorage {
                 "INSERT INTO order_log (event_id, user_id, status, expires_at)
                  VALUES (?1, ?2, ?3, ?4)",
             )?;
-            // Each event's counts move once per transaction, however many of its changes it holds.
-            let mut counts: HashMap<&str, CountsMoved> = HashMap::new();
+            // Each event's counts (and version, by its changes) move once per
+            // transaction, however many of its changes it holds.
+            let mut counts: HashMap<&str, (CountsMoved, i64)> = HashMap::new();
             for change in changes {
                 let event = change.event().as_str();
                 match change {
@@ -143,19 +144,22 @@ impl Storage for SqliteStorage {
                     Change::Order { .. } => {}
                 }
                 if !matches!(change, Change::CreateEvent { .. }) {
-                    let moved = counts.entry(event).or_default();
+                    let (moved, changes) = counts.entry(event).or_default();
                     *moved = moved.and(change.counts());
+                    *changes += 1;
                 }
                 for row in change.log_rows() {
                     append.execute(params![event, row.user, row.status, row.expires_at])?;
                 }
             }
             let mut count = tx.prepare_cached(
-                "UPDATE events SET booked = booked + ?2, held = held + ?3, waiting = waiting + ?4
+                "UPDATE events SET booked = booked + ?2, held = held + ?3, waiting = waiting + ?4,
+                     version = version + ?5
                  WHERE id = ?1",
             )?;
-            for (event, moved) in counts {
-                count.execute(params![event, moved.booked, moved.held, moved.waiting])?;
+            for (event, (moved, changes)) in counts {
+                let (booked, held, waiting) = (moved.booked, moved.held, moved.waiting);
+                count.execute(params![event, booked, held, waiting, changes])?;
             }
         }
         let mut rows = Vec::new();
@@ -340,22 +344,24 @@ impl Storage for SqliteStorage {
     fn list_events(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StorageError> {
         let conn = self.pool.get()?;
         let mut query = conn.prepare_cached(&format!(
-            "SELECT id, created, booked, held, waiting, {SETTINGS} FROM events
+            "SELECT {LISTED}, {SETTINGS} FROM events
              WHERE created > ?1 ORDER BY created LIMIT ?2"
         ))?;
         let mut rows = query.query(params![after, limit])?;
         let mut events = Vec::new();
         while let Some(row) = rows.next()? {
-            events.push(StoredEvent {
-                id: EventId::stored(row.get_ref(0)?.as_str()?),
-                created: row.get(1)?,
-                booked_tickets: row.get(2)?,
-                held_tickets: row.get(3)?,
-                waiting: row.get::<_, i64>(4)?.max(0) as u64,
-                settings: settings_of(row, 5)?,
-            });
+            events.push(stored_event_of(row)?);
         }
         Ok(events)
+    }
+
+    fn stored_event(&self, event: &EventId) -> Result<Option<StoredEvent>, StorageError> {
+        let conn = self.pool.get()?;
+        let mut query = conn.prepare_cached(&format!(
+            "SELECT {LISTED}, {SETTINGS} FROM events WHERE id = ?1"
+        ))?;
+        let mut rows = query.query([event.as_str()])?;
+        rows.next()?.map(stored_event_of).transpose()
     }
 
     /// At least as many rows as the order log holds, read from its first
@@ -433,8 +439,9 @@ impl Storage for SqliteStorage {
         let Some(settings) = settings else {
             return Ok(None);
         };
+        let (version, settings) = settings?;
         let mut loader = Loader::default();
-        loader.event(event.as_str(), settings?);
+        loader.event(event.as_str(), settings, version);
         // CROSS JOIN: SQLite keeps the left table as the outer loop.
         let indexed = "SELECT o.seq, o.user_id, o.status, o.expires_at
              FROM orders_by_event i CROSS JOIN order_log o ON o.seq = i.seq
@@ -463,17 +470,39 @@ impl Storage for SqliteStorage {
     }
 }
 
-/// The columns of `events` that hold its settings, in the order
-/// [`settings_of`] reads them.
-const SETTINGS: &str = "total_tickets, sales_open, waiting_list, offer_secs, hold_secs";
+/// The columns of `events` that hold its version and settings, in the
+/// order [`settings_of`] reads them.
+const SETTINGS: &str = "version, total_tickets, sales_open, waiting_list, offer_secs, hold_secs";
 
-/// The settings in the columns [`SETTINGS`] of `row`, from column `first` on.
-fn settings_of(row: &rusqlite::Row<'_>, first: usize) -> Result<EventSettings, StorageError> {
-    Ok(EventSettings {
-        total_tickets: row.get(first)?,
-        sales_open: row.get(first + 1)?,
-        waiting_list: waiting_list_of(row.get_ref(first + 2)?.as_str()?, row.get(first + 3)?)?,
-        hold_secs: row.get(first + 4)?,
+/// The version and settings in the columns [`SETTINGS`] of `row`, from
+/// column `first` on.
+fn settings_of(
+    row: &rusqlite::Row<'_>,
+    first: usize,
+) -> Result<(u64, EventSettings), StorageError> {
+    let settings = EventSettings {
+        total_tickets: row.get(first + 1)?,
+        sales_open: row.get(first + 2)?,
+        waiting_list: waiting_list_of(row.get_ref(first + 3)?.as_str()?, row.get(first + 4)?)?,
+        hold_secs: row.get(first + 5)?,
+    };
+    Ok((row.get::<_, i64>(first)?.max(0) as u64, settings))
+}
+
+/// The columns of an event as listed, in the order [`stored_event_of`] reads them.
+const LISTED: &str = "id, created, booked, held, waiting";
+
+/// The event in the columns `LISTED`, then [`SETTINGS`], of `row`.
+fn stored_event_of(row: &rusqlite::Row<'_>) -> Result<StoredEvent, StorageError> {
+    let (version, settings) = settings_of(row, 5)?;
+    Ok(StoredEvent {
+        id: EventId::stored(row.get_ref(0)?.as_str()?),
+        created: row.get(1)?,
+        version,
+        booked_tickets: row.get(2)?,
+        held_tickets: row.get(3)?,
+        waiting: row.get::<_, i64>(4)?.max(0) as u64,
+        settings,
     })
 }
 
@@ -485,12 +514,13 @@ fn read_log(conn: &Connection, schema: LogSchema) -> Result<Loader, StorageError
     let mut loader = Loader::default();
     let (settings, expires_at) = match schema {
         LogSchema::Current => (SETTINGS, "expires_at"),
-        LogSchema::BeforeHolds => ("total_tickets, 1, 'assign', NULL, NULL", "NULL"),
+        LogSchema::BeforeHolds => ("0, total_tickets, 1, 'assign', NULL, NULL", "NULL"),
     };
     let mut events = conn.prepare(&format!("SELECT id, {settings} FROM events"))?;
     let mut rows = events.query([])?;
     while let Some(row) = rows.next()? {
-        loader.event(row.get_ref(0)?.as_str()?, settings_of(row, 1)?);
+        let (version, settings) = settings_of(row, 1)?;
+        loader.event(row.get_ref(0)?.as_str()?, settings, version);
     }
     let mut log = conn.prepare(&format!(
         "SELECT seq, event_id, user_id, status, {expires_at} FROM order_log ORDER BY seq"

@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, TransactionBehavior};
 use crate::storage::StorageError;
 
 /// Stored in `PRAGMA user_version`; a file with a newer version is refused.
-pub(super) const SCHEMA_VERSION: i64 = 8;
+pub(super) const SCHEMA_VERSION: i64 = 9;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE events (
@@ -111,6 +111,12 @@ ALTER TABLE events ADD COLUMN offer_secs INTEGER;
 ALTER TABLE events ADD COLUMN hold_secs INTEGER;
 ";
 
+/// Version 9: each event's version, the number of its changes committed,
+/// moved with its counts: what its status streams number their events by.
+const VERSION_SCHEMA: &str = "
+ALTER TABLE events ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+";
+
 /// The `CHECK` on `order_log.status` before version 7 (in either spelling
 /// version 1 had: the first releases wrote `IN`), from version 7, and from
 /// version 8.
@@ -202,6 +208,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
     if version < 8 {
         widen_statuses(&tx, &[STATUSES_7], STATUSES_8)?;
         tx.execute_batch(SETTINGS_SCHEMA)?;
+    }
+    if version < 9 {
+        tx.execute_batch(VERSION_SCHEMA)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;

@@ -1,0 +1,188 @@
+//! The status stream of an event (`GET /api/events/{eventId}/stream`):
+//! committed statuses only, coalesced, resumable with `Last-Event-ID`,
+//! bounded by `max_streams`, and correct across passivation and a stop.
+
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use serde_json::json;
+
+use crate::helpers::{spawn_app, spawn_app_with, EventReader, SentEvent, TestApp};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn create_event(app: &TestApp, event: &str, total_tickets: u64) {
+    let body = json!({"eventId": event, "totalTickets": total_tickets});
+    assert_eq!(app.post("/api/events", &body).await.status, 201);
+}
+
+/// Reads events until one matches `done`; every event read goes to `seen`.
+async fn read_until(
+    reader: &mut EventReader,
+    seen: &mut Vec<SentEvent>,
+    done: impl Fn(&SentEvent) -> bool,
+) -> SentEvent {
+    loop {
+        let event = reader.next_event(WAIT).await.expect("an event in time");
+        seen.push(event.clone());
+        if done(&event) {
+            return event;
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_stream_sends_the_status_then_the_status_after_each_committed_change() {
+    let app = spawn_app();
+    create_event(&app, "gig", 2).await;
+    let mut stream = app.stream("/api/events/gig/stream", &[]).await;
+    assert_eq!(stream.status, 200);
+    assert!(stream.headers["content-type"].starts_with("text/event-stream"));
+    let first = stream.next_event(WAIT).await.expect("the status at once");
+    assert_eq!(first.event, "status");
+    assert_eq!(first.data, app.get("/api/events/gig").await.body);
+    let version: u64 = first.id.parse().expect("a version");
+    app.book(json!("gig"), json!("a")).await;
+    let next = stream.next_event(WAIT).await.expect("the booking");
+    assert_eq!(next.data["bookedTickets"], 1);
+    assert!(next.id.parse::<u64>().unwrap() > version, "{next:?}");
+    assert_eq!(app.metrics().await["booking_open_streams"], 1.0);
+    let unknown = app.get("/api/events/nope/stream").await;
+    assert_eq!(
+        (unknown.status, &unknown.body["code"]),
+        (404, &json!("event_not_found"))
+    );
+}
+
+#[actix_web::test]
+async fn a_burst_of_changes_comes_coalesced_at_most_ten_a_second() {
+    let app = spawn_app();
+    create_event(&app, "drop", 150).await;
+    let mut stream = app.stream("/api/events/drop/stream", &[]).await;
+    stream.next_event(WAIT).await.expect("the status at once");
+    let started = Instant::now();
+    let bookings = (0..200).map(|n| app.book(json!("drop"), json!(format!("u{n}"))));
+    join_all(bookings).await;
+    let mut seen = Vec::new();
+    let last = read_until(&mut stream, &mut seen, |e| e.data["waitingListCount"] == 50).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(last.data, app.get("/api/events/drop").await.body);
+    assert!(
+        seen.len() as f64 <= 10.0 * elapsed + 1.0,
+        "{} statuses in {elapsed:.2} s",
+        seen.len()
+    );
+    // Newer each time.
+    let ids: Vec<u64> = seen.iter().map(|e| e.id.parse().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+}
+
+#[actix_web::test]
+async fn a_client_that_reconnects_with_last_event_id_hears_at_once_only_what_it_missed() {
+    let app = spawn_app();
+    create_event(&app, "gig", 5).await;
+    app.book(json!("gig"), json!("a")).await;
+    let mut stream = app.stream("/api/events/gig/stream", &[]).await;
+    let seen = stream.next_event(WAIT).await.expect("the status");
+    drop(stream);
+    // Up to date: nothing at once; the next change comes.
+    let mut stream = app
+        .stream("/api/events/gig/stream", &[("last-event-id", &seen.id)])
+        .await;
+    app.book(json!("gig"), json!("b")).await;
+    let next = stream.next_event(WAIT).await.expect("the change");
+    assert_eq!(next.data["bookedTickets"], 2, "not the status it had seen");
+    // Behind: the current status at once.
+    let mut stream = app
+        .stream("/api/events/gig/stream", &[("last-event-id", &seen.id)])
+        .await;
+    let caught_up = stream.next_event(WAIT).await.expect("what it missed");
+    assert_eq!(
+        (caught_up.id, caught_up.data["bookedTickets"].clone()),
+        (next.id, json!(2))
+    );
+}
+
+#[actix_web::test]
+async fn open_streams_are_bounded_by_max_streams() {
+    let app = spawn_app_with(&[("BOOKING_MAX_STREAMS", "2")]);
+    create_event(&app, "gig", 5).await;
+    let first = app.stream("/api/events/gig/stream", &[]).await;
+    let _second = app.stream("/api/events/gig/stream", &[]).await;
+    let refused = app.get("/api/events/gig/stream").await;
+    assert_eq!(
+        (refused.status, &refused.body["code"]),
+        (503, &json!("too_many_streams"))
+    );
+    assert!(refused.header("retry-after").is_some());
+    assert_eq!(app.metrics().await["booking_open_streams"], 2.0);
+    // A client that goes away gives its place back, once the server writes
+    // to it (a status, or the keep-alive every 15 s) and finds it gone.
+    drop(first);
+    app.book(json!("gig"), json!("a")).await;
+    let deadline = Instant::now() + WAIT;
+    while app.metrics().await["booking_open_streams"] > 1.0 && Instant::now() < deadline {
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let third = app.stream("/api/events/gig/stream", &[]).await;
+    assert_eq!(third.status, 200);
+}
+
+#[actix_web::test]
+async fn a_stream_goes_on_while_its_event_passivates_and_activates_again() {
+    let app = spawn_app_with(&[("BOOKING_PASSIVATE_AFTER_SECS", "1")]);
+    create_event(&app, "gig", 5).await;
+    let mut stream = app.stream("/api/events/gig/stream", &[]).await;
+    stream.next_event(WAIT).await.expect("the status");
+    app.book(json!("gig"), json!("a")).await;
+    let mut seen = Vec::new();
+    read_until(&mut stream, &mut seen, |e| e.data["bookedTickets"] == 1).await;
+    assert_eq!(
+        app.metric_reaching("booking_event_passivations_total", 1.0)
+            .await,
+        1.0
+    );
+    app.book(json!("gig"), json!("b")).await;
+    let after = read_until(&mut stream, &mut seen, |e| e.data["bookedTickets"] == 2).await;
+    assert_eq!(after.data, app.get("/api/events/gig").await.body);
+}
+
+#[actix_web::test]
+async fn a_stream_never_shows_a_change_that_was_not_stored() {
+    let app = spawn_app_with(&[("BOOKING_MAX_PAGE_COUNT", "14")]);
+    create_event(&app, "gig", 100_000).await;
+    let mut stream = app.stream("/api/events/gig/stream", &[]).await;
+    stream.next_event(WAIT).await.expect("the status");
+    let mut acknowledged = 0;
+    for n in 0.. {
+        let answer = app.book(json!("gig"), json!(format!("{n:0>200}"))).await;
+        match answer.status {
+            200 => acknowledged += 1,
+            _ => {
+                assert_eq!(answer.body["code"], "storage_unavailable", "{answer:?}");
+                break;
+            }
+        }
+    }
+    let mut seen = Vec::new();
+    read_until(&mut stream, &mut seen, |e| {
+        e.data["bookedTickets"] == acknowledged
+    })
+    .await;
+    assert!(
+        seen.iter()
+            .all(|e| e.data["bookedTickets"].as_u64().unwrap() <= acknowledged),
+        "a refused booking was streamed: {seen:?}"
+    );
+}
+
+#[actix_web::test]
+async fn streams_end_when_the_server_stops_and_the_stop_stays_graceful() {
+    let mut app = spawn_app();
+    create_event(&app, "gig", 5).await;
+    let mut stream = app.stream("/api/events/gig/stream", &[]).await;
+    stream.next_event(WAIT).await.expect("the status");
+    let status = app.stop_with("TERM");
+    assert!(status.success(), "{status}");
+    assert!(stream.next_event(WAIT).await.is_none(), "the stream ended");
+}
