@@ -338,9 +338,8 @@ enum Seat {
     Booked,
     /// Waiting with this sequence number in the [`WaitingList`].
     Waiting(u64),
-    /// Holds a ticket until the expiry in `lapses`; `offered` from the queue.
+    /// Holds a ticket (its expiry in `EventState::holds`); `offered` from the queue.
     Held {
-        lapses: LapseKey,
         offered: bool,
     },
     Cancelled,
@@ -361,6 +360,9 @@ pub struct EventState {
     waiting: WaitingList,
     /// The live holds in the order they lapse: what lapses next first.
     expiries: BTreeMap<LapseKey, Arc<str>>,
+    /// Each live hold's place in `expiries`, by user: apart from `users`,
+    /// so that every user's seat stays 16 bytes (a million users at an event).
+    holds: HashMap<Arc<str>, LapseKey, foldhash::fast::RandomState>,
     /// Holds taken so far: the tie-break of [`LapseKey`].
     holds_taken: u64,
     /// Tells this state's waiting-list entries from those of an earlier
@@ -381,6 +383,7 @@ impl EventState {
             users: HashMap::default(),
             waiting: WaitingList::default(),
             expiries: BTreeMap::new(),
+            holds: HashMap::default(),
             holds_taken: 0,
             // Below 10^18: 18 digits in a cursor, as the API documents.
             epoch: RandomState::new().hash_one(0u8) % 1_000_000_000_000_000_000,
@@ -482,7 +485,8 @@ impl EventState {
         self.holds_taken += 1;
         self.held += 1;
         self.expiries.insert(lapses, user.clone());
-        self.users.insert(user, Seat::Held { lapses, offered });
+        self.holds.insert(user.clone(), lapses);
+        self.users.insert(user, Seat::Held { offered });
     }
 
     /// Gives a free ticket to the head of the queue, if anyone waits: booked,
@@ -544,7 +548,7 @@ impl EventState {
     /// `user`'s live hold, with the map's key for the user.
     fn live_hold(&self, user: &str) -> Result<(Arc<str>, LapseKey), Refusal> {
         match self.users.get_key_value(user) {
-            Some((key, Seat::Held { lapses, .. })) => Ok((key.clone(), *lapses)),
+            Some((key, Seat::Held { .. })) => Ok((key.clone(), self.holds[key])),
             _ => Err(Refusal::HoldNotFound),
         }
     }
@@ -553,6 +557,7 @@ impl EventState {
     pub fn confirm(&mut self, user: &str) -> Result<((), OrderUpdate), Refusal> {
         let (key, lapses) = self.live_hold(user)?;
         self.expiries.remove(&lapses);
+        self.holds.remove(&key);
         self.held -= 1;
         self.booked += 1;
         self.users.insert(key.clone(), Seat::Booked);
@@ -579,6 +584,7 @@ impl EventState {
         now: UtcMillis,
     ) -> (CancelOutcome, OrderUpdate) {
         self.expiries.remove(&lapses);
+        self.holds.remove(&user);
         self.held -= 1;
         let seat = lapsed.map_or(Seat::Cancelled, Seat::Expired);
         self.users.insert(user.clone(), seat);
@@ -634,7 +640,10 @@ impl EventState {
         let (key, seat) = (key.clone(), *seat);
         match seat {
             Seat::Cancelled | Seat::Expired(_) => Err(Refusal::BookingNotFound),
-            Seat::Held { lapses, .. } => Ok(self.end_hold(key, lapses, None, now)),
+            Seat::Held { .. } => {
+                let lapses = self.holds[&key];
+                Ok(self.end_hold(key, lapses, None, now))
+            }
             Seat::Waiting(seq) => {
                 self.waiting.remove(seq);
                 self.users.insert(key.clone(), Seat::Cancelled);
@@ -703,8 +712,8 @@ impl EventState {
             Seat::Waiting(seq) => Standing::Waiting {
                 position: self.waiting.position(*seq),
             },
-            Seat::Held { lapses, offered } => Standing::Held {
-                expires_at: lapses.0,
+            Seat::Held { offered } => Standing::Held {
+                expires_at: self.holds.get(user)?.0,
                 offered: *offered,
             },
             Seat::Cancelled => Standing::Cancelled,
@@ -1322,6 +1331,12 @@ mod tests {
             book(&mut state, "new"),
             Ok(BookOutcome::Waiting { position: 1 })
         );
+    }
+
+    #[test]
+    fn a_users_seat_stays_small() {
+        // 16 bytes of a million users' map entries: the memory per user.
+        assert_eq!(std::mem::size_of::<Seat>(), 16);
     }
 
     #[test]
