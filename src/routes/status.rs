@@ -105,9 +105,7 @@ pub async fn event_status(
     registry: web::Data<EventRegistry>,
     PathSegments(event): PathSegments<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let event = EventId::parse(&event).map_err(ApiError::InvalidInput)?;
-    let summary = registry.ask(&event, GetSummary).await?;
-    let hold_secs = registry.hold_secs();
+    let (event, summary, hold_secs) = read_status(&registry, &event).await?;
     Ok(HttpResponse::Ok().json(EventStatus::legacy(event, summary, hold_secs)))
 }
 
@@ -116,10 +114,19 @@ pub(super) async fn full_event_status(
     registry: web::Data<EventRegistry>,
     PathSegments(event): PathSegments<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let event = EventId::parse(&event).map_err(ApiError::InvalidInput)?;
-    let summary = registry.ask(&event, GetSummary).await?;
-    let hold_secs = registry.hold_secs();
+    let (event, summary, hold_secs) = read_status(&registry, &event).await?;
     Ok(HttpResponse::Ok().json(EventStatus::new(event, summary, hold_secs)))
+}
+
+/// The event of a path segment, its summary from its actor, and the
+/// server's hold duration.
+async fn read_status(
+    registry: &EventRegistry,
+    event: &str,
+) -> Result<(EventId, Summary, u32), ApiError> {
+    let event = EventId::parse(event).map_err(ApiError::InvalidInput)?;
+    let summary = registry.ask(&event, GetSummary).await?;
+    Ok((event, summary, registry.hold_secs()))
 }
 
 /// `GET /api/status/{eventId}/{userId}`: one user's standing at the event.

@@ -120,13 +120,23 @@ impl Change {
     }
 }
 
-/// How the columns of `events` spell a waiting-list mode: `waiting_list`
-/// (`assign`, `offer`) and `offer_secs` (`NULL` in `assign` mode).
-pub fn waiting_list_columns(mode: WaitingListMode) -> (&'static str, Option<i64>) {
-    match mode {
+/// An event's settings as the columns of `events` take them, in order:
+/// `total_tickets`, `sales_open`, `waiting_list` (`assign`, `offer`),
+/// `offer_secs` (`NULL` in `assign` mode) and `hold_secs` (`NULL`: the server's).
+pub fn settings_columns(
+    settings: &EventSettings,
+) -> (i64, bool, &'static str, Option<i64>, Option<i64>) {
+    let (mode, offer_secs) = match settings.waiting_list {
         WaitingListMode::Assign => ("assign", None),
         WaitingListMode::Offer { offer_secs } => ("offer", Some(offer_secs.into())),
-    }
+    };
+    (
+        settings.total_tickets.into(),
+        settings.sales_open,
+        mode,
+        offer_secs,
+        settings.hold_secs.map(i64::from),
+    )
 }
 
 /// The waiting-list mode the columns of `events` spell.

@@ -51,7 +51,7 @@ use tokio_postgres::{AsyncMessage, Client, Config, IsolationLevel, NoTls, Statem
 
 use super::replay::Loader;
 use super::{
-    waiting_list_columns, waiting_list_of, Change, Storage, StorageError, StoredEvent, Totals,
+    settings_columns, waiting_list_of, Change, Storage, StorageError, StoredEvent, Totals,
     NO_SESSION,
 };
 use crate::booking::{CountsMoved, EventSettings, EventState};
@@ -443,20 +443,6 @@ fn stored_event_of(row: &tokio_postgres::Row) -> Result<StoredEvent, StorageErro
         waiting: row.try_get::<_, i64>(4)?.max(0) as u64,
         settings,
     })
-}
-
-/// `settings` as the columns [`SETTINGS`] take them.
-fn settings_columns(
-    settings: &EventSettings,
-) -> (i64, bool, &'static str, Option<i64>, Option<i64>) {
-    let (mode, offer_secs) = waiting_list_columns(settings.waiting_list);
-    (
-        settings.total_tickets.into(),
-        settings.sales_open,
-        mode,
-        offer_secs,
-        settings.hold_secs.map(i64::from),
-    )
 }
 
 impl Storage for PostgresStorage {

@@ -18,7 +18,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::replay::Loader;
 use super::{
-    waiting_list_columns, waiting_list_of, Change, Storage, StorageError, StoredEvent, Totals,
+    settings_columns, waiting_list_of, Change, Storage, StorageError, StoredEvent, Totals,
 };
 use crate::booking::{CountsMoved, EventSettings, EventState};
 use crate::configuration::{Settings, Synchronous};
@@ -118,30 +118,14 @@ impl Storage for SqliteStorage {
             let mut counts: HashMap<&str, (CountsMoved, i64)> = HashMap::new();
             for change in changes {
                 let event = change.event().as_str();
-                match change {
-                    Change::CreateEvent { settings, .. } => {
-                        let (mode, offer_secs) = waiting_list_columns(settings.waiting_list);
-                        create.execute(params![
-                            event,
-                            settings.total_tickets,
-                            settings.sales_open,
-                            mode,
-                            offer_secs,
-                            settings.hold_secs
-                        ])?;
-                    }
-                    Change::Configure { settings, .. } => {
-                        let (mode, offer_secs) = waiting_list_columns(settings.waiting_list);
-                        configure.execute(params![
-                            event,
-                            settings.total_tickets,
-                            settings.sales_open,
-                            mode,
-                            offer_secs,
-                            settings.hold_secs
-                        ])?;
-                    }
-                    Change::Order { .. } => {}
+                let settings_written = match change {
+                    Change::CreateEvent { settings, .. } => Some((&mut create, settings)),
+                    Change::Configure { settings, .. } => Some((&mut configure, settings)),
+                    Change::Order { .. } => None,
+                };
+                if let Some((statement, settings)) = settings_written {
+                    let (total, open, mode, offer_secs, hold_secs) = settings_columns(settings);
+                    statement.execute(params![event, total, open, mode, offer_secs, hold_secs])?;
                 }
                 if !matches!(change, Change::CreateEvent { .. }) {
                     let (moved, changes) = counts.entry(event).or_default();
