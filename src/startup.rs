@@ -186,8 +186,13 @@ impl SharedState {
             hold_secs: settings.hold_secs,
         };
         let retention = Duration::from_secs(settings.idempotency.retention_secs);
-        let registry =
-            EventRegistry::new(store.clone(), database.clone(), threads.clone(), limits)?;
+        let registry = EventRegistry::new(
+            store.clone(),
+            database.clone(),
+            threads.clone(),
+            limits,
+            feed.clone(),
+        )?;
         Ok(SharedState {
             registry: web::Data::new(registry),
             idempotency: web::Data::new(Idempotency::new(retention, settings.idempotency.max_keys)),

@@ -33,6 +33,7 @@ use futures::future::{FutureExt, Shared};
 use super::event::{BookingError, EventActor, EventAddr, HandOff};
 use super::order_store::{Activate, Compact, OrderStore, Release};
 use super::readers::ReaderThreads;
+use super::status_feed::StatusFeed;
 use super::threads::WorkerThreads;
 use crate::booking::EventState;
 use crate::ids::EventId;
@@ -103,6 +104,8 @@ pub struct Directory {
     /// Events just handed to another instance, and until when this one
     /// leaves them to it (`HANDOFF_YIELD`).
     yielded: DashMap<EventId, Instant>,
+    /// Given to each actor: it publishes the standings of watched users.
+    feed: Arc<StatusFeed>,
 }
 
 impl Directory {
@@ -113,6 +116,7 @@ impl Directory {
         mailbox_capacity: usize,
         passivate_after: Option<Duration>,
         hold_secs: u32,
+        feed: Arc<StatusFeed>,
     ) -> std::io::Result<Self> {
         let readers = ReaderThreads::start(READERS)?;
         Ok(Directory {
@@ -127,6 +131,7 @@ impl Directory {
             hold_secs,
             passivated_since_trim: AtomicUsize::new(0),
             yielded: DashMap::new(),
+            feed,
         })
     }
 
@@ -310,6 +315,10 @@ impl Directory {
     }
 
     /// The database events are read from.
+    pub(super) fn feed(&self) -> Arc<StatusFeed> {
+        self.feed.clone()
+    }
+
     pub(super) fn database(&self) -> Database {
         self.database.clone()
     }

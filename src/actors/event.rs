@@ -26,6 +26,7 @@ use futures::channel::oneshot;
 
 use super::directory::Directory;
 use super::order_store::{NotStored, OrderStore, Origin, Persist, QueueSlot, Reload};
+use super::status_feed::StatusFeed;
 use crate::booking::{
     BookOutcome, CancelOutcome, EventState, HoldOutcome, OrderUpdate, PageCursor, Refusal,
     SettingsPatch, Standing, Summary, UtcMillis, WaitingPage,
@@ -160,6 +161,16 @@ pub struct GetWaitingList {
     pub limit: usize,
 }
 
+/// Someone opened a stream of `user`'s standing (and watches it in the
+/// `StatusFeed` already): their standing is published once every change
+/// before it is committed. Answers `false` for a user never seen at the
+/// event, else once the standing is published.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<bool, BookingError>")]
+pub struct WatchStanding {
+    pub user: Arc<str>,
+}
+
 /// From the store: a commit holding a change of `generation` failed.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -189,6 +200,11 @@ const MIN_OWNERSHIP: Duration = Duration::from_secs(1);
 /// at the first check that finds `IDLE_CHECKS` whole intervals without a
 /// message: after between `passivate_after` and a quarter more.
 const IDLE_CHECKS: u32 = 4;
+
+/// Watched users' standings are worked out at most this often: a storm of
+/// changes moves a queue's positions on each, and their streams send at
+/// most 10 a second anyway.
+const STANDINGS_EVERY: Duration = Duration::from_millis(100);
 
 /// An event actor's address, shared. Cloning an `Addr` allocates (actix gives
 /// every sender its own parking state); cloning this only counts a reference.
@@ -235,6 +251,13 @@ pub struct EventActor {
     /// The timer of the earliest live hold's lapse, and that expiry: moved
     /// whenever a decision changes which hold lapses first.
     expiry_timer: Option<(UtcMillis, SpawnHandle)>,
+    /// Who watches which users' standings (see `publish_standings`).
+    feed: Arc<StatusFeed>,
+    /// Watched users' standings are due: armed after a change, it fires
+    /// `STANDINGS_EVERY` after the last time they were worked out.
+    standings_timer: Option<SpawnHandle>,
+    /// When the watched users' standings were last worked out.
+    standings_at: Instant,
 }
 
 impl EventActor {
@@ -248,6 +271,7 @@ impl EventActor {
     ) -> Self {
         let database = directory.database();
         let (passivate_after, hold_secs) = (directory.passivate_after(), directory.hold_secs());
+        let feed = directory.feed();
         EventActor {
             id,
             me,
@@ -265,6 +289,9 @@ impl EventActor {
             handing_off: false,
             hold_secs,
             expiry_timer: None,
+            feed,
+            standings_timer: None,
+            standings_at: Instant::now(),
         }
     }
 
@@ -334,6 +361,7 @@ impl EventActor {
             answer,
             origin: Some(origin),
             published,
+            standings: Vec::new(),
             done,
             slot: Some(slot),
         });
@@ -373,11 +401,13 @@ impl EventActor {
                     answer: None,
                     origin: Some(origin),
                     published,
+                    standings: Vec::new(),
                     // A failure reloads the event (`StorageFailed`), which lapses the hold again.
                     done: Box::new(|_| {}),
                     slot: None,
                 });
             }
+            self.standings_due(ctx);
         }
         self.arm_expiry_timer(ctx);
     }
@@ -405,6 +435,52 @@ impl EventActor {
         if let Some((_, handle)) = self.expiry_timer.take() {
             ctx.cancel_future(handle);
         }
+    }
+
+    /// After a change: the standings of the users someone watches may have
+    /// moved (a queue's positions move with every cancel and promotion).
+    /// They are worked out at most every `STANDINGS_EVERY`, on a timer, so
+    /// that one computation covers a burst of changes.
+    fn standings_due(&mut self, ctx: &mut Context<Self>) {
+        if self.standings_timer.is_some() || !self.feed.watches_standings(&self.id) {
+            return;
+        }
+        let wait = (self.standings_at + STANDINGS_EVERY).saturating_duration_since(Instant::now());
+        let handle = ctx.run_later(wait, |actor, ctx| {
+            actor.standings_timer = None;
+            if actor.check_fresh(ctx).is_ok() {
+                actor.publish_standings(Box::new(|_| {}));
+            }
+        });
+        self.standings_timer = Some(handle);
+    }
+
+    /// Works out the watched users' standings now and sends them to the
+    /// store behind every change decided so far: it publishes them once
+    /// those are committed, so that a stream never shows what a storage
+    /// failure then undoes. `done` hears whether they were.
+    fn publish_standings(&mut self, done: Box<dyn FnOnce(Result<(), NotStored>) + Send>) {
+        self.standings_at = Instant::now();
+        let standings = self
+            .feed
+            .watched_users(&self.id)
+            .into_iter()
+            .filter_map(|user| Some((user.clone(), self.state.standing(&user)?)))
+            .collect();
+        let origin = Origin {
+            actor: self.me.clone(),
+            event: self.id.clone(),
+            generation: self.generation,
+        };
+        self.store.do_send(Persist {
+            change: None,
+            answer: None,
+            origin: Some(origin),
+            published: None,
+            standings,
+            done,
+            slot: None,
+        });
     }
 
     /// Replaces the state with what the database holds. The mailbox waits
@@ -484,8 +560,12 @@ impl EventActor {
             Ok(()) => {
                 self.lapse_due(ctx);
                 let decided = decision(&mut self.state, UtcMillis::now());
+                let changed = decided.is_ok();
                 self.commit_then_reply(decided, reply, recorder, slot);
                 self.arm_expiry_timer(ctx);
+                if changed {
+                    self.standings_due(ctx);
+                }
             }
             Err(error) => {
                 // The key and the place are freed before the client hears the 503 and retries.
@@ -541,6 +621,11 @@ impl Handler<Passivate> for EventActor {
     type Result = ();
 
     fn handle(&mut self, _: Passivate, ctx: &mut Context<Self>) {
+        if let Some(due) = self.standings_timer.take() {
+            // The last changes' standings, before the actor is gone.
+            ctx.cancel_future(due);
+            self.publish_standings(Box::new(|_| {}));
+        }
         ctx.stop();
     }
 }
@@ -695,6 +780,36 @@ impl Handler<GetStanding> for EventActor {
         self.check_fresh(ctx)?;
         self.lapse_due(ctx);
         Ok(self.state.standing(&user))
+    }
+}
+
+impl Handler<WatchStanding> for EventActor {
+    type Result = ResponseFuture<Result<bool, BookingError>>;
+
+    fn handle(
+        &mut self,
+        WatchStanding { user }: WatchStanding,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        self.idle_checks = 0;
+        if let Err(error) = self.check_fresh(ctx) {
+            return Box::pin(async move { Err(error) });
+        }
+        self.lapse_due(ctx);
+        if self.state.standing(&user).is_none() {
+            return Box::pin(async { Ok(false) });
+        }
+        let (published, answer) = oneshot::channel();
+        self.publish_standings(Box::new(move |stored| {
+            let _ = published.send(stored);
+        }));
+        Box::pin(async move {
+            match answer.await {
+                Ok(Ok(())) => Ok(true),
+                Ok(Err(NotStored)) => Err(BookingError::StorageUnavailable),
+                Err(_) => Err(BookingError::Stopped),
+            }
+        })
     }
 }
 

@@ -13,11 +13,11 @@ mod threads;
 
 pub use event::{
     Book, BookingError, Cancel, Configure, ConfirmHold, EventActor, GetStanding, GetSummary,
-    GetWaitingList, Hold, Recorder, ReleaseHold, Reply,
+    GetWaitingList, Hold, Recorder, ReleaseHold, Reply, WatchStanding,
 };
 pub use order_store::{
     CheckWritable, Flush, ForgetAnswers, OrderStore, QueueSlot, Recover, Recovered,
 };
 pub use registry::{EventRegistry, Limits};
-pub use status_feed::{StatusFeed, StreamSlot};
+pub use status_feed::{StandingUpdates, StatusFeed, StreamSlot};
 pub use threads::WorkerThreads;

@@ -16,6 +16,7 @@ use super::directory::{Directory, Slot, Takeover, Waiting};
 use super::event::{BookingError, EventActor, Recorder, Reply};
 use super::gate::Gate;
 use super::order_store::{Backlog, LoadAnswer, NotStored, OrderStore, Persist, QueueSlot};
+use super::status_feed::StatusFeed;
 use super::threads::WorkerThreads;
 use crate::booking::{EventSettings, EventState, Refusal};
 use crate::idempotency::{Answer, KeyId, Pending, StoredKey};
@@ -70,6 +71,7 @@ impl EventRegistry {
         database: Database,
         threads: Arc<WorkerThreads>,
         limits: Limits,
+        feed: Arc<StatusFeed>,
     ) -> std::io::Result<Self> {
         let directory = Directory::new(
             store.clone(),
@@ -78,6 +80,7 @@ impl EventRegistry {
             limits.mailbox_capacity,
             limits.passivate_after,
             limits.hold_secs,
+            feed,
         )?;
         let directory = Arc::new(directory);
         let listening = Arc::downgrade(&directory);
@@ -473,6 +476,7 @@ impl EventRegistry {
             answer,
             origin: None,
             published: None,
+            standings: Vec::new(),
             done,
             slot: Some(slot),
         });
@@ -499,7 +503,7 @@ impl EventRegistry {
 
 #[cfg(test)]
 mod tests {
-    use crate::actors::StatusFeed;
+
     use std::pin::Pin;
     use std::sync::mpsc;
     use std::task::Poll;
@@ -528,14 +532,9 @@ mod tests {
             ..Settings::default()
         };
         let database = Database::open(&settings).expect("the database opens");
-        let store = OrderStore::new(
-            database.clone(),
-            64,
-            0,
-            StoreMetrics::new(),
-            StatusFeed::new(0),
-        )
-        .start();
+        let feed = StatusFeed::new(0);
+        let store =
+            OrderStore::new(database.clone(), 64, 0, StoreMetrics::new(), feed.clone()).start();
         let threads = Arc::new(WorkerThreads::new(1));
         let (announced, done) = oneshot::channel();
         worker.spawn({
@@ -554,7 +553,7 @@ mod tests {
             hold_secs: 600,
         };
         (
-            EventRegistry::new(store, database, threads, limits).expect("reader threads"),
+            EventRegistry::new(store, database, threads, limits, feed).expect("reader threads"),
             worker,
             dir,
         )

@@ -1,24 +1,34 @@
-//! What the status streams of events read: each event's status as of its
-//! last committed change, published by the store once the commit holding
-//! it returned, never before (a stream never shows a change that a storage
-//! failure then refused). One `watch` channel per event that has a stream
-//! open: a reader sees the newest status and skips those it was too slow
-//! for, so nothing is ever buffered for it.
+//! What the streams read: each event's status as of its last committed
+//! change, and the standings of the users someone watches, published by the
+//! store once the commit holding them returned, never before (a stream
+//! never shows a change that a storage failure then refused). One `watch`
+//! channel per event, and per watched user, that has a stream open: a
+//! reader sees the newest value and skips those it was too slow for, so
+//! nothing is ever buffered for it.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
 use tokio::sync::watch;
 
-use crate::booking::Summary;
+use crate::booking::{Standing, Summary};
 use crate::ids::EventId;
 use crate::telemetry;
 
-/// The newest committed status of each event that has a stream open.
+/// A user's standing as of a committed change; `None` before the first.
+pub type StandingUpdates = watch::Receiver<Option<Standing>>;
+
+/// The newest committed status of each event that has a stream open, and
+/// the newest committed standing of each user that has one.
 pub struct StatusFeed {
     /// Only events with a stream open: a publish to any other is one lookup.
     channels: DashMap<EventId, watch::Sender<Option<Summary>>>,
+    /// Only events with a user's stream open, and only those users: the
+    /// event's actor works out these users' standings after its changes
+    /// (see `EventActor::publish_standings`).
+    standings: DashMap<EventId, HashMap<Arc<str>, watch::Sender<Option<Standing>>>>,
     /// Streams open now, against `max_streams`.
     open: AtomicUsize,
     max_streams: usize,
@@ -42,6 +52,7 @@ impl StatusFeed {
     pub fn new(max_streams: usize) -> Arc<Self> {
         Arc::new(StatusFeed {
             channels: DashMap::new(),
+            standings: DashMap::new(),
             open: AtomicUsize::new(0),
             max_streams,
             stopping: watch::channel(false).0,
@@ -100,6 +111,55 @@ impl StatusFeed {
     }
 }
 
+impl StatusFeed {
+    /// `user`'s committed standings at `event` from now on: `None` until
+    /// the event's actor publishes one (see `EventActor::publish_standings`).
+    pub fn watch_standing(&self, event: &EventId, user: &Arc<str>) -> StandingUpdates {
+        self.standings
+            .entry(event.clone())
+            .or_default()
+            .entry(user.clone())
+            .or_insert_with(|| watch::channel(None).0)
+            .subscribe()
+    }
+
+    /// Whether anyone watches a user's standing at `event`: one lookup,
+    /// made after each of its changes.
+    pub fn watches_standings(&self, event: &EventId) -> bool {
+        self.standings.contains_key(event)
+    }
+
+    /// The users whose standing at `event` someone watches; forgets those
+    /// whose streams have all ended, and the event once none is left.
+    pub fn watched_users(&self, event: &EventId) -> Vec<Arc<str>> {
+        let Some(mut users) = self.standings.get_mut(event) else {
+            return Vec::new();
+        };
+        users.retain(|_, channel| channel.receiver_count() > 0);
+        let watched = users.keys().cloned().collect();
+        drop(users);
+        self.standings.remove_if(event, |_, users| users.is_empty());
+        watched
+    }
+
+    /// Users' standings after a committed change; only those that moved
+    /// wake their streams.
+    pub fn publish_standings(&self, event: &EventId, standings: &[(Arc<str>, Standing)]) {
+        let Some(users) = self.standings.get(event) else {
+            return;
+        };
+        for (user, standing) in standings {
+            if let Some(channel) = users.get(user) {
+                channel.send_if_modified(|newest| {
+                    let moved = *newest != Some(*standing);
+                    *newest = Some(*standing);
+                    moved
+                });
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,5 +193,33 @@ mod tests {
         assert!(feed.open_stream().is_none(), "max_streams open");
         drop(slot);
         assert!(feed.open_stream().is_some());
+    }
+
+    #[test]
+    fn watched_standings_wake_only_when_they_move_and_are_forgotten_with_their_streams() {
+        let feed = StatusFeed::new(1);
+        let event = EventId::parse("e").unwrap();
+        let user: Arc<str> = "u".into();
+        assert!(!feed.watches_standings(&event));
+        let mut reader = feed.watch_standing(&event, &user);
+        assert!(feed.watches_standings(&event));
+        assert_eq!(feed.watched_users(&event), vec![user.clone()]);
+        let waiting = |position| (user.clone(), Standing::Waiting { position });
+        feed.publish_standings(&event, &[waiting(2)]);
+        assert!(reader.has_changed().unwrap());
+        assert_eq!(
+            *reader.borrow_and_update(),
+            Some(Standing::Waiting { position: 2 })
+        );
+        feed.publish_standings(&event, &[waiting(2)]);
+        assert!(!reader.has_changed().unwrap(), "the same standing again");
+        feed.publish_standings(&event, &[waiting(1)]);
+        assert!(reader.has_changed().unwrap());
+        drop(reader);
+        assert!(feed.watched_users(&event).is_empty());
+        assert!(
+            !feed.watches_standings(&event),
+            "forgotten once nobody watches"
+        );
     }
 }

@@ -92,6 +92,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(web::get().to(streams::event_stream)),
                 )
                 .service(
+                    resource("/events/{eventId}/bookings/{userId}/stream", ALLOW_GET)
+                        .route(web::get().to(streams::standing_stream)),
+                )
+                .service(
                     resource("/events/{eventId}/holds", "POST")
                         .route(web::post().to(holds::create_hold)),
                 )

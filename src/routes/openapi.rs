@@ -188,6 +188,7 @@ Every `GET` route answers `HEAD` as well, with the same status and headers and n
         super::bookings::create_booking,
         super::bookings::get_booking,
         super::bookings::delete_booking,
+        super::streams::standing_stream,
         super::bookings::waiting_list,
         super::holds::create_hold,
         super::holds::get_hold,

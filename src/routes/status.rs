@@ -87,6 +87,16 @@ pub struct UserStatus {
     standing: Standing,
 }
 
+impl UserStatus {
+    pub(super) fn new(event_id: EventId, user_id: UserId, standing: Standing) -> Self {
+        UserStatus {
+            event_id,
+            user_id,
+            standing,
+        }
+    }
+}
+
 /// `GET /api/status/{eventId}`: ticket and waiting-list counts.
 #[utoipa::path(
     get,
@@ -160,9 +170,6 @@ pub async fn user_status(
             },
         )
         .await?;
-    Ok(HttpResponse::Ok().json(UserStatus {
-        event_id: event,
-        user_id: user,
-        standing: standing.ok_or(ApiError::BookingNotFound)?,
-    }))
+    let standing = standing.ok_or(ApiError::BookingNotFound)?;
+    Ok(HttpResponse::Ok().json(UserStatus::new(event, user, standing)))
 }

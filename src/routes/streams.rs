@@ -1,14 +1,21 @@
-//! `GET /api/events/{eventId}/stream`: the event's status as server-sent
-//! events (actix-web-lab's `sse`, which frames them and sends the keep-alive
-//! comments). First the status as stored, then the status after each
-//! committed change (see `StatusFeed`), at most `STREAM_RATE` a second: a
-//! burst of changes comes as its newest status. Each event's `id` is the
-//! event's version, so that a client that reconnects with `Last-Event-ID`
-//! hears at once only what it missed.
+//! The streams, as server-sent events (actix-web-lab's `sse`, which frames
+//! them and sends the keep-alive comments), each at most `STREAM_RATE` a
+//! second: a burst of changes comes as its newest value.
 //!
-//! The stream needs no event actor: the statuses come from the store's
-//! commits and the first one from the database, so an event may passivate
-//! and activate again under an open stream, which goes on.
+//! `GET /api/events/{eventId}/stream`: the event's status as stored, then
+//! its status after each committed change (see `StatusFeed`). Each event's
+//! `id` is the event's version, so that a client that reconnects with
+//! `Last-Event-ID` hears at once only what it missed. It needs no event
+//! actor: the statuses come from the store's commits and the first one from
+//! the database, so an event may passivate and activate again under an
+//! open stream, which goes on.
+//!
+//! `GET /api/events/{eventId}/bookings/{userId}/stream`: a user's standing,
+//! at once and whenever it moves. The event's actor works out the watched
+//! users' standings after its changes (see `EventActor::publish_standings`)
+//! and the store publishes them once those changes are committed; an actor
+//! activated again finds its watchers in the feed, so this stream too goes
+//! on across a passivation.
 
 use std::time::{Duration, Instant};
 
@@ -19,11 +26,11 @@ use tokio::sync::watch;
 
 use super::extract::PathSegments;
 use super::openapi;
-use super::status::EventStatus;
-use crate::actors::{EventRegistry, StatusFeed, StreamSlot};
-use crate::booking::Summary;
+use super::status::{EventStatus, UserStatus};
+use crate::actors::{EventRegistry, StatusFeed, StreamSlot, WatchStanding};
+use crate::booking::{Standing, Summary};
 use crate::error::{ApiError, ErrorBody};
-use crate::ids::EventId;
+use crate::ids::{EventId, UserId};
 use crate::storage::Database;
 
 /// Statuses a stream sends a second, at most.
@@ -99,32 +106,94 @@ pub async fn event_stream(
         .headers()
         .get("last-event-id")
         .and_then(|id| id.to_str().ok()?.trim().parse::<u64>().ok());
-    let stored = stored.summary();
-    let follow = Follow {
-        event,
-        hold_secs: registry.hold_secs(),
-        first: Some(stored).filter(|status| seen.is_none_or(|seen| status.version > seen)),
-        sent: seen.unwrap_or(0),
-        updates,
-        next_at: Instant::now(),
-        stopping: feed.stopping(),
-        _slot: slot,
+    let hold_secs = registry.hold_secs();
+    // The newest version sent, or seen before a reconnection.
+    let mut sent = seen;
+    let mut render = move |status: Summary| {
+        sent.is_none_or(|sent| status.version > sent).then(|| {
+            sent = Some(status.version);
+            let body = EventStatus::new(event.clone(), status, hold_secs);
+            let data = serde_json::to_string(&body).expect("a status serializes");
+            sse::Data::new(data)
+                .event("status")
+                .id(status.version.to_string())
+                .into()
+        })
     };
-    let events = futures::stream::unfold(follow, Follow::next);
-    Ok(sse::Sse::from_infallible_stream(events).with_keep_alive(KEEP_ALIVE))
+    let first = render(stored.summary());
+    Ok(Paced::stream(first, updates, render, &feed, slot))
 }
 
-/// One stream's state between two of its events.
-struct Follow {
-    event: EventId,
-    /// The server's hold duration, for the status body.
-    hold_secs: u32,
-    /// The status read from the database, if the client has not seen it.
-    first: Option<Summary>,
-    /// The newest version sent (or seen by the client before it reconnected).
-    sent: u64,
-    updates: watch::Receiver<Option<Summary>>,
-    /// Not before this, the next status: `STREAM_RATE` a second at most.
+/// One event of a standing stream: the schema of the stream's items in the
+/// OpenAPI document, never built (`sse` frames them).
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+pub struct StandingEvent {
+    /// Always `standing`.
+    #[schema(example = "standing")]
+    event: String,
+    /// The JSON of the user's standing, as `GET /api/events/{eventId}/bookings/{userId}` answers it.
+    data: String,
+}
+
+/// `GET /api/events/{eventId}/bookings/{userId}/stream`: the user's
+/// standing, then their standing whenever a committed change moved it.
+#[utoipa::path(
+    get,
+    path = "/api/events/{eventId}/bookings/{userId}/stream",
+    tag = "bookings",
+    params(
+        ("eventId" = EventId, Path, description = "The event"),
+        ("userId" = UserId, Path, description = "The user, percent-encoded"),
+    ),
+    responses(
+        (status = 200, description = "`text/event-stream`: `event: standing`, `data:` the body of `GET /api/events/{eventId}/bookings/{userId}`, at once and after each committed change that moved it (a place in the queue, an offer, a lapse); at most 10 a second, and a comment line every 15 s while idle", content_type = "text/event-stream", body = StandingEvent),
+        (status = 404, description = "Event or booking not found (`event_not_found`, `booking_not_found`)", body = ErrorBody),
+        (status = 503, description = "`max_streams` streams are open (`too_many_streams`, `Retry-After`)", body = ErrorBody),
+        openapi::GetErrors,
+        openapi::AccessErrors,
+    ),
+    security((), ("bearer" = []))
+)]
+pub async fn standing_stream(
+    feed: web::Data<StatusFeed>,
+    registry: web::Data<EventRegistry>,
+    PathSegments((event, user)): PathSegments<(String, String)>,
+) -> Result<impl Responder, ApiError> {
+    let event = EventId::parse(&event).map_err(ApiError::InvalidInput)?;
+    let user = UserId::parse(&user).map_err(ApiError::InvalidInput)?;
+    let slot = feed
+        .clone()
+        .into_inner()
+        .open_stream()
+        .ok_or(ApiError::TooManyStreams)?;
+    // Watched before the actor is asked: it publishes the standing to this.
+    let mut updates = feed.watch_standing(&event, user.key());
+    let watch = WatchStanding {
+        user: user.key().clone(),
+    };
+    if !registry.ask(&event, watch).await? {
+        return Err(ApiError::BookingNotFound);
+    }
+    let render = move |standing: Standing| {
+        let body = UserStatus::new(event.clone(), user.clone(), standing);
+        let data = serde_json::to_string(&body).expect("a standing serializes");
+        Some(sse::Data::new(data).event("standing").into())
+    };
+    // Published before the actor answered.
+    let first = updates.borrow_and_update().and_then(render.clone());
+    Ok(Paced::stream(first, updates, render, &feed, slot))
+}
+
+/// One stream's state between two of its events: the newest value of a
+/// feed's channel, rendered, at most `STREAM_RATE` a second.
+struct Paced<T> {
+    /// The first event, sent at once.
+    first: Option<sse::Event>,
+    updates: watch::Receiver<Option<T>>,
+    /// The event for a value; `None`: nothing this stream has not sent.
+    render: Box<dyn FnMut(T) -> Option<sse::Event>>,
+    /// Not before this, the next event: `STREAM_RATE` a second at most.
     next_at: Instant,
     /// Set once the server stops: the stream ends, and the client reconnects.
     stopping: watch::Receiver<bool>,
@@ -132,11 +201,31 @@ struct Follow {
     _slot: StreamSlot,
 }
 
-impl Follow {
+impl<T: Copy + 'static> Paced<T> {
+    /// The response: `first`, then each newer value of `updates` as `render` makes it.
+    fn stream(
+        first: Option<sse::Event>,
+        updates: watch::Receiver<Option<T>>,
+        render: impl FnMut(T) -> Option<sse::Event> + 'static,
+        feed: &StatusFeed,
+        slot: StreamSlot,
+    ) -> impl Responder {
+        let paced = Paced {
+            first,
+            updates,
+            render: Box::new(render),
+            next_at: Instant::now(),
+            stopping: feed.stopping(),
+            _slot: slot,
+        };
+        let events = futures::stream::unfold(paced, Paced::next);
+        sse::Sse::from_infallible_stream(events).with_keep_alive(KEEP_ALIVE)
+    }
+
     /// The next event of the stream; `None` ends it (the server stops).
     async fn next(mut self) -> Option<(sse::Event, Self)> {
         if let Some(first) = self.first.take() {
-            return Some(self.send(first));
+            return Some(self.sent(first));
         }
         loop {
             let wait = self.next_at.saturating_duration_since(Instant::now());
@@ -148,20 +237,14 @@ impl Follow {
                 Either::Left((Err(_), _)) | Either::Right(_) => return None,
             }
             let newest = *self.updates.borrow_and_update();
-            if let Some(status) = newest.filter(|status| status.version > self.sent) {
-                return Some(self.send(status));
+            if let Some(event) = newest.and_then(&mut self.render) {
+                return Some(self.sent(event));
             }
         }
     }
 
-    fn send(mut self, status: Summary) -> (sse::Event, Self) {
-        self.sent = status.version;
+    fn sent(mut self, event: sse::Event) -> (sse::Event, Self) {
         self.next_at = Instant::now() + Duration::from_secs(1) / STREAM_RATE;
-        let body = EventStatus::new(self.event.clone(), status, self.hold_secs);
-        let data = serde_json::to_string(&body).expect("a status serializes");
-        let event = sse::Data::new(data)
-            .event("status")
-            .id(status.version.to_string());
-        (event.into(), self)
+        (event, self)
     }
 }

@@ -1,11 +1,14 @@
 //! The status stream of an event (`GET /api/events/{eventId}/stream`):
 //! committed statuses only, coalesced, resumable with `Last-Event-ID`,
-//! bounded by `max_streams`, and correct across passivation and a stop.
+//! bounded by `max_streams`, and correct across passivation and a stop. And
+//! a user's standing stream (`.../bookings/{userId}/stream`): their place
+//! moving up the queue, an offer arriving.
 
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use serde_json::json;
+use futures::StreamExt;
+use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app, spawn_app_with, EventReader, SentEvent, TestApp};
 
@@ -55,16 +58,25 @@ async fn a_stream_sends_the_status_then_the_status_after_each_committed_change()
 }
 
 #[actix_web::test]
-async fn a_burst_of_changes_comes_coalesced_at_most_ten_a_second() {
+async fn a_storm_of_ten_thousand_bookings_comes_coalesced_at_most_ten_a_second() {
     let app = spawn_app();
-    create_event(&app, "drop", 150).await;
+    create_event(&app, "drop", 1000).await;
     let mut stream = app.stream("/api/events/drop/stream", &[]).await;
     stream.next_event(WAIT).await.expect("the status at once");
     let started = Instant::now();
-    let bookings = (0..200).map(|n| app.book(json!("drop"), json!(format!("u{n}"))));
-    join_all(bookings).await;
+    let bookings = futures::stream::iter(0..10_000)
+        .map(|n| app.book(json!("drop"), json!(format!("u{n}"))))
+        .buffer_unordered(64);
+    let answers: Vec<_> = bookings.collect().await;
+    assert!(
+        answers.iter().all(|a| a.status == 200),
+        "every booking answered"
+    );
     let mut seen = Vec::new();
-    let last = read_until(&mut stream, &mut seen, |e| e.data["waitingListCount"] == 50).await;
+    let last = read_until(&mut stream, &mut seen, |e| {
+        e.data["waitingListCount"] == 9000
+    })
+    .await;
     let elapsed = started.elapsed().as_secs_f64();
     assert_eq!(last.data, app.get("/api/events/drop").await.body);
     assert!(
@@ -185,4 +197,131 @@ async fn streams_end_when_the_server_stops_and_the_stop_stays_graceful() {
     let status = app.stop_with("TERM");
     assert!(status.success(), "{status}");
     assert!(stream.next_event(WAIT).await.is_none(), "the stream ended");
+}
+
+/// The user's standing from a standing stream's event.
+fn standing(event: &SentEvent) -> (&str, Option<u64>) {
+    let position = event.data["position"].as_u64();
+    (event.data["status"].as_str().unwrap_or_default(), position)
+}
+
+#[actix_web::test]
+async fn a_user_stream_sends_the_standing_then_each_move_up_the_queue() {
+    let app = spawn_app();
+    create_event(&app, "gig", 1).await;
+    for user in ["a", "b", "c"] {
+        app.book(json!("gig"), json!(user)).await;
+    }
+    let mut stream = app.stream("/api/events/gig/bookings/c/stream", &[]).await;
+    assert_eq!(stream.status, 200);
+    assert!(stream.headers["content-type"].starts_with("text/event-stream"));
+    let first = stream.next_event(WAIT).await.expect("the standing at once");
+    assert_eq!(first.event, "standing");
+    assert_eq!(first.data, app.get("/api/events/gig/bookings/c").await.body);
+    assert_eq!(standing(&first), ("waiting", Some(2)));
+    app.cancel(json!("gig"), json!("b")).await;
+    let moved = stream.next_event(WAIT).await.expect("a move");
+    assert_eq!(standing(&moved), ("waiting", Some(1)));
+    // A booking elsewhere in the event does not move c: nothing is sent for it.
+    app.book(json!("gig"), json!("d")).await;
+    app.cancel(json!("gig"), json!("a")).await;
+    let booked = stream.next_event(WAIT).await.expect("the ticket");
+    assert_eq!(standing(&booked), ("booked", None));
+    assert_eq!(
+        booked.data,
+        app.get("/api/events/gig/bookings/c").await.body
+    );
+    assert_eq!(app.metrics().await["booking_open_streams"], 1.0);
+    for (path, code) in [
+        (
+            "/api/events/gig/bookings/nobody/stream",
+            "booking_not_found",
+        ),
+        ("/api/events/nope/bookings/c/stream", "event_not_found"),
+    ] {
+        let refused = app.get(path).await;
+        assert_eq!(
+            (refused.status, refused.body["code"].as_str()),
+            (404, Some(code))
+        );
+    }
+}
+
+#[actix_web::test]
+async fn a_user_stream_shows_an_offer_arriving() {
+    let app = spawn_app();
+    let body = json!({"eventId": "gig", "totalTickets": 1,
+                      "waitingList": {"mode": "offer", "offerSecs": 60}});
+    assert_eq!(app.post("/api/events", &body).await.status, 201);
+    app.book(json!("gig"), json!("a")).await;
+    app.book(json!("gig"), json!("b")).await;
+    let mut stream = app.stream("/api/events/gig/bookings/b/stream", &[]).await;
+    let first = stream.next_event(WAIT).await.expect("the standing");
+    assert_eq!(standing(&first), ("waiting", Some(1)));
+    app.cancel(json!("gig"), json!("a")).await;
+    let offer = stream.next_event(WAIT).await.expect("the offer");
+    assert_eq!(standing(&offer), ("held", None));
+    assert_eq!(offer.data["offered"], true);
+    assert!(offer.data["expiresAt"].is_string(), "{offer:?}");
+    assert_eq!(offer.data, app.get("/api/events/gig/bookings/b").await.body);
+}
+
+#[actix_web::test]
+async fn a_user_stream_comes_coalesced_while_the_queue_ahead_empties() {
+    let app = spawn_app();
+    create_event(&app, "drop", 1).await;
+    let users: Vec<String> = (0..500).map(|n| format!("u{n:03}")).collect();
+    for user in &users {
+        app.book(json!("drop"), json!(user)).await;
+    }
+    let mut stream = app
+        .stream("/api/events/drop/bookings/u499/stream", &[])
+        .await;
+    let first = stream.next_event(WAIT).await.expect("the standing");
+    assert_eq!(standing(&first), ("waiting", Some(499)));
+    let started = Instant::now();
+    let cancels = users[1..499]
+        .iter()
+        .map(|user| app.cancel(json!("drop"), json!(user)));
+    join_all(cancels).await;
+    let mut seen = Vec::new();
+    let last = read_until(&mut stream, &mut seen, |e| e.data["position"] == 1).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(
+        last.data,
+        app.get("/api/events/drop/bookings/u499").await.body
+    );
+    assert!(
+        seen.len() as f64 <= 10.0 * elapsed + 1.0,
+        "{} standings in {elapsed:.2} s",
+        seen.len()
+    );
+    let positions: Vec<&Value> = seen.iter().map(|e| &e.data["position"]).collect();
+    assert!(
+        positions.windows(2).all(|w| w[0].as_u64() > w[1].as_u64()),
+        "moving up only: {positions:?}"
+    );
+}
+
+#[actix_web::test]
+async fn a_user_stream_goes_on_while_its_event_passivates_and_activates_again() {
+    let app = spawn_app_with(&[("BOOKING_PASSIVATE_AFTER_SECS", "1")]);
+    create_event(&app, "gig", 1).await;
+    for user in ["a", "b", "c"] {
+        app.book(json!("gig"), json!(user)).await;
+    }
+    let mut stream = app.stream("/api/events/gig/bookings/c/stream", &[]).await;
+    let first = stream.next_event(WAIT).await.expect("the standing");
+    assert_eq!(standing(&first), ("waiting", Some(2)));
+    assert_eq!(
+        app.metric_reaching("booking_event_passivations_total", 1.0)
+            .await,
+        1.0
+    );
+    app.cancel(json!("gig"), json!("b")).await;
+    let moved = stream
+        .next_event(WAIT)
+        .await
+        .expect("a move after activation");
+    assert_eq!(standing(&moved), ("waiting", Some(1)));
 }

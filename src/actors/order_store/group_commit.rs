@@ -7,13 +7,14 @@
 //! request straight from this thread once `COMMIT` returned.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
 
 use super::{OrderStore, QueueSlot};
 use crate::actors::event::{EventAddr, StorageFailed};
-use crate::booking::Summary;
+use crate::booking::{Standing, Summary};
 use crate::idempotency::Pending;
 use crate::ids::EventId;
 use crate::storage::{Change, StorageError};
@@ -48,6 +49,10 @@ pub struct Persist {
     /// The event's status after `change`, for its status streams once the
     /// change is committed (see `StatusFeed`).
     pub published: Option<Summary>,
+    /// Watched users' standings after every change before it, published
+    /// once those are committed (see `EventActor::publish_standings`);
+    /// usually empty, and then all a `Persist` carries besides `done`.
+    pub standings: Vec<(Arc<str>, Standing)>,
     pub done: OnCommit,
     /// Its place in the bounded queue, freed once it is answered; `None`
     /// for a change no request asked for (a hold's lapse), which is stored
@@ -56,6 +61,11 @@ pub struct Persist {
 }
 
 impl Persist {
+    /// Standings to publish and nothing to write.
+    fn publishes_only(&self) -> bool {
+        self.change.is_none() && self.answer.is_none()
+    }
+
     /// Answers the request with the outcome of its commit (and the row of
     /// its idempotent answer, if it has one). The idempotency
     /// key and the queue place are settled first: a client that retries or
@@ -103,6 +113,10 @@ impl OrderStore {
         if writes.is_empty() {
             return;
         }
+        if writes.iter().all(Persist::publishes_only) {
+            // Nothing to write: what they publish is committed already.
+            return self.committed(writes, Vec::new());
+        }
         let changes = writes.iter().filter_map(|persist| persist.change.as_ref());
         let answers = writes
             .iter()
@@ -114,27 +128,36 @@ impl OrderStore {
         match committed {
             Ok(rows) => {
                 self.metrics.committed(writes.len(), started.elapsed());
-                // One row per answer, in the order the answers were written.
-                let mut rows = rows.into_iter();
-                for persist in writes {
-                    if let Some(change) = &persist.change {
-                        self.metrics.stored(change);
-                        if let Some(status) = persist.published {
-                            self.feed.publish(change.event(), status);
-                        }
-                        self.log_rows += change.log_rows().count() as u64;
-                        self.replaced_since_scan += match change {
-                            Change::Order { update, .. } => update.rows_replaced(),
-                            // Each promoted user's waiting row.
-                            Change::Configure { promoted, .. } => promoted.len() as u64,
-                            Change::CreateEvent { .. } => 0,
-                        };
-                    }
-                    let row = persist.answer.as_ref().and_then(|_| rows.next());
-                    persist.settle(Ok(row));
-                }
+                self.committed(writes, rows);
             }
             Err(error) => self.fail(error, writes),
+        }
+    }
+
+    /// Publishes what the committed `writes` carry for the streams and
+    /// answers them, with their answers' `rows` in order.
+    fn committed(&mut self, writes: Vec<Persist>, rows: Vec<i64>) {
+        let mut rows = rows.into_iter();
+        for persist in writes {
+            if let Some(change) = &persist.change {
+                self.metrics.stored(change);
+                if let Some(status) = persist.published {
+                    self.feed.publish(change.event(), status);
+                }
+                self.log_rows += change.log_rows().count() as u64;
+                self.replaced_since_scan += match change {
+                    Change::Order { update, .. } => update.rows_replaced(),
+                    // Each promoted user's waiting row.
+                    Change::Configure { promoted, .. } => promoted.len() as u64,
+                    Change::CreateEvent { .. } => 0,
+                };
+            }
+            if let (false, Some(origin)) = (persist.standings.is_empty(), &persist.origin) {
+                self.feed
+                    .publish_standings(&origin.event, &persist.standings);
+            }
+            let row = persist.answer.as_ref().and_then(|_| rows.next());
+            persist.settle(Ok(row));
         }
     }
 
@@ -146,12 +169,15 @@ impl OrderStore {
                 .get(&origin.event)
                 .is_some_and(|valid_from| origin.generation < *valid_from)
         });
+        // Standings are published only by an owner, like changes.
+        let fenced = match (&persist.change, &persist.origin) {
+            (Some(change), _) => Some(change.event()),
+            (None, Some(origin)) if !persist.standings.is_empty() => Some(&origin.event),
+            (None, _) => None,
+        };
         let not_owned = || {
             self.database.fences()
-                && persist
-                    .change
-                    .as_ref()
-                    .is_some_and(|change| self.owned.get(change.event()) != Some(&session))
+                && fenced.is_some_and(|event| self.owned.get(event) != Some(&session))
         };
         failed_before || not_owned()
     }
@@ -274,6 +300,7 @@ mod tests {
                 answer: Some(claim.answer(answer)),
                 origin: None,
                 published: None,
+                standings: Vec::new(),
                 done,
                 slot: backlog.reserve(),
             }

@@ -323,6 +323,7 @@ mod tests {
             answer: None,
             origin: None,
             published: None,
+            standings: Vec::new(),
             done: Box::new(move |outcome| {
                 let _ = heard.send((outcome.is_ok(), counted()));
             }),
@@ -383,6 +384,7 @@ mod tests {
                 answer: None,
                 origin: None,
                 published: None,
+                standings: Vec::new(),
                 done: Box::new(|_| {}),
                 slot: Some(slot),
             });
