@@ -5,6 +5,7 @@ mod access;
 mod book;
 mod bookings;
 mod cancel;
+mod event_page;
 mod event_settings;
 mod events;
 mod extract;
@@ -38,8 +39,9 @@ pub use head::head_as_get;
 pub use json_errors::json_errors;
 pub use observe::observe;
 
-/// Mounts every route: `/health`, `/ready`, `/metrics`, `/docs` and
-/// `/api/openapi.json` open to all, the API behind the access guard.
+/// Mounts every route: `/health`, `/ready`, `/metrics`, `/docs`,
+/// `/api/openapi.json` and the events' live pages open to all, the API
+/// behind the access guard.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // Routes are tried in this order. The document is open to all, like
     // /health, so it comes before the /api scope and its guard. The docs
@@ -49,6 +51,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/ready", ALLOW_GET).route(web::get().to(operations::ready)))
         .service(resource("/metrics", ALLOW_GET).route(web::get().to(operations::metrics)))
         .service(openapi::document_resource())
+        .configure(event_page::configure)
         .service(
             web::scope("/api")
                 // The guard runs first: a stranger is refused even during recovery.

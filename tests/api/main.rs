@@ -3,6 +3,7 @@
 mod access;
 mod bad_input;
 mod book;
+mod browser;
 mod cancel;
 mod cluster;
 mod concurrency;
