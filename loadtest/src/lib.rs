@@ -10,6 +10,7 @@ mod api;
 pub mod bench;
 pub mod cluster;
 mod cpu;
+pub mod html;
 mod report;
 mod scenario;
 pub mod spawn;
@@ -31,7 +32,8 @@ pub use scenario::Scenario;
 use scenario::{Op, Plan, Ratios, Rng};
 use spawn::SpawnedServer;
 
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Options {
     /// Base URL of a running server.
     #[arg(long, default_value = "http://127.0.0.1:3000")]
@@ -89,6 +91,10 @@ pub struct Options {
     /// Skip the verification after the run.
     #[arg(long)]
     pub no_verify: bool,
+    /// Also write the report as one self-contained HTML page, with charts,
+    /// to this file.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<std::path::PathBuf>,
 }
 
 impl Options {

@@ -48,6 +48,12 @@ fn main() -> ExitCode {
     } else {
         report.print_text();
     }
+    if let Some(path) = &options.html {
+        if let Err(error) = loadtest::html::write(&report, &options, path) {
+            eprintln!("loadtest: writing {}: {error}", path.display());
+            return ExitCode::from(2);
+        }
+    }
     if report.verification.passed() {
         ExitCode::SUCCESS
     } else {

@@ -124,6 +124,8 @@ pub struct Report {
     pub verification: Verification,
     /// CPU per request during the load (not the verification); `None` off Linux.
     pub cpu: Option<CpuUse>,
+    /// When the load began.
+    pub started_at: jiff::Timestamp,
 }
 
 impl Report {
@@ -151,6 +153,7 @@ impl Report {
             outcomes,
             verification: Verification::default(),
             cpu: None,
+            started_at: jiff::Timestamp::now() - elapsed,
         }
     }
 
@@ -178,6 +181,22 @@ impl Report {
         let o = &self.outcomes;
         (o.booked + o.waiting + o.reassigned + o.cancelled + o.held) as f64
             / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The latency histogram, refusals aside: (upper bound in milliseconds,
+    /// requests), in buckets each 25% wider than the one before, from 0.1 ms.
+    pub fn latency_buckets(&self) -> Vec<(f64, u64)> {
+        if self.stats.latency.is_empty() {
+            return Vec::new();
+        }
+        self.stats
+            .latency
+            .iter_log(100, 1.25)
+            .map(|bucket| {
+                let upper_ms = bucket.value_iterated_to() as f64 / 1000.0;
+                (upper_ms, bucket.count_since_last_iteration())
+            })
+            .collect()
     }
 
     pub fn max_latency_ms(&self) -> f64 {

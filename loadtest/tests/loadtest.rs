@@ -219,6 +219,110 @@ fn the_text_report_names_every_figure() {
     }
 }
 
+/// The run's data embedded in an HTML report (`<script id="run">`).
+fn html_report_data(html: &str) -> Value {
+    let start = html
+        .find(r#"<script id="run" type="application/json">"#)
+        .expect("the run's data");
+    let data = &html[start..];
+    let data = &data[data.find('>').unwrap() + 1..data.find("</script>").unwrap()];
+    serde_json::from_str(data).expect("JSON")
+}
+
+#[test]
+fn the_html_report_is_one_file_with_the_charts_data_the_figures_and_the_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("report.html");
+    let output = loadtest(&[
+        "--spawn",
+        "--requests",
+        "400",
+        "--users",
+        "400",
+        "--tickets",
+        "40",
+        "--json",
+        "--html",
+        path.to_str().unwrap(),
+    ]);
+    let report = verified_report(&output, "drop");
+    let html = std::fs::read_to_string(&path).expect("the report was written");
+    // Self-contained: the chart library is inside, nothing is fetched.
+    assert!(html.contains("uPlot"), "the chart library");
+    assert!(!html.contains("src=\"http") && !html.contains("href=\"http"));
+    let run = html_report_data(&html);
+    assert_eq!(run["summary"], report, "the figures, as --json prints them");
+    assert_eq!(run["settings"]["tickets"], 40);
+    assert_eq!(run["settings"]["scenario"], "drop");
+    assert!(run["commandLine"].as_str().unwrap().contains("--html"));
+    // The histogram counts every request (none was refused)...
+    let latency = &run["latencyHistogram"];
+    let counted: u64 = latency["count"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, 400, "{latency}");
+    let upper: Vec<f64> = latency["upperMs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_f64().unwrap())
+        .collect();
+    assert!(upper.windows(2).all(|w| w[0] < w[1]), "{upper:?}");
+    // ...and so does the throughput over time, rate by bucket.
+    let throughput = &run["throughput"];
+    let width = throughput["bucketSecs"].as_f64().unwrap();
+    let seconds = report["seconds"].as_f64().unwrap();
+    let rates = throughput["requests"].as_array().unwrap();
+    let last = rates.len() - 1;
+    let total: f64 = rates
+        .iter()
+        .enumerate()
+        .map(|(b, rate)| {
+            let span = if b == last {
+                seconds - last as f64 * width
+            } else {
+                width
+            };
+            rate.as_f64().unwrap() * span.max(1e-3)
+        })
+        .sum();
+    assert!(
+        (total - 400.0).abs() < 0.5,
+        "{total} requests in {throughput}"
+    );
+}
+
+#[test]
+fn the_html_report_of_a_failed_verification_lists_the_violations() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("report.html");
+    let url = stub_server(Flaw::Oversells);
+    let output = loadtest(&[
+        "--url",
+        &url,
+        "--requests",
+        "50",
+        "--users",
+        "50",
+        "--tickets",
+        "10",
+        "--concurrency",
+        "4",
+        "--html",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let run = html_report_data(&std::fs::read_to_string(&path).unwrap());
+    let violations = run["summary"]["verification"]["violations"].to_string();
+    assert!(
+        violations.contains("oversold, 50 booked of 10 tickets"),
+        "{violations}"
+    );
+}
+
 /// How a stub server breaks the rules.
 #[derive(Clone, Copy)]
 enum Flaw {
