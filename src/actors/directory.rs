@@ -314,11 +314,12 @@ impl Directory {
         self.hold_secs
     }
 
-    /// The database events are read from.
+    /// Where actors publish the standings of watched users.
     pub(super) fn feed(&self) -> Arc<StatusFeed> {
         self.feed.clone()
     }
 
+    /// The database events are read from.
     pub(super) fn database(&self) -> Database {
         self.database.clone()
     }

@@ -590,6 +590,11 @@ impl Actor for EventActor {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        if self.handing_off || self.database.session() != self.session {
+            // Another instance decides for the event now: streams here would
+            // go silent. They end, and their clients reconnect to the owner.
+            self.feed.end_streams(&self.id);
+        }
         // Behind every change it sent: the event is given up once they are committed.
         if self.handing_off {
             self.directory.hand_over(&self.id);

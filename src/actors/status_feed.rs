@@ -79,6 +79,15 @@ impl StatusFeed {
         Some(StreamSlot(self.clone()))
     }
 
+    /// Ends the streams of `event`, status and standings: this instance no
+    /// longer decides for it (handed to another instance, or its database
+    /// session ended), so no commit of its would come. Their clients
+    /// reconnect, and the event's owner serves them.
+    pub fn end_streams(&self, event: &EventId) {
+        self.channels.remove(event);
+        self.standings.remove(event);
+    }
+
     /// The event's committed statuses from now on (`None` until the next
     /// commit publishes one).
     pub fn subscribe(&self, event: &EventId) -> watch::Receiver<Option<Summary>> {
@@ -221,5 +230,16 @@ mod tests {
             !feed.watches_standings(&event),
             "forgotten once nobody watches"
         );
+    }
+
+    #[test]
+    fn ending_an_events_streams_closes_their_channels() {
+        let feed = StatusFeed::new(2);
+        let event = EventId::parse("e").unwrap();
+        let status = feed.subscribe(&event);
+        let standing = feed.watch_standing(&event, &"u".into());
+        feed.end_streams(&event);
+        assert!(status.has_changed().is_err(), "the status stream ends");
+        assert!(standing.has_changed().is_err(), "the standing stream ends");
     }
 }

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use super::extract::PathSegments;
 use super::openapi;
 use super::status::{EventStatus, UserStatus};
-use crate::actors::{EventRegistry, StatusFeed, StreamSlot, WatchStanding};
+use crate::actors::{EventRegistry, GetSummary, StatusFeed, StreamSlot, WatchStanding};
 use crate::booking::{Standing, Summary};
 use crate::error::{ApiError, ErrorBody};
 use crate::ids::{EventId, UserId};
@@ -89,6 +89,12 @@ pub async fn event_stream(
         .ok_or(ApiError::TooManyStreams)?;
     // Subscribed before the database is read: no commit falls in between.
     let updates = feed.subscribe(&event);
+    if database.fences() {
+        // Several instances: the stream is served by the event's owner,
+        // whose commits it shows, so the event comes here (see `directory`);
+        // if it leaves, the stream ends and its client reconnects.
+        registry.ask(&event, GetSummary).await?;
+    }
     let stored = {
         let (database, event) = (database.clone(), event.clone());
         web::block(move || database.stored_event(&event)).await

@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use serde_json::{json, Value};
 
-use crate::helpers::{skip, BINARY};
+use crate::helpers::{skip, EventReader, BINARY};
 use crate::postgres_server::{as_user, running_as_root};
 
 /// A running cluster; `down` when dropped, even after a failed assertion.
@@ -176,6 +176,69 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// A stream at `url`, once the instance takes it (a hand-off may be under way: 503).
+    async fn stream(&self, url: &str, headers: &[(&str, &str)]) -> EventReader {
+        for _ in 0..100 {
+            let stream = EventReader::open(&self.client, url, headers).await;
+            if stream.status != 503 {
+                return stream;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{url}: 503 for 10 s");
+    }
+
+    /// A POST straight at `node`, again while a hand-off answers 503.
+    async fn post_at(&self, node: &str, path: &str, body: Value) -> (u16, Value) {
+        for _ in 0..100 {
+            let answer = self.send(node, "POST", path, Some(body.clone())).await;
+            if answer.0 != 503 {
+                return answer;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{node}{path}: 503 for 10 s");
+    }
+}
+
+/// A stream is served by its event's owner: opened at an instance, it
+/// brings the event there; when the event is handed to another instance,
+/// it ends, and its client, reconnecting with `Last-Event-ID`, hears at
+/// once what it missed from the new owner.
+async fn a_stream_follows_its_event_to_the_owner(cluster: &Cluster) {
+    let wait = Duration::from_secs(10);
+    let body = json!({"eventId": "live", "totalTickets": 5});
+    assert_eq!(cluster.api("POST", "/api/events", Some(body)).await.0, 201);
+    let (first, second) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let url = |node: &str| format!("{node}/api/events/live/stream");
+    let mut stream = cluster.stream(&url(first), &[]).await;
+    assert_eq!(stream.status, 200);
+    let seen = stream.next_event(wait).await.expect("the status");
+    let booking = json!({"userId": "a"});
+    let booked = cluster
+        .post_at(second, "/api/events/live/bookings", booking)
+        .await;
+    assert_eq!(booked.0, 201, "{booked:?}");
+    assert!(stream.next_event(wait).await.is_none());
+    assert!(stream.ended, "the stream at the former owner ended");
+    let mut stream = cluster
+        .stream(&url(second), &[("last-event-id", &seen.id)])
+        .await;
+    let caught_up = stream.next_event(wait).await.expect("what it missed");
+    assert_eq!(caught_up.data["bookedTickets"], 1, "{caught_up:?}");
+    let booking = json!({"userId": "b"});
+    let booked = cluster
+        .post_at(second, "/api/events/live/bookings", booking)
+        .await;
+    assert_eq!(booked.0, 201, "{booked:?}");
+    let next = stream
+        .next_event(wait)
+        .await
+        .expect("the owner's next change");
+    assert_eq!(next.data["bookedTickets"], 2, "{next:?}");
+}
+
 /// Positions of the waiting answers, sorted; and how many were booked.
 fn tally(answers: &[(u16, Value)]) -> (usize, Vec<u64>) {
     let booked = answers
@@ -196,6 +259,7 @@ async fn three_instances_behind_nginx() {
         return;
     };
     the_booking_contract_holds(&cluster).await;
+    a_stream_follows_its_event_to_the_owner(&cluster).await;
     // Storms over EVENTS events of TICKETS tickets each, created now.
     for e in 0..EVENTS {
         let body = json!({"eventId": format!("s{e}"), "totalTickets": TICKETS});

@@ -538,9 +538,36 @@ pub struct EventReader {
         Box<dyn futures::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>>>,
     >,
     buffered: String,
+    /// The server ended the stream (not merely silent for a while).
+    pub ended: bool,
 }
 
 impl EventReader {
+    /// Opens a GET stream at `url` with these headers.
+    pub async fn open(client: &awc::Client, url: &str, headers: &[(&str, &str)]) -> EventReader {
+        let mut request = client.get(url);
+        for header in headers {
+            request = request.insert_header(*header);
+        }
+        let response = request.send().await.expect("the server answers");
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(name, value)| {
+                let value = value.to_str().unwrap_or_default().to_string();
+                (name.as_str().to_string(), value)
+            })
+            .collect();
+        EventReader {
+            status,
+            headers,
+            body: Box::pin(response),
+            buffered: String::new(),
+            ended: false,
+        }
+    }
+
     /// The next event, skipping comment lines (keep-alives); `None` once
     /// the stream ended, or if nothing came within `within`.
     pub async fn next_event(&mut self, within: Duration) -> Option<SentEvent> {
@@ -572,7 +599,11 @@ impl EventReader {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match actix_web::rt::time::timeout(left, self.body.next()).await {
                 Ok(Some(Ok(bytes))) => self.buffered.push_str(&String::from_utf8_lossy(&bytes)),
-                _ => return None,
+                Ok(_) => {
+                    self.ended = true;
+                    return None;
+                }
+                Err(_) => return None,
             }
         }
     }
@@ -581,25 +612,7 @@ impl EventReader {
 impl TestApp {
     /// Opens a GET stream at `path` with these headers.
     pub async fn stream(&self, path: &str, headers: &[(&str, &str)]) -> EventReader {
-        let response = self
-            .build("GET", path, headers)
-            .send()
-            .await
-            .expect("the server answers");
-        let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(name, value)| {
-                let value = value.to_str().unwrap_or_default().to_string();
-                (name.as_str().to_string(), value)
-            })
-            .collect();
-        EventReader {
-            status,
-            headers,
-            body: Box::pin(response),
-            buffered: String::new(),
-        }
+        let url = format!("{}{path}", self.address);
+        EventReader::open(&self.client, &url, headers).await
     }
 }

@@ -196,7 +196,8 @@ async fn streams_end_when_the_server_stops_and_the_stop_stays_graceful() {
     stream.next_event(WAIT).await.expect("the status");
     let status = app.stop_with("TERM");
     assert!(status.success(), "{status}");
-    assert!(stream.next_event(WAIT).await.is_none(), "the stream ended");
+    assert!(stream.next_event(WAIT).await.is_none());
+    assert!(stream.ended, "the stream ended");
 }
 
 /// The user's standing from a standing stream's event.
