@@ -2,11 +2,13 @@
 //! (drop and spread through both sets of routes), then a restart, event
 //! activation and memory per user and per booking with an `Idempotency-Key`,
 //! and events as virtual actors: time to ready with many stored orders, and
-//! memory while many events are active and once they passivated; and
+//! memory while many events are active and once they passivated, and
+//! streams open on the passivated events ([`streams`]); and
 //! PostgreSQL and three instances behind nginx ([`cluster`]). The table
 //! goes to stdout and to `BENCHMARKS.md`, with the machine and the commit.
 
 mod cluster;
+mod streams;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -149,6 +151,8 @@ struct VirtualActors {
     fresh: u64,
     active: u64,
     passivated: u64,
+    /// Then: status streams open on passivated events.
+    streams: streams::StreamFigures,
 }
 
 /// The runs on the first server.
@@ -437,6 +441,7 @@ fn virtual_actors(options: &BenchOptions) -> Result<VirtualActors, String> {
         std::thread::sleep(Duration::from_secs(1));
         passivated = passivated.min(server.rss_bytes()?);
     }
+    let streams = streams::measure(&server, &events, options.concurrency)?;
     Ok(VirtualActors {
         seed_orders,
         seed_events,
@@ -445,6 +450,7 @@ fn virtual_actors(options: &BenchOptions) -> Result<VirtualActors, String> {
         fresh,
         active,
         passivated,
+        streams,
     })
 }
 
@@ -703,6 +709,7 @@ Events as virtual actors: a start reads no event, and an event idle for `passiva
         "| RSS per active event, booked once | {:.0} B | |",
         figures.active.saturating_sub(figures.fresh) as f64 / figures.events as f64
     );
+    md.push_str(&streams::rows(&figures.streams));
     md
 }
 

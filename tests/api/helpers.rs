@@ -530,14 +530,23 @@ pub struct SentEvent {
     pub data: Value,
 }
 
+/// The body of a stream, read as events (framing by `eventsource-stream`).
+type Events = std::pin::Pin<
+    Box<
+        dyn futures::Stream<
+            Item = Result<
+                eventsource_stream::Event,
+                eventsource_stream::EventStreamError<awc::error::PayloadError>,
+            >,
+        >,
+    >,
+>;
+
 /// The events of an open `text/event-stream` response, read as they come.
 pub struct EventReader {
     pub status: u16,
     pub headers: HashMap<String, String>,
-    body: std::pin::Pin<
-        Box<dyn futures::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>>>,
-    >,
-    buffered: String,
+    events: Events,
     /// The server ended the stream (not merely silent for a while).
     pub ended: bool,
 }
@@ -545,6 +554,7 @@ pub struct EventReader {
 impl EventReader {
     /// Opens a GET stream at `url` with these headers.
     pub async fn open(client: &awc::Client, url: &str, headers: &[(&str, &str)]) -> EventReader {
+        use eventsource_stream::Eventsource;
         let mut request = client.get(url);
         for header in headers {
             request = request.insert_header(*header);
@@ -562,49 +572,26 @@ impl EventReader {
         EventReader {
             status,
             headers,
-            body: Box::pin(response),
-            buffered: String::new(),
+            events: Box::pin(response.eventsource()),
             ended: false,
         }
     }
 
-    /// The next event, skipping comment lines (keep-alives); `None` once
-    /// the stream ended, or if nothing came within `within`.
+    /// The next event (comment lines, the keep-alives, are no events);
+    /// `None` once the stream ended, or if nothing came within `within`.
     pub async fn next_event(&mut self, within: Duration) -> Option<SentEvent> {
         use futures::StreamExt;
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            if let Some(end) = self.buffered.find("\n\n") {
-                let block: String = self.buffered.drain(..end + 2).collect();
-                let mut event = SentEvent {
-                    event: String::new(),
-                    id: String::new(),
-                    data: Value::Null,
-                };
-                for line in block.lines() {
-                    match line.split_once(':') {
-                        Some(("event", value)) => event.event = value.trim().to_string(),
-                        Some(("id", value)) => event.id = value.trim().to_string(),
-                        Some(("data", value)) => {
-                            event.data = serde_json::from_str(value.trim()).unwrap_or(Value::Null)
-                        }
-                        _ => {}
-                    }
-                }
-                if !event.event.is_empty() {
-                    return Some(event);
-                }
-                continue;
+        match actix_web::rt::time::timeout(within, self.events.next()).await {
+            Ok(Some(Ok(event))) => Some(SentEvent {
+                event: event.event,
+                id: event.id,
+                data: serde_json::from_str(&event.data).unwrap_or(Value::Null),
+            }),
+            Ok(_) => {
+                self.ended = true;
+                None
             }
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match actix_web::rt::time::timeout(left, self.body.next()).await {
-                Ok(Some(Ok(bytes))) => self.buffered.push_str(&String::from_utf8_lossy(&bytes)),
-                Ok(_) => {
-                    self.ended = true;
-                    return None;
-                }
-                Err(_) => return None,
-            }
+            Err(_) => None,
         }
     }
 }
