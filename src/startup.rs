@@ -288,7 +288,10 @@ fn spawn_metrics_upkeep(state: &SharedState) {
 /// Idle rate-limit clients and expired idempotency answers every minute (a
 /// pass over every key); the cap on idempotency keys every second, as keyed
 /// requests may arrive by the ten thousand a second; and every second, the
-/// memory of passivated events back to the system.
+/// memory of passivated events back to the system, and the channels of
+/// ended streams. On a shared database, once the writer's session changed
+/// (it ended: another instance may own any event now), every stream ends,
+/// and its client reconnects to an owner.
 fn spawn_housekeeping(state: &SharedState) {
     telemetry::keys_evicted(0); // The series exists before the first eviction.
     let (access, idempotency, store, registry) = (
@@ -297,8 +300,10 @@ fn spawn_housekeeping(state: &SharedState) {
         state.store.clone(),
         state.registry.clone(),
     );
+    let (feed, database) = (state.feed.clone(), state.database.clone());
     actix_web::rt::spawn(async move {
         let mut every_second = actix_web::rt::time::interval(Duration::from_secs(1));
+        let mut session = database.session();
         for tick in 0u64.. {
             every_second.tick().await;
             let expiry = tick % 60 == 0;
@@ -308,6 +313,11 @@ fn spawn_housekeeping(state: &SharedState) {
             }
             forget_answers(&idempotency, &store, expiry);
             registry.give_back_memory();
+            feed.forget_unwatched();
+            if database.fences() && database.session() != session {
+                session = database.session();
+                feed.end_all_streams();
+            }
         }
     });
 }

@@ -13,7 +13,8 @@
 
   // Follows a stream. The browser reconnects by itself after a network
   // error (a server restart); an answer other than 200 closes the source
-  // for good, so `closed` decides whether to try again.
+  // for good, so `closed` decides whether to try again. Nothing is shown
+  // once the follow was stopped (another user is watched).
   function follow(url, name, show, state, closed) {
     let source = null;
     let timer = null;
@@ -28,7 +29,7 @@
           return;
         }
         state("closed");
-        closed().then((again) => {
+        closed(() => stopped).then((again) => {
           if (again && !stopped) timer = setTimeout(open, 1000);
         });
       };
@@ -41,8 +42,8 @@
     };
   }
 
-  // Why a stream was refused, from the same URL's error body: `null` if
-  // the server could not be reached either.
+  // Why a stream was refused, from the error body of the plain read it
+  // follows (`url`): `null` if the server could not be reached either.
   async function refusal(url) {
     try {
       const answer = await fetch(url);
@@ -55,7 +56,9 @@
   }
 
   // Tickets booked per second over the last minute: the rises of
-  // `bookedTickets` between statuses, counted in the second they arrived.
+  // `bookedTickets` between statuses, counted in the second they arrived;
+  // only whole seconds are shown. A new connection starts counting afresh:
+  // what was booked while disconnected is not one second's bookings.
   const SECONDS = 60;
   const perSecond = new Map();
   let lastBooked = null;
@@ -70,7 +73,8 @@
   }
 
   function drawRate() {
-    const now = Math.floor(Date.now() / 1000);
+    // The last whole second.
+    const now = Math.floor(Date.now() / 1000) - 1;
     const xs = [];
     const ys = [];
     for (let second = now - SECONDS + 1; second <= now; second++) {
@@ -130,7 +134,10 @@
     closed: "Not connected.",
   };
   follow(api + "/stream", "status", showStatus,
-    (state) => { byId("connection").textContent = connection[state]; },
+    (state) => {
+      if (state === "live") lastBooked = null;
+      byId("connection").textContent = connection[state];
+    },
     async () => {
       const why = await refusal(api);
       if (why && why.code === "event_not_found") {
@@ -170,14 +177,16 @@
     unwatch = follow(url + "/stream", "standing",
       (standing) => { byId("standing").textContent = describe(standing); },
       () => {},
-      async () => {
+      async (stopped) => {
         const why = await refusal(url);
+        if (stopped()) return false;
         if (why && why.code === "booking_not_found") {
-          // Looked for again each time: the user may book meanwhile.
+          // Looked for again each second: the user may book meanwhile.
           byId("standing").textContent = user + " has no booking at this event.";
         } else if (why && why.code !== "ok") {
           byId("standing").textContent = why.error || why.code;
-          return why.code !== "invalid_input" && why.code !== "event_not_found";
+          const final = ["invalid_input", "event_not_found", "unauthorized", "forbidden"];
+          return !final.includes(why.code);
         }
         return true;
       });

@@ -36,10 +36,16 @@ pub fn write(report: &Report, options: &Options, path: &Path) -> std::io::Result
 /// What the page shows, as JSON: the summary is `--json`'s report.
 fn run_data(report: &Report, options: &Options) -> Value {
     let (upper_ms, count): (Vec<f64>, Vec<u64>) = report.latency_buckets().into_iter().unzip();
+    let command_line: Vec<_> = std::env::args_os()
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .collect();
+    // Fails only for a path that is not UTF-8 (`--html`'s own).
+    let settings =
+        serde_json::to_value(options).unwrap_or_else(|e| json!({"error": e.to_string()}));
     json!({
         "startedAt": report.started_at.to_string(),
-        "commandLine": std::env::args().collect::<Vec<_>>().join(" "),
-        "settings": options,
+        "commandLine": command_line.join(" "),
+        "settings": settings,
         "summary": report.to_json(),
         "throughput": throughput(report),
         "latencyHistogram": {"upperMs": upper_ms, "count": count},
@@ -54,7 +60,15 @@ fn throughput(report: &Report) -> Value {
         .into_iter()
         .find(|width| seconds / width <= MAX_BUCKETS)
         .unwrap_or(seconds / MAX_BUCKETS);
-    let buckets = (seconds / width).ceil().max(1.0) as usize;
+    // A last bucket shorter than half the width joins the one before: it
+    // holds only the requests that were in flight as the run ended.
+    let whole = (seconds / width).floor();
+    let buckets = if seconds - whole * width < width / 2.0 {
+        whole
+    } else {
+        whole + 1.0
+    };
+    let buckets = buckets.max(1.0) as usize;
     let mut counts = vec![[0u64; 4]; buckets];
     for record in &report.stats.records {
         let at = record.received_us as f64 / 1e6;
@@ -70,7 +84,7 @@ fn throughput(report: &Report) -> Value {
             counts[bucket][kind] += 1;
         }
     }
-    // The last bucket may be cut short by the run's end.
+    // The last bucket spans what is left of the run, more or less than `width`.
     let last = seconds - (buckets - 1) as f64 * width;
     let span = |bucket: usize| {
         if bucket + 1 == buckets {

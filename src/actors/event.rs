@@ -449,21 +449,24 @@ impl EventActor {
         let handle = ctx.run_later(wait, |actor, ctx| {
             actor.standings_timer = None;
             if actor.check_fresh(ctx).is_ok() {
-                actor.publish_standings(Box::new(|_| {}));
+                actor.standings_at = Instant::now();
+                let watched = actor.feed.watched_users(&actor.id);
+                actor.publish_standings(watched, Box::new(|_| {}));
             }
         });
         self.standings_timer = Some(handle);
     }
 
-    /// Works out the watched users' standings now and sends them to the
-    /// store behind every change decided so far: it publishes them once
-    /// those are committed, so that a stream never shows what a storage
-    /// failure then undoes. `done` hears whether they were.
-    fn publish_standings(&mut self, done: Box<dyn FnOnce(Result<(), NotStored>) + Send>) {
-        self.standings_at = Instant::now();
-        let standings = self
-            .feed
-            .watched_users(&self.id)
+    /// Works out these `users`' standings now and sends them to the store
+    /// behind every change decided so far: it publishes them once those are
+    /// committed, so that a stream never shows what a storage failure then
+    /// undoes. `done` hears whether they were.
+    fn publish_standings(
+        &mut self,
+        users: Vec<Arc<str>>,
+        done: Box<dyn FnOnce(Result<(), NotStored>) + Send>,
+    ) {
+        let standings = users
             .into_iter()
             .filter_map(|user| Some((user.clone(), self.state.standing(&user)?)))
             .collect();
@@ -501,6 +504,8 @@ impl EventActor {
                         // What lapsed meanwhile, or was lapsed and not stored, lapses now.
                         actor.cancel_expiry_timer(ctx);
                         actor.lapse_due(ctx);
+                        // The standings published may be of changes voided since.
+                        actor.standings_due(ctx);
                     }
                     _ => {
                         log::warn!(
@@ -590,11 +595,6 @@ impl Actor for EventActor {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        if self.handing_off || self.database.session() != self.session {
-            // Another instance decides for the event now: streams here would
-            // go silent. They end, and their clients reconnect to the owner.
-            self.feed.end_streams(&self.id);
-        }
         // Behind every change it sent: the event is given up once they are committed.
         if self.handing_off {
             self.directory.hand_over(&self.id);
@@ -627,9 +627,12 @@ impl Handler<Passivate> for EventActor {
 
     fn handle(&mut self, _: Passivate, ctx: &mut Context<Self>) {
         if let Some(due) = self.standings_timer.take() {
-            // The last changes' standings, before the actor is gone.
             ctx.cancel_future(due);
-            self.publish_standings(Box::new(|_| {}));
+            // The last changes' standings, before the actor is gone; not
+            // from a state that may hold changes never stored.
+            if !self.stale && self.database.session() == self.session {
+                self.publish_standings(self.feed.watched_users(&self.id), Box::new(|_| {}));
+            }
         }
         ctx.stop();
     }
@@ -804,10 +807,14 @@ impl Handler<WatchStanding> for EventActor {
         if self.state.standing(&user).is_none() {
             return Box::pin(async { Ok(false) });
         }
+        // This user's alone: the others' are the timer's (`standings_due`).
         let (published, answer) = oneshot::channel();
-        self.publish_standings(Box::new(move |stored| {
-            let _ = published.send(stored);
-        }));
+        self.publish_standings(
+            vec![user],
+            Box::new(move |stored| {
+                let _ = published.send(stored);
+            }),
+        );
         Box::pin(async move {
             match answer.await {
                 Ok(Ok(())) => Ok(true),

@@ -19,5 +19,5 @@ pub use order_store::{
     CheckWritable, Flush, ForgetAnswers, OrderStore, QueueSlot, Recover, Recovered,
 };
 pub use registry::{EventRegistry, Limits};
-pub use status_feed::{StandingUpdates, StatusFeed, StreamSlot};
+pub use status_feed::{StatusFeed, StreamSlot};
 pub use threads::WorkerThreads;

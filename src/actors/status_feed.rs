@@ -17,9 +17,6 @@ use crate::booking::{Standing, Summary};
 use crate::ids::EventId;
 use crate::telemetry;
 
-/// A user's standing as of a committed change; `None` before the first.
-pub type StandingUpdates = watch::Receiver<Option<Standing>>;
-
 /// The newest committed status of each event that has a stream open, and
 /// the newest committed standing of each user that has one.
 pub struct StatusFeed {
@@ -79,6 +76,26 @@ impl StatusFeed {
         Some(StreamSlot(self.clone()))
     }
 
+    /// Forgets the channels whose streams have all ended: most are
+    /// forgotten at the event's next change, but a stream refused before it
+    /// began (no such event, no such user) or closed on an idle event
+    /// leaves its channel until this runs (every second).
+    pub fn forget_unwatched(&self) {
+        self.channels
+            .retain(|_, channel| channel.receiver_count() > 0);
+        self.standings.retain(|_, users| {
+            users.retain(|_, channel| channel.receiver_count() > 0);
+            !users.is_empty()
+        });
+    }
+
+    /// Ends every stream: this instance's session with the shared database
+    /// ended, and with it its right to decide for any event.
+    pub fn end_all_streams(&self) {
+        self.channels.clear();
+        self.standings.clear();
+    }
+
     /// Ends the streams of `event`, status and standings: this instance no
     /// longer decides for it (handed to another instance, or its database
     /// session ended), so no commit of its would come. Their clients
@@ -123,7 +140,11 @@ impl StatusFeed {
 impl StatusFeed {
     /// `user`'s committed standings at `event` from now on: `None` until
     /// the event's actor publishes one (see `EventActor::publish_standings`).
-    pub fn watch_standing(&self, event: &EventId, user: &Arc<str>) -> StandingUpdates {
+    pub fn watch_standing(
+        &self,
+        event: &EventId,
+        user: &Arc<str>,
+    ) -> watch::Receiver<Option<Standing>> {
         self.standings
             .entry(event.clone())
             .or_default()
@@ -241,5 +262,23 @@ mod tests {
         feed.end_streams(&event);
         assert!(status.has_changed().is_err(), "the status stream ends");
         assert!(standing.has_changed().is_err(), "the standing stream ends");
+    }
+
+    #[test]
+    fn channels_of_ended_streams_are_forgotten_each_second() {
+        let feed = StatusFeed::new(2);
+        let (gone, open) = (
+            EventId::parse("gone").unwrap(),
+            EventId::parse("open").unwrap(),
+        );
+        drop(feed.subscribe(&gone));
+        drop(feed.watch_standing(&gone, &"u".into()));
+        let _status = feed.subscribe(&open);
+        let _standing = feed.watch_standing(&open, &"u".into());
+        feed.forget_unwatched();
+        assert!(!feed.channels.contains_key(&gone) && !feed.watches_standings(&gone));
+        assert!(feed.channels.contains_key(&open) && feed.watches_standings(&open));
+        feed.end_all_streams();
+        assert!(feed.channels.is_empty() && feed.standings.is_empty());
     }
 }

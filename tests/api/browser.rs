@@ -206,6 +206,7 @@ async fn the_live_page_follows_bookings_and_a_users_place_in_a_real_browser() {
             break answer;
         }
         assert!(Instant::now() < deadline, "the restarted server answers");
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(booked.status, 200);
     shows(&client, "waiting", Duration::from_secs(15), "1").await;

@@ -587,11 +587,12 @@ impl EventReader {
                 id: event.id,
                 data: serde_json::from_str(&event.data).unwrap_or(Value::Null),
             }),
-            Ok(_) => {
+            Ok(None) => {
                 self.ended = true;
                 None
             }
-            Err(_) => None,
+            // A broken connection, or silence for `within`: not an end.
+            Ok(Some(Err(_))) | Err(_) => None,
         }
     }
 }

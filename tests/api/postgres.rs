@@ -507,3 +507,35 @@ async fn holds_whose_owner_died_are_lapsed_on_time_by_another_instance_unasked()
         (&json!("held"), &long.body["expiresAt"])
     );
 }
+
+#[actix_web::test]
+async fn streams_end_when_their_event_passivates_on_a_shared_database() {
+    // Another instance may take the event next: a stream here would go silent.
+    let Some((app, _database)) = spawn_on_postgres(&[("BOOKING_PASSIVATE_AFTER_SECS", "1")]) else {
+        return;
+    };
+    let wait = std::time::Duration::from_secs(10);
+    app.initialize(json!("gig"), 5).await;
+    app.book(json!("gig"), json!("a")).await;
+    let mut status = app.stream("/api/events/gig/stream", &[]).await;
+    let mut standing = app.stream("/api/events/gig/bookings/a/stream", &[]).await;
+    for stream in [&mut status, &mut standing] {
+        assert_eq!(stream.status, 200);
+        stream.next_event(wait).await.expect("the first event");
+    }
+    assert_eq!(
+        app.metric_reaching("booking_event_passivations_total", 1.0)
+            .await,
+        1.0
+    );
+    for stream in [&mut status, &mut standing] {
+        assert!(stream.next_event(wait).await.is_none());
+        assert!(stream.ended, "the stream ended at the passivation");
+    }
+    // Reconnected, it brings the event back, and follows it.
+    let mut status = app.stream("/api/events/gig/stream", &[]).await;
+    status.next_event(wait).await.expect("the status at once");
+    app.book(json!("gig"), json!("b")).await;
+    let next = status.next_event(wait).await.expect("the booking");
+    assert_eq!(next.data["bookedTickets"], 2, "{next:?}");
+}

@@ -223,8 +223,7 @@ async fn a_user_stream_sends_the_standing_then_each_move_up_the_queue() {
     app.cancel(json!("gig"), json!("b")).await;
     let moved = stream.next_event(WAIT).await.expect("a move");
     assert_eq!(standing(&moved), ("waiting", Some(1)));
-    // A booking elsewhere in the event does not move c: nothing is sent for it.
-    app.book(json!("gig"), json!("d")).await;
+    // a's ticket goes to c, the head of the queue.
     app.cancel(json!("gig"), json!("a")).await;
     let booked = stream.next_event(WAIT).await.expect("the ticket");
     assert_eq!(standing(&booked), ("booked", None));
@@ -325,4 +324,39 @@ async fn a_user_stream_goes_on_while_its_event_passivates_and_activates_again() 
         .await
         .expect("a move after activation");
     assert_eq!(standing(&moved), ("waiting", Some(1)));
+}
+
+#[actix_web::test]
+async fn a_user_stream_never_shows_a_change_that_was_not_stored() {
+    let app = spawn_app_with(&[("BOOKING_BUSY_TIMEOUT_MS", "100")]);
+    create_event(&app, "gig", 1).await;
+    for user in ["a", "x", "w"] {
+        app.book(json!("gig"), json!(user)).await;
+    }
+    let mut stream = app.stream("/api/events/gig/bookings/w/stream", &[]).await;
+    let first = stream.next_event(WAIT).await.expect("the standing");
+    assert_eq!(standing(&first), ("waiting", Some(2)));
+    // Another process holds the write lock: w's cancel is decided, and refused.
+    let intruder = rusqlite::Connection::open(app.database()).unwrap();
+    intruder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let refused = app.cancel(json!("gig"), json!("w")).await;
+    assert_eq!(refused.status, 503, "{refused:?}");
+    intruder.execute_batch("ROLLBACK").unwrap();
+    // Then a change that is stored moves w up: that is the next standing.
+    // (503 while the event reloads after the failure.)
+    let deadline = Instant::now() + WAIT;
+    let cancelled = loop {
+        let answer = app.cancel(json!("gig"), json!("x")).await;
+        if answer.status != 503 || Instant::now() > deadline {
+            break answer;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(cancelled.status, 200, "{cancelled:?}");
+    let mut seen = Vec::new();
+    read_until(&mut stream, &mut seen, |e| e.data["position"] == 1).await;
+    assert!(
+        seen.iter().all(|e| e.data["status"] == "waiting"),
+        "a refused cancel was streamed: {seen:?}"
+    );
 }

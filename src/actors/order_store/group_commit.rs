@@ -50,8 +50,9 @@ pub struct Persist {
     /// change is committed (see `StatusFeed`).
     pub published: Option<Summary>,
     /// Watched users' standings after every change before it, published
-    /// once those are committed (see `EventActor::publish_standings`);
-    /// usually empty, and then all a `Persist` carries besides `done`.
+    /// once those are committed (see `EventActor::publish_standings`).
+    /// Empty but in the `Persist`s that carry nothing else: those write
+    /// nothing.
     pub standings: Vec<(Arc<str>, Standing)>,
     pub done: OnCommit,
     /// Its place in the bounded queue, freed once it is answered; `None`
@@ -127,7 +128,8 @@ impl OrderStore {
             .unwrap_or_else(|_| Err(StorageError::Inconsistent("the commit panicked".into())));
         match committed {
             Ok(rows) => {
-                self.metrics.committed(writes.len(), started.elapsed());
+                let stored = writes.iter().filter(|p| !p.publishes_only()).count();
+                self.metrics.committed(stored, started.elapsed());
                 self.committed(writes, rows);
             }
             Err(error) => self.fail(error, writes),
@@ -186,10 +188,8 @@ impl OrderStore {
     /// them to reload, and answers its changes.
     fn fail(&mut self, error: StorageError, writes: Vec<Persist>) {
         self.metrics.failed();
-        log::error!(
-            "commit of {} changes failed, none stored: {error}",
-            writes.len()
-        );
+        let changes = writes.iter().filter(|p| !p.publishes_only()).count();
+        log::error!("commit of {changes} changes failed, none stored: {error}");
         for persist in writes {
             self.refuse(persist);
         }

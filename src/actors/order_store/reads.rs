@@ -108,6 +108,12 @@ impl Handler<Release> for OrderStore {
 
     fn handle(&mut self, Release { event }: Release, _: &mut Context<Self>) {
         self.commit_all();
+        if self.database.fences() {
+            // Given up: another instance may take the event, and its
+            // streams here would go silent. They end, after every status
+            // just committed; their clients reconnect, to its owner.
+            self.feed.end_streams(&event);
+        }
         // Owned in an earlier session: the lock ended with it.
         if self.owned.remove(&event) == Some(self.database.session()) {
             if let Err(error) = self.database.release(&event) {
