@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use hashbrown::hash_map::EntryRef;
+
 use super::StorageError;
 use crate::booking::{EventSettings, EventState, StoredHold, StoredSeats, UtcMillis};
 use crate::ids::EventId;
@@ -23,7 +25,7 @@ pub(super) struct ReplayedEvent {
     /// As the event's row holds it (see `Summary::version`).
     version: u64,
     /// Each user's last status, with its row (`seq`): the replay order.
-    users: HashMap<Arc<str>, (Stored, i64), foldhash::fast::RandomState>,
+    users: hashbrown::HashMap<Arc<str>, (Stored, i64), foldhash::fast::RandomState>,
 }
 
 /// What the order log holds, as one pass over it reads it.
@@ -47,13 +49,17 @@ enum Stored {
 }
 
 impl Loader {
-    pub(super) fn event(&mut self, id: &str, settings: EventSettings, version: u64) {
+    /// An event whose rows follow; about `users` of them (its counts as
+    /// stored: booked, waiting and held), for the room of its map, which
+    /// would otherwise be rehashed at every doubling of a large event.
+    pub(super) fn event(&mut self, id: &str, settings: EventSettings, version: u64, users: usize) {
+        let users = hashbrown::HashMap::with_capacity_and_hasher(users, Default::default());
         self.events.insert(
             EventId::stored(id),
             ReplayedEvent {
                 settings,
                 version,
-                users: HashMap::default(),
+                users,
             },
         );
     }
@@ -91,13 +97,13 @@ impl Loader {
                 )))
             }
         };
-        match stored.users.get_mut(user) {
-            Some(last) => {
-                self.superseded.push(last.1);
-                *last = (status, seq);
+        match stored.users.entry_ref(user) {
+            EntryRef::Occupied(mut last) => {
+                self.superseded.push(last.get().1);
+                last.insert((status, seq));
             }
-            None => {
-                stored.users.insert(Arc::from(user), (status, seq));
+            EntryRef::Vacant(new) => {
+                new.insert((status, seq));
             }
         }
         Ok(())

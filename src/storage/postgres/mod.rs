@@ -648,7 +648,7 @@ impl Storage for PostgresStorage {
                 .await?
             {
                 let (version, settings) = settings_of(&row, 1)?;
-                loader.event(row.get(0), settings, version);
+                loader.event(row.get(0), settings, version, 0);
             }
             let no_params: [&str; 0] = [];
             let rows = reader
@@ -813,7 +813,9 @@ impl Storage for PostgresStorage {
         wait(async {
             let Some(row) = reader
                 .query_opt(
-                    &format!("SELECT {SETTINGS} FROM events WHERE id = $1"),
+                    &format!(
+                        "SELECT {SETTINGS}, booked + waiting + held FROM events WHERE id = $1"
+                    ),
                     &[&event.as_str()],
                 )
                 .await?
@@ -822,7 +824,8 @@ impl Storage for PostgresStorage {
             };
             let mut loader = Loader::default();
             let (version, settings) = settings_of(&row, 0)?;
-            loader.event(event.as_str(), settings, version);
+            let users = usize::try_from(row.try_get::<_, i64>(6)?).unwrap_or(0);
+            loader.event(event.as_str(), settings, version, users);
             let rows = reader
                 .query_raw(
                     "SELECT seq, user_id, status, expires_at FROM order_log

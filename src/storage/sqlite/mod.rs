@@ -415,17 +415,18 @@ impl Storage for SqliteStorage {
         let conn = conn.transaction()?;
         let settings = conn
             .query_row(
-                &format!("SELECT {SETTINGS} FROM events WHERE id = ?1"),
+                &format!("SELECT {SETTINGS}, booked + waiting + held FROM events WHERE id = ?1"),
                 [event.as_str()],
-                |row| Ok(settings_of(row, 0)),
+                |row| Ok((settings_of(row, 0), row.get::<_, i64>(6))),
             )
             .optional()?;
-        let Some(settings) = settings else {
+        let Some((settings, users)) = settings else {
             return Ok(None);
         };
         let (version, settings) = settings?;
         let mut loader = Loader::default();
-        loader.event(event.as_str(), settings, version);
+        let users = usize::try_from(users?).unwrap_or(0);
+        loader.event(event.as_str(), settings, version, users);
         // CROSS JOIN: SQLite keeps the left table as the outer loop.
         let indexed = "SELECT o.seq, o.user_id, o.status, o.expires_at
              FROM orders_by_event i CROSS JOIN order_log o ON o.seq = i.seq
@@ -504,7 +505,7 @@ fn read_log(conn: &Connection, schema: LogSchema) -> Result<Loader, StorageError
     let mut rows = events.query([])?;
     while let Some(row) = rows.next()? {
         let (version, settings) = settings_of(row, 1)?;
-        loader.event(row.get_ref(0)?.as_str()?, settings, version);
+        loader.event(row.get_ref(0)?.as_str()?, settings, version, 0);
     }
     let mut log = conn.prepare(&format!(
         "SELECT seq, event_id, user_id, status, {expires_at} FROM order_log ORDER BY seq"
