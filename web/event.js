@@ -49,7 +49,8 @@
       const answer = await fetch(url);
       if (answer.ok) return { code: "ok" };
       const body = await answer.json();
-      return { code: body.code, error: body.error };
+      const said = body.details ? body.error + ": " + body.details : body.error;
+      return { code: body.code, said: said };
     } catch (_) {
       return null;
     }
@@ -140,12 +141,16 @@
     },
     async () => {
       const why = await refusal(api);
-      if (why && why.code === "event_not_found") {
-        byId("connection").textContent = "No event " + eventId + " here.";
-        return false;
-      }
-      if (why && (why.code === "unauthorized" || why.code === "forbidden")) {
-        byId("connection").textContent = "This server asks for an API key: the page cannot send one.";
+      const final = {
+        event_not_found: "No event " + eventId + " here.",
+        unauthorized: "This server asks for an API key: the page cannot send one.",
+        forbidden: "This server asks for an API key: the page cannot send one.",
+        invalid_input: why && why.said,
+      };
+      if (why && why.code in final) {
+        // Nothing to show: no figures that look live.
+        for (const id of ["figures", "rates", "users"]) byId(id).hidden = true;
+        byId("connection").textContent = final[why.code];
         return false;
       }
       return true;
@@ -160,7 +165,7 @@
       case "waiting": return standing.userId + " is waiting: position " + standing.position + " in the queue.";
       case "held": return standing.userId + (standing.offered ? " is offered a ticket" : " holds a ticket") +
         " until " + new Date(standing.expiresAt).toLocaleTimeString() + ".";
-      case "cancelled": return standing.userId + " cancelled.";
+      case "cancelled": return standing.userId + " cancelled: no ticket, hold or place.";
       case "expired": return standing.userId + "'s hold expired at " +
         new Date(standing.expiredAt).toLocaleTimeString() + ".";
       default: return standing.userId + ": " + standing.status;
@@ -184,7 +189,7 @@
           // Looked for again each second: the user may book meanwhile.
           byId("standing").textContent = user + " has no booking at this event.";
         } else if (why && why.code !== "ok") {
-          byId("standing").textContent = why.error || why.code;
+          byId("standing").textContent = why.said || why.code;
           const final = ["invalid_input", "event_not_found", "unauthorized", "forbidden"];
           return !final.includes(why.code);
         }

@@ -40,10 +40,16 @@ fn run_data(report: &Report, options: &Options) -> Value {
         .map(|arg| arg.to_string_lossy().into_owned())
         .collect();
     // Fails only for a path that is not UTF-8 (`--html`'s own).
-    let settings =
+    let mut settings =
         serde_json::to_value(options).unwrap_or_else(|e| json!({"error": e.to_string()}));
+    // The server's address, also when `--spawn` started it on a port of its own.
+    settings["url"] = json!(report.url);
+    let started_at = report
+        .started_at
+        .round(jiff::Unit::Second)
+        .unwrap_or(report.started_at);
     json!({
-        "startedAt": report.started_at.to_string(),
+        "startedAt": started_at.to_string(),
         "commandLine": command_line.join(" "),
         "settings": settings,
         "summary": report.to_json(),

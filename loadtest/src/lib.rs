@@ -215,6 +215,7 @@ pub fn run_against(
 
     let mut report = Report::new(options.scenario, events, elapsed, stats);
     report.routes = options.api;
+    report.url = url.to_string();
     report.cpu = cpu_before
         .zip(cpu_after)
         .map(|(before, after)| cpu::CpuUse::between(&before, &after, report.requests()));

@@ -126,6 +126,8 @@ pub struct Report {
     pub cpu: Option<CpuUse>,
     /// When the load began.
     pub started_at: jiff::Timestamp,
+    /// The server's address (the spawned one's, with `--spawn`).
+    pub url: String,
 }
 
 impl Report {
@@ -154,6 +156,7 @@ impl Report {
             verification: Verification::default(),
             cpu: None,
             started_at: jiff::Timestamp::now() - elapsed,
+            url: String::new(),
         }
     }
 

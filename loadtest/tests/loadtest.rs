@@ -254,6 +254,11 @@ fn the_html_report_is_one_file_with_the_charts_data_the_figures_and_the_settings
     assert_eq!(run["summary"], report, "the figures, as --json prints them");
     assert_eq!(run["settings"]["tickets"], 40);
     assert_eq!(run["settings"]["scenario"], "drop");
+    let url = run["settings"]["url"].as_str().unwrap();
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url != "http://127.0.0.1:3000",
+        "the spawned server's own address: {url}"
+    );
     assert!(run["commandLine"].as_str().unwrap().contains("--html"));
     // The histogram counts every request (none was refused)...
     let latency = &run["latencyHistogram"];

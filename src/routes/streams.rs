@@ -63,7 +63,7 @@ pub struct StatusEvent {
     tag = "events",
     params(
         ("eventId" = EventId, Path, description = "The event"),
-        ("Last-Event-ID" = Option<String>, Header, description = "The `id` of the last event a client received: the stream starts with the current status only if it is newer"),
+        ("Last-Event-ID" = Option<String>, Header, description = "The `id` of the last event a client received: the stream starts with the current status unless its version is that id"),
     ),
     responses(
         (status = 200, description = "`text/event-stream`: `event: status`, `id:` the event's version (it grows with every committed change), `data:` the body of `GET /api/events/{eventId}`; at most 10 a second, and a comment line every 15 s while idle", content_type = "text/event-stream", body = StatusEvent),
@@ -113,20 +113,25 @@ pub async fn event_stream(
         .get("last-event-id")
         .and_then(|id| id.to_str().ok()?.trim().parse::<u64>().ok());
     let hold_secs = registry.hold_secs();
-    // The newest version sent, or seen before a reconnection.
-    let mut sent = seen;
-    let mut render = move |status: Summary| {
-        sent.is_none_or(|sent| status.version > sent).then(|| {
-            sent = Some(status.version);
-            let body = EventStatus::new(event.clone(), status, hold_secs);
-            let data = serde_json::to_string(&body).expect("a status serializes");
-            sse::Data::new(data)
-                .event("status")
-                .id(status.version.to_string())
-                .into()
+    let stored = stored.summary();
+    let event_of = move |status: Summary| -> sse::Event {
+        let body = EventStatus::new(event.clone(), status, hold_secs);
+        let data = serde_json::to_string(&body).expect("a status serializes");
+        let id = status.version.to_string();
+        sse::Data::new(data).event("status").id(id).into()
+    };
+    // At once, unless the client has this very version: an id behind it, or
+    // ahead of it (a database restored, an event created again), is not
+    // what the event is now.
+    let first = (seen != Some(stored.version)).then(|| event_of(stored));
+    // Then only what is newer than the newest sent.
+    let mut sent = stored.version;
+    let render = move |status: Summary| {
+        (status.version > sent).then(|| {
+            sent = status.version;
+            event_of(status)
         })
     };
-    let first = render(stored.summary());
     Ok(Paced::stream(first, updates, render, &feed, slot))
 }
 

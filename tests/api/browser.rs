@@ -211,6 +211,15 @@ async fn the_live_page_follows_bookings_and_a_users_place_in_a_real_browser() {
     assert_eq!(booked.status, 200);
     shows(&client, "waiting", Duration::from_secs(15), "1").await;
     until_text(&client, "connection", LIVE, |s| s.starts_with("Live")).await;
+
+    // No such event: the page says so, and shows no figures that look live.
+    client
+        .goto(&format!("{}/events/nope", app.address))
+        .await
+        .unwrap();
+    until_text(&client, "connection", LIVE, |s| s == "No event nope here.").await;
+    let figures = client.find(Locator::Id("figures")).await.unwrap();
+    assert!(!figures.is_displayed().await.unwrap(), "figures hidden");
     client.close().await.unwrap();
 }
 
