@@ -304,21 +304,7 @@ fn the_html_report_is_one_file_with_the_charts_data_the_figures_and_the_settings
 fn the_html_report_of_a_failed_verification_lists_the_violations() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("report.html");
-    let url = stub_server(Flaw::Oversells);
-    let output = loadtest(&[
-        "--url",
-        &url,
-        "--requests",
-        "50",
-        "--users",
-        "50",
-        "--tickets",
-        "10",
-        "--concurrency",
-        "4",
-        "--html",
-        path.to_str().unwrap(),
-    ]);
+    let (output, _) = verify_against(Flaw::Oversells, &["--html", path.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1));
     let run = html_report_data(&std::fs::read_to_string(&path).unwrap());
     let violations = run["summary"]["verification"]["violations"].to_string();
@@ -385,9 +371,10 @@ fn stub_server(flaw: Flaw) -> String {
     url
 }
 
-fn verify_against(flaw: Flaw) -> (Output, String) {
+/// A small run against a stub server with `flaw`, with `extra` options.
+fn verify_against(flaw: Flaw, extra: &[&str]) -> (Output, String) {
     let url = stub_server(flaw);
-    let output = loadtest(&[
+    let mut args = vec![
         "--url",
         &url,
         "--requests",
@@ -398,14 +385,16 @@ fn verify_against(flaw: Flaw) -> (Output, String) {
         "10",
         "--concurrency",
         "4",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let output = loadtest(&args);
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     (output, text)
 }
 
 #[test]
 fn verification_catches_a_server_that_oversells() {
-    let (output, text) = verify_against(Flaw::Oversells);
+    let (output, text) = verify_against(Flaw::Oversells, &[]);
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(text.contains("verification: FAILED"), "{text}");
     assert!(text.contains("oversold, 50 booked of 10 tickets"), "{text}");
@@ -418,7 +407,7 @@ fn verification_catches_a_server_that_oversells() {
 
 #[test]
 fn verification_catches_a_server_that_forgets_bookings() {
-    let (output, text) = verify_against(Flaw::Forgets);
+    let (output, text) = verify_against(Flaw::Forgets, &[]);
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(
         text.contains("the server counts 0 booked, clients were told 50"),

@@ -214,20 +214,29 @@ fn standing(event: &SentEvent) -> (&str, Option<u64>) {
     (event.data["status"].as_str().unwrap_or_default(), position)
 }
 
+/// A one-ticket event `gig` booked by `users` in order (the first holds the
+/// ticket, the others wait), and the standing stream of the last of them,
+/// read up to its first standing: waiting, second in the queue.
+async fn third_in_line(app: &TestApp, users: [&str; 3]) -> (EventReader, SentEvent) {
+    create_event(app, "gig", 1).await;
+    for user in users {
+        app.book(json!("gig"), json!(user)).await;
+    }
+    let path = format!("/api/events/gig/bookings/{}/stream", users[2]);
+    let mut stream = app.stream(&path, &[]).await;
+    assert_eq!(stream.status, 200);
+    let first = stream.next_event(WAIT).await.expect("the standing at once");
+    assert_eq!(standing(&first), ("waiting", Some(2)));
+    (stream, first)
+}
+
 #[actix_web::test]
 async fn a_user_stream_sends_the_standing_then_each_move_up_the_queue() {
     let app = spawn_app();
-    create_event(&app, "gig", 1).await;
-    for user in ["a", "b", "c"] {
-        app.book(json!("gig"), json!(user)).await;
-    }
-    let mut stream = app.stream("/api/events/gig/bookings/c/stream", &[]).await;
-    assert_eq!(stream.status, 200);
+    let (mut stream, first) = third_in_line(&app, ["a", "b", "c"]).await;
     assert!(stream.headers["content-type"].starts_with("text/event-stream"));
-    let first = stream.next_event(WAIT).await.expect("the standing at once");
     assert_eq!(first.event, "standing");
     assert_eq!(first.data, app.get("/api/events/gig/bookings/c").await.body);
-    assert_eq!(standing(&first), ("waiting", Some(2)));
     app.cancel(json!("gig"), json!("b")).await;
     let moved = stream.next_event(WAIT).await.expect("a move");
     assert_eq!(standing(&moved), ("waiting", Some(1)));
@@ -314,13 +323,7 @@ async fn a_user_stream_comes_coalesced_while_the_queue_ahead_empties() {
 #[actix_web::test]
 async fn a_user_stream_goes_on_while_its_event_passivates_and_activates_again() {
     let app = spawn_app_with(&[("BOOKING_PASSIVATE_AFTER_SECS", "1")]);
-    create_event(&app, "gig", 1).await;
-    for user in ["a", "b", "c"] {
-        app.book(json!("gig"), json!(user)).await;
-    }
-    let mut stream = app.stream("/api/events/gig/bookings/c/stream", &[]).await;
-    let first = stream.next_event(WAIT).await.expect("the standing");
-    assert_eq!(standing(&first), ("waiting", Some(2)));
+    let (mut stream, _) = third_in_line(&app, ["a", "b", "c"]).await;
     assert_eq!(
         app.metric_reaching("booking_event_passivations_total", 1.0)
             .await,
@@ -337,13 +340,7 @@ async fn a_user_stream_goes_on_while_its_event_passivates_and_activates_again() 
 #[actix_web::test]
 async fn a_user_stream_never_shows_a_change_that_was_not_stored() {
     let app = spawn_app_with(&[("BOOKING_BUSY_TIMEOUT_MS", "100")]);
-    create_event(&app, "gig", 1).await;
-    for user in ["a", "x", "w"] {
-        app.book(json!("gig"), json!(user)).await;
-    }
-    let mut stream = app.stream("/api/events/gig/bookings/w/stream", &[]).await;
-    let first = stream.next_event(WAIT).await.expect("the standing");
-    assert_eq!(standing(&first), ("waiting", Some(2)));
+    let (mut stream, _) = third_in_line(&app, ["a", "x", "w"]).await;
     // Another process holds the write lock: w's cancel is decided, and refused.
     let intruder = rusqlite::Connection::open(app.database()).unwrap();
     intruder.execute_batch("BEGIN EXCLUSIVE").unwrap();
