@@ -13,7 +13,9 @@ use utoipa::ToSchema;
 
 use super::book::BookResponse;
 use super::cancel::CancelResponse;
-use super::extract::{field, FromJsonObject, OrderRequest, PathSegments, Valid};
+use super::extract::{
+    field, path_event, path_order, FromJsonObject, OrderRequest, PathSegments, Valid,
+};
 use super::openapi;
 use super::order::{order, Location};
 use super::page::{waiting_cursor, WaitingListQuery};
@@ -35,16 +37,6 @@ impl FromJsonObject for BookingRequest {
         let user = UserId::from_json(field(object, "userId")?).map_err(ApiError::InvalidInput)?;
         Ok(BookingRequest { user })
     }
-}
-
-/// The event and user of a path, validated as the bodies' are.
-fn ids(event: &str, user: Option<&str>) -> Result<(EventId, Option<UserId>), ApiError> {
-    let event = EventId::parse(event).map_err(ApiError::InvalidInput)?;
-    let user = user
-        .map(UserId::parse)
-        .transpose()
-        .map_err(ApiError::InvalidInput)?;
-    Ok((event, user))
 }
 
 /// `POST /api/events/{eventId}/bookings`: a ticket, or a place on the
@@ -74,7 +66,7 @@ pub async fn create_booking(
     PathSegments(event): PathSegments<String>,
     Valid(BookingRequest { user }, sent): Valid<BookingRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let (event, _) = ids(&event, None)?;
+    let event = path_event(&event)?;
     let location = Location::booking(&event, &user);
     let request = OrderRequest { event, user };
     order::<Book>(
@@ -115,9 +107,7 @@ pub async fn delete_booking(
     req: HttpRequest,
     PathSegments((event, user)): PathSegments<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let (event, user) = ids(&event, Some(&user))?;
-    let user = user.expect("a user was given");
-    let request = OrderRequest { event, user };
+    let request = path_order(&event, &user)?;
     order::<Cancel>(&registry, &idempotency, &req, request, (), &[], None).await
 }
 
@@ -186,7 +176,7 @@ pub async fn waiting_list(
     PathSegments(event): PathSegments<String>,
     web::Query(page): web::Query<WaitingListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let (event, _) = ids(&event, None)?;
+    let event = path_event(&event)?;
     let (limit, after) = (page.limit()?, page.after()?);
     let page = registry
         .ask(&event, GetWaitingList { after, limit })

@@ -13,9 +13,8 @@
 use actix_web::http::header::{self, ContentType};
 use actix_web::{web, HttpResponse};
 
-use super::extract::PathSegments;
+use super::extract::{path_event, PathSegments};
 use crate::error::ApiError;
-use crate::ids::EventId;
 
 /// The page's files: path under `/static/`, media type, content.
 const FILES: [(&str, &str, &str); 4] = [
@@ -67,7 +66,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// page itself says when there is no such event). 400 for an id the API
 /// would refuse.
 async fn page(PathSegments(event): PathSegments<String>) -> Result<HttpResponse, ApiError> {
-    EventId::parse(&event).map_err(ApiError::InvalidInput)?;
+    path_event(&event)?;
     Ok(HttpResponse::Ok()
         .content_type(ContentType::html())
         .insert_header((header::CACHE_CONTROL, "no-cache"))

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
-use super::extract::{FromJsonObject, PathSegments, Valid};
+use super::extract::{path_event, FromJsonObject, PathSegments, Valid};
 use super::openapi;
 use super::order::{begin, failure, respond, success};
 use super::status::EventStatus;
@@ -209,7 +209,7 @@ pub async fn update_event(
     PathSegments(event): PathSegments<String>,
     Valid(body, sent): Valid<EventPatch>,
 ) -> Result<HttpResponse, ApiError> {
-    let event = EventId::parse(&event).map_err(ApiError::InvalidInput)?;
+    let event = path_event(&event)?;
     let canonical = || {
         let mut fields = Map::new();
         fields.insert("operation".into(), json!("configure"));

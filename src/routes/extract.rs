@@ -138,6 +138,19 @@ impl<T: DeserializeOwned> FromRequest for PathSegments<T> {
     }
 }
 
+/// An event id from a path segment, validated as a body's `eventId` is.
+pub fn path_event(segment: &str) -> Result<EventId, ApiError> {
+    EventId::parse(segment).map_err(ApiError::InvalidInput)
+}
+
+/// An event and a user from path segments, validated as a body's are.
+pub fn path_order(event: &str, user: &str) -> Result<OrderRequest, ApiError> {
+    Ok(OrderRequest {
+        event: path_event(event)?,
+        user: UserId::parse(user).map_err(ApiError::InvalidInput)?,
+    })
+}
+
 /// The most bytes a request body may have; beyond, 413.
 #[derive(Clone, Copy)]
 pub struct BodyLimit(pub usize);

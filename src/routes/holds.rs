@@ -15,7 +15,9 @@ use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
 use super::book::BookResponse;
-use super::extract::{field, FromJsonObject, OrderRequest, PathSegments, Valid};
+use super::extract::{
+    field, path_event, path_order, FromJsonObject, OrderRequest, PathSegments, Valid,
+};
 use super::openapi;
 use super::order::{failure, order, success, Location, OrderMessage};
 use super::status::{user_status, UserStatus};
@@ -206,14 +208,6 @@ impl OrderMessage for ReleaseHold {
     }
 }
 
-/// The event and user of a hold's path, validated as the bodies' are.
-fn target(event: &str, user: &str) -> Result<OrderRequest, ApiError> {
-    Ok(OrderRequest {
-        event: EventId::parse(event).map_err(ApiError::InvalidInput)?,
-        user: UserId::parse(user).map_err(ApiError::InvalidInput)?,
-    })
-}
-
 /// `POST /api/events/{eventId}/holds`: sets a ticket aside for the user
 /// until `expiresAt`; when none is free, a place in the waiting list.
 #[utoipa::path(
@@ -242,7 +236,7 @@ pub async fn create_hold(
     PathSegments(event): PathSegments<String>,
     Valid(HoldRequest { user, hold_secs }, sent): Valid<HoldRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let event = EventId::parse(&event).map_err(ApiError::InvalidInput)?;
+    let event = path_event(&event)?;
     let location = Location::hold(&event, &user);
     let request = OrderRequest { event, user };
     order::<Hold>(
@@ -282,7 +276,7 @@ pub async fn confirm_hold(
     req: HttpRequest,
     PathSegments((event, user)): PathSegments<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = target(&event, &user)?;
+    let request = path_order(&event, &user)?;
     order::<ConfirmHold>(&registry, &idempotency, &req, request, (), &[], None).await
 }
 
@@ -312,7 +306,7 @@ pub async fn release_hold(
     req: HttpRequest,
     PathSegments((event, user)): PathSegments<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = target(&event, &user)?;
+    let request = path_order(&event, &user)?;
     order::<ReleaseHold>(&registry, &idempotency, &req, request, (), &[], None).await
 }
 

@@ -3,7 +3,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::event_settings::WaitingListBody;
-use super::extract::PathSegments;
+use super::extract::{path_event, path_order, OrderRequest, PathSegments};
 use super::openapi;
 use crate::actors::{EventRegistry, GetStanding, GetSummary};
 use crate::booking::{EventSettings, Standing, Summary};
@@ -134,7 +134,7 @@ async fn read_status(
     registry: &EventRegistry,
     event: &str,
 ) -> Result<(EventId, Summary, u32), ApiError> {
-    let event = EventId::parse(event).map_err(ApiError::InvalidInput)?;
+    let event = path_event(event)?;
     let summary = registry.ask(&event, GetSummary).await?;
     Ok((event, summary, registry.hold_secs()))
 }
@@ -160,8 +160,7 @@ pub async fn user_status(
     registry: web::Data<EventRegistry>,
     PathSegments((event, user)): PathSegments<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let event = EventId::parse(&event).map_err(ApiError::InvalidInput)?;
-    let user = UserId::parse(&user).map_err(ApiError::InvalidInput)?;
+    let OrderRequest { event, user } = path_order(&event, &user)?;
     let standing = registry
         .ask(
             &event,

@@ -24,7 +24,7 @@ use actix_web_lab::sse;
 use futures::future::{select, Either};
 use tokio::sync::watch;
 
-use super::extract::PathSegments;
+use super::extract::{path_event, path_order, OrderRequest, PathSegments};
 use super::openapi;
 use super::status::{EventStatus, UserStatus};
 use crate::actors::{EventRegistry, GetSummary, StatusFeed, StreamSlot, WatchStanding};
@@ -81,7 +81,7 @@ pub async fn event_stream(
     req: HttpRequest,
     PathSegments(event): PathSegments<String>,
 ) -> Result<impl Responder, ApiError> {
-    let event = EventId::parse(&event).map_err(ApiError::InvalidInput)?;
+    let event = path_event(&event)?;
     let slot = feed
         .clone()
         .into_inner()
@@ -171,8 +171,7 @@ pub async fn standing_stream(
     registry: web::Data<EventRegistry>,
     PathSegments((event, user)): PathSegments<(String, String)>,
 ) -> Result<impl Responder, ApiError> {
-    let event = EventId::parse(&event).map_err(ApiError::InvalidInput)?;
-    let user = UserId::parse(&user).map_err(ApiError::InvalidInput)?;
+    let OrderRequest { event, user } = path_order(&event, &user)?;
     let slot = feed
         .clone()
         .into_inner()
