@@ -154,7 +154,7 @@ async fn instances_starting_at_once_on_one_database_create_its_schema_once() {
     for app in &apps {
         app.until_ready().await;
     }
-    assert_eq!(database.sql("SELECT version FROM booking_schema"), "5");
+    assert_eq!(database.sql("SELECT version FROM booking_schema"), "6");
     // Creations of all instances take one order.
     for (i, app) in apps.iter().enumerate() {
         assert_eq!(app.initialize(json!(format!("e{i}")), 1).await.status, 201);
@@ -187,12 +187,19 @@ async fn a_database_of_schema_version_1_is_migrated_and_keeps_its_orders() {
              CHECK (status IN ('booked', 'waiting', 'cancelled'));
          ALTER TABLE order_log DROP COLUMN ownership;
          DROP SEQUENCE ownerships;
+         ALTER TABLE order_log ADD CONSTRAINT order_log_event_id_fkey
+             FOREIGN KEY (event_id) REFERENCES events (id);
          UPDATE booking_schema SET version = 1",
     );
 
     app.start();
     app.until_ready().await;
-    assert_eq!(database.sql("SELECT version FROM booking_schema"), "5");
+    assert_eq!(database.sql("SELECT version FROM booking_schema"), "6");
+    // Version 6 drops the log's foreign key (see schema.rs).
+    assert_eq!(
+        database.sql("SELECT count(*) FROM pg_constraint WHERE contype = 'f'"),
+        "0"
+    );
     assert_eq!(app.counts("gig").await, (1, 1));
     assert_eq!(
         app.cancel(json!("gig"), json!("a")).await.body["status"],
