@@ -13,6 +13,7 @@
 //! someone waits, sales open or not.
 
 mod clock;
+mod restore;
 mod waiting_list;
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,6 +21,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 pub use clock::UtcMillis;
+pub use restore::{LoggedSeat, Overbooked, Restoring};
 pub use waiting_list::WaitingList;
 
 /// What a successful booking gave the user.
@@ -304,29 +306,6 @@ pub struct Summary {
     pub waiting: usize,
 }
 
-/// A held user as storage holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredHold {
-    pub user: Arc<str>,
-    pub expires_at: UtcMillis,
-    /// Offered from the waiting list.
-    pub offered: bool,
-}
-
-/// An event's users as storage holds them, to rebuild its state from
-/// ([`EventState::restore`]).
-#[derive(Debug, Default)]
-pub struct StoredSeats {
-    pub booked: Vec<Arc<str>>,
-    /// In queue order.
-    pub waiting: Vec<Arc<str>>,
-    /// In the order they were taken, with their expiries, passed or not.
-    pub held: Vec<StoredHold>,
-    pub cancelled: Vec<Arc<str>>,
-    /// With the instants they lapsed at.
-    pub expired: Vec<(Arc<str>, UtcMillis)>,
-}
-
 /// Where a live hold sits in the order of lapses: its expiry, then the
 /// order holds were taken in, so that holds of one expiry lapse first come,
 /// first served.
@@ -355,8 +334,10 @@ pub struct EventState {
     booked: u32,
     /// Tickets set aside by live holds and offers.
     held: u32,
-    /// Every user ever seen at this event, so a cancelled user still has a status.
-    users: HashMap<Arc<str>, Seat, foldhash::fast::RandomState>,
+    /// Every user ever seen at this event, so a cancelled user still has a
+    /// status. hashbrown's own map (std's is built on it) for `entry_ref`,
+    /// which allocates the key of a new user only (see `Restoring`).
+    users: hashbrown::HashMap<Arc<str>, Seat, foldhash::fast::RandomState>,
     waiting: WaitingList,
     /// The live holds in the order they lapse: what lapses next first.
     expiries: BTreeMap<LapseKey, Arc<str>>,
@@ -380,7 +361,7 @@ impl EventState {
             settings,
             booked: 0,
             held: 0,
-            users: HashMap::default(),
+            users: hashbrown::HashMap::default(),
             waiting: WaitingList::default(),
             expiries: BTreeMap::new(),
             holds: HashMap::default(),
@@ -401,46 +382,6 @@ impl EventState {
     /// hands to storage, whose commit moves the stored version alike.
     pub fn bump_version(&mut self) {
         self.version += 1;
-    }
-
-    /// Rebuilds the state that storage holds. Holds whose expiry passed
-    /// are live until [`lapse_due`](Self::lapse_due) ends them.
-    pub fn restore(settings: EventSettings, seats: StoredSeats) -> Self {
-        let StoredSeats {
-            booked,
-            waiting,
-            held,
-            cancelled,
-            expired,
-        } = seats;
-        let mut state = EventState::new(settings);
-        // Sized once: a map grown by doubling hashes every user again at each step.
-        state
-            .users
-            .reserve(booked.len() + waiting.len() + held.len() + cancelled.len() + expired.len());
-        for user in cancelled {
-            state.users.insert(user, Seat::Cancelled);
-        }
-        for (user, at) in expired {
-            state.users.insert(user, Seat::Expired(at));
-        }
-        for user in booked {
-            state.users.insert(user, Seat::Booked);
-            state.booked += 1;
-        }
-        for StoredHold {
-            user,
-            expires_at,
-            offered,
-        } in held
-        {
-            state.set_held(user, expires_at, offered);
-        }
-        for (seq, user) in (0..).zip(&waiting) {
-            state.users.insert(user.clone(), Seat::Waiting(seq));
-        }
-        state.waiting = WaitingList::from_users(waiting);
-        state
     }
 
     /// The event's settings now.
@@ -930,32 +871,6 @@ mod tests {
     }
 
     #[test]
-    fn restore_rebuilds_the_same_queue() {
-        let state = EventState::restore(
-            EventSettings::new(1),
-            StoredSeats {
-                booked: vec![user("a")],
-                waiting: vec![user("c"), user("b")],
-                cancelled: vec![user("z")],
-                ..StoredSeats::default()
-            },
-        );
-        assert_eq!(
-            state.summary(),
-            Summary {
-                version: 0,
-                settings: EventSettings::new(1),
-                booked_tickets: 1,
-                held_tickets: 0,
-                waiting: 2
-            }
-        );
-        assert_eq!(state.standing("c"), Some(Standing::Waiting { position: 1 }));
-        assert_eq!(state.standing("b"), Some(Standing::Waiting { position: 2 }));
-        assert_eq!(state.standing("z"), Some(Standing::Cancelled));
-    }
-
-    #[test]
     fn waiting_list_pages_go_on_after_their_last_entry_across_a_new_reading() {
         let user = |n: u32| Arc::<str>::from(format!("u{n}"));
         let mut state = EventState::new(EventSettings::new(1));
@@ -963,10 +878,14 @@ mod tests {
             state.book(&user(n)).unwrap();
         }
         // u1..u7 wait.
-        let queue_of = |waiting| StoredSeats {
-            booked: vec![user(0)],
-            waiting,
-            ..StoredSeats::default()
+        // u0 booked, then `waiting` in order, read back from the log.
+        let queue_of = |waiting: Vec<Arc<str>>| {
+            let mut restoring = Restoring::new(EventSettings::new(1), 0, 0);
+            for waiting in waiting.iter().rev() {
+                restoring.row(waiting, LoggedSeat::Waiting);
+            }
+            restoring.row(&user(0), LoggedSeat::Booked);
+            restoring.finish().expect("one booked of one")
         };
         let first = state.waiting_page(None, 3);
         let names = |page: &WaitingPage| {
@@ -990,20 +909,14 @@ mod tests {
         // The event read again (another epoch): after the cursor's user if
         // still waiting, else after the place it had.
         let cursor = second.next.clone().expect("more");
-        let reread = EventState::restore(
-            EventSettings::new(1),
-            queue_of((1..8).filter(|n| *n != 3).map(user).collect()),
-        );
+        let reread = queue_of((1..8).filter(|n| *n != 3).map(user).collect());
         assert_eq!(
             names(&reread.waiting_page(Some(&cursor), 3)),
             [("u7".into(), 6)]
         );
         // The cursor's user u6 leaves too, and the event is read again: the
         // page starts at the place u6 had, where u7 moved up to.
-        let without_u6 = EventState::restore(
-            EventSettings::new(1),
-            queue_of([1, 2, 4, 5, 7].map(user).to_vec()),
-        );
+        let without_u6 = queue_of([1, 2, 4, 5, 7].map(user).to_vec());
         assert_eq!(
             names(&without_u6.waiting_page(Some(&cursor), 3)),
             [("u7".into(), 5)]
@@ -1156,32 +1069,6 @@ mod tests {
             held(&mut state, "early", 5000),
             Ok(HoldOutcome::Held { .. })
         ));
-    }
-
-    #[test]
-    fn restored_holds_keep_their_expiries() {
-        let state = EventState::restore(
-            EventSettings::new(2),
-            StoredSeats {
-                held: vec![StoredHold {
-                    user: user("h"),
-                    expires_at: UtcMillis(500),
-                    offered: false,
-                }],
-                expired: vec![(user("x"), UtcMillis(100))],
-                booked: vec![user("b")],
-                waiting: vec![user("w")],
-                ..StoredSeats::default()
-            },
-        );
-        assert_eq!(state.next_expiry(), Some(UtcMillis(500)));
-        assert_eq!(
-            state.standing("x"),
-            Some(Standing::Expired {
-                expired_at: UtcMillis(100)
-            })
-        );
-        assert_eq!(state.summary().held_tickets, 1);
     }
 
     fn offering(total_tickets: u32, offer_secs: u32) -> EventState {

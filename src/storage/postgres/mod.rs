@@ -653,7 +653,8 @@ impl Storage for PostgresStorage {
             let no_params: [&str; 0] = [];
             let rows = reader
                 .query_raw(
-                    "SELECT seq, event_id, user_id, status, expires_at FROM order_log ORDER BY seq",
+                    "SELECT seq, event_id, user_id, status, expires_at FROM order_log
+                     ORDER BY seq DESC",
                     no_params,
                 )
                 .await?;
@@ -661,8 +662,7 @@ impl Storage for PostgresStorage {
             while let Some(row) = rows.try_next().await? {
                 loader.order(row.get(0), row.get(1), row.get(2), row.get(3), row.get(4))?;
             }
-            loader.superseded.sort_unstable();
-            Ok(loader.superseded)
+            Ok(loader.superseded())
         })
     }
 
@@ -829,7 +829,7 @@ impl Storage for PostgresStorage {
             let rows = reader
                 .query_raw(
                     "SELECT seq, user_id, status, expires_at FROM order_log
-                     WHERE event_id = $1 ORDER BY seq",
+                     WHERE event_id = $1 ORDER BY seq DESC",
                     [event.as_str()],
                 )
                 .await?;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::replay::Loader;
+use super::replay::{EventRows, Loader};
 use super::{
     settings_columns, waiting_list_of, Change, Storage, StorageError, StoredEvent, Totals,
 };
@@ -266,7 +266,7 @@ impl Storage for SqliteStorage {
     /// user's last row, not the events' states.
     fn superseded_rows(&self) -> Result<Vec<i64>, StorageError> {
         let conn = self.pool.get()?;
-        Ok(read_log(&conn, LogSchema::Current)?.superseded)
+        Ok(read_log(&conn, LogSchema::Current)?.superseded())
     }
 
     /// Deletes `rows` of the order log in one transaction; returns how many
@@ -433,13 +433,13 @@ impl Storage for SqliteStorage {
              WHERE i.event_id = ?1 ORDER BY i.seq";
         let not_yet = "SELECT seq, user_id, status, expires_at FROM order_log
              WHERE seq > (SELECT through FROM orders_indexed) AND event_id = ?1 ORDER BY seq";
+        let mut log = EventRows::with_capacity(users);
         for query in [indexed, not_yet] {
-            let mut log = conn.prepare_cached(query)?;
-            let mut rows = log.query([event.as_str()])?;
+            let mut statement = conn.prepare_cached(query)?;
+            let mut rows = statement.query([event.as_str()])?;
             while let Some(row) = rows.next()? {
-                loader.order(
+                log.push(
                     row.get(0)?,
-                    event.as_str(),
                     row.get_ref(1)?.as_str()?,
                     row.get_ref(2)?.as_str()?,
                     row.get(3)?,
@@ -447,6 +447,7 @@ impl Storage for SqliteStorage {
             }
         }
         drop(conn);
+        loader.event_rows(event.as_str(), log)?;
         let mut stored = loader.finish()?;
         Ok(stored
             .events
@@ -491,8 +492,8 @@ fn stored_event_of(row: &rusqlite::Row<'_>) -> Result<StoredEvent, StorageError>
     })
 }
 
-/// One ordered pass over the log: each user's last row, and the rows
-/// replaced (sorted). `LogSchema::BeforeHolds` for a database of schema
+/// One pass over the log, newest row first: each user's last row, and the
+/// rows replaced. `LogSchema::BeforeHolds` for a database of schema
 /// version 6 or before, which has neither `expires_at` nor the events'
 /// settings but their tickets (a migration reads it).
 fn read_log(conn: &Connection, schema: LogSchema) -> Result<Loader, StorageError> {
@@ -508,7 +509,7 @@ fn read_log(conn: &Connection, schema: LogSchema) -> Result<Loader, StorageError
         loader.event(row.get_ref(0)?.as_str()?, settings, version, 0);
     }
     let mut log = conn.prepare(&format!(
-        "SELECT seq, event_id, user_id, status, {expires_at} FROM order_log ORDER BY seq"
+        "SELECT seq, event_id, user_id, status, {expires_at} FROM order_log ORDER BY seq DESC"
     ))?;
     let mut rows = log.query([])?;
     while let Some(row) = rows.next()? {
@@ -520,7 +521,6 @@ fn read_log(conn: &Connection, schema: LogSchema) -> Result<Loader, StorageError
         );
         loader.order(seq, event, user, status.as_str()?, row.get(4)?)?;
     }
-    loader.superseded.sort_unstable();
     Ok(loader)
 }
 
