@@ -47,11 +47,8 @@ impl Loader {
         status: &str,
         expires_at: Option<i64>,
     ) -> Result<(), StorageError> {
-        let restoring = self.events.get_mut(event).ok_or_else(|| {
-            StorageError::Inconsistent(format!("order of {user:?} at unknown event {event}"))
-        })?;
         let seat = logged_seat(user, status, expires_at)?;
-        if !restoring.row(user, seat) {
+        if !restoring(&mut self.events, event)?.row(user, seat) {
             self.superseded.push(seq);
         }
         Ok(())
@@ -59,9 +56,7 @@ impl Loader {
 
     /// Replays one event's `rows`, read oldest first (see [`EventRows`]).
     pub(super) fn event_rows(&mut self, event: &str, rows: EventRows) -> Result<(), StorageError> {
-        let restoring = self.events.get_mut(event).ok_or_else(|| {
-            StorageError::Inconsistent(format!("orders of unknown event {event}"))
-        })?;
+        let restoring = restoring(&mut self.events, event)?;
         let mut end = rows.users.len();
         for row in rows.rows.iter().rev() {
             let start = row.user_start as usize;
@@ -79,9 +74,8 @@ impl Loader {
         self.superseded
     }
 
-    pub(super) fn finish(self) -> Result<StoredOrders, StorageError> {
-        let events = self
-            .events
+    pub(super) fn finish(mut self) -> Result<StoredOrders, StorageError> {
+        let events = std::mem::take(&mut self.events)
             .into_iter()
             .map(|(id, restoring)| match restoring.finish() {
                 Ok(state) => Ok((id, state)),
@@ -90,10 +84,21 @@ impl Loader {
                 ))),
             })
             .collect::<Result<_, _>>()?;
-        let mut superseded = self.superseded;
-        superseded.reverse();
-        Ok(StoredOrders { events, superseded })
+        Ok(StoredOrders {
+            events,
+            superseded: self.superseded(),
+        })
     }
+}
+
+/// The event whose rows these are: one the loader was told of.
+fn restoring<'a>(
+    events: &'a mut HashMap<EventId, Restoring, foldhash::fast::RandomState>,
+    event: &str,
+) -> Result<&'a mut Restoring, StorageError> {
+    events
+        .get_mut(event)
+        .ok_or_else(|| StorageError::Inconsistent(format!("orders of unknown event {event}")))
 }
 
 /// One event's rows, read oldest first and kept to be replayed newest
