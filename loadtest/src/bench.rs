@@ -492,9 +492,9 @@ fn seed(path: &std::path::Path, events: u64, orders: u64) -> Result<(), String> 
             changes.clear();
         }
     }
-    // As the server does once a second: index the log's rows by event.
+    // As the server does once a second: catch up with the log (its index by event).
     database
-        .index_orders()
+        .catch_up()
         .map_err(|e| format!("indexing the seeded orders: {e}"))?;
     Ok(())
 }

@@ -385,9 +385,11 @@ pub trait Storage: Send + Sync {
     /// needed). Nothing to hear where there is only one instance.
     fn listen_for_handoffs(&self, _deliver: Box<dyn Fn(EventId) + Send + Sync>) {}
 
-    /// Brings the log's index by event up to date, where it is written in
-    /// batches; returns the rows indexed.
-    fn index_orders(&self) -> Result<u64, StorageError> {
+    /// Brings up to date what is derived from the log in batches rather
+    /// than at each commit: SQLite's index of the log by event, PostgreSQL's
+    /// events' counts. Returns the rows (SQLite) or events (PostgreSQL)
+    /// taken in. Reads are right whenever it runs; it keeps them short.
+    fn catch_up(&self) -> Result<u64, StorageError> {
         Ok(0)
     }
 

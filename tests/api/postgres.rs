@@ -37,6 +37,20 @@ async fn book_with_key(
     .await
 }
 
+/// Returns once every event's row holds what its log's rows move (schema
+/// version 7: the writer folds them in about once a second); fails after 10 s.
+async fn until_folded(database: &PostgresDatabase) {
+    let unfolded = "SELECT count(*) FROM order_log o JOIN events e ON e.id = o.event_id
+        WHERE o.seq > e.counted_through";
+    for _ in 0..200 {
+        if database.sql(unfolded) == "0" {
+            return;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("rows of the log still not folded into their events' counts after 10 s");
+}
+
 #[actix_web::test]
 async fn the_booking_contract_holds_on_postgres_and_survives_a_restart() {
     let Some((mut app, database)) = spawn_on_postgres(&[]) else {
@@ -84,7 +98,9 @@ async fn the_booking_contract_holds_on_postgres_and_survives_a_restart() {
     );
     assert_eq!(app.counts("gig").await, (2, 2));
 
-    // What PostgreSQL holds: the log, the counts beside each event, the key.
+    // What PostgreSQL holds: the log, the counts beside each event (folded
+    // into its row within about a second), the key.
+    until_folded(&database).await;
     assert_eq!(
         database.sql("SELECT id, booked, waiting FROM events ORDER BY created"),
         "gig|2|2\nshow|1|0"
@@ -116,6 +132,78 @@ async fn the_booking_contract_holds_on_postgres_and_survives_a_restart() {
     let rest = app.get(&format!("/api/events?after={next}")).await;
     assert_eq!(rest.body["events"][0]["eventId"], "show");
     assert_eq!(rest.body["events"][0]["bookedTickets"], 1);
+}
+
+/// Schema version 7: an order's counts travel in its row of the log until
+/// the writer folds them into its event's row. Whatever was folded when an
+/// instance died, the listing, the gauges, a stream's version and the event
+/// read back count every committed change once.
+#[actix_web::test]
+async fn counts_not_folded_yet_are_read_from_the_log_after_a_crash() {
+    let Some((mut app, database)) = spawn_on_postgres(&[]) else {
+        return;
+    };
+    app.until_ready().await;
+    assert_eq!(app.initialize(json!("gig"), 3).await.status, 201);
+    for user in ["a", "b", "c", "d", "e"] {
+        assert!(app.book(json!("gig"), json!(user)).await.status < 300);
+    }
+    assert_eq!(app.cancel(json!("gig"), json!("b")).await.status, 200);
+    // Six changes: 3 booked and 1 waiting once d took b's ticket.
+    until_folded(&database).await;
+    assert_eq!(
+        database.sql("SELECT booked, waiting, version FROM events"),
+        "3|1|6"
+    );
+    app.send_signal("KILL");
+    app.wait_exit();
+    // As if the instance died between committing the last four changes and
+    // folding them: take them out of the event's row again.
+    database.sql(
+        "UPDATE events e SET booked = e.booked - m.b, waiting = e.waiting - m.w,
+             version = e.version - m.v, counted_through = m.first - 1
+         FROM (SELECT sum(moved_booked) b, sum(moved_waiting) w, sum(moved_version) v,
+                   min(seq) first
+               FROM (SELECT * FROM order_log ORDER BY seq DESC LIMIT 5) last) m",
+    );
+    assert_eq!(
+        database.sql("SELECT booked, waiting, version FROM events"),
+        "2|0|2",
+        "the last four changes (c booked, d and e waiting, b's ticket to d) unfolded"
+    );
+
+    app.start();
+    app.until_ready().await;
+    let listed = app.get("/api/events").await;
+    assert_eq!(listed.body["events"][0]["bookedTickets"], 3, "{listed:?}");
+    assert_eq!(
+        listed.body["events"][0]["waitingListCount"], 1,
+        "{listed:?}"
+    );
+    let gauges = app.metrics().await;
+    assert_eq!(gauges["booking_booked_tickets"], 3.0);
+    assert_eq!(gauges["booking_waiting_users"], 1.0);
+    assert_eq!(
+        gauges["booking_active_events"], 0.0,
+        "listed without reading it"
+    );
+    let mut stream = app.stream("/api/events/gig/stream", &[]).await;
+    let first = stream
+        .next_event(std::time::Duration::from_secs(10))
+        .await
+        .expect("the event's status");
+    assert_eq!(first.id, "6", "every change counted once in the version");
+    drop(stream);
+    assert_eq!(app.counts("gig").await, (3, 1));
+    assert_eq!(app.user_status("gig", "e").await.body["position"], 1);
+
+    // The next commit of the event folds what was left with it.
+    assert_eq!(app.book(json!("gig"), json!("f")).await.body["position"], 2);
+    until_folded(&database).await;
+    assert_eq!(
+        database.sql("SELECT booked, waiting, version FROM events"),
+        "3|2|7"
+    );
 }
 
 #[actix_web::test]
@@ -154,7 +242,7 @@ async fn instances_starting_at_once_on_one_database_create_its_schema_once() {
     for app in &apps {
         app.until_ready().await;
     }
-    assert_eq!(database.sql("SELECT version FROM booking_schema"), "6");
+    assert_eq!(database.sql("SELECT version FROM booking_schema"), "7");
     // Creations of all instances take one order.
     for (i, app) in apps.iter().enumerate() {
         assert_eq!(app.initialize(json!(format!("e{i}")), 1).await.status, 201);
@@ -174,10 +262,15 @@ async fn a_database_of_schema_version_1_is_migrated_and_keeps_its_orders() {
     app.initialize(json!("gig"), 1).await;
     app.book(json!("gig"), json!("a")).await;
     app.book(json!("gig"), json!("b")).await;
+    // Version 1 kept the counts in the event's row only.
+    until_folded(&database).await;
     assert!(app.stop_with("TERM").success());
     // Back to version 1, as an older release left it.
     database.sql(
-        "ALTER TABLE events DROP COLUMN version, DROP COLUMN sales_open, DROP COLUMN waiting_list,
+        "ALTER TABLE order_log DROP COLUMN moved_booked, DROP COLUMN moved_waiting,
+             DROP COLUMN moved_version;
+         ALTER TABLE events DROP COLUMN counted_through;
+         ALTER TABLE events DROP COLUMN version, DROP COLUMN sales_open, DROP COLUMN waiting_list,
              DROP COLUMN offer_secs, DROP COLUMN hold_secs;
          DROP INDEX events_holding;
          ALTER TABLE events DROP COLUMN held;
@@ -194,7 +287,7 @@ async fn a_database_of_schema_version_1_is_migrated_and_keeps_its_orders() {
 
     app.start();
     app.until_ready().await;
-    assert_eq!(database.sql("SELECT version FROM booking_schema"), "6");
+    assert_eq!(database.sql("SELECT version FROM booking_schema"), "7");
     // Version 6 drops the log's foreign key (see schema.rs).
     assert_eq!(
         database.sql("SELECT count(*) FROM pg_constraint WHERE contype = 'f'"),

@@ -234,7 +234,7 @@ impl Handler<CommitQueued> for OrderStore {
     fn handle(&mut self, _: CommitQueued, ctx: &mut Context<Self>) {
         self.commit_scheduled = false;
         self.commit_all();
-        self.index_orders(false);
+        self.catch_up(false);
         self.scan_later(ctx);
         self.tidy_later(ctx);
     }

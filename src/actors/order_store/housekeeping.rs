@@ -1,6 +1,7 @@
-//! Housekeeping: the store adds the order log's new rows to its index by
-//! event in batches, once a second while it commits and before an event is
-//! read (`OrderStore::index_orders`). And when it has nothing to commit, it
+//! Housekeeping: the store brings what is derived from the order log in
+//! batches up to date (SQLite's index of it by event, PostgreSQL's events'
+//! counts), once a second while it commits and before an event is read
+//! (`OrderStore::catch_up`). And when it has nothing to commit, it
 //! deletes rows no longer needed, a chunk at a time ([`Tidy`]): the answers of idempotent
 //! requests that expired, and rows of the order log that later ones
 //! replaced, found when an event is read into memory ([`Compact`]) and by a
@@ -61,22 +62,23 @@ const FORGET_CHUNK: usize = 4096;
 /// Longest a chunk of tidying waits for a moment with nothing to commit.
 const TIDY_AT_LEAST_EVERY: Duration = Duration::from_secs(1);
 
-/// How often the store adds the log's new rows to its index by event while
-/// it commits: the longer, the more rows of each event share a page of the
-/// index, and the more rows an event's read scans that are not in it yet.
-const INDEX_EVERY: Duration = Duration::from_secs(1);
+/// How often the store catches up with the log while it commits: the
+/// longer, the more rows of each event share a page of SQLite's index, or
+/// a move of its counts in PostgreSQL, and the more rows a read takes in
+/// that were not caught up with yet.
+pub(super) const CATCH_UP_EVERY: Duration = Duration::from_secs(1);
 
 impl OrderStore {
-    /// Adds the rows committed since the last time to the log's index by
-    /// event, if that was `INDEX_EVERY` ago or `now`.
-    pub(super) fn index_orders(&mut self, now: bool) {
-        if !now && self.last_indexed.elapsed() < INDEX_EVERY {
+    /// Catches up with the rows committed since the last time
+    /// (`Database::catch_up`), if that was `CATCH_UP_EVERY` ago or `now`.
+    pub(super) fn catch_up(&mut self, now: bool) {
+        if !now && self.last_caught_up.elapsed() < CATCH_UP_EVERY {
             return;
         }
-        self.last_indexed = Instant::now();
-        // Harmless: a read of an event finds the rows not indexed yet anyway, and the next batch takes them.
-        if let Err(error) = self.database.index_orders() {
-            log::warn!("could not index the order log's new rows by event: {error}");
+        self.last_caught_up = Instant::now();
+        // Harmless: reads take in the rows not caught up with yet anyway, and the next time takes them.
+        if let Err(error) = self.database.catch_up() {
+            log::warn!("could not catch up with the order log's new rows: {error}");
         }
     }
 

@@ -86,9 +86,9 @@ pub struct OrderStore {
     scanning: bool,
     /// When the last chunk was deleted, or the start ended.
     last_tidied: Instant,
-    /// When the log's new rows were last added to its index by event (see
-    /// `Database::index_orders`), which is done in batches, not per commit.
-    last_indexed: Instant,
+    /// When the store last caught up with the log's new rows (see
+    /// `Database::catch_up`), which is done in batches, not per commit.
+    last_caught_up: Instant,
 }
 
 impl OrderStore {
@@ -116,11 +116,19 @@ impl OrderStore {
             compaction_interval,
             scanning: false,
             last_tidied: Instant::now(),
-            last_indexed: Instant::now(),
+            last_caught_up: Instant::now(),
         }
     }
 }
 
 impl Actor for OrderStore {
     type Context = Context<Self>;
+
+    /// Catches up with the log once a second also while nothing is
+    /// committed, so that the last rows of a burst do not wait for the next.
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(housekeeping::CATCH_UP_EVERY, |store, _| {
+            store.catch_up(false)
+        });
+    }
 }

@@ -77,7 +77,7 @@ impl Handler<Reload> for OrderStore {
 
     fn handle(&mut self, Reload { event }: Reload, _: &mut Context<Self>) -> Self::Result {
         self.commit_all();
-        self.index_orders(true);
+        self.catch_up(true);
         // Its ownership went with the session that committed: only a new claim lets it decide again.
         let session = self.own(&event).map_err(|error| {
             log::warn!("event {event} cannot be reloaded here: {error:?}");
@@ -97,7 +97,7 @@ impl Handler<Activate> for OrderStore {
 
     fn handle(&mut self, Activate { event }: Activate, _: &mut Context<Self>) -> Self::Result {
         self.commit_all();
-        self.index_orders(true);
+        self.catch_up(true);
         self.valid_from.remove(&event);
         self.own(&event)
     }

@@ -8,12 +8,14 @@
 //! of activations or a blocking thread, as they call SQLite. (The `postgres` crate's blocking client
 //! would refuse to run on the store's thread: actix runs a tokio runtime there.)
 //!
-//! Three connections: the writer, one session through which every commit
+//! Four connections: the writer, one session through which every commit
 //! goes (the store's thread is its only user); the reader, shared by every
 //! other read (tokio-postgres pipelines concurrent queries on one
-//! connection), opened again on its next use after it broke (PostgreSQL
-//! restarted, or the session was terminated); and the listener of
-//! hand-off requests (`LISTEN`), opened again a second after it broke.
+//! connection), and the folder, which folds the log's counts into the
+//! events' rows ([`FOLD_COUNTS`]) without holding up commits or reads, each
+//! opened again on its next use after it broke (PostgreSQL restarted, or
+//! the session was terminated); and the listener of hand-off requests
+//! (`LISTEN`), opened again a second after it broke.
 //!
 //! One writer per event across instances: an instance owns an event while
 //! its writer's session holds a session-level advisory lock keyed by the
@@ -38,10 +40,10 @@
 
 mod schema;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -116,39 +118,70 @@ struct Writer {
 
 /// A batch's changes and answers in one statement (data-modifying `WITH`
 /// queries, <https://www.postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING>):
-/// the log's rows in the order given, each event's counts moved once, the
-/// answers' rows, whose `seq`s it returns. Alone, it is its own transaction:
-/// one round trip per commit.
+/// the log's rows in the order given, each with what it moves in its
+/// event's counts (schema version 7); the counts moved in the events' rows
+/// themselves, once per event, only for held tickets and settings' changes;
+/// the answers' rows, whose `seq`s it returns. Alone, it is its own
+/// transaction: one round trip per commit.
 const COMMIT_BATCH: &str = "
 WITH orders AS (
-    INSERT INTO order_log (event_id, user_id, status, expires_at, ownership)
-    SELECT e, u, s, x, w FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[])
-        WITH ORDINALITY AS o (e, u, s, x, w, n) ORDER BY n
+    INSERT INTO order_log (event_id, user_id, status, expires_at, ownership,
+        moved_booked, moved_waiting, moved_version)
+    SELECT e, u, s, x, w, b, q, v FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[],
+        $5::int8[], $6::int2[], $7::int2[], $8::int2[])
+        WITH ORDINALITY AS o (e, u, s, x, w, b, q, v, n) ORDER BY n
 ), counts AS (
     UPDATE events SET booked = booked + d.b, held = held + d.h, waiting = waiting + d.w,
         version = version + d.v
-    FROM unnest($6::text[], $7::int8[], $8::int8[], $9::int8[], $10::int8[]) AS d (id, b, h, w, v)
+    FROM unnest($9::text[], $10::int8[], $11::int8[], $12::int8[], $13::int8[]) AS d (id, b, h, w, v)
     WHERE events.id = d.id
 ), answers AS (
     INSERT INTO idempotency (scope, key, fingerprint, status, body, stored_at)
-    SELECT s, k, f, c, b, t FROM unnest($11::text[], $12::text[], $13::bytea[],
-        $14::int4[], $15::bytea[], $16::int8[])
+    SELECT s, k, f, c, b, t FROM unnest($14::text[], $15::text[], $16::bytea[],
+        $17::int4[], $18::bytea[], $19::int8[])
         WITH ORDINALITY AS a (s, k, f, c, b, t, n) ORDER BY n
     RETURNING seq
 )
 SELECT seq FROM answers";
 
-/// The writer's own planner settings. A batch's counts join the events it
+/// Folds what the log's rows after `counted_through` move into their
+/// events' rows, for the events named in `$1` (schema version 7). It runs
+/// beside the writer's commits, in a session of its own: it takes the
+/// events' rows first, skipping those a commit holds
+/// (<https://www.postgresql.org/docs/current/sql-select.html#SQL-FOR-UPDATE-SHARE>),
+/// so that it never waits for a commit and the two never deadlock; a
+/// skipped event is folded after its next commit, and read right
+/// meanwhile. Each event's sums and last row are read in the statement's
+/// snapshot, after the rows taken: a row folded elsewhere since is never
+/// counted twice, and one committed after the snapshot stays for the next
+/// fold, as its `seq` is above every row of its event before it (one writer
+/// per event).
+const FOLD_COUNTS: &str = "
+WITH taken AS (
+    SELECT id, counted_through FROM events WHERE id = ANY($1) FOR UPDATE SKIP LOCKED
+)
+UPDATE events SET booked = booked + t.b, waiting = waiting + t.w, version = version + t.v,
+    counted_through = t.last
+FROM (
+    SELECT f.id, f.counted_through AS through, sum(o.moved_booked) AS b,
+        sum(o.moved_waiting) AS w, sum(o.moved_version) AS v, max(o.seq) AS last
+    FROM taken f JOIN order_log o ON o.event_id = f.id AND o.seq > f.counted_through
+    GROUP BY f.id, f.counted_through
+) t
+WHERE events.id = t.id AND events.counted_through = t.through";
+
+/// The planner settings of the writer and of the folder. A batch's counts join the events it
 /// moved (an `unnest` of a few dozen ids, which the planner guesses at a
 /// hundred rows) with `events`; left to itself, the planner hashes the whole
 /// of `events` for it (seen with `EXPLAIN ANALYZE` at 1,000 events), a scan
 /// of every event ever created per commit. Without hash and merge joins it
 /// looks each event up by its key. And the batch's statement, whose
 /// estimates do not depend on its arrays' contents, is planned once per
-/// session rather than for each of its first executions. The writer runs
-/// only the statements of this file, none of which gains from what is off
+/// session rather than for each of its first executions. A fold joins the
+/// events it names likewise. The two sessions run only the statements of
+/// this file, none of which gains from what is off
 /// (<https://www.postgresql.org/docs/current/runtime-config-query.html>).
-const WRITER_SETTINGS: &str = "SET enable_hashjoin = off;
+const WRITING_SETTINGS: &str = "SET enable_hashjoin = off;
     SET enable_mergejoin = off;
     SET plan_cache_mode = force_generic_plan;";
 
@@ -168,6 +201,14 @@ pub struct PostgresStorage {
     /// The number of each ownership taken in the writer's live session, by
     /// event (schema version 2): every row of the log carries its event's.
     ownerships: Mutex<HashMap<String, i64>>,
+    /// The folder's connection (see the module's comment).
+    folder: Mutex<Option<Arc<Client>>>,
+    /// Events with rows committed since the last fold of their counts
+    /// ([`FOLD_COUNTS`]), which `catch_up` folds; shared with the fold in
+    /// flight, which puts them back if it failed.
+    unfolded: Arc<Mutex<HashSet<String>>>,
+    /// A fold is in flight: the next waits for it to end.
+    folding: Arc<AtomicBool>,
 }
 
 /// The server and database that `url` names, without user or password.
@@ -222,6 +263,9 @@ impl PostgresStorage {
             current: Arc::new(AtomicU64::new(NO_SESSION)),
             reader: Mutex::new(None),
             ownerships: Mutex::default(),
+            folder: Mutex::new(None),
+            unfolded: Arc::default(),
+            folding: Arc::default(),
         };
         // On a connection of its own: the writer's prepares its statement on the tables.
         let mut client = storage.connect(None)?;
@@ -304,7 +348,7 @@ impl PostgresStorage {
             self.ownerships().clear();
             let session = self.sessions.fetch_add(1, Ordering::SeqCst) + 1;
             let client = self.connect(Some(session))?;
-            wait(client.batch_execute(WRITER_SETTINGS))?;
+            wait(client.batch_execute(WRITING_SETTINGS))?;
             let commit = wait(client.prepare(COMMIT_BATCH))?;
             let ended = client.is_closed();
             *writer = Some(Writer { client, commit });
@@ -339,14 +383,34 @@ impl PostgresStorage {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn unfolded(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.unfolded.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The readers' connection, opened again if it broke.
     fn reader(&self) -> Result<Arc<Client>, StorageError> {
-        let mut reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
-        match reader.as_ref() {
+        self.shared(&self.reader, "")
+    }
+
+    /// The folder's connection, opened again if it broke.
+    fn folder(&self) -> Result<Arc<Client>, StorageError> {
+        self.shared(&self.folder, WRITING_SETTINGS)
+    }
+
+    /// The connection in `slot`, opened again, with `settings`, if it broke.
+    fn shared(
+        &self,
+        slot: &Mutex<Option<Arc<Client>>>,
+        settings: &str,
+    ) -> Result<Arc<Client>, StorageError> {
+        let mut shared = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        match shared.as_ref() {
             Some(client) if !client.is_closed() => Ok(client.clone()),
             _ => {
-                let client = Arc::new(self.connect(None)?);
-                *reader = Some(client.clone());
+                let client = self.connect(None)?;
+                wait(client.batch_execute(settings))?;
+                let client = Arc::new(client);
+                *shared = Some(client.clone());
                 Ok(client)
             }
         }
@@ -403,9 +467,19 @@ enum Reopen {
     No,
 }
 
-/// The columns of `events` that hold its version and settings, in the
-/// order [`settings_of`] reads them.
-const SETTINGS: &str = "version, total_tickets, sales_open, waiting_list, offer_secs, hold_secs";
+/// Each event (`e`) with what its log's rows not folded yet move (`t`, see
+/// [`FOLD_COUNTS`]): read in one snapshot, the two add up to the counts and
+/// version of every change committed. The rows not folded are the last
+/// second's, at the end of the log's index by event.
+const EVENTS: &str = "events e CROSS JOIN LATERAL (
+    SELECT coalesce(sum(o.moved_booked), 0) AS booked, coalesce(sum(o.moved_waiting), 0) AS waiting,
+        coalesce(sum(o.moved_version), 0) AS version
+    FROM order_log o WHERE o.event_id = e.id AND o.seq > e.counted_through) t";
+
+/// An event's version and settings, from [`EVENTS`], in the order
+/// [`settings_of`] reads them.
+const SETTINGS: &str =
+    "e.version + t.version, e.total_tickets, e.sales_open, e.waiting_list, e.offer_secs, e.hold_secs";
 
 /// The version and settings in the columns [`SETTINGS`] of `row`, from
 /// column `first` on.
@@ -428,8 +502,8 @@ fn settings_of(
     Ok((version.max(0) as u64, settings))
 }
 
-/// The columns of an event as listed, in the order [`stored_event_of`] reads them.
-const LISTED: &str = "id, created, booked, held, waiting";
+/// An event as listed, from [`EVENTS`], in the order [`stored_event_of`] reads them.
+const LISTED: &str = "e.id, e.created, e.booked + t.booked, e.held, e.waiting + t.waiting";
 
 /// The event in the columns `LISTED`, then [`SETTINGS`], of `row`.
 fn stored_event_of(row: &tokio_postgres::Row) -> Result<StoredEvent, StorageError> {
@@ -454,42 +528,75 @@ impl Storage for PostgresStorage {
         let (mut created, mut configured) = (Vec::new(), Vec::new());
         let (mut events, mut users, mut statuses) = (Vec::new(), Vec::new(), Vec::new());
         let (mut expiries, mut ownership) = (Vec::new(), Vec::new());
+        let (mut moved_booked, mut moved_waiting) = (Vec::new(), Vec::new());
+        let mut moved_version: Vec<i16> = Vec::new();
         let ownerships = self.ownerships();
-        // Each event's counts (and version, by its changes) move once per
-        // transaction, however many of its changes it holds.
+        let mut unfolded = self.unfolded();
+        // What moves in the events' rows themselves, once per event however
+        // many of its changes the batch holds: held tickets, and all of a
+        // settings' change (whose rows, if any, move nothing).
         let mut counts: Vec<(&str, CountsMoved, i64)> = Vec::new();
         for change in changes {
             let event = change.event().as_str();
-            match change {
+            let moved = change.counts();
+            // What moves in the event's row and its version there; what the
+            // change's first row in the log carries, if anything.
+            let (in_row, row_versions, in_log) = match change {
                 Change::CreateEvent { settings, .. } => {
                     created.push((event, settings));
                     continue;
                 }
-                Change::Configure { settings, .. } => configured.push((event, settings)),
-                Change::Order { .. } => {}
-            }
+                Change::Configure { settings, .. } => {
+                    configured.push((event, settings));
+                    (moved, 1, None)
+                }
+                Change::Order { .. } => {
+                    let held = CountsMoved {
+                        held: moved.held,
+                        ..CountsMoved::default()
+                    };
+                    (held, 0, Some(moved))
+                }
+            };
             // Only changes of events owned in this session reach here (the store's `is_void`).
             let claim = ownerships.get(event).copied().ok_or_else(|| {
                 StorageError::Inconsistent(format!("a change of {event}, not owned here"))
             })?;
+            let mut first = in_log;
             for row in change.log_rows() {
                 events.push(event);
                 users.push(row.user);
                 statuses.push(row.status);
                 expiries.push(row.expires_at);
                 ownership.push(claim);
+                let (booked, waiting, version) = match first.take() {
+                    Some(moved) => (moved.booked, moved.waiting, 1),
+                    None => (0, 0, 0),
+                };
+                // At most a few tickets or places per change.
+                moved_booked.push(booked as i16);
+                moved_waiting.push(waiting as i16);
+                moved_version.push(version);
             }
-            let moved = change.counts();
+            if in_log.is_some() && !unfolded.contains(event) {
+                unfolded.insert(event.to_owned());
+            }
+            if in_row == CountsMoved::default() && row_versions == 0 {
+                continue;
+            }
             match counts.iter_mut().find(|(id, ..)| *id == event) {
-                Some((_, sum, changes)) => (*sum, *changes) = (sum.and(moved), *changes + 1),
-                None => counts.push((event, moved, 1)),
+                Some((_, sum, versions)) => {
+                    (*sum, *versions) = (sum.and(in_row), *versions + row_versions)
+                }
+                None => counts.push((event, in_row, row_versions)),
             }
         }
+        drop(unfolded);
         let counted: Vec<&str> = counts.iter().map(|(id, ..)| *id).collect();
         let booked: Vec<i64> = counts.iter().map(|(_, moved, _)| moved.booked).collect();
         let held: Vec<i64> = counts.iter().map(|(_, moved, _)| moved.held).collect();
         let waiting: Vec<i64> = counts.iter().map(|(_, moved, _)| moved.waiting).collect();
-        let versions: Vec<i64> = counts.iter().map(|(.., changes)| *changes).collect();
+        let versions: Vec<i64> = counts.iter().map(|(.., versions)| *versions).collect();
         let scopes: Vec<&str> = answers.iter().map(|a| a.id.scope.as_str()).collect();
         let keys: Vec<&str> = answers.iter().map(|a| a.id.key.as_str()).collect();
         let prints: Vec<&[u8]> = answers.iter().map(|a| &a.fingerprint[..]).collect();
@@ -497,9 +604,26 @@ impl Storage for PostgresStorage {
         let bodies: Vec<&[u8]> = answers.iter().map(|a| &a.answer.body[..]).collect();
         let times: Vec<i64> = answers.iter().map(|a| a.stored_at).collect();
         drop(ownerships);
-        let params: [&(dyn ToSql + Sync); 16] = [
-            &events, &users, &statuses, &expiries, &ownership, &counted, &booked, &held, &waiting,
-            &versions, &scopes, &keys, &prints, &codes, &bodies, &times,
+        let params: [&(dyn ToSql + Sync); 19] = [
+            &events,
+            &users,
+            &statuses,
+            &expiries,
+            &ownership,
+            &moved_booked,
+            &moved_waiting,
+            &moved_version,
+            &counted,
+            &booked,
+            &held,
+            &waiting,
+            &versions,
+            &scopes,
+            &keys,
+            &prints,
+            &codes,
+            &bodies,
+            &times,
         ];
         let mut writer = self.writer(Reopen::No)?;
         let Writer { client, commit } = writer.as_mut().expect("connected");
@@ -644,7 +768,7 @@ impl Storage for PostgresStorage {
                 .await?;
             let mut loader = Loader::default();
             for row in reader
-                .query(&format!("SELECT id, {SETTINGS} FROM events"), &[])
+                .query(&format!("SELECT e.id, {SETTINGS} FROM {EVENTS}"), &[])
                 .await?
             {
                 let (version, settings) = settings_of(&row, 1)?;
@@ -668,8 +792,14 @@ impl Storage for PostgresStorage {
 
     fn delete_superseded(&self, rows: &[i64]) -> Result<usize, StorageError> {
         self.write(Reopen::No, async |tx| {
+            // Not a row whose counts are still to be folded: they would be lost.
             let deleted = tx
-                .execute("DELETE FROM order_log WHERE seq = ANY($1)", &[&rows])
+                .execute(
+                    "DELETE FROM order_log o WHERE o.seq = ANY($1)
+                     AND (o.moved_booked = 0 AND o.moved_waiting = 0 AND o.moved_version = 0
+                          OR o.seq <= (SELECT counted_through FROM events WHERE id = o.event_id))",
+                    &[&rows],
+                )
                 .await?;
             Ok(deleted as usize)
         })
@@ -678,9 +808,11 @@ impl Storage for PostgresStorage {
     fn totals(&self) -> Result<Totals, StorageError> {
         let reader = self.reader()?;
         let row = wait(reader.query_one(
-            "SELECT count(*), coalesce(sum(booked), 0)::bigint, coalesce(sum(held), 0)::bigint,
-                 coalesce(sum(waiting), 0)::bigint
-             FROM events",
+            &format!(
+                "SELECT count(*), coalesce(sum(e.booked + t.booked), 0)::bigint,
+                     coalesce(sum(e.held), 0)::bigint, coalesce(sum(e.waiting + t.waiting), 0)::bigint
+                 FROM {EVENTS}"
+            ),
             &[],
         ))?;
         let count = |column| row.get::<_, i64>(column).max(0) as u64;
@@ -716,8 +848,8 @@ impl Storage for PostgresStorage {
         let reader = self.reader()?;
         let rows = wait(reader.query(
             &format!(
-                "SELECT {LISTED}, {SETTINGS} FROM events
-                 WHERE created > $1 ORDER BY created LIMIT $2"
+                "SELECT {LISTED}, {SETTINGS} FROM {EVENTS}
+                 WHERE e.created > $1 ORDER BY e.created LIMIT $2"
             ),
             &[&after, &i64::from(limit)],
         ))?;
@@ -727,7 +859,7 @@ impl Storage for PostgresStorage {
     fn stored_event(&self, event: &EventId) -> Result<Option<StoredEvent>, StorageError> {
         let reader = self.reader()?;
         let row = wait(reader.query_opt(
-            &format!("SELECT {LISTED}, {SETTINGS} FROM events WHERE id = $1"),
+            &format!("SELECT {LISTED}, {SETTINGS} FROM {EVENTS} WHERE e.id = $1"),
             &[&event.as_str()],
         ))?;
         row.as_ref().map(stored_event_of).transpose()
@@ -808,13 +940,50 @@ impl Storage for PostgresStorage {
         self.current.load(Ordering::SeqCst)
     }
 
+    /// Starts folding the counts of the events committed since the last
+    /// fold ([`FOLD_COUNTS`]) on the folder's connection, and returns the
+    /// number of events it names, without waiting for it: commits go on
+    /// meanwhile. The events of a fold that failed are kept for the next
+    /// one; reads are right either way.
+    fn catch_up(&self) -> Result<u64, StorageError> {
+        if self.folding.load(Ordering::SeqCst) {
+            return Ok(0);
+        }
+        let events: Vec<String> = self.unfolded().drain().collect();
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let client = match self.folder() {
+            Ok(client) => client,
+            Err(error) => {
+                self.unfolded().extend(events);
+                return Err(error);
+            }
+        };
+        let count = events.len() as u64;
+        let (unfolded, folding) = (self.unfolded.clone(), self.folding.clone());
+        folding.store(true, Ordering::SeqCst);
+        self.io.handle.spawn(async move {
+            if let Err(error) = client.execute(FOLD_COUNTS, &[&events]).await {
+                log::warn!("could not fold the log's counts into the events' rows: {error}");
+                unfolded
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .extend(events);
+            }
+            folding.store(false, Ordering::SeqCst);
+        });
+        Ok(count)
+    }
+
     fn load_event(&self, event: &EventId) -> Result<Option<(EventState, Vec<i64>)>, StorageError> {
         let reader = self.reader()?;
         wait(async {
             let Some(row) = reader
                 .query_opt(
                     &format!(
-                        "SELECT {SETTINGS}, booked + waiting + held FROM events WHERE id = $1"
+                        "SELECT {SETTINGS}, e.booked + t.booked + e.waiting + t.waiting + e.held
+                         FROM {EVENTS} WHERE e.id = $1"
                     ),
                     &[&event.as_str()],
                 )

@@ -9,7 +9,7 @@ use tokio_postgres::Client;
 use super::super::StorageError;
 
 /// Stored in `booking_schema.version`; a database with a newer one is refused.
-pub(super) const SCHEMA_VERSION: i64 = 6;
+pub(super) const SCHEMA_VERSION: i64 = 7;
 
 /// The advisory lock key that serializes migrations (the bytes of "evbook-m").
 const MIGRATION_LOCK: i64 = 0x6576_626f_6f6b_2d6d;
@@ -113,6 +113,24 @@ const VERSIONS: &str = "ALTER TABLE events ADD COLUMN version bigint NOT NULL DE
 const NO_LOG_FOREIGN_KEY: &str =
     "ALTER TABLE order_log DROP CONSTRAINT IF EXISTS order_log_event_id_fkey;";
 
+/// Version 7: an order's change moves its event's booked tickets, waiting
+/// users and version through its first row in the log (`moved_booked`,
+/// `moved_waiting`, `moved_version`), and the writer folds them into the
+/// event's row about once a second (`counted_through`: the last row
+/// folded). Moving the row at each commit cost about a third of
+/// PostgreSQL's time when a batch held many events (docs/performance.md).
+/// A read adds the rows not folded yet to the row's counts, in one
+/// snapshot, so it finds the counts of every committed change. Held
+/// tickets still move at each commit: the partial index `events_holding`
+/// finds events with holds to lapse by them. Rows logged before version 7
+/// move nothing: their counts are already in their event's row.
+const COUNTS_IN_LOG: &str = "
+ALTER TABLE order_log ADD COLUMN moved_booked smallint NOT NULL DEFAULT 0,
+    ADD COLUMN moved_waiting smallint NOT NULL DEFAULT 0,
+    ADD COLUMN moved_version smallint NOT NULL DEFAULT 0;
+ALTER TABLE events ADD COLUMN counted_through bigint NOT NULL DEFAULT 0;
+";
+
 /// Creates the schema in an empty database, migrates an older one, refuses
 /// a newer one. Safe when
 /// several instances start at once (see the module's comment).
@@ -158,6 +176,11 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), StorageError> {
     if version < 6 {
         tx.batch_execute(NO_LOG_FOREIGN_KEY).await?;
         tx.execute("UPDATE booking_schema SET version = 6", &[])
+            .await?;
+    }
+    if version < 7 {
+        tx.batch_execute(COUNTS_IN_LOG).await?;
+        tx.execute("UPDATE booking_schema SET version = 7", &[])
             .await?;
     }
     tx.commit().await?;

@@ -5,7 +5,7 @@
 //!
 //! A transaction writes the end of the log, and the rows of the events it
 //! holds (their counts); the log's index by event is written in batches
-//! (`index_orders`), so that a commit of many events' bookings does not
+//! (`catch_up`), so that a commit of many events' bookings does not
 //! write a page of the index for each (docs/performance.md has what that
 //! costs).
 
@@ -383,7 +383,7 @@ impl Storage for SqliteStorage {
     /// event, where indexing each commit's rows as it is written would cost
     /// one per booking. Reads are right whenever it runs (see
     /// [`load_event`](Self::load_event)); it only keeps them short.
-    fn index_orders(&self) -> Result<u64, StorageError> {
+    fn catch_up(&self) -> Result<u64, StorageError> {
         let mut conn = self.pool.get()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let indexed = tx.execute(
@@ -410,7 +410,7 @@ impl Storage for SqliteStorage {
     /// it takes follows the event's orders.
     fn load_event(&self, event: &EventId) -> Result<Option<(EventState, Vec<i64>)>, StorageError> {
         let mut conn = self.pool.get()?;
-        // One read transaction: an `index_orders` between the two reads of
+        // One read transaction: a `catch_up` between the two reads of
         // the log would move rows from the second to the first unseen.
         let conn = conn.transaction()?;
         let settings = conn
@@ -602,7 +602,7 @@ mod tests {
         ];
         db.commit(&changes, []).unwrap();
         // Read below partly by the index by event, partly from the rows after it.
-        assert_eq!(db.index_orders().unwrap(), 7);
+        assert_eq!(db.catch_up().unwrap(), 7);
         // A cancelled user who books again goes to the back.
         db.commit(&[order(&gig, OrderUpdate::Waiting(user("b")))], [])
             .unwrap();
@@ -638,8 +638,8 @@ mod tests {
         // The read of the whole log for a running server's compaction finds the same.
         assert_eq!(db.superseded_rows().unwrap(), [1, 2, 3, 7]);
         assert_eq!(db.delete_superseded(&superseded).unwrap(), 4);
-        assert_eq!(db.index_orders().unwrap(), 1, "row 8");
-        assert_eq!(db.index_orders().unwrap(), 0);
+        assert_eq!(db.catch_up().unwrap(), 1, "row 8");
+        assert_eq!(db.catch_up().unwrap(), 0);
         // The index lost the deleted rows with them.
         let conn = Connection::open(&settings(&dir).database).unwrap();
         let mut indexed = conn.prepare("SELECT seq FROM orders_by_event").unwrap();
@@ -792,7 +792,7 @@ mod tests {
             ]
         );
         // Version 6: the log's rows are in the index by event already.
-        assert_eq!(db.index_orders().unwrap(), 0);
+        assert_eq!(db.catch_up().unwrap(), 0);
         let (gig, _) = db
             .load_event(&EventId::parse("gig").unwrap())
             .unwrap()

@@ -73,7 +73,7 @@ ALTER TABLE events ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0;
 /// `Directory`), so the log has an index by event. Not an SQLite index,
 /// which every commit would write: a commit's bookings of many events would
 /// each land on a page of their own. The store writes it in batches instead
-/// (`Storage::index_orders`): the rows
+/// (`Storage::catch_up`): the rows
 /// after `orders_indexed.through` are not in it yet, and a read of an event
 /// looks for its rows among them too.
 const ORDERS_BY_EVENT_SCHEMA: &str = "
