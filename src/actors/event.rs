@@ -32,7 +32,7 @@ use crate::booking::{
     SettingsPatch, Standing, Summary, UtcMillis, WaitingPage,
 };
 use crate::idempotency::Pending;
-use crate::ids::EventId;
+use crate::ids::{EventId, UserKey};
 use crate::storage::{Change, Database};
 
 /// Why a message got no answer from the event's state.
@@ -72,7 +72,7 @@ pub type Recorder<T, E> = Box<dyn FnOnce(Result<&T, E>) -> Pending + Send>;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Book {
-    pub user: Arc<str>,
+    pub user: UserKey,
     pub reply: Reply<BookOutcome>,
     pub recorder: Option<Recorder<BookOutcome, Refusal>>,
     /// Taken when the request was admitted: the store has room for the change.
@@ -84,7 +84,7 @@ pub struct Book {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Cancel {
-    pub user: Arc<str>,
+    pub user: UserKey,
     pub reply: Reply<CancelOutcome>,
     pub recorder: Option<Recorder<CancelOutcome, Refusal>>,
     /// Taken when the request was admitted: the store has room for the change.
@@ -97,7 +97,7 @@ pub struct Cancel {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Hold {
-    pub user: Arc<str>,
+    pub user: UserKey,
     /// As the request asked, 1 to `MAX_HOLD_SECS`; `None`: the default.
     pub hold_secs: Option<u32>,
     pub reply: Reply<HoldOutcome>,
@@ -110,7 +110,7 @@ pub struct Hold {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ConfirmHold {
-    pub user: Arc<str>,
+    pub user: UserKey,
     pub reply: Reply<()>,
     pub recorder: Option<Recorder<(), Refusal>>,
     /// Taken when the request was admitted: the store has room for the change.
@@ -121,7 +121,7 @@ pub struct ConfirmHold {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ReleaseHold {
-    pub user: Arc<str>,
+    pub user: UserKey,
     pub reply: Reply<CancelOutcome>,
     pub recorder: Option<Recorder<CancelOutcome, Refusal>>,
     /// Taken when the request was admitted: the store has room for the change.
@@ -149,7 +149,7 @@ pub struct GetSummary;
 #[derive(Message, Clone)]
 #[rtype(result = "Result<Option<Standing>, BookingError>")]
 pub struct GetStanding {
-    pub user: Arc<str>,
+    pub user: UserKey,
 }
 
 /// A page of the waiting list: `limit` users after `after` (the last entry
@@ -168,7 +168,7 @@ pub struct GetWaitingList {
 #[derive(Message, Clone)]
 #[rtype(result = "Result<bool, BookingError>")]
 pub struct WatchStanding {
-    pub user: Arc<str>,
+    pub user: UserKey,
 }
 
 /// From the store: a commit holding a change of `generation` failed.
@@ -463,7 +463,7 @@ impl EventActor {
     /// undoes. `done` hears whether they were.
     fn publish_standings(
         &mut self,
-        users: Vec<Arc<str>>,
+        users: Vec<UserKey>,
         done: Box<dyn FnOnce(Result<(), NotStored>) + Send>,
     ) {
         let standings = users

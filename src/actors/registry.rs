@@ -504,6 +504,7 @@ impl EventRegistry {
 #[cfg(test)]
 mod tests {
 
+    use crate::ids::UserKey;
     use std::pin::Pin;
     use std::sync::mpsc;
     use std::task::Poll;
@@ -619,7 +620,7 @@ mod tests {
         event: &'a EventId,
         user: &str,
     ) -> impl Future<Output = Result<BookOutcome, BookingError>> + 'a {
-        let user: Arc<str> = user.into();
+        let user: UserKey = user.into();
         registry.forward(event, |reply, slot| Book {
             user,
             reply,

@@ -14,7 +14,7 @@ use dashmap::DashMap;
 use tokio::sync::watch;
 
 use crate::booking::{Standing, Summary};
-use crate::ids::EventId;
+use crate::ids::{EventId, UserKey};
 use crate::telemetry;
 
 /// The newest committed status of each event that has a stream open, and
@@ -25,7 +25,7 @@ pub struct StatusFeed {
     /// Only events with a user's stream open, and only those users: the
     /// event's actor works out these users' standings after its changes
     /// (see `EventActor::publish_standings`).
-    standings: DashMap<EventId, HashMap<Arc<str>, watch::Sender<Option<Standing>>>>,
+    standings: DashMap<EventId, HashMap<UserKey, watch::Sender<Option<Standing>>>>,
     /// Streams open now, against `max_streams`.
     open: AtomicUsize,
     max_streams: usize,
@@ -143,7 +143,7 @@ impl StatusFeed {
     pub fn watch_standing(
         &self,
         event: &EventId,
-        user: &Arc<str>,
+        user: &UserKey,
     ) -> watch::Receiver<Option<Standing>> {
         self.standings
             .entry(event.clone())
@@ -161,7 +161,7 @@ impl StatusFeed {
 
     /// The users whose standing at `event` someone watches; forgets those
     /// whose streams have all ended, and the event once none is left.
-    pub fn watched_users(&self, event: &EventId) -> Vec<Arc<str>> {
+    pub fn watched_users(&self, event: &EventId) -> Vec<UserKey> {
         let Some(mut users) = self.standings.get_mut(event) else {
             return Vec::new();
         };
@@ -174,7 +174,7 @@ impl StatusFeed {
 
     /// Users' standings after a committed change; only those that moved
     /// wake their streams.
-    pub fn publish_standings(&self, event: &EventId, standings: &[(Arc<str>, Standing)]) {
+    pub fn publish_standings(&self, event: &EventId, standings: &[(UserKey, Standing)]) {
         let Some(users) = self.standings.get(event) else {
             return;
         };
@@ -229,7 +229,7 @@ mod tests {
     fn watched_standings_wake_only_when_they_move_and_are_forgotten_with_their_streams() {
         let feed = StatusFeed::new(1);
         let event = EventId::parse("e").unwrap();
-        let user: Arc<str> = "u".into();
+        let user: UserKey = "u".into();
         assert!(!feed.watches_standings(&event));
         let mut reader = feed.watch_standing(&event, &user);
         assert!(feed.watches_standings(&event));

@@ -18,7 +18,8 @@ mod waiting_list;
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
-use std::sync::Arc;
+
+use crate::ids::UserKey;
 
 pub use clock::UtcMillis;
 pub use restore::{LoggedSeat, Overbooked, Restoring};
@@ -50,10 +51,10 @@ pub enum CancelOutcome {
     /// The user's ticket went back on sale, or the user left the waiting list.
     Cancelled,
     /// The user's ticket went to the head of the waiting list, this user.
-    Reassigned { to: Arc<str> },
+    Reassigned { to: UserKey },
     /// The user's ticket is offered to the head of the waiting list, this
     /// user (an event in `offer` mode).
-    Offered { to: Arc<str> },
+    Offered { to: UserKey },
 }
 
 /// Why a request was refused; nothing changed.
@@ -123,15 +124,15 @@ pub struct SettingsPatch {
 /// offered until `expires_at` (per the event's waiting-list mode).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Promotion {
-    Booked(Arc<str>),
+    Booked(UserKey),
     Offered {
-        user: Arc<str>,
+        user: UserKey,
         expires_at: UtcMillis,
     },
 }
 
 impl Promotion {
-    pub fn user(&self) -> &Arc<str> {
+    pub fn user(&self) -> &UserKey {
         match self {
             Promotion::Booked(user) | Promotion::Offered { user, .. } => user,
         }
@@ -155,28 +156,28 @@ impl Promotion {
 /// One decided change to the stored orders, in the order it was decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrderUpdate {
-    Booked(Arc<str>),
-    Waiting(Arc<str>),
+    Booked(UserKey),
+    Waiting(UserKey),
     /// A ticket set aside for `user` until `expires_at`.
     Held {
-        user: Arc<str>,
+        user: UserKey,
         expires_at: UtcMillis,
     },
     /// A hold (or an offer) became a booking.
-    Confirmed(Arc<str>),
+    Confirmed(UserKey),
     /// `user` gave up a ticket: it went to `promoted`, the head of the
     /// queue, if anyone waited (one step, two rows), else back on sale.
     Cancelled {
-        user: Arc<str>,
+        user: UserKey,
         promoted: Option<Promotion>,
     },
     /// A waiting user gave up the place.
-    LeftWaitingList(Arc<str>),
+    LeftWaitingList(UserKey),
     /// `user`'s hold ended: given up (`lapsed` is `None`), or lapsed at
     /// its expiry, `lapsed`. Its ticket went to `promoted`, as a cancelled
     /// one does.
     HoldEnded {
-        user: Arc<str>,
+        user: UserKey,
         lapsed: Option<UtcMillis>,
         promoted: Option<Promotion>,
     },
@@ -278,7 +279,7 @@ pub enum Standing {
 /// A page of the waiting list: users with their 1-based positions, in queue order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WaitingPage {
-    pub entries: Vec<(Arc<str>, u64)>,
+    pub entries: Vec<(UserKey, u64)>,
     /// Where the next page starts; `None` on the last one.
     pub next: Option<PageCursor>,
 }
@@ -291,7 +292,7 @@ pub struct PageCursor {
     /// The `EventState` it was read from, and its sequence number there.
     pub epoch: u64,
     pub seq: u64,
-    pub user: Arc<str>,
+    pub user: UserKey,
 }
 
 /// An event's settings and counts, as its status reports them, and the
@@ -337,13 +338,13 @@ pub struct EventState {
     /// Every user ever seen at this event, so a cancelled user still has a
     /// status. hashbrown's own map (std's is built on it) for `entry_ref`,
     /// which allocates the key of a new user only (see `Restoring`).
-    users: hashbrown::HashMap<Arc<str>, Seat, foldhash::fast::RandomState>,
+    users: hashbrown::HashMap<UserKey, Seat, foldhash::fast::RandomState>,
     waiting: WaitingList,
     /// The live holds in the order they lapse: what lapses next first.
-    expiries: BTreeMap<LapseKey, Arc<str>>,
+    expiries: BTreeMap<LapseKey, UserKey>,
     /// Each live hold's place in `expiries`, by user: apart from `users`,
     /// so that every user's seat stays 16 bytes (a million users at an event).
-    holds: HashMap<Arc<str>, LapseKey, foldhash::fast::RandomState>,
+    holds: HashMap<UserKey, LapseKey, foldhash::fast::RandomState>,
     /// Holds taken so far: the tie-break of [`LapseKey`].
     holds_taken: u64,
     /// Tells this state's waiting-list entries from those of an earlier
@@ -415,13 +416,13 @@ impl EventState {
     }
 
     /// Puts `user` at the back of the queue; returns the 1-based place.
-    fn join_queue(&mut self, user: &Arc<str>) -> u64 {
+    fn join_queue(&mut self, user: &UserKey) -> u64 {
         let seq = self.waiting.push(user.clone());
         self.users.insert(user.clone(), Seat::Waiting(seq));
         self.waiting.len() as u64
     }
 
-    fn set_held(&mut self, user: Arc<str>, expires_at: UtcMillis, offered: bool) {
+    fn set_held(&mut self, user: UserKey, expires_at: UtcMillis, offered: bool) {
         let lapses = (expires_at, self.holds_taken);
         self.holds_taken += 1;
         self.held += 1;
@@ -449,7 +450,7 @@ impl EventState {
     }
 
     /// Gives `user` a ticket, or a place at the back of the waiting list when sold out.
-    pub fn book(&mut self, user: &Arc<str>) -> Result<(BookOutcome, OrderUpdate), Refusal> {
+    pub fn book(&mut self, user: &UserKey) -> Result<(BookOutcome, OrderUpdate), Refusal> {
         self.refuse_new(user)?;
         if self.has_free_ticket() {
             self.booked += 1;
@@ -467,7 +468,7 @@ impl EventState {
     /// at the back of the waiting list when none is free.
     pub fn hold(
         &mut self,
-        user: &Arc<str>,
+        user: &UserKey,
         expires_at: UtcMillis,
     ) -> Result<(HoldOutcome, OrderUpdate), Refusal> {
         self.refuse_new(user)?;
@@ -487,7 +488,7 @@ impl EventState {
     }
 
     /// `user`'s live hold, with the map's key for the user.
-    fn live_hold(&self, user: &str) -> Result<(Arc<str>, LapseKey), Refusal> {
+    fn live_hold(&self, user: &str) -> Result<(UserKey, LapseKey), Refusal> {
         match self.users.get_key_value(user) {
             Some((key, Seat::Held { .. })) => Ok((key.clone(), self.holds[key])),
             _ => Err(Refusal::HoldNotFound),
@@ -519,7 +520,7 @@ impl EventState {
     /// Ends a live hold: released (`lapsed` is `None`) or lapsed then.
     fn end_hold(
         &mut self,
-        user: Arc<str>,
+        user: UserKey,
         lapses: LapseKey,
         lapsed: Option<UtcMillis>,
         now: UtcMillis,
@@ -679,7 +680,7 @@ impl EventState {
                 _ => self.waiting.seq_at(cursor.position.max(1)),
             },
         };
-        let mut entries: Vec<(u64, Arc<str>)> = start
+        let mut entries: Vec<(u64, UserKey)> = start
             .map(|seq| {
                 self.waiting
                     .from_seq(seq)
@@ -739,8 +740,8 @@ mod tests {
     /// The clock of the tests that do not care what time it is.
     const NOW: UtcMillis = UtcMillis(0);
 
-    fn user(name: &str) -> Arc<str> {
-        Arc::from(name)
+    fn user(name: &str) -> UserKey {
+        UserKey::from(name)
     }
 
     fn book(state: &mut EventState, name: &str) -> Result<BookOutcome, Refusal> {
@@ -872,14 +873,14 @@ mod tests {
 
     #[test]
     fn waiting_list_pages_go_on_after_their_last_entry_across_a_new_reading() {
-        let user = |n: u32| Arc::<str>::from(format!("u{n}"));
+        let user = |n: u32| UserKey::from(format!("u{n}"));
         let mut state = EventState::new(EventSettings::new(1));
         for n in 0..8 {
             state.book(&user(n)).unwrap();
         }
         // u1..u7 wait.
         // u0 booked, then `waiting` in order, read back from the log.
-        let queue_of = |waiting: Vec<Arc<str>>| {
+        let queue_of = |waiting: Vec<UserKey>| {
             let mut restoring = Restoring::new(EventSettings::new(1), 0, 0);
             for waiting in waiting.iter().rev() {
                 restoring.row(waiting, LoggedSeat::Waiting);

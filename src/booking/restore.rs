@@ -9,9 +9,9 @@
 //! list is the waiting users in the order of their rows, which is the
 //! reverse of the order they are read in.
 
-use std::sync::Arc;
-
 use hashbrown::hash_map::EntryRef;
+
+use crate::ids::UserKey;
 
 use super::{EventSettings, EventState, Seat, UtcMillis, WaitingList};
 
@@ -43,9 +43,9 @@ pub struct Restoring {
     state: EventState,
     /// The waiting users as read, newest first: the queue backwards. Each
     /// one's seat is `Waiting(i)` with `i` its index here until `finish`.
-    waiting: Vec<Arc<str>>,
+    waiting: Vec<UserKey>,
     /// The holds as read, newest first.
-    held: Vec<(Arc<str>, UtcMillis, bool)>,
+    held: Vec<(UserKey, UtcMillis, bool)>,
 }
 
 impl Restoring {
@@ -69,7 +69,7 @@ impl Restoring {
         let EntryRef::Vacant(vacant) = self.state.users.entry_ref(user) else {
             return false;
         };
-        let user: Arc<str> = Arc::from(user);
+        let user: UserKey = UserKey::from(user);
         let seat = match seat {
             LoggedSeat::Booked => {
                 self.state.booked += 1;

@@ -7,7 +7,8 @@
 //! asking a position all cost O(log n), whether 10 or 1,000,000 users wait.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+
+use crate::ids::UserKey;
 
 /// Once this many gone entries lie before the head, the Fenwick tree is rebuilt
 /// from the live window so its size follows the queue, not its history.
@@ -17,7 +18,7 @@ const COMPACT_AFTER: u64 = 4096;
 pub struct WaitingList {
     /// Slot `i` holds the user who joined with sequence number `head + i`, or
     /// `None` once that user left. The front slot is always occupied.
-    slots: VecDeque<Option<Arc<str>>>,
+    slots: VecDeque<Option<UserKey>>,
     /// Sequence number of `slots[0]`: the head of the queue.
     head: u64,
     /// Marks the entries that left from the middle, counted by range.
@@ -39,8 +40,8 @@ impl WaitingList {
 
     /// A queue of `users`, in order, their sequence numbers 0, 1, 2...: built
     /// at once, without the Fenwick tree's O(log n) per push.
-    pub fn from_users(users: impl IntoIterator<Item = Arc<str>>) -> Self {
-        let slots: VecDeque<Option<Arc<str>>> = users.into_iter().map(Some).collect();
+    pub fn from_users(users: impl IntoIterator<Item = UserKey>) -> Self {
+        let slots: VecDeque<Option<UserKey>> = users.into_iter().map(Some).collect();
         WaitingList {
             left: slots.iter().map(|_| 0).collect(),
             len: slots.len(),
@@ -51,7 +52,7 @@ impl WaitingList {
     }
 
     /// Appends `user` and returns the sequence number that identifies its entry.
-    pub fn push(&mut self, user: Arc<str>) -> u64 {
+    pub fn push(&mut self, user: UserKey) -> u64 {
         let seq = self.head + self.slots.len() as u64;
         self.slots.push_back(Some(user));
         self.left.push(0);
@@ -68,7 +69,7 @@ impl WaitingList {
     }
 
     /// Takes the user at the head of the queue.
-    pub fn pop_front(&mut self) -> Option<Arc<str>> {
+    pub fn pop_front(&mut self) -> Option<UserKey> {
         let user = self
             .slots
             .pop_front()?
@@ -91,7 +92,7 @@ impl WaitingList {
 
     /// The entries from `seq` on (from the head, if it is ahead of it), in
     /// queue order, with their sequence numbers.
-    pub fn from_seq(&self, seq: u64) -> impl Iterator<Item = (u64, &Arc<str>)> {
+    pub fn from_seq(&self, seq: u64) -> impl Iterator<Item = (u64, &UserKey)> {
         let skip = seq.saturating_sub(self.head) as usize;
         (self.head..)
             .zip(&self.slots)
@@ -108,7 +109,7 @@ impl WaitingList {
 
     /// Users in queue order, head first.
     #[cfg(test)]
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<str>> {
+    pub fn iter(&self) -> impl Iterator<Item = &UserKey> {
         self.slots.iter().flatten()
     }
 
@@ -192,8 +193,8 @@ impl FromIterator<u32> for Fenwick {
 mod tests {
     use super::*;
 
-    fn user(name: &str) -> Arc<str> {
-        Arc::from(name)
+    fn user(name: &str) -> UserKey {
+        UserKey::from(name)
     }
 
     fn order(list: &WaitingList) -> Vec<String> {

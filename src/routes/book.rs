@@ -1,5 +1,3 @@
-use std::sync::Arc;
-
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
@@ -12,7 +10,7 @@ use crate::actors::{Book, EventRegistry, QueueSlot, Recorder, Reply};
 use crate::booking::{BookOutcome, Refusal};
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::{Answer, Idempotency};
-use crate::ids::UserId;
+use crate::ids::{UserId, UserKey};
 
 /// The body of a booking's `200`: a ticket, or a place in the queue.
 #[derive(Serialize, ToSchema)]
@@ -37,7 +35,7 @@ impl OrderMessage for Book {
     type Args = ();
 
     fn new(
-        user: Arc<str>,
+        user: UserKey,
         (): (),
         reply: Reply<BookOutcome>,
         recorder: Option<Recorder<BookOutcome, Refusal>>,

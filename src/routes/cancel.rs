@@ -1,5 +1,3 @@
-use std::sync::Arc;
-
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
@@ -12,7 +10,7 @@ use crate::actors::{Cancel, EventRegistry, QueueSlot, Recorder, Reply};
 use crate::booking::{CancelOutcome, Refusal};
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::{Answer, Idempotency};
-use crate::ids::UserId;
+use crate::ids::{UserId, UserKey};
 
 /// The body of a cancellation's `200`.
 #[derive(Serialize, ToSchema)]
@@ -44,7 +42,7 @@ impl OrderMessage for Cancel {
     type Args = ();
 
     fn new(
-        user: Arc<str>,
+        user: UserKey,
         (): (),
         reply: Reply<CancelOutcome>,
         recorder: Option<Recorder<CancelOutcome, Refusal>>,

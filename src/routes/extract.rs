@@ -204,7 +204,7 @@ impl Canonical for OrderRequest {
     fn canonical(&self) -> Vec<u8> {
         // The user's key: `7` and `"7"` are one user, so one request (a
         // retry replays the first answer, in the form it was sent).
-        let fields = json!({"eventId": self.event, "userId": self.user.key().as_ref()});
+        let fields = json!({"eventId": self.event, "userId": self.user.key().as_str()});
         serde_json::to_vec(&fields).expect("ids serialize")
     }
 }

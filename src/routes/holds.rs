@@ -6,8 +6,6 @@
 //! actor decides that (see `actors::event`). All three go through `order`,
 //! like book and cancel.
 
-use std::sync::Arc;
-
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
@@ -26,7 +24,7 @@ use crate::booking::{CancelOutcome, HoldOutcome, Refusal, UtcMillis};
 use crate::configuration::MAX_HOLD_SECS;
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::{Answer, Idempotency};
-use crate::ids::{whole_number_from_json, EventId, UserId};
+use crate::ids::{whole_number_from_json, EventId, UserId, UserKey};
 
 /// The body of `POST /api/events/{eventId}/holds`.
 #[derive(ToSchema)]
@@ -93,7 +91,7 @@ fn canonical(operation: &str, request: &OrderRequest, hold_secs: Option<u32>) ->
     let fields = json!({
         "operation": operation,
         "eventId": request.event,
-        "userId": request.user.key().as_ref(),
+        "userId": request.user.key().as_str(),
         "holdSecs": hold_secs,
     });
     serde_json::to_vec(&fields).expect("ids serialize")
@@ -105,7 +103,7 @@ impl OrderMessage for Hold {
     const CREATES: bool = false;
 
     fn new(
-        user: Arc<str>,
+        user: UserKey,
         hold_secs: Option<u32>,
         reply: Reply<HoldOutcome>,
         recorder: Option<Recorder<HoldOutcome, Refusal>>,
@@ -150,7 +148,7 @@ impl OrderMessage for ConfirmHold {
     type Args = ();
 
     fn new(
-        user: Arc<str>,
+        user: UserKey,
         (): (),
         reply: Reply<()>,
         recorder: Option<Recorder<(), Refusal>>,
@@ -181,7 +179,7 @@ impl OrderMessage for ReleaseHold {
     type Args = ();
 
     fn new(
-        user: Arc<str>,
+        user: UserKey,
         (): (),
         reply: Reply<CancelOutcome>,
         recorder: Option<Recorder<CancelOutcome, Refusal>>,

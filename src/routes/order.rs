@@ -4,8 +4,6 @@
 //! each answer, sent and stored alike (`respond`, `success`, `failure`,
 //! `refuse`), with the `Location` of what a resource route created.
 
-use std::sync::Arc;
-
 use actix::{Handler, Message};
 use actix_web::http::header::{ContentType, HeaderName, HeaderValue, LOCATION};
 use actix_web::http::StatusCode;
@@ -17,7 +15,7 @@ use crate::actors::{BookingError, EventActor, EventRegistry, QueueSlot, Recorder
 use crate::booking::Refusal;
 use crate::error::ApiError;
 use crate::idempotency::{Answer, Begin, Idempotency, KeyClaim};
-use crate::ids::{EventId, UserId};
+use crate::ids::{EventId, UserId, UserKey};
 
 /// The answer as it goes out, and as an idempotent request's answer is stored.
 pub(super) fn respond(answer: &Answer) -> HttpResponse {
@@ -178,7 +176,7 @@ pub(super) trait OrderMessage: Message<Result = ()> + Send + Sized + 'static {
     /// an idempotent request, renders the answer to store with the change;
     /// `slot` is the store's room for that change, taken at admission.
     fn new(
-        user: Arc<str>,
+        user: UserKey,
         args: Self::Args,
         reply: Reply<Self::Outcome>,
         recorder: Option<Recorder<Self::Outcome, Refusal>>,

@@ -7,7 +7,6 @@
 //! request straight from this thread once `COMMIT` returned.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
@@ -16,7 +15,7 @@ use super::{OrderStore, QueueSlot};
 use crate::actors::event::{EventAddr, StorageFailed};
 use crate::booking::{Standing, Summary};
 use crate::idempotency::Pending;
-use crate::ids::EventId;
+use crate::ids::{EventId, UserKey};
 use crate::storage::{Change, StorageError};
 
 /// The change was not stored; the cause is logged where it happened.
@@ -53,7 +52,7 @@ pub struct Persist {
     /// once those are committed (see `EventActor::publish_standings`).
     /// Empty but in the `Persist`s that carry nothing else: those write
     /// nothing.
-    pub standings: Vec<(Arc<str>, Standing)>,
+    pub standings: Vec<(UserKey, Standing)>,
     pub done: OnCommit,
     /// Its place in the bounded queue, freed once it is answered; `None`
     /// for a change no request asked for (a hold's lapse), which is stored

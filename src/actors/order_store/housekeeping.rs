@@ -247,7 +247,7 @@ impl Handler<ForgetAnswers> for OrderStore {
 #[cfg(test)]
 mod tests {
     use crate::actors::StatusFeed;
-    use std::sync::Arc;
+    use crate::ids::UserKey;
 
     use super::*;
     use crate::actors::order_store::{Backlog, Persist, Recover, Reload};
@@ -274,7 +274,7 @@ mod tests {
             settings: EventSettings::new(1000),
         }];
         for user in 0..churned {
-            let user: Arc<str> = format!("u{user}").into();
+            let user: UserKey = format!("u{user}").into();
             changes.push(order(OrderUpdate::Booked(user.clone())));
             changes.push(order(OrderUpdate::Cancelled {
                 user,

@@ -555,7 +555,7 @@ impl Pragmas {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use crate::ids::UserKey;
 
     use super::schema::SCHEMA;
     use super::*;
@@ -581,7 +581,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::open(&settings(&dir)).unwrap();
         let gig = EventId::parse("gig").unwrap();
-        let user = |name: &str| Arc::<str>::from(name);
+        let user = |name: &str| UserKey::from(name);
         let changes = [
             Change::CreateEvent {
                 event: gig.clone(),
@@ -667,7 +667,7 @@ mod tests {
                 event: gig.clone(),
                 settings: EventSettings::new(1),
             },
-            order(&unknown, OrderUpdate::Booked(Arc::from("a"))),
+            order(&unknown, OrderUpdate::Booked(UserKey::from("a"))),
         ];
         assert!(matches!(
             db.commit(&changes, []),
@@ -697,7 +697,7 @@ mod tests {
             .unwrap();
         // A failed transaction stores no answer either.
         let unknown = EventId::parse("unknown").unwrap();
-        let change = order(&unknown, OrderUpdate::Booked(Arc::from("a")));
+        let change = order(&unknown, OrderUpdate::Booked(UserKey::from("a")));
         assert!(db.commit([&change], [&answer("lost", 300)]).is_err());
         let keys = |stored: Vec<StoredKey>| {
             stored
@@ -808,7 +808,7 @@ mod tests {
         assert_eq!(db.list_events(3, 10).unwrap()[0].created, 4);
         // Version 7: the log takes holds, which the old CHECK refused.
         let held = OrderUpdate::Held {
-            user: Arc::from("h"),
+            user: UserKey::from("h"),
             expires_at: UtcMillis(5),
         };
         let quiet = EventId::parse("quiet").unwrap();
@@ -825,11 +825,11 @@ mod tests {
             event: quiet.clone(),
             settings,
             promoted: vec![Promotion::Offered {
-                user: Arc::from("o"),
+                user: UserKey::from("o"),
                 expires_at: UtcMillis(9),
             }],
         };
-        let joins = order(&quiet, OrderUpdate::Waiting(Arc::from("o")));
+        let joins = order(&quiet, OrderUpdate::Waiting(UserKey::from("o")));
         db.commit([&joins, &configure], [])
             .expect("new settings and an offered row are stored");
         let listed = db.list_events(0, 10).unwrap();
@@ -845,7 +845,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::open(&settings(&dir)).unwrap();
         let event = EventId::parse("e").unwrap();
-        let user = |name: &str| Arc::<str>::from(name);
+        let user = |name: &str| UserKey::from(name);
         let changes = [
             Change::CreateEvent {
                 event: event.clone(),
