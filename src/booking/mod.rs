@@ -337,7 +337,7 @@ pub struct EventState {
     held: u32,
     /// Every user ever seen at this event, so a cancelled user still has a
     /// status. hashbrown's own map (std's is built on it) for `entry_ref`,
-    /// which allocates the key of a new user only (see `Restoring`).
+    /// which builds the key of a new user only (see `Restoring`).
     users: hashbrown::HashMap<UserKey, Seat, foldhash::fast::RandomState>,
     waiting: WaitingList,
     /// The live holds in the order they lapse: what lapses next first.
