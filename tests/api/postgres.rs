@@ -242,7 +242,7 @@ async fn instances_starting_at_once_on_one_database_create_its_schema_once() {
     for app in &apps {
         app.until_ready().await;
     }
-    assert_eq!(database.sql("SELECT version FROM booking_schema"), "7");
+    assert_eq!(database.sql("SELECT version FROM booking_schema"), "8");
     // Creations of all instances take one order.
     for (i, app) in apps.iter().enumerate() {
         assert_eq!(app.initialize(json!(format!("e{i}")), 1).await.status, 201);
@@ -267,7 +267,12 @@ async fn a_database_of_schema_version_1_is_migrated_and_keeps_its_orders() {
     assert!(app.stop_with("TERM").success());
     // Back to version 1, as an older release left it.
     database.sql(
-        "ALTER TABLE order_log DROP COLUMN moved_booked, DROP COLUMN moved_waiting,
+        "ALTER TABLE events ALTER COLUMN id TYPE text COLLATE \"default\";
+         ALTER TABLE order_log ALTER COLUMN event_id TYPE text COLLATE \"default\",
+             ALTER COLUMN user_id TYPE text COLLATE \"default\";
+         ALTER TABLE idempotency ALTER COLUMN scope TYPE text COLLATE \"default\",
+             ALTER COLUMN key TYPE text COLLATE \"default\";
+         ALTER TABLE order_log DROP COLUMN moved_booked, DROP COLUMN moved_waiting,
              DROP COLUMN moved_version;
          ALTER TABLE events DROP COLUMN counted_through;
          ALTER TABLE events DROP COLUMN version, DROP COLUMN sales_open, DROP COLUMN waiting_list,
@@ -287,11 +292,24 @@ async fn a_database_of_schema_version_1_is_migrated_and_keeps_its_orders() {
 
     app.start();
     app.until_ready().await;
-    assert_eq!(database.sql("SELECT version FROM booking_schema"), "7");
+    assert_eq!(database.sql("SELECT version FROM booking_schema"), "8");
     // Version 6 drops the log's foreign key (see schema.rs).
     assert_eq!(
         database.sql("SELECT count(*) FROM pg_constraint WHERE contype = 'f'"),
         "0"
+    );
+    // Version 8 compares the ids byte by byte, in the indexes too.
+    assert_eq!(
+        database.sql(
+            "SELECT string_agg(name, ',' ORDER BY name COLLATE \"C\")
+             FROM (SELECT attrelid::regclass || '.' || attname AS name, attrelid, attcollation, attnum
+                 FROM pg_attribute) AS columns
+             WHERE attcollation = 'pg_catalog.\"C\"'::regcollation AND attnum > 0
+                 AND attrelid::regclass::text IN ('events', 'order_log', 'idempotency',
+                     'events_pkey', 'order_log_by_event', 'idempotency_by_key')"
+        ),
+        "events.id,events_pkey.id,idempotency.key,idempotency.scope,idempotency_by_key.key,\
+         idempotency_by_key.scope,order_log.event_id,order_log.user_id,order_log_by_event.event_id"
     );
     assert_eq!(app.counts("gig").await, (1, 1));
     assert_eq!(

@@ -9,7 +9,7 @@ use tokio_postgres::Client;
 use super::super::StorageError;
 
 /// Stored in `booking_schema.version`; a database with a newer one is refused.
-pub(super) const SCHEMA_VERSION: i64 = 7;
+pub(super) const SCHEMA_VERSION: i64 = 8;
 
 /// The advisory lock key that serializes migrations (the bytes of "evbook-m").
 const MIGRATION_LOCK: i64 = 0x6576_626f_6f6b_2d6d;
@@ -131,6 +131,23 @@ ALTER TABLE order_log ADD COLUMN moved_booked smallint NOT NULL DEFAULT 0,
 ALTER TABLE events ADD COLUMN counted_through bigint NOT NULL DEFAULT 0;
 ";
 
+/// Version 8: ids compare byte by byte (`COLLATE "C"`). They are opaque
+/// keys, which no language's order applies to; under the database's locale
+/// (`initdb`'s, e.g. `en_US.UTF-8` or `C.UTF-8`) every comparison in the
+/// indexes by event and by key went through the C library's `strcoll`,
+/// where the `C` collation compares bytes
+/// (<https://www.postgresql.org/docs/current/collation.html>). The tables
+/// are not rewritten; their indexes on these columns are rebuilt
+/// (<https://www.postgresql.org/docs/current/sql-altertable.html>), once,
+/// under the migration's lock.
+const BYTE_ORDER_IDS: &str = r#"
+ALTER TABLE events ALTER COLUMN id TYPE text COLLATE "C";
+ALTER TABLE order_log ALTER COLUMN event_id TYPE text COLLATE "C",
+    ALTER COLUMN user_id TYPE text COLLATE "C";
+ALTER TABLE idempotency ALTER COLUMN scope TYPE text COLLATE "C",
+    ALTER COLUMN key TYPE text COLLATE "C";
+"#;
+
 /// Creates the schema in an empty database, migrates an older one, refuses
 /// a newer one. Safe when
 /// several instances start at once (see the module's comment).
@@ -181,6 +198,11 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), StorageError> {
     if version < 7 {
         tx.batch_execute(COUNTS_IN_LOG).await?;
         tx.execute("UPDATE booking_schema SET version = 7", &[])
+            .await?;
+    }
+    if version < 8 {
+        tx.batch_execute(BYTE_ORDER_IDS).await?;
+        tx.execute("UPDATE booking_schema SET version = 8", &[])
             .await?;
     }
     tx.commit().await?;
