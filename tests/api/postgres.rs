@@ -254,6 +254,43 @@ async fn instances_starting_at_once_on_one_database_create_its_schema_once() {
 }
 
 #[actix_web::test]
+async fn a_start_waits_for_a_migration_that_outlasts_the_lock_timeout() {
+    let Some(database) = postgres_database() else {
+        return;
+    };
+    // Another instance's long migration (version 8 rebuilds indexes), as its
+    // lock shows: held for longer than the sessions' lock timeout of 5 s.
+    let migrating = {
+        let database = database.clone();
+        std::thread::spawn(move || {
+            database.sql("SELECT pg_advisory_lock(x'6576626f6f6b2d6d'::bigint); SELECT pg_sleep(7)")
+        })
+    };
+    let held = "SELECT count(*) FROM pg_locks JOIN pg_database d ON d.oid = database
+        WHERE locktype = 'advisory' AND granted AND d.datname = current_database()";
+    for _ in 0..1000 {
+        if database.sql(held) == "1" {
+            break;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        database.sql(held),
+        "1",
+        "the migration's lock was never taken"
+    );
+
+    let env = database.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut app = unstarted_app_with(&env);
+    app.start();
+    app.until_ready().await;
+    migrating.join().expect("the other session ended");
+    assert_eq!(database.sql("SELECT version FROM booking_schema"), "8");
+    assert_eq!(app.initialize(json!("gig"), 1).await.status, 201);
+}
+
+#[actix_web::test]
 async fn a_database_of_schema_version_1_is_migrated_and_keeps_its_orders() {
     let Some((mut app, database)) = spawn_on_postgres(&[]) else {
         return;

@@ -139,13 +139,16 @@ ALTER TABLE events ADD COLUMN counted_through bigint NOT NULL DEFAULT 0;
 /// (<https://www.postgresql.org/docs/current/collation.html>). The tables
 /// are not rewritten; their indexes on these columns are rebuilt
 /// (<https://www.postgresql.org/docs/current/sql-altertable.html>), once,
-/// under the migration's lock.
+/// under the migration's lock, which also blocks the instances already
+/// running on these tables until it commits. Changing a column's type drops
+/// its statistics: `ANALYZE` gathers them again.
 const BYTE_ORDER_IDS: &str = r#"
 ALTER TABLE events ALTER COLUMN id TYPE text COLLATE "C";
 ALTER TABLE order_log ALTER COLUMN event_id TYPE text COLLATE "C",
     ALTER COLUMN user_id TYPE text COLLATE "C";
 ALTER TABLE idempotency ALTER COLUMN scope TYPE text COLLATE "C",
     ALTER COLUMN key TYPE text COLLATE "C";
+ANALYZE events, order_log, idempotency;
 "#;
 
 /// Creates the schema in an empty database, migrates an older one, refuses
@@ -153,6 +156,11 @@ ALTER TABLE idempotency ALTER COLUMN scope TYPE text COLLATE "C",
 /// several instances start at once (see the module's comment).
 pub(super) async fn migrate(client: &mut Client) -> Result<(), StorageError> {
     let tx = client.transaction().await?;
+    // A migration may rebuild indexes of a large log (version 8), and the
+    // instances starting beside it wait for its lock: neither is cut short
+    // by the session's limits, meant for a request's statements.
+    tx.batch_execute("SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0")
+        .await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
     tx.batch_execute("CREATE TABLE IF NOT EXISTS booking_schema (version bigint NOT NULL)")
@@ -165,6 +173,7 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), StorageError> {
         return Ok(());
     }
     StorageError::refuse_newer_schema(version, SCHEMA_VERSION)?;
+    log::info!("migrating the PostgreSQL schema from version {version} to {SCHEMA_VERSION}");
     if version < 1 {
         tx.batch_execute(SCHEMA).await?;
         tx.execute("INSERT INTO booking_schema VALUES (1)", &[])
