@@ -110,26 +110,46 @@ impl IoThread {
     }
 }
 
-/// The writer's session, and its statement of a batch, prepared once per session.
+/// The writer's session, and its statements of a batch, prepared once per session.
 struct Writer {
     client: Client,
+    /// [`COMMIT_BATCH`].
     commit: Statement,
+    /// [`INSERT_ORDERS`], for a batch with nothing else to write.
+    orders: Statement,
 }
 
-/// A batch's changes and answers in one statement (data-modifying `WITH`
-/// queries, <https://www.postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING>):
-/// the log's rows in the order given, each with what it moves in its
-/// event's counts (schema version 7); the counts moved in the events' rows
-/// themselves, once per event, only for held tickets and settings' changes;
-/// the answers' rows, whose `seq`s it returns. Alone, it is its own
-/// transaction: one round trip per commit.
-const COMMIT_BATCH: &str = "
-WITH orders AS (
-    INSERT INTO order_log (event_id, user_id, status, expires_at, ownership,
+/// A batch's rows of the log, in the order given, each with what it moves
+/// in its event's counts (schema version 7): `$1` to `$8` of
+/// [`COMMIT_BATCH`]. Alone, it is the statement of a batch that moves
+/// nothing in the events' rows and stores no answers (bookings and
+/// cancellations without an `Idempotency-Key`, most of them): the whole
+/// statement's other parts, even with nothing to do, open `events` and
+/// `idempotency` and their indexes at every commit, a good part of a small
+/// commit's CPU (measured in `docs/performance.md`).
+macro_rules! insert_orders {
+    () => {
+        "INSERT INTO order_log (event_id, user_id, status, expires_at, ownership,
         moved_booked, moved_waiting, moved_version)
     SELECT e, u, s, x, w, b, q, v FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[],
         $5::int8[], $6::int2[], $7::int2[], $8::int2[])
-        WITH ORDINALITY AS o (e, u, s, x, w, b, q, v, n) ORDER BY n
+        WITH ORDINALITY AS o (e, u, s, x, w, b, q, v, n) ORDER BY n"
+    };
+}
+const INSERT_ORDERS: &str = insert_orders!();
+
+/// A batch's changes and answers in one statement (data-modifying `WITH`
+/// queries, <https://www.postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING>):
+/// the log's rows ([`INSERT_ORDERS`]); the counts moved in the events' rows
+/// themselves, once per event, only for held tickets and settings' changes;
+/// the answers' rows, whose `seq`s it returns. Alone, it is its own
+/// transaction: one round trip per commit.
+const COMMIT_BATCH: &str = concat!(
+    "
+WITH orders AS (
+    ",
+    insert_orders!(),
+    "
 ), counts AS (
     UPDATE events SET booked = booked + d.b, held = held + d.h, waiting = waiting + d.w,
         version = version + d.v
@@ -142,7 +162,8 @@ WITH orders AS (
         WITH ORDINALITY AS a (s, k, f, c, b, t, n) ORDER BY n
     RETURNING seq
 )
-SELECT seq FROM answers";
+SELECT seq FROM answers"
+);
 
 /// Folds what the log's rows after `counted_through` move into their
 /// events' rows, for the events named in `$1` (schema version 7). It runs
@@ -350,8 +371,13 @@ impl PostgresStorage {
             let client = self.connect(Some(session))?;
             wait(client.batch_execute(WRITING_SETTINGS))?;
             let commit = wait(client.prepare(COMMIT_BATCH))?;
+            let orders = wait(client.prepare(INSERT_ORDERS))?;
             let ended = client.is_closed();
-            *writer = Some(Writer { client, commit });
+            *writer = Some(Writer {
+                client,
+                commit,
+                orders,
+            });
             self.current.store(session, Ordering::SeqCst);
             // Closed meanwhile: its task may have looked before the store above.
             if ended || writer.as_ref().is_some_and(|w| w.client.is_closed()) {
@@ -626,11 +652,21 @@ impl Storage for PostgresStorage {
             &times,
         ];
         let mut writer = self.writer(Reopen::No)?;
-        let Writer { client, commit } = writer.as_mut().expect("connected");
+        let Writer {
+            client,
+            commit,
+            orders,
+        } = writer.as_mut().expect("connected");
+        // The log's rows alone where there is nothing else (see `INSERT_ORDERS`).
+        let (statement, params) = if counted.is_empty() && answers.is_empty() {
+            (&*orders, &params[..8])
+        } else {
+            (&*commit, &params[..])
+        };
         let rows = wait(async {
             if created.is_empty() && configured.is_empty() {
                 // One statement, one round trip: its own transaction.
-                return Ok::<_, StorageError>(client.query(&*commit, &params).await?);
+                return Ok::<_, StorageError>(client.query(statement, params).await?);
             }
             let tx = client.transaction().await?;
             if !created.is_empty() {
@@ -659,7 +695,7 @@ impl Storage for PostgresStorage {
                 )
                 .await?;
             }
-            let rows = tx.query(&*commit, &params).await?;
+            let rows = tx.query(statement, params).await?;
             tx.commit().await?;
             Ok(rows)
         })?;
