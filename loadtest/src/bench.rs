@@ -731,7 +731,7 @@ Events as virtual actors: a start reads no event, and an event idle for `passiva
     );
     let _ = writeln!(
         md,
-        "| RSS once passivated, of fresh | {:.0}% | ≤ 110% |",
+        "| RSS once passivated, of fresh | {:.1}% | ≤ 110% |",
         100.0 * figures.passivated as f64 / figures.fresh as f64
     );
     let _ = writeln!(

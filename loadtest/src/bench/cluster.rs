@@ -250,7 +250,7 @@ pub fn table(figures: &Result<ClusterFigures, String>) -> String {
             to_direct.push(rate(nginx) / rate(postgres));
             let _ = writeln!(
                 md,
-                "| {scenario:?} | {} | {:.0} | {:.0} | {:.0}% | {:.0} | {:.0}% | {} | {} |",
+                "| {scenario:?} | {} | {:.0} | {:.0} | {:.1}% | {:.0} | {:.0}% | {} | {} |",
                 number + 1,
                 rate(sqlite),
                 rate(postgres),
@@ -263,7 +263,7 @@ pub fn table(figures: &Result<ClusterFigures, String>) -> String {
         }
         let _ = writeln!(
             md,
-            "| {scenario:?} | median | | | {:.0}% (target ≥ 70%) | | {:.0}% | | |",
+            "| {scenario:?} | median | | | {:.1}% (target ≥ 70%) | | {:.0}% | | |",
             100.0 * median(&mut to_sqlite),
             100.0 * median(&mut to_direct),
         );
