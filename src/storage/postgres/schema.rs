@@ -173,7 +173,12 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), StorageError> {
         return Ok(());
     }
     StorageError::refuse_newer_schema(version, SCHEMA_VERSION)?;
-    log::info!("migrating the PostgreSQL schema from version {version} to {SCHEMA_VERSION}");
+    match version {
+        0 => log::info!("creating the PostgreSQL schema, version {SCHEMA_VERSION}"),
+        _ => {
+            log::info!("migrating the PostgreSQL schema from version {version} to {SCHEMA_VERSION}")
+        }
+    }
     if version < 1 {
         tx.batch_execute(SCHEMA).await?;
         tx.execute("INSERT INTO booking_schema VALUES (1)", &[])
