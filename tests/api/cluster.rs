@@ -581,7 +581,7 @@ async fn terminated_sessions_acknowledge_nothing_unstored(
     let load = StormProgress::default();
     let (booked, ()) = futures::join!(storm(cluster, "t", &load), async {
         load.goes_on(300).await;
-        // Its writer's session is among them: the one that holds its events' locks.
+        // Its writer's session is among them: the one that holds its owner lock.
         let ended = cluster
             .sql(
                 "SELECT count(pg_terminate_backend(pid)) FILTER (WHERE EXISTS (
@@ -670,34 +670,34 @@ async fn booked_at(cluster: &Cluster, base: &str, user: &str) {
 }
 
 /// The fence, read from the committed log: along each event's rows the
-/// number of the ownership under which they were committed never goes
-/// down (schema version 2), so no two owners' changes interleave; and
-/// the storms did move events between owners.
+/// number of the claim under which they were committed never goes down
+/// (schema version 2), so no two owners' changes interleave; and the
+/// storms did move events between owners.
 async fn no_event_was_decided_by_two_owners_at_once(cluster: &Cluster) {
     let rows = cluster
-        .sql("SELECT event_id, ownership FROM order_log ORDER BY event_id, seq")
+        .sql("SELECT event_id, claim FROM order_log ORDER BY event_id, seq")
         .await;
     let mut owners: std::collections::BTreeMap<&str, Vec<i64>> = Default::default();
     for row in rows.lines() {
-        let (event, ownership) = row.split_once('|').unwrap();
-        let ownership = ownership
+        let (event, claim) = row.split_once('|').unwrap();
+        let claim = claim
             .parse()
-            .unwrap_or_else(|_| panic!("{event}: a row without its ownership"));
-        owners.entry(event).or_default().push(ownership);
+            .unwrap_or_else(|_| panic!("{event}: a row without its claim"));
+        owners.entry(event).or_default().push(claim);
     }
-    for (event, ownerships) in &owners {
+    for (event, claims) in &owners {
         assert!(
-            ownerships.is_sorted(),
-            "{event} was decided by two owners at once: {ownerships:?}"
+            claims.is_sorted(),
+            "{event} was decided by two owners at once: {claims:?}"
         );
     }
     let moved = owners
         .iter()
-        .filter(|(event, ownerships)| {
+        .filter(|(event, claims)| {
             let stormed = event
                 .strip_prefix('s')
                 .is_some_and(|n| n.parse::<usize>().is_ok());
-            stormed && ownerships.first() != ownerships.last()
+            stormed && claims.first() != claims.last()
         })
         .count();
     assert!(

@@ -242,7 +242,7 @@ async fn instances_starting_at_once_on_one_database_create_its_schema_once() {
     for app in &apps {
         app.until_ready().await;
     }
-    assert_eq!(database.sql("SELECT version FROM booking_schema"), "8");
+    assert_eq!(database.sql("SELECT version FROM booking_schema"), "9");
     // Creations of all instances take one order.
     for (i, app) in apps.iter().enumerate() {
         assert_eq!(app.initialize(json!(format!("e{i}")), 1).await.status, 201);
@@ -286,7 +286,7 @@ async fn a_start_waits_for_a_migration_that_outlasts_the_lock_timeout() {
     app.start();
     app.until_ready().await;
     migrating.join().expect("the other session ended");
-    assert_eq!(database.sql("SELECT version FROM booking_schema"), "8");
+    assert_eq!(database.sql("SELECT version FROM booking_schema"), "9");
     assert_eq!(app.initialize(json!("gig"), 1).await.status, 201);
 }
 
@@ -320,7 +320,9 @@ async fn a_database_of_schema_version_1_is_migrated_and_keeps_its_orders() {
          ALTER TABLE order_log DROP CONSTRAINT order_log_status_check;
          ALTER TABLE order_log ADD CONSTRAINT order_log_status_check
              CHECK (status IN ('booked', 'waiting', 'cancelled'));
-         ALTER TABLE order_log DROP COLUMN ownership;
+         DROP TABLE owners;
+         DROP SEQUENCE writers;
+         ALTER TABLE order_log DROP COLUMN claim;
          DROP SEQUENCE ownerships;
          ALTER TABLE order_log ADD CONSTRAINT order_log_event_id_fkey
              FOREIGN KEY (event_id) REFERENCES events (id);
@@ -329,7 +331,7 @@ async fn a_database_of_schema_version_1_is_migrated_and_keeps_its_orders() {
 
     app.start();
     app.until_ready().await;
-    assert_eq!(database.sql("SELECT version FROM booking_schema"), "8");
+    assert_eq!(database.sql("SELECT version FROM booking_schema"), "9");
     // Version 6 drops the log's foreign key (see schema.rs).
     assert_eq!(
         database.sql("SELECT count(*) FROM pg_constraint WHERE contype = 'f'"),
@@ -353,9 +355,9 @@ async fn a_database_of_schema_version_1_is_migrated_and_keeps_its_orders() {
         app.cancel(json!("gig"), json!("a")).await.body["status"],
         "reassigned"
     );
-    // Rows of version 1 have no ownership; rows since, their owner's.
+    // Rows of version 1 have no claim; rows since, their owner's.
     assert_eq!(
-        database.sql("SELECT user_id, status, ownership IS NOT NULL FROM order_log ORDER BY seq"),
+        database.sql("SELECT user_id, status, claim IS NOT NULL FROM order_log ORDER BY seq"),
         "a|booked|f\nb|waiting|f\na|cancelled|t\nb|booked|t"
     );
     // Versions 3 to 5: holds, settings and versions, which the old schema lacked.
@@ -368,6 +370,49 @@ async fn a_database_of_schema_version_1_is_migrated_and_keeps_its_orders() {
         database
             .sql("SELECT status, expires_at IS NOT NULL FROM order_log WHERE event_id = 'fair'"),
         "held|t"
+    );
+}
+
+#[actix_web::test]
+async fn an_instance_of_schema_version_8_commits_nothing_once_version_9_is_in() {
+    let Some((mut app, database)) = spawn_on_postgres(&[]) else {
+        return;
+    };
+    app.until_ready().await;
+    app.initialize(json!("gig"), 5).await;
+    assert!(app.stop_with("TERM").success());
+    // Back to version 8, with an instance of version 8 at work, which owns
+    // its events by locks that version 9 does not look at: its writer has
+    // prepared the log's insert, with the column `ownership`.
+    database.sql(
+        "DROP TABLE owners;
+         DROP SEQUENCE writers;
+         ALTER TABLE order_log RENAME COLUMN claim TO ownership;
+         UPDATE booking_schema SET version = 8",
+    );
+    let (old, connection) = tokio_postgres::connect(&database.url(), tokio_postgres::NoTls)
+        .await
+        .expect("connected");
+    actix_web::rt::spawn(connection);
+    let commit = old
+        .prepare(
+            "INSERT INTO order_log (event_id, user_id, status, ownership)
+             VALUES ('gig', $1, 'booked', 1)",
+        )
+        .await
+        .expect("prepared at version 8");
+    old.execute(&commit, &[&"before"])
+        .await
+        .expect("committed at version 8");
+
+    app.start();
+    app.until_ready().await;
+    assert_eq!(database.sql("SELECT version FROM booking_schema"), "9");
+    let after = old.execute(&commit, &[&"after"]).await;
+    assert!(after.is_err(), "version 8 committed at version 9");
+    assert_eq!(
+        database.sql("SELECT string_agg(user_id, ',') FROM order_log WHERE event_id = 'gig'"),
+        "before"
     );
 }
 
@@ -589,7 +634,7 @@ async fn an_instance_whose_session_ended_answers_nothing_from_its_copy() {
     a.initialize(json!("gig"), 5).await;
     a.book(json!("gig"), json!("u1")).await;
     assert_eq!(a.counts("gig").await, (1, 0));
-    // A's sessions end: its lock on the event with them. B takes the event.
+    // A's sessions end, and with its writer's its hold on the event. B takes it.
     database.sql(&format!(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
          WHERE datname = '{}' AND application_name = 'event-booking'

@@ -18,13 +18,17 @@
 //! (`LISTEN`), opened again a second after it broke.
 //!
 //! One writer per event across instances: an instance owns an event while
-//! its writer's session holds a session-level advisory lock keyed by the
-//! event (`pg_try_advisory_lock(hashtextextended(id, 0))`: PostgreSQL's own
-//! 64-bit hash of the id's text; two ids sharing a key would only share an
-//! owner). The lock is held by the very session that commits the event's
-//! changes, so no commit of an owner can land after it lost the event: the
-//! lock dies with the session, and so does its open transaction
+//! table `owners` names its writer's session (by a number of its own) for
+//! the event and that session lives. Each writer's session holds, for as
+//! long as it lives, a session-level advisory lock on its number
+//! ([`owner_lock!`]), and a claim takes an event only from an owner whose
+//! lock no session holds: one that released it, or whose session ended
 //! (<https://www.postgresql.org/docs/current/explicit-locking.html#ADVISORY-LOCKS>).
+//! The lock is held by the very session that commits the owner's changes,
+//! so no commit of an owner can land after it lost an event: a session's
+//! open transaction is rolled back before its locks are released, as it
+//! ends. One lock per session rather than one per event: PostgreSQL walks
+//! every lock a session holds at each of its commits (docs/performance.md).
 //! For the same reason a commit never opens the writer's session again: only
 //! a claim, or the readiness probe, does, and that starts a new session
 //! number, under which no event is owned until claimed again.
@@ -110,9 +114,15 @@ impl IoThread {
     }
 }
 
-/// The writer's session, and its statements of a batch, prepared once per session.
+/// The writer's session, and its statements of a batch and of a claim,
+/// prepared once per session.
 struct Writer {
     client: Client,
+    /// The number that names this session in `owners` (from sequence
+    /// `writers`), the key of its owner lock ([`LOCK_OWNER`]).
+    key: i32,
+    /// [`CLAIM`].
+    claim: Statement,
     /// [`COMMIT_BATCH`].
     commit: Statement,
     /// [`INSERT_ORDERS`], for a batch with nothing else to write.
@@ -129,7 +139,7 @@ struct Writer {
 /// commit's CPU (measured in `docs/performance.md`).
 macro_rules! insert_orders {
     () => {
-        "INSERT INTO order_log (event_id, user_id, status, expires_at, ownership,
+        "INSERT INTO order_log (event_id, user_id, status, expires_at, claim,
         moved_booked, moved_waiting, moved_version)
     SELECT e, u, s, x, w, b, q, v FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[],
         $5::int8[], $6::int2[], $7::int2[], $8::int2[])
@@ -165,6 +175,60 @@ WITH orders AS (
 SELECT seq FROM answers"
 );
 
+/// The class of the advisory lock that each writer's session holds on its
+/// own number for as long as it lives, `(class, number)` in the form of two
+/// `integer`s (the bytes of "evbo"); `pg_locks` shows it with the class in
+/// `classid`, the number in `objid` and `objsubid` 2
+/// (<https://www.postgresql.org/docs/current/view-pg-locks.html>). Not the
+/// session's process id: a process id is used again once its process
+/// ended, and the row of an event whose owner died would then name a live
+/// session that never claimed it.
+macro_rules! owner_lock {
+    () => {
+        "1702257263"
+    };
+}
+
+/// Takes the writer's session's number, the next of sequence `writers`,
+/// and its lock ([`owner_lock!`]) as it opens: false if some session holds
+/// it already (the sequence went round).
+const LOCK_OWNER: &str = concat!(
+    "SELECT k, pg_try_advisory_lock(",
+    owner_lock!(),
+    ", k) FROM (SELECT nextval('writers')::integer AS k) AS n"
+);
+
+/// Whether the session that the row `o` of `owners` names lives: it holds
+/// its lock ([`owner_lock!`]).
+macro_rules! owner_lives {
+    () => {
+        concat!(
+            "EXISTS (SELECT 1 FROM pg_locks l
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+        AND l.classid = ",
+            owner_lock!(),
+            " AND l.objid = o.owner::oid
+        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))"
+        )
+    };
+}
+
+/// Takes event `$1` for the writer's session (its number in `$2`), unless a
+/// live session other than this one owns it, and returns the claim's number (sequence
+/// `ownerships`, taken only by a claim that succeeds); no row: owned
+/// elsewhere. Two claims of one event take turns on its row: `ON CONFLICT`
+/// locks the row and evaluates its condition on the row's latest version,
+/// so the second finds the first's session, alive
+/// (<https://www.postgresql.org/docs/current/sql-insert.html#SQL-ON-CONFLICT>).
+const CLAIM: &str = concat!(
+    "INSERT INTO owners AS o (event_id, owner) VALUES ($1, $2)
+ON CONFLICT (event_id) DO UPDATE SET owner = excluded.owner
+    WHERE o.owner = excluded.owner OR NOT ",
+    owner_lives!(),
+    "
+RETURNING nextval('ownerships')"
+);
+
 /// Folds what the log's rows after `counted_through` move into their
 /// events' rows, for the events named in `$1` (schema version 7). It runs
 /// beside the writer's commits, in a session of its own: it takes the
@@ -190,6 +254,13 @@ FROM (
     GROUP BY f.id, f.counted_through
 ) t
 WHERE events.id = t.id AND events.counted_through = t.through";
+
+/// A claim or a release commits without waiting for its flush to the WAL
+/// (<https://www.postgresql.org/docs/current/wal-async-commit.html>): lost
+/// in a crash of PostgreSQL, which ends every session and frees every
+/// event, it is harmless; and the first commit of a change that follows it
+/// in the session flushes the WAL past it.
+const NOT_FLUSHED: &str = "SET LOCAL synchronous_commit = off";
 
 /// The planner settings of the writer and of the folder. A batch's counts join the events it
 /// moved (an `unnest` of a few dozen ids, which the planner guesses at a
@@ -219,9 +290,9 @@ pub struct PostgresStorage {
     current: Arc<AtomicU64>,
     /// Every other read's connection.
     reader: Mutex<Option<Arc<Client>>>,
-    /// The number of each ownership taken in the writer's live session, by
+    /// The number of each claim taken in the writer's live session, by
     /// event (schema version 2): every row of the log carries its event's.
-    ownerships: Mutex<HashMap<String, i64>>,
+    claims: Mutex<HashMap<String, i64>>,
     /// The folder's connection (see the module's comment).
     folder: Mutex<Option<Arc<Client>>>,
     /// Events with rows committed since the last fold of their counts
@@ -283,7 +354,7 @@ impl PostgresStorage {
             sessions: AtomicU64::new(0),
             current: Arc::new(AtomicU64::new(NO_SESSION)),
             reader: Mutex::new(None),
-            ownerships: Mutex::default(),
+            claims: Mutex::default(),
             folder: Mutex::new(None),
             unfolded: Arc::default(),
             folding: Arc::default(),
@@ -366,15 +437,25 @@ impl PostgresStorage {
             }
             self.current.store(NO_SESSION, Ordering::SeqCst);
             // They ended with the session before.
-            self.ownerships().clear();
+            self.claims().clear();
             let session = self.sessions.fetch_add(1, Ordering::SeqCst) + 1;
             let client = self.connect(Some(session))?;
             wait(client.batch_execute(WRITING_SETTINGS))?;
+            let locked = wait(client.query_one(LOCK_OWNER, &[]))?;
+            let key = locked.try_get(0)?;
+            if !locked.try_get::<_, bool>(1)? {
+                return Err(StorageError::Unavailable(format!(
+                    "another session holds the owner lock {key} of the session that commits"
+                )));
+            }
+            let claim = wait(client.prepare(CLAIM))?;
             let commit = wait(client.prepare(COMMIT_BATCH))?;
             let orders = wait(client.prepare(INSERT_ORDERS))?;
             let ended = client.is_closed();
             *writer = Some(Writer {
                 client,
+                key,
+                claim,
                 commit,
                 orders,
             });
@@ -403,10 +484,8 @@ impl PostgresStorage {
         })
     }
 
-    fn ownerships(&self) -> MutexGuard<'_, HashMap<String, i64>> {
-        self.ownerships
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn claims(&self) -> MutexGuard<'_, HashMap<String, i64>> {
+        self.claims.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn unfolded(&self) -> MutexGuard<'_, HashSet<String>> {
@@ -553,10 +632,10 @@ impl Storage for PostgresStorage {
     ) -> Result<Vec<i64>, StorageError> {
         let (mut created, mut configured) = (Vec::new(), Vec::new());
         let (mut events, mut users, mut statuses) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut expiries, mut ownership) = (Vec::new(), Vec::new());
+        let (mut expiries, mut claimed) = (Vec::new(), Vec::new());
         let (mut moved_booked, mut moved_waiting) = (Vec::new(), Vec::new());
         let mut moved_version: Vec<i16> = Vec::new();
-        let ownerships = self.ownerships();
+        let claims = self.claims();
         let mut unfolded = self.unfolded();
         // What moves in the events' rows themselves, once per event however
         // many of its changes the batch holds: held tickets, and all of a
@@ -585,7 +664,7 @@ impl Storage for PostgresStorage {
                 }
             };
             // Only changes of events owned in this session reach here (the store's `is_void`).
-            let claim = ownerships.get(event).copied().ok_or_else(|| {
+            let claim = claims.get(event).copied().ok_or_else(|| {
                 StorageError::Inconsistent(format!("a change of {event}, not owned here"))
             })?;
             let mut first = in_log;
@@ -594,7 +673,7 @@ impl Storage for PostgresStorage {
                 users.push(row.user);
                 statuses.push(row.status);
                 expiries.push(row.expires_at);
-                ownership.push(claim);
+                claimed.push(claim);
                 let (booked, waiting, version) = match first.take() {
                     Some(moved) => (moved.booked, moved.waiting, 1),
                     None => (0, 0, 0),
@@ -629,13 +708,13 @@ impl Storage for PostgresStorage {
         let codes: Vec<i32> = answers.iter().map(|a| a.answer.status.into()).collect();
         let bodies: Vec<&[u8]> = answers.iter().map(|a| &a.answer.body[..]).collect();
         let times: Vec<i64> = answers.iter().map(|a| a.stored_at).collect();
-        drop(ownerships);
+        drop(claims);
         let params: [&(dyn ToSql + Sync); 19] = [
             &events,
             &users,
             &statuses,
             &expiries,
-            &ownership,
+            &claimed,
             &moved_booked,
             &moved_waiting,
             &moved_version,
@@ -656,6 +735,7 @@ impl Storage for PostgresStorage {
             client,
             commit,
             orders,
+            ..
         } = writer.as_mut().expect("connected");
         // The log's rows alone where there is nothing else (see `INSERT_ORDERS`).
         let (statement, params) = if counted.is_empty() && answers.is_empty() {
@@ -860,21 +940,19 @@ impl Storage for PostgresStorage {
         })
     }
 
-    /// Through the partial index `events_holding`, less those whose
-    /// advisory lock some session holds (`pg_locks` shows a `bigint` key as
-    /// its high half in `classid` and its low half in `objid`, with
-    /// `objsubid` 1: <https://www.postgresql.org/docs/current/view-pg-locks.html>).
+    /// Through the partial index `events_holding`, less those that a live
+    /// session owns.
     fn events_with_holds(&self) -> Result<Vec<EventId>, StorageError> {
         let reader = self.reader()?;
         let rows = wait(reader.query(
-            "SELECT e.id FROM events e
-             WHERE e.held > 0 AND NOT EXISTS (
-                 SELECT 1 FROM pg_locks l
-                 WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
-                   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                   AND l.classid::bigint = (hashtextextended(e.id, 0) >> 32) & 4294967295
-                   AND l.objid::bigint = hashtextextended(e.id, 0) & 4294967295)
-             ORDER BY e.created",
+            concat!(
+                "SELECT e.id FROM events e
+                 WHERE e.held > 0 AND NOT EXISTS (
+                     SELECT 1 FROM owners o WHERE o.event_id = e.id AND ",
+                owner_lives!(),
+                ")
+                 ORDER BY e.created"
+            ),
             &[],
         ))?;
         Ok(rows.iter().map(|row| EventId::stored(row.get(0))).collect())
@@ -916,37 +994,44 @@ impl Storage for PostgresStorage {
 
     fn claim(&self, event: &EventId) -> Result<Option<u64>, StorageError> {
         let mut writer = self.writer(Reopen::Yes)?;
-        let client = &writer.as_ref().expect("connected").client;
-        // The ownership's number is taken once the lock is (`CASE` evaluates lazily).
-        let claimed = wait(client.query_one(
-            "SELECT CASE WHEN pg_try_advisory_lock(hashtextextended($1, 0))
-                THEN nextval('ownerships') END",
-            &[&event.as_str()],
-        ));
-        // A session-level lock outlives a failed statement: whether it was
-        // taken is unknown, so the session goes, and its locks with it.
-        let row = claimed.inspect_err(|_| *writer = None)?;
-        let Some(ownership) = row.get::<_, Option<i64>>(0) else {
+        let Writer {
+            client, key, claim, ..
+        } = writer.as_mut().expect("connected");
+        let claimed = wait(async {
+            let tx = client.transaction().await?;
+            tx.batch_execute(NOT_FLUSHED).await?;
+            let row = tx.query_opt(&*claim, &[&event.as_str(), key]).await?;
+            tx.commit().await?;
+            Ok::<_, StorageError>(row)
+        })?;
+        let Some(row) = claimed else {
             return Ok(None);
         };
-        self.ownerships().insert(event.as_str().into(), ownership);
+        self.claims().insert(event.as_str().into(), row.try_get(0)?);
         Ok(Some(self.current.load(Ordering::SeqCst)))
     }
 
     fn release(&self, event: &EventId) -> Result<(), StorageError> {
         let mut writer = self.writer(Reopen::No)?;
-        let client = &writer.as_ref().expect("connected").client;
-        let released = wait(client.execute(
-            "SELECT pg_advisory_unlock(hashtextextended($1, 0))",
-            &[&event.as_str()],
-        ));
-        // Not let go, and no longer deciding for it: the session goes, and its locks with it.
+        let Writer { client, key, .. } = writer.as_mut().expect("connected");
+        let released = wait(async {
+            let tx = client.transaction().await?;
+            tx.batch_execute(NOT_FLUSHED).await?;
+            tx.execute(
+                "DELETE FROM owners WHERE event_id = $1 AND owner = $2",
+                &[&event.as_str(), key],
+            )
+            .await?;
+            tx.commit().await
+        });
+        // Not let go, and no longer deciding for it: the session goes, and
+        // with its lock every event it owned.
         released.inspect_err(|_| *writer = None)?;
-        let mut ownerships = self.ownerships();
-        ownerships.remove(event.as_str());
+        let mut claims = self.claims();
+        claims.remove(event.as_str());
         // As the store's own map of owned events: not the room of every event once owned.
-        if ownerships.len() * 4 < ownerships.capacity() {
-            ownerships.shrink_to_fit();
+        if claims.len() * 4 < claims.capacity() {
+            claims.shrink_to_fit();
         }
         Ok(())
     }

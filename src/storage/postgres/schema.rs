@@ -9,7 +9,7 @@ use tokio_postgres::Client;
 use super::super::StorageError;
 
 /// Stored in `booking_schema.version`; a database with a newer one is refused.
-pub(super) const SCHEMA_VERSION: i64 = 8;
+pub(super) const SCHEMA_VERSION: i64 = 9;
 
 /// The advisory lock key that serializes migrations (the bytes of "evbook-m").
 const MIGRATION_LOCK: i64 = 0x6576_626f_6f6b_2d6d;
@@ -151,6 +151,30 @@ ALTER TABLE idempotency ALTER COLUMN scope TYPE text COLLATE "C",
 ANALYZE events, order_log, idempotency;
 "#;
 
+/// Version 9: an event's owner is named in `owners` (its writer's session,
+/// by a number from sequence `writers`; integers, which the advisory lock
+/// on the number takes, and round again after 2^31 sessions), and fenced
+/// by one advisory lock per session instead
+/// of one per event (see `claim` in `mod.rs`): PostgreSQL walks every lock
+/// a session holds at each of its commits. The log's column `ownership`
+/// becomes `claim`, the number of the claim under which the row was
+/// committed, as before; renamed, it is a fence: instances of version 8
+/// own events by locks that version 9 does not look at, and every commit of
+/// theirs writes that column, so from the moment this migration commits
+/// they commit nothing more (their statements are parsed again against the
+/// changed table, <https://www.postgresql.org/docs/current/sql-prepare.html>),
+/// and never decide for an event beside an instance of version 9. A
+/// release deletes its row; the row of an owner that died stays until the
+/// event is claimed again.
+const OWNERS: &str = r#"
+CREATE TABLE owners (
+    event_id text COLLATE "C" PRIMARY KEY,
+    owner    integer NOT NULL
+);
+CREATE SEQUENCE writers AS integer CYCLE;
+ALTER TABLE order_log RENAME COLUMN ownership TO claim;
+"#;
+
 /// Creates the schema in an empty database, migrates an older one, refuses
 /// a newer one. Safe when
 /// several instances start at once (see the module's comment).
@@ -217,6 +241,11 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), StorageError> {
     if version < 8 {
         tx.batch_execute(BYTE_ORDER_IDS).await?;
         tx.execute("UPDATE booking_schema SET version = 8", &[])
+            .await?;
+    }
+    if version < 9 {
+        tx.batch_execute(OWNERS).await?;
+        tx.execute("UPDATE booking_schema SET version = 9", &[])
             .await?;
     }
     tx.commit().await?;
