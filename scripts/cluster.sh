@@ -177,7 +177,7 @@ remove() {
     die "nginx did not take instance $i out; it still runs"
   fi
   rm "$CLUSTER_DIR/node-$i.url.removed"
-  # Stopped gracefully: it answers what it took, and its events' locks go with its sessions.
+  # Stopped gracefully: it answers what it took, and its events go with its writer's session.
   local pid
   pid=$(cat "$CLUSTER_DIR/node-$i.pid")
   kill -TERM "$pid" 2>/dev/null || true

@@ -381,9 +381,9 @@ async fn an_instance_of_schema_version_8_commits_nothing_once_version_9_is_in() 
     app.until_ready().await;
     app.initialize(json!("gig"), 5).await;
     assert!(app.stop_with("TERM").success());
-    // Back to version 8, with an instance of version 8 at work, which owns
-    // its events by locks that version 9 does not look at: its writer has
-    // prepared the log's insert, with the column `ownership`.
+    // Back to version 8, with the writer of an instance of version 8 at
+    // work (it would own its events by locks that version 9 does not look
+    // at): it has prepared the log's insert, with the column `ownership`.
     database.sql(
         "DROP TABLE owners;
          DROP SEQUENCE writers;
@@ -409,7 +409,10 @@ async fn an_instance_of_schema_version_8_commits_nothing_once_version_9_is_in() 
     app.until_ready().await;
     assert_eq!(database.sql("SELECT version FROM booking_schema"), "9");
     let after = old.execute(&commit, &[&"after"]).await;
-    assert!(after.is_err(), "version 8 committed at version 9");
+    assert_eq!(
+        after.expect_err("version 8 committed at version 9").code(),
+        Some(&tokio_postgres::error::SqlState::UNDEFINED_COLUMN)
+    );
     assert_eq!(
         database.sql("SELECT string_agg(user_id, ',') FROM order_log WHERE event_id = 'gig'"),
         "before"
@@ -622,6 +625,53 @@ async fn a_retry_replays_its_first_answer_whichever_instance_it_reaches() {
         (422, &json!("idempotency_key_reused"))
     );
     assert_eq!(database.sql("SELECT count(*) FROM order_log"), "1");
+}
+
+#[actix_web::test]
+async fn a_writer_whose_key_was_used_before_owns_nothing_it_did_not_claim() {
+    let Some(database) = postgres_database() else {
+        return;
+    };
+    let a = spawn_on(&database, &[]);
+    a.initialize(json!("fair"), 5).await;
+    // A's writer ends; the event's row then names a key that sequence
+    // `writers` gives again, as it does once it went round.
+    let owner_locks = "SELECT string_agg(objid::text, ',') FROM pg_locks
+        WHERE locktype = 'advisory' AND classid = 1702257263 AND objsubid = 2 AND granted";
+    database.sql(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks
+         WHERE locktype = 'advisory' AND classid = 1702257263 AND database =
+             (SELECT oid FROM pg_database WHERE datname = '{}')",
+        database.name
+    ));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !database.sql(owner_locks).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the writer lives on");
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    database.sql(
+        "UPDATE owners SET owner = 101 WHERE event_id = 'fair';
+         SELECT setval('writers', 100)",
+    );
+    // A's next writer (the readiness probe opens it) takes key 101, and
+    // must not inherit the event: it forgets what the key owned before.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        a.get("/ready").await;
+        let stale = database.sql("SELECT count(*) FROM owners WHERE owner = 101");
+        if database.sql(owner_locks) == "101" && stale == "0" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "owner locks {:?}, rows of key 101: {stale}",
+            database.sql(owner_locks)
+        );
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let b = spawn_on(&database, &[]);
+    let booked = b.book(json!("fair"), json!("u1")).await;
+    assert_eq!(booked.body["status"], "booked", "{booked:?}");
 }
 
 #[actix_web::test]

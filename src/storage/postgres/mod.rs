@@ -18,20 +18,25 @@
 //! (`LISTEN`), opened again a second after it broke.
 //!
 //! One writer per event across instances: an instance owns an event while
-//! table `owners` names its writer's session (by a number of its own) for
-//! the event and that session lives. Each writer's session holds, for as
-//! long as it lives, a session-level advisory lock on its number
-//! ([`owner_lock!`]), and a claim takes an event only from an owner whose
-//! lock no session holds: one that released it, or whose session ended
-//! (<https://www.postgresql.org/docs/current/explicit-locking.html#ADVISORY-LOCKS>).
-//! The lock is held by the very session that commits the owner's changes,
-//! so no commit of an owner can land after it lost an event: a session's
-//! open transaction is rolled back before its locks are released, as it
-//! ends. One lock per session rather than one per event: PostgreSQL walks
-//! every lock a session holds at each of its commits (docs/performance.md).
+//! table `owners` names its writer's session for the event and that
+//! session lives. Each writer's session takes a number of its own (its
+//! *owner key*, from sequence `writers`) and holds, for as long as it lives,
+//! a session-level advisory lock on it ([`owner_lock!`],
+//! <https://www.postgresql.org/docs/current/explicit-locking.html#ADVISORY-LOCKS>).
+//! A claim ([`CLAIM`]) writes its key into the event's row, unless the row
+//! names another key whose lock some session holds; a release deletes the
+//! row. The lock is held by the very session that commits the owner's
+//! changes, so no commit of an owner can land after another took its
+//! event: as a session ends, PostgreSQL rolls back its open transaction
+//! before it releases its locks (`ShutdownPostgres` in its
+//! `src/backend/utils/init/postinit.c`). One lock per session rather than
+//! one per event: PostgreSQL walks every lock a session holds at each of
+//! its commits (docs/performance.md).
 //! For the same reason a commit never opens the writer's session again: only
 //! a claim, or the readiness probe, does, and that starts a new session
-//! number, under which no event is owned until claimed again.
+//! number ([`Storage::session`], this process's count of its writer's
+//! sessions, not the owner key), under which no event is owned until
+//! claimed again.
 //!
 //! A session's end is seen at once by every actor: the writer's connection
 //! task sets the live session number ([`Storage::session`]) to none as it
@@ -75,7 +80,7 @@ const CREATION_LOCK: i64 = 0x6576_626f_6f6b_2d63;
 /// acknowledged, instead of the kernel's default of over two hours. Here a
 /// commit waiting on a vanished PostgreSQL then fails, and is answered 503;
 /// there PostgreSQL ends the session of a vanished instance, and with it
-/// the locks of the events it owned.
+/// the lock by which it owned its events.
 const KEEPALIVES_IDLE: Duration = Duration::from_secs(5);
 const KEEPALIVES_INTERVAL: Duration = Duration::from_secs(2);
 const KEEPALIVES_RETRIES: u32 = 3;
@@ -118,7 +123,7 @@ impl IoThread {
 /// prepared once per session.
 struct Writer {
     client: Client,
-    /// The number that names this session in `owners` (from sequence
+    /// The owner key that names this session in `owners` (from sequence
     /// `writers`), the key of its owner lock ([`LOCK_OWNER`]).
     key: i32,
     /// [`CLAIM`].
@@ -198,8 +203,8 @@ const LOCK_OWNER: &str = concat!(
     ", k) FROM (SELECT nextval('writers')::integer AS k) AS n"
 );
 
-/// Whether the session that the row `o` of `owners` names lives: it holds
-/// its lock ([`owner_lock!`]).
+/// Whether the session that the row of `owners` aliased `o` names lives:
+/// some session holds the lock on its key ([`owner_lock!`]).
 macro_rules! owner_lives {
     () => {
         concat!(
@@ -218,8 +223,9 @@ macro_rules! owner_lives {
 /// `ownerships`, taken only by a claim that succeeds); no row: owned
 /// elsewhere. Two claims of one event take turns on its row: `ON CONFLICT`
 /// locks the row and evaluates its condition on the row's latest version,
-/// so the second finds the first's session, alive
-/// (<https://www.postgresql.org/docs/current/sql-insert.html#SQL-ON-CONFLICT>).
+/// so the second finds the first's session, alive; where there was no row,
+/// the second insert waits for the first and then finds its row
+/// (<https://www.postgresql.org/docs/current/transaction-iso.html#XACT-READ-COMMITTED>).
 const CLAIM: &str = concat!(
     "INSERT INTO owners AS o (event_id, owner) VALUES ($1, $2)
 ON CONFLICT (event_id) DO UPDATE SET owner = excluded.owner
@@ -448,6 +454,10 @@ impl PostgresStorage {
                     "another session holds the owner lock {key} of the session that commits"
                 )));
             }
+            // Rows of a session that had this key before the sequence went
+            // round: it ended (the lock was free), and they would otherwise
+            // name this session as the owner of events it never claimed.
+            wait(client.execute("DELETE FROM owners WHERE owner = $1", &[&key]))?;
             let claim = wait(client.prepare(CLAIM))?;
             let commit = wait(client.prepare(COMMIT_BATCH))?;
             let orders = wait(client.prepare(INSERT_ORDERS))?;
@@ -1001,13 +1011,15 @@ impl Storage for PostgresStorage {
             let tx = client.transaction().await?;
             tx.batch_execute(NOT_FLUSHED).await?;
             let row = tx.query_opt(&*claim, &[&event.as_str(), key]).await?;
+            // Read before the commit: once committed, the claim must be known here.
+            let number = row.map(|row| row.try_get::<_, i64>(0)).transpose()?;
             tx.commit().await?;
-            Ok::<_, StorageError>(row)
+            Ok::<_, StorageError>(number)
         })?;
-        let Some(row) = claimed else {
+        let Some(number) = claimed else {
             return Ok(None);
         };
-        self.claims().insert(event.as_str().into(), row.try_get(0)?);
+        self.claims().insert(event.as_str().into(), number);
         Ok(Some(self.current.load(Ordering::SeqCst)))
     }
 

@@ -160,10 +160,12 @@ ANALYZE events, order_log, idempotency;
 /// becomes `claim`, the number of the claim under which the row was
 /// committed, as before; renamed, it is a fence: instances of version 8
 /// own events by locks that version 9 does not look at, and every commit of
-/// theirs writes that column, so from the moment this migration commits
-/// they commit nothing more (their statements are parsed again against the
-/// changed table, <https://www.postgresql.org/docs/current/sql-prepare.html>),
-/// and never decide for an event beside an instance of version 9. A
+/// theirs of an event's changes writes that column, so from the moment this
+/// migration commits they commit no such change (their statements are
+/// parsed again against the changed table,
+/// <https://www.postgresql.org/docs/current/sql-prepare.html>), and never
+/// decide for an event beside an instance of version 9. (Their readiness
+/// probe still passes: it writes elsewhere.) A
 /// release deletes its row; the row of an owner that died stays until the
 /// event is claimed again.
 const OWNERS: &str = r#"
