@@ -152,22 +152,23 @@ ANALYZE events, order_log, idempotency;
 "#;
 
 /// Version 9: an event's owner is named in `owners` (its writer's session,
-/// by a number from sequence `writers`; integers, which the advisory lock
-/// on the number takes, and round again after 2^31 sessions), and fenced
-/// by one advisory lock per session instead
-/// of one per event (see `claim` in `mod.rs`): PostgreSQL walks every lock
-/// a session holds at each of its commits. The log's column `ownership`
-/// becomes `claim`, the number of the claim under which the row was
-/// committed, as before; renamed, it is a fence: instances of version 8
-/// own events by locks that version 9 does not look at, and every commit of
-/// theirs of an event's changes writes that column, so from the moment this
-/// migration commits they commit no such change (their statements are
-/// parsed again against the changed table,
-/// <https://www.postgresql.org/docs/current/sql-prepare.html>), and never
-/// decide for an event beside an instance of version 9. (Their readiness
-/// probe still passes: it writes elsewhere.) A
-/// release deletes its row; the row of an owner that died stays until the
-/// event is claimed again.
+/// by a number from sequence `writers`: integers, which the advisory lock
+/// on the number takes, round again after 2^31 sessions), and fenced by
+/// one advisory lock per session instead of one per event (see the module
+/// comment of `mod.rs`): PostgreSQL walks every lock a session holds at
+/// each of its commits. A release deletes its row; the row of an owner
+/// that died stays until the event is claimed again, or a new session
+/// given the same number deletes it.
+///
+/// The log's column `ownership` becomes `claim`, the number of the claim
+/// under which the row was committed, as before. Renamed, it is a fence:
+/// instances of version 8 own events by locks that version 9 does not look
+/// at, and each of their commits of an event's changes writes that column,
+/// so from the moment this migration commits they commit no such change
+/// (their statements are parsed again against the changed table,
+/// <https://www.postgresql.org/docs/current/sql-prepare.html>) and never
+/// decide for an event beside an instance of version 9. Their readiness
+/// probe still passes: it writes elsewhere.
 const OWNERS: &str = r#"
 CREATE TABLE owners (
     event_id text COLLATE "C" PRIMARY KEY,
