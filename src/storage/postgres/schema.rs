@@ -54,7 +54,8 @@ INSERT INTO readiness VALUES (1, 0);
 
 /// Version 2: each row of the log says under which ownership of its event
 /// it was committed. A claim of an event takes the next number of sequence
-/// `ownerships`, after it took the event's lock, so along one event's log
+/// `ownerships` once it holds the event (its lock before version 9, its
+/// row of `owners` since), so along one event's log
 /// (by `seq`) the numbers never go down: rows of two owners interleaved
 /// would break that, which the cluster's tests check. `NULL` on rows
 /// committed before version 2.
